@@ -1,0 +1,78 @@
+"""Wiring: builds the gateway from its configuration. Nothing else knows the whole."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from gateway.config import GatewayConfig
+from gateway.core.intake import Intake
+from gateway.core.metrics import Metrics
+from gateway.core.pipeline import Pipeline
+from gateway.core.plugins import build_plugin_manager, describe_plugins
+from gateway.core.store import JournalWriter, Store
+from gateway.transports.http import build_site
+from gateway.transports.mllp import MLLPFactory
+
+log = Logger(namespace="hssk.app")
+
+
+class Gateway:
+    """One running gateway: store, writer, pipeline workers and the two listeners.
+
+    ``reactor`` must provide IReactorTCP/IReactorThreads; ``clock`` (IReactorTime, default the
+    reactor) drives every timeout, so tests can pass a ``task.Clock``.
+    """
+
+    def __init__(self, config: GatewayConfig, reactor, clock=None, plugins: pluggy.PluginManager | None = None,
+                 extra_plugins: Iterable[object] = ()) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.clock = clock or reactor
+        self.metrics = Metrics()
+        self.plugins = plugins or build_plugin_manager(config, extra_plugins)
+        self.store = Store(config.database_path, config.store.synchronous)
+        self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch)
+        self.pipeline = Pipeline(self.plugins.hook, config, self.metrics)
+        self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
+                             timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight)
+        self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock)
+        self.site = build_site(
+            self.intake, self.writer, self.metrics, self.clock, data_dir=config.data_dir,
+            max_body_bytes=config.http.max_body_bytes, min_free_disk_bytes=config.store.min_free_disk_bytes,
+            plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
+            probe_timeout=min(5.0, config.pipeline.timeout_seconds))
+        self.ports: dict[str, object] = {}
+
+    @inlineCallbacks
+    def start(self):
+        """Migrate the store, start the threads, then listen — in that order, so nothing is
+        accepted before it can be stored."""
+        applied = self.store.migrate()
+        if applied:
+            log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
+        self.writer.start()
+        self.intake.start()
+        self.ports["mllp"] = yield serverFromString(self.reactor, self.config.mllp.listen).listen(self.mllp_factory)
+        self.ports["http"] = yield serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        for name, port in self.ports.items():
+            address = port.getHost()
+            log.info("{name} listening on {host}:{port}", name=name, host=address.host, port=address.port)
+        return self
+
+    def address(self, name: str) -> tuple[str, int]:
+        host = self.ports[name].getHost()
+        return host.host, host.port
+
+    @inlineCallbacks
+    def stop(self):
+        """Stop listening, let in-flight messages be answered, close connections, stop the writer."""
+        for port in self.ports.values():
+            yield port.stopListening()
+        yield self.intake.stop()
+        for protocol in list(self.mllp_factory.connections):
+            protocol.transport.loseConnection()
+        yield self.writer.stop()

@@ -1,0 +1,240 @@
+"""Gateway configuration: TOML file, then environment, then command-line flags.
+
+Everything is validated before anything listens, and every error names the key and the rule it
+broke (``mllp.max_frame_bytes: must be a positive integer, got -1``), because the person reading
+it is an operator at a provincial data centre, not the author of this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "HSSK_"
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value breaks a rule; ``key`` is the dotted path of the offending value."""
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(f"{key}: {rule}")
+        self.key = key
+        self.rule = rule
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _check(rule: str, test) -> dict:
+    return {"rule": rule, "test": test}
+
+
+@dataclass(frozen=True)
+class MllpConfig:
+    listen: str = "tcp:2575:interface=127.0.0.1"
+    max_frame_bytes: int = field(default=32 * MiB, metadata=_check("must be a positive integer", _positive))
+    max_connections: int = field(default=512, metadata=_check("must be a positive integer", _positive))
+    idle_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
+    charset: str = ""
+    default_charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "tcp:8080:interface=127.0.0.1"
+    max_body_bytes: int = field(default=32 * MiB, metadata=_check("must be a positive integer", _positive))
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    synchronous: str = field(
+        default="FULL",
+        metadata=_check(f"must be one of {', '.join(SYNCHRONOUS_LEVELS)}", lambda v: v.upper() in SYNCHRONOUS_LEVELS),
+    )
+    max_batch: int = field(default=512, metadata=_check("must be a positive integer", _positive))
+    min_free_disk_bytes: int = field(default=256 * MiB, metadata=_check("must be zero or more", lambda v: v >= 0))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    workers: int = field(default=2, metadata=_check("must be between 1 and 64", lambda v: 1 <= v <= 64))
+    timeout_seconds: float = field(default=10.0, metadata=_check("must be a positive number", _positive))
+    max_in_flight: int = field(default=10000, metadata=_check("must be a positive integer", _positive))
+    supported_versions: tuple[str, ...] = (
+        "2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2",
+    )
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    disabled: tuple[str, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    data_dir: str = "var"
+    log_format: str = field(default="text", metadata=_check("must be 'text' or 'json'", lambda v: v in ("text", "json")))
+    mllp: MllpConfig = MllpConfig()
+    http: HttpConfig = HttpConfig()
+    store: StoreConfig = StoreConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    plugins: PluginsConfig = PluginsConfig()
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir) / "gateway.db"
+
+    def plugin_settings(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table, empty when the file has none."""
+        return self.plugins.settings.get(name, {})
+
+
+_SECTIONS = {f.name: type(f.default) for f in dataclasses.fields(GatewayConfig) if dataclasses.is_dataclass(f.default)}
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GatewayConfig:
+    """Build the configuration from built-in defaults, a TOML file, ``HSSK_SECTION__KEY`` variables
+    and dotted ``overrides`` (command-line flags), in that order of precedence, lowest first.
+
+    >>> load_config(overrides={"mllp.listen": "tcp:0"}).mllp.listen
+    'tcp:0'
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {os.fspath(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", f"{os.fspath(path)!r} is not valid TOML: {e}") from None
+    for key, value in _environment_overrides(environ if environ is not None else os.environ).items():
+        _set_dotted(raw, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value)
+    return _build(raw)
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    found = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        found[key] = value
+    return found
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    table = raw
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(key, f"{part!r} is a value, not a table")
+    table[parts[-1]] = value
+
+
+def _build(raw: Mapping[str, Any]) -> GatewayConfig:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "plugins":
+            values["plugins"] = _build_plugins(value)
+        elif key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, "must be a table")
+            values[key] = _build_dataclass(_SECTIONS[key], value, key + ".")
+        else:
+            values[key] = value
+    return _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins"})
+
+
+def _build_plugins(raw: Any) -> PluginsConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("plugins", "must be a table")
+    settings = {k: v for k, v in raw.items() if isinstance(v, Mapping)}
+    plain = {k: v for k, v in raw.items() if not isinstance(v, Mapping)}
+    base = _build_dataclass(PluginsConfig, plain, "plugins.", nested={"settings"})
+    return dataclasses.replace(base, settings=settings)
+
+
+def _build_dataclass(cls, raw: Mapping[str, Any], prefix: str, nested: set[str] = frozenset()):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(prefix + key, f"unknown key (known keys: {', '.join(sorted(known))})")
+        if key in nested:
+            kwargs[key] = value
+            continue
+        f = known[key]
+        value = _coerce(prefix + key, f, value)
+        check = f.metadata.get("test")
+        if check is not None and not check(value):
+            raise ConfigError(prefix + key, f"{f.metadata['rule']}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    if kind.startswith("tuple"):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f"must be a list of strings, got {value!r}")
+        return tuple(value)
+    raise AssertionError(f"no coercion for {key} of type {kind}")
+
+
+def validate_runtime(config: GatewayConfig, reactor) -> None:
+    """Checks that need the outside world: endpoint strings parse, charsets exist, data dir is usable.
+
+    Kept apart from :func:`load_config` so that loading stays pure and testable without a reactor.
+    """
+    import codecs
+
+    from twisted.internet.endpoints import serverFromString
+
+    for key, description in (("mllp.listen", config.mllp.listen), ("http.listen", config.http.listen)):
+        try:
+            serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(key, f"is not a Twisted endpoint string such as 'tcp:2575:interface=127.0.0.1': {e}") from None
+    for key, name in (("mllp.charset", config.mllp.charset), ("mllp.default_charset", config.mllp.default_charset)):
+        if name:
+            from gateway.formats.charsets import codec_for
+
+            if codec_for(name) is None:
+                raise ConfigError(key, f"unknown character set {name!r}")
+            codecs.lookup(codec_for(name))
+    data_dir = Path(config.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

@@ -1,0 +1,129 @@
+"""HL7 v2 acknowledgements: original mode (AA/AE/AR) and enhanced mode (CA/CE/CR accept ACKs).
+
+The ACK's MSH mirrors the sender's: our MSH-3/4 are its MSH-5/6 and the other way round, MSH-11
+and MSH-12 are copied so that its parser accepts the answer, and MSH-18 is copied because the
+ACK is encoded in the sender's character set.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Sequence
+
+from gateway.core.outcome import ACCEPT, TABLE_0357, Issue
+from gateway.formats.hl7v2 import Hl7Message, escape
+
+_DEFAULT_ENCODING = "^~\\&"
+_sequence = itertools.count(1)
+_PREFIX = os.urandom(3).hex().upper()
+
+
+def next_ack_control_id() -> str:
+    """Unique across this process and, thanks to the random prefix, across restarts (≤ 20 chars)."""
+    return f"G{_PREFIX}{next(_sequence):013d}"
+
+
+def hl7_timestamp(seconds: float) -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.localtime(seconds))
+
+
+def is_enhanced_mode(message: Hl7Message | None) -> bool:
+    return message is not None and bool(message.accept_ack_type or message.application_ack_type)
+
+
+def _wanted(condition: str, code: str) -> bool:
+    """Table 0155: AL always, NE never, ER only on error/reject, SU only on success. Empty means
+    AL, so a sender that filled only one of MSH-15/16 still hears back."""
+    if condition in ("", "AL"):
+        return True
+    if condition == "NE":
+        return False
+    success = code[1] == "A"
+    return success if condition == "SU" else not success if condition == "ER" else True
+
+
+def acknowledgements(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float) -> list[str]:
+    """Every ACK this decision owes the sender, in the order they go on the wire.
+
+    Original mode (MSH-15 and MSH-16 empty) gives one application ACK. Enhanced mode gives the
+    accept ACK (CA/CE/CR, "safely stored") when MSH-15 asks for it, then the application ACK when
+    MSH-16 does; both can be absent (NE/NE).
+    """
+    if not is_enhanced_mode(message):
+        return [build_ack(message, code, issues, now)]
+    replies = []
+    accept_code = "C" + code[1]
+    if _wanted(message.accept_ack_type, accept_code):
+        replies.append(build_ack(message, accept_code, issues, now))
+    if _wanted(message.application_ack_type, code):
+        replies.append(build_ack(message, code, issues, now))
+    return replies
+
+
+def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float,
+              control_id: str | None = None) -> str:
+    """One ACK message as text with CR segment ends (no MLLP framing).
+
+    ``message`` may be None when the frame had no readable MSH; the ACK then carries an empty
+    MSA-2, which is all HL7 allows us to say.
+    """
+    if message is None:
+        sep, enc = "|", _DEFAULT_ENCODING
+        mirror = {n: "" for n in (3, 4, 5, 6, 11, 12, 18)}
+        mirror[11], mirror[12] = "P", "2.5"
+        event, original_id = "", ""
+    else:
+        sep, enc = message.field_separator, message.encoding_characters[:4]
+        mirror = {n: message.msh(n) for n in (3, 4, 5, 6, 11, 12, 18)}
+        event, original_id = message.trigger_event, message.control_id
+    version = mirror[12].split(enc[0])[0]
+    msh = [
+        "MSH", enc, mirror[5], mirror[6], mirror[3], mirror[4], hl7_timestamp(now), "",
+        enc[0].join(("ACK", event, "ACK")) if event else "ACK",
+        control_id or next_ack_control_id(), mirror[11] or "P", mirror[12] or "2.5",
+    ]
+    if mirror[18]:
+        msh += ["", "", "", "", "", mirror[18]]
+    msa = ["MSA", code, original_id]
+    errors = [i for i in issues if i.severity == "E"]
+    if code[1] != "A" and errors and _has_msa3(version):
+        msa.append(escape(errors[0].text, sep, enc))
+    segments = [sep.join(msh), sep.join(msa)]
+    segments += [_err_segment(issue, sep, enc) for issue in issues]
+    return "\r".join(segments) + "\r"
+
+
+def _has_msa3(version: str) -> bool:
+    """MSA-3 (text message) was withdrawn in v2.7; older receivers still show it to people."""
+    try:
+        return tuple(int(p) for p in version.split(".")[:2]) < (2, 7)
+    except ValueError:
+        return True
+
+
+def _err_segment(issue: Issue, sep: str, enc: str) -> str:
+    """ERR in v2.5 form: ERR-2 location, ERR-3 table-0357 code, ERR-4 severity, ERR-8 user message."""
+    component = enc[0]
+    name = TABLE_0357.get(issue.code, "Application error")
+    fields = [
+        "ERR",
+        "",
+        issue.location,
+        component.join((str(issue.code), name, "HL70357")),
+        issue.severity,
+        "", "", "",
+        escape(issue.text, sep, enc),
+    ]
+    return sep.join(fields)
+
+
+def encode_reply(text: str, charset: str) -> bytes:
+    """Encode an ACK in the sender's character set; characters it cannot hold become ``?`` rather
+    than failing the answer."""
+    from gateway.formats.charsets import codec_for
+
+    return text.encode(codec_for(charset) or "utf-8", errors="replace")
+
+
+__all__ = ["ACCEPT", "acknowledgements", "build_ack", "encode_reply", "is_enhanced_mode", "next_ack_control_id"]

@@ -1,0 +1,114 @@
+"""The plugin contract: every hook a plugin may implement.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the specs
+below; it is found through the ``hssk_gateway.plugins`` entry-point group, exactly like the bundled
+plugins. A minimal plugin::
+
+    from gateway.core.hookspecs import hookimpl
+    from gateway.core.model import RecordSet
+
+    class LabAdapter:
+        name = "my_lab"
+
+        def normalize(self, message):
+            return RecordSet(kind=message.message_type)
+
+    @hookimpl
+    def hssk_identify(message):
+        if message.sending_application == "MY_LIS":
+            return LabAdapter()
+
+The hooks run on a pipeline worker thread, never on the reactor: they may take milliseconds, but
+not seconds — an answer slower than ``pipeline.timeout_seconds`` is answered AR with ERR 207 and
+dropped. An exception is answered AE with ERR 207 and counted per plugin; neither stops the
+gateway. Version notes: all hooks are as of 0.1.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.core.envelope import Envelope
+    from gateway.core.model import RecordSet
+    from gateway.core.outcome import Issue
+    from gateway.formats.hl7v2 import Hl7Message
+
+PROJECT = "hssk_gateway"
+ENTRY_POINT_GROUP = "hssk_gateway.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Adapter(Protocol):
+    """What :func:`hssk_identify` returns: the object that owns one message from here on.
+
+    ``name`` is used in the journal, in metrics labels and in ERR texts, so keep it short and
+    stable (``viettel_his``). ``normalize`` returns the canonical records, or raises
+    :class:`gateway.core.outcome.ContentError` with issues naming each bad field (the sender then
+    gets AE with one ERR per issue).
+    """
+
+    name: str
+
+    def normalize(self, message: Hl7Message) -> RecordSet: ...
+
+
+@dataclass(frozen=True)
+class PluginDescription:
+    """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims."""
+
+    name: str
+    claims: str
+
+
+@hookspec
+def hssk_configure(config: GatewayConfig) -> None:
+    """Called once at start-up with the validated configuration, before any message.
+
+    Read your own table with ``config.plugin_settings("my_plugin")``; raise
+    :class:`gateway.config.ConfigError` with the dotted key to stop start-up on a bad setting::
+
+        @hookimpl
+        def hssk_configure(config):
+            global SENDERS
+            SENDERS = set(config.plugin_settings("my_lab").get("sending_applications", ["MY_LIS"]))
+    """
+
+
+@hookspec
+def hssk_describe() -> PluginDescription:
+    """Describe this plugin for operators (``hssk-gateway plugins``)::
+
+        @hookimpl
+        def hssk_describe():
+            return PluginDescription("my_lab", "HL7 v2 ORU^R01 from MSH-3 MY_LIS")
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_identify(message: Hl7Message, envelope: Envelope) -> Adapter | None:
+    """Return an :class:`Adapter` when this plugin owns ``message``, else None.
+
+    The first non-None answer wins, so claim narrowly — by MSH-3 sending application, MSH-4
+    facility or the authenticated ``envelope.facility`` — and never claim by message type alone.
+    Only the MSH has been split at this point; reading it is cheap, and should be all you read.
+    """
+
+
+@hookspec
+def hssk_check(message: Hl7Message, records: RecordSet) -> Iterable[Issue] | None:
+    """Policy checks every accepted record set passes through, whichever plugin made it.
+
+    Return issues (severity ``E`` makes the answer AE, ``W``/``I`` ride along on an AA), or None::
+
+        @hookimpl
+        def hssk_check(message, records):
+            if records.person and not records.person.identifier("CCCD"):
+                return [Issue(101, "PID-3: no CCCD (type NI) repetition", "PID^1^3", "W")]
+    """

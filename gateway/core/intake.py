@@ -1,0 +1,196 @@
+"""Intake: where transports hand over envelopes and get back a Deferred that fires only after the
+journal commit (invariant 1: no AA before the message is stored).
+
+The reactor thread does as little as possible per message: it queues a job for the pipeline
+workers and arms one timer. Workers decide (plugins run there), the journal writer commits in
+groups, and the answers come back to the reactor in one call per commit. A timer that fires
+first answers AR/207, so a hung plugin or a stalled disk costs one message an answer — never the
+connection or the reactor.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from gateway.core.ack import acknowledgements
+from gateway.core.envelope import Envelope
+from gateway.core.metrics import Metrics, facility_label, message_type_label
+from gateway.core.outcome import REJECT, Issue, Outcome
+from gateway.core.pipeline import Decision, Pipeline
+from gateway.core.store import Committed, JournalWriter
+from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
+
+log = Logger(namespace="hssk.intake")
+
+QUEUED, PROCESSING, DECIDED, TIMED_OUT, ABANDONED, ANSWERED = range(6)
+_STOP = object()
+
+
+class _Job:
+    """One message on its way through workers and writer; ``state`` moves under the intake lock."""
+
+    __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin")
+
+    def __init__(self, intake: Intake, envelope: Envelope) -> None:
+        self.intake = intake
+        self.envelope = envelope
+        self.deferred: Deferred = Deferred()
+        self.timer = None
+        self.state = QUEUED
+        self.decision: Decision | None = None
+        self.outcome: Outcome | None = None
+        self.plugin = ""
+
+    def record_commit(self, result: Committed | Exception) -> None:
+        self.outcome = self.intake._outcome_for(self.decision, result)
+
+    def answer(self) -> None:
+        self.intake._answer(self)
+
+
+class Intake:
+    def __init__(self, pipeline: Pipeline, writer: JournalWriter, clock: IReactorTime, metrics: Metrics,
+                 workers: int = 2, timeout: float = 10.0, max_in_flight: int = 10000) -> None:
+        self._pipeline = pipeline
+        self._writer = writer
+        self._clock = clock
+        self._metrics = metrics
+        self._timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work_loop, name=f"hssk-pipeline-{n}", daemon=True)
+                         for n in range(workers)]
+        self._in_flight = 0
+        self._drained: Deferred | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> Deferred:
+        """Let the messages already taken finish (each has its timer), then stop the workers."""
+        for _ in self._threads:
+            self._work.put(_STOP)
+        if self._in_flight == 0:
+            return succeed(None)
+        self._drained = Deferred()
+        return self._drained
+
+    def submit(self, envelope: Envelope) -> Deferred:
+        """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound)."""
+        if self._in_flight >= self._max_in_flight:
+            self._metrics.connections_refused.labels(transport=envelope.transport, reason="max_in_flight").inc()
+            return succeed(self.refusal(envelope, f"the gateway has {self._in_flight} messages in flight, its limit "
+                                                  f"(pipeline.max_in_flight); send again later"))
+        job = _Job(self, envelope)
+        self._in_flight += 1
+        self._metrics.in_flight.inc()
+        job.timer = self._clock.callLater(self._timeout, self._timed_out, job)
+        self._work.put(job)
+        return job.deferred
+
+    def refusal(self, envelope: Envelope, reason: str) -> Outcome:
+        """An AR for a message we will not store (a bound was reached); the sender should retry."""
+        message = _best_header(envelope)
+        issues = (Issue(207, reason, ""),)
+        return Outcome(REJECT, issues, None, tuple(acknowledgements(message, REJECT, issues, self._clock.seconds())),
+                       charset=message.charset if message else "utf-8", committed=False,
+                       message_type=message.message_type if message else "",
+                       facility=message.sending_facility if message else "")
+
+    def _work_loop(self) -> None:
+        while True:
+            job = self._work.get()
+            if job is _STOP:
+                return
+            with self._lock:
+                if job.state != QUEUED:
+                    continue
+                job.state = PROCESSING
+            decision = self._pipeline.decide(job.envelope, job)
+            with self._lock:
+                if job.state != PROCESSING:
+                    continue
+                job.state = DECIDED
+                job.decision = decision
+            self._writer.submit(job)
+
+    def _timed_out(self, job: _Job) -> None:
+        with self._lock:
+            state = job.state
+            if state in (QUEUED, PROCESSING):
+                job.state = TIMED_OUT
+            elif state == DECIDED:
+                job.state = ABANDONED
+            else:
+                return
+        plugin = job.plugin or "unknown"
+        self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
+        if state == DECIDED:
+            log.warn("journal commit took longer than {timeout}s; answering AR", timeout=self._timeout)
+            self._finish(job, self.refusal(job.envelope, f"the journal did not commit within {self._timeout:g} s; "
+                                                         f"send again later"))
+            return
+        log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
+        job.decision = Decision(job.envelope, _best_header(job.envelope), REJECT, (Issue(
+            207, f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
+                 f"send again later", "MSH^1^9"),), plugin if job.plugin else "")
+        self._writer.submit(job)
+
+    def _outcome_for(self, decision: Decision, result: Committed | Exception) -> Outcome:
+        """Runs on the writer thread: turn the commit result into the wire answer."""
+        message = decision.message
+        if isinstance(result, Exception):
+            self._metrics.connections_refused.labels(transport=decision.envelope.transport, reason="store").inc()
+            code, issues, message_id, duplicate = REJECT, (Issue(
+                207, "the journal could not store the message (see the gateway log); send again later", ""),), None, False
+        else:
+            code, issues, message_id, duplicate = result.ack_code, result.issues, result.message_id, result.duplicate
+        transport = decision.envelope.transport
+        now = self._clock.seconds()
+        replies = tuple(acknowledgements(message, code, issues, now)) if code is not None else ()
+        if duplicate:
+            self._metrics.duplicates_suppressed.labels(transport=transport).inc()
+        message_type = decision.message_type
+        facility = message.sending_facility if message else ""
+        self._metrics.messages_received.labels(transport=transport, plugin=decision.plugin or "none",
+                                               message_type=message_type_label(message_type)).inc()
+        if code is not None:
+            self._metrics.acks.labels(transport=transport, code=code, facility=facility_label(facility)).inc()
+        return Outcome(code, issues, message_id, replies, charset=message.charset if message else "utf-8",
+                       duplicate=duplicate, plugin=decision.plugin, message_type=message_type, facility=facility,
+                       committed=not isinstance(result, Exception))
+
+    def _answer(self, job: _Job) -> None:
+        with self._lock:
+            if job.state in (ABANDONED, ANSWERED):
+                return
+            job.state = ANSWERED
+        self._finish(job, job.outcome)
+
+    def _finish(self, job: _Job, outcome: Outcome) -> None:
+        if job.timer is not None and job.timer.active():
+            job.timer.cancel()
+        self._in_flight -= 1
+        self._metrics.in_flight.dec()
+        job.deferred.callback(outcome)
+        if self._drained is not None and self._in_flight == 0:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+
+def _best_header(envelope: Envelope) -> Hl7Message | None:
+    """The message decoded if possible, else its MSH read as Latin-1: enough to address an answer."""
+    try:
+        return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset)
+    except (MessageFormatError, CharsetError):
+        return peek_header(envelope.raw)

@@ -1,0 +1,74 @@
+"""Every metric the gateway exports, defined in one place.
+
+Names follow Prometheus conventions (``hssk_`` prefix, base units, ``_total`` counters). Label
+values are bounded: transport, plugin, message type (``ADT^A04`` shape or ``other``), ACK code,
+facility code (5-character shape or ``other``) — never a patient identifier. Each gateway
+instance has its own registry so that tests can run several side by side.
+"""
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+_MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{3})?$")
+_FACILITY = re.compile(r"^[0-9A-Z]{5}$")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def message_type_label(message_type: str) -> str:
+    return message_type if _MESSAGE_TYPE.match(message_type or "") else "other"
+
+
+def facility_label(facility: str) -> str:
+    return facility if _FACILITY.match(facility or "") else "other"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "hssk_messages_received_total", "Messages answered, by transport, claiming plugin and message type.",
+            ["transport", "plugin", "message_type"], registry=r)
+        self.acks = Counter(
+            "hssk_acks_total", "Acknowledgements decided, by transport, application ACK code and sending facility.",
+            ["transport", "code", "facility"], registry=r)
+        self.ack_latency = Histogram(
+            "hssk_ack_latency_seconds", "Time from a complete message received to its answer written.",
+            ["transport"], buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_batch_size = Histogram(
+            "hssk_commit_batch_size", "Messages journaled per SQLite commit (group commit).",
+            buckets=BATCH_BUCKETS, registry=r)
+        self.commit_duration = Histogram(
+            "hssk_commit_duration_seconds", "Time one journal commit (with fsync) takes.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_failures = Counter(
+            "hssk_commit_failures_total", "Journal commits that failed; their messages were answered AR.", registry=r)
+        self.framing_violations = Counter(
+            "hssk_mllp_framing_violations_total", "MLLP framing problems, by kind.", ["kind"], registry=r)
+        self.charset_errors = Counter(
+            "hssk_charset_errors_total", "Messages whose bytes did not decode in their declared charset.",
+            ["transport"], registry=r)
+        self.plugin_exceptions = Counter(
+            "hssk_plugin_exceptions_total", "Exceptions raised by plugins, by plugin and pipeline stage.",
+            ["plugin", "stage"], registry=r)
+        self.plugin_timeouts = Counter(
+            "hssk_plugin_timeouts_total", "Messages answered AR because the pipeline did not decide in time.",
+            ["plugin"], registry=r)
+        self.open_connections = Gauge(
+            "hssk_open_connections", "Open inbound connections.", ["transport"], registry=r)
+        self.connections_refused = Counter(
+            "hssk_connections_refused_total", "Inbound connections or messages refused at a bound.",
+            ["transport", "reason"], registry=r)
+        self.duplicates_suppressed = Counter(
+            "hssk_duplicates_suppressed_total", "Repeated messages answered from the journal without processing.",
+            ["transport"], registry=r)
+        self.in_flight = Gauge(
+            "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

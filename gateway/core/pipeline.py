@@ -1,0 +1,139 @@
+"""The five steps every message goes through, as one synchronous function.
+
+``Pipeline.decide`` runs on a worker thread (see :mod:`gateway.core.intake`): it decodes the
+frame, checks the header, asks the plugins who owns the message, normalises it and runs the
+policy checks. It never raises: every failure becomes a :class:`Decision` with an ACK code and
+ERR issues, because a message that crashes the pipeline must still be journaled and answered.
+Routing and rendering for the outbox join this function with the delivery work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from gateway.config import GatewayConfig
+from gateway.core.envelope import Envelope
+from gateway.core.masking import mask_text
+from gateway.core.metrics import Metrics
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
+from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
+
+log = Logger(namespace="hssk.pipeline")
+
+IGNORED = "ignored"
+
+
+@dataclass
+class Decision:
+    """What the pipeline concluded, before the journal commit makes it an Outcome."""
+
+    envelope: Envelope
+    message: Hl7Message | None
+    ack_code: str | None
+    issues: tuple[Issue, ...] = ()
+    plugin: str = ""
+    records_json: str | None = None
+    decoded: bool = True
+
+    @property
+    def status(self) -> str:
+        return IGNORED if self.ack_code is None else STATUS_BY_CODE[self.ack_code]
+
+    @property
+    def sender(self) -> str:
+        return self.message.sender if self.message else ""
+
+    @property
+    def control_id(self) -> str:
+        return self.message.control_id if self.message else ""
+
+    @property
+    def message_type(self) -> str:
+        return self.message.message_type if self.message else ""
+
+    @property
+    def digest(self) -> str:
+        """Content identity for duplicate detection; raw bytes when the text could not be decoded."""
+        if self.message is not None and self.decoded:
+            return self.message.content_digest
+        return hashlib.sha256(self.envelope.raw).hexdigest()
+
+
+class Pipeline:
+    """Holds what every decision needs: the plugin hooks, the limits from config, the metrics."""
+
+    def __init__(self, hook, config: GatewayConfig, metrics: Metrics) -> None:
+        self._hook = hook
+        self._default_charset = config.mllp.default_charset
+        self._versions = frozenset(config.pipeline.supported_versions)
+        self._metrics = metrics
+
+    def decide(self, envelope: Envelope, progress=None) -> Decision:
+        """``progress``, when given, gets ``progress.plugin`` set as soon as a plugin claims the
+        message, so a timeout can name the plugin that was too slow."""
+        try:
+            message = Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, self._default_charset)
+        except MessageFormatError as e:
+            return Decision(envelope, None, REJECT, (Issue(100, f"MSH: {e}", "MSH^1"),))
+        except CharsetError as e:
+            self._metrics.charset_errors.labels(transport=envelope.transport).inc()
+            text = (f"{e}; MSH-18 (or the listener's forced charset) must name the character set the "
+                    f"bytes are written in")
+            return Decision(envelope, _header_of(envelope.raw, e.charset), ERROR,
+                            (Issue(102, text, f"{e.segment}^{e.sequence}"),), decoded=False)
+        refusal = self._check_header(message)
+        if refusal is not None:
+            return Decision(envelope, message, REJECT, (refusal,))
+        if message.message_code == "ACK":
+            return Decision(envelope, message, None)
+        return self._run_plugins(envelope, message, progress)
+
+    def _check_header(self, message: Hl7Message) -> Issue | None:
+        if not message.message_code:
+            return Issue(101, "MSH-9: message type is required", "MSH^1^9")
+        if not message.control_id:
+            return Issue(101, "MSH-10: message control id is required", "MSH^1^10")
+        if message.version not in self._versions:
+            return Issue(203, f"MSH-12: version {message.version!r} is not supported "
+                              f"(supported: {', '.join(sorted(self._versions))})", "MSH^1^12")
+        return None
+
+    def _run_plugins(self, envelope: Envelope, message: Hl7Message, progress) -> Decision:
+        stage, plugin = "identify", ""
+        try:
+            adapter = self._hook.hssk_identify(message=message, envelope=envelope)
+            if adapter is None:
+                return Decision(envelope, message, REJECT, (Issue(
+                    200, f"no plugin claims messages of type {message.message_type!r} from sending application "
+                         f"{message.sending_application!r} (MSH-3), facility {message.sending_facility!r} (MSH-4)",
+                    "MSH^1^3"),))
+            plugin, stage = adapter.name, "normalize"
+            if progress is not None:
+                progress.plugin = plugin
+            records = adapter.normalize(message)
+            stage = "check"
+            issues = tuple(i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
+            stage = "serialize"
+            records_json = json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        except ContentError as e:
+            return Decision(envelope, message, ERROR, e.issues, plugin)
+        except Exception as e:  # a plugin bug must cost one message, never the gateway
+            self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
+            log.error("plugin {plugin} raised {error_type} in {stage}: {error}", plugin=plugin or "unknown",
+                      stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),
+                      control_id=message.control_id)
+            return Decision(envelope, message, ERROR, (Issue(
+                207, f"plugin {plugin or 'unknown'} failed in {stage} ({type(e).__name__}); the message is "
+                     f"journaled and can be replayed once the plugin is fixed", "MSH^1^9"),), plugin)
+        code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
+        return Decision(envelope, message, code, issues, plugin, records_json)
+
+
+def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:
+    message = peek_header(raw)
+    if message is not None:
+        message.charset = declared_charset
+    return message

@@ -1,0 +1,60 @@
+"""Finding and loading plugins: the entry-point group, plus direct registration for tests."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pluggy
+
+from gateway.config import GatewayConfig
+from gateway.core import hookspecs
+
+
+class PluginLoadError(RuntimeError):
+    """A plugin could not be imported or configured; start-up stops and says which one."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    claims: str
+
+
+def build_plugin_manager(
+    config: GatewayConfig, extra: Iterable[object] = (), load_entry_points: bool = True
+) -> pluggy.PluginManager:
+    """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
+    ``extra`` ones, then call ``hssk_configure``. Tests pass ``load_entry_points=False`` and their
+    own plugin objects to prove one plugin in isolation."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in config.plugins.disabled:
+        pm.set_blocked(name)
+    if load_entry_points:
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        except Exception as e:  # an integrator's import error must name the plugin, not crash bare
+            raise PluginLoadError(f"loading plugins from entry-point group {hookspecs.ENTRY_POINT_GROUP!r} failed: "
+                                  f"{type(e).__name__}: {e}") from e
+    for plugin in extra:
+        pm.register(plugin)
+    pm.hook.hssk_configure(config=config)
+    return pm
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
+    """Name, version and claims of each loaded plugin, for ``hssk-gateway plugins`` and /readyz."""
+    versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        describe = getattr(plugin, "hssk_describe", None)
+        description = describe() if callable(describe) else None
+        infos.append(PluginInfo(
+            name=description.name if description else name,
+            version=versions.get(name, "-"),
+            claims=description.claims if description else "",
+        ))
+    return sorted(infos, key=lambda i: i.name)

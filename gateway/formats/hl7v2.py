@@ -1,0 +1,254 @@
+"""A lazy view of one HL7 v2 message.
+
+The hot path (framing → ACK) needs only the MSH. Full python-hl7 parsing costs about 1.5 ms for a
+typical ADT, so :class:`Hl7Message` splits the MSH eagerly and everything else only when a plugin
+asks: ``segments("PID")`` splits just the PID lines, ``parsed`` gives the full python-hl7 tree.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import hl7
+
+from gateway.formats.charsets import codec_for
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class MessageFormatError(ValueError):
+    """The bytes are not an HL7 v2 message we can answer with a normal ACK (no usable MSH)."""
+
+
+@dataclass(frozen=True)
+class CharsetError(ValueError):
+    """The message's bytes cannot be decoded with the character set it declares (or is forced to)."""
+
+    charset: str
+    segment: str
+    sequence: int
+    offset: int
+
+    def __str__(self) -> str:
+        return (f"bytes at offset {self.offset} ({self.segment} segment {self.sequence}) "
+                f"are not valid {self.charset}")
+
+
+class Hl7Message:
+    """One decoded HL7 v2 message with its MSH split and the rest split on demand."""
+
+    __slots__ = ("text", "charset", "field_separator", "encoding_characters", "_msh", "_lines", "_parsed", "_digest")
+
+    def __init__(self, text: str, charset: str) -> None:
+        if not text.startswith("MSH") or len(text) < 8:
+            raise MessageFormatError("message does not start with an MSH segment")
+        self.text = text
+        self.charset = charset
+        self.field_separator = text[3]
+        end = text.find("\r")
+        self._msh = (text if end < 0 else text[:end]).split(self.field_separator)
+        self.encoding_characters = self._msh[1] if len(self._msh) > 1 else "^~\\&"
+        if len(self.encoding_characters) < 4:
+            raise MessageFormatError(f"MSH-2 encoding characters {self.encoding_characters!r} are incomplete")
+        self._lines: list[str] | None = None
+        self._parsed = None
+        self._digest: str | None = None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, forced_charset: str = "", default_charset: str = "utf-8") -> Hl7Message:
+        """Decode a frame's bytes: strip a UTF-8 BOM, take the charset from MSH-18 (unless forced),
+        and accept CR, LF or CRLF as segment ends.
+
+        Raises :class:`MessageFormatError` when there is no MSH and :class:`CharsetError` when the
+        bytes do not decode; the latter still lets the caller read the MSH through
+        :func:`peek_header` to answer with an AE.
+        """
+        if raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM):]
+        raw = raw.lstrip(b"\r\n")
+        declared = forced_charset or _declared_charset(raw) or default_charset
+        codec = codec_for(declared) or codec_for(default_charset) or "utf-8"
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError as e:
+            segment, sequence = _segment_at(raw, e.start)
+            raise CharsetError(declared, segment, sequence, e.start) from None
+        return cls(normalize_segment_ends(text), declared)
+
+    def msh(self, n: int) -> str:
+        """MSH-n as sent (components still joined); MSH-1 is the field separator itself."""
+        if n == 1:
+            return self.field_separator
+        return self._msh[n - 1] if n - 1 < len(self._msh) else ""
+
+    def _first_component(self, n: int) -> str:
+        return self.msh(n).split(self.encoding_characters[0], 1)[0]
+
+    @property
+    def sending_application(self) -> str:
+        return self._first_component(3)
+
+    @property
+    def sending_facility(self) -> str:
+        return self._first_component(4)
+
+    @property
+    def sender(self) -> str:
+        """Who the sender is for duplicate detection: MSH-3 and MSH-4, first components."""
+        return f"{self.sending_application}|{self.sending_facility}"
+
+    @property
+    def message_code(self) -> str:
+        return self._first_component(9)
+
+    @property
+    def trigger_event(self) -> str:
+        parts = self.msh(9).split(self.encoding_characters[0])
+        return parts[1] if len(parts) > 1 else ""
+
+    @property
+    def message_type(self) -> str:
+        """``ADT^A04`` style: MSH-9.1 and MSH-9.2 (the structure, MSH-9.3, is left out)."""
+        event = self.trigger_event
+        return f"{self.message_code}^{event}" if event else self.message_code
+
+    @property
+    def control_id(self) -> str:
+        return self.msh(10)
+
+    @property
+    def processing_id(self) -> str:
+        return self._first_component(11)
+
+    @property
+    def version(self) -> str:
+        return self._first_component(12)
+
+    @property
+    def accept_ack_type(self) -> str:
+        return self.msh(15).upper()
+
+    @property
+    def application_ack_type(self) -> str:
+        return self.msh(16).upper()
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 of the decoded text, so the same message sent with CRLF or LF still matches."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        return self._digest
+
+    def segments(self, name: str) -> list[list[str]]:
+        """Every ``name`` segment split into fields, so that ``seg[3]`` is PID-3 (for MSH, ``seg[n]`` is MSH-(n+1))."""
+        if self._lines is None:
+            self._lines = self.text.split("\r")
+        prefix = name + self.field_separator
+        return [line.split(self.field_separator) for line in self._lines if line.startswith(prefix) or line == name]
+
+    def field(self, segment: str, n: int, occurrence: int = 0) -> str:
+        """Field ``n`` of the ``occurrence``-th ``segment``, or "" when absent."""
+        if segment == "MSH":
+            return self.msh(n)
+        found = self.segments(segment)
+        if occurrence >= len(found):
+            return ""
+        fields = found[occurrence]
+        return fields[n] if n < len(fields) else ""
+
+    def components(self, value: str) -> list[str]:
+        return value.split(self.encoding_characters[0])
+
+    def repetitions(self, value: str) -> list[str]:
+        return value.split(self.encoding_characters[1]) if value else []
+
+    def unescape(self, value: str) -> str:
+        """Decode HL7 escape sequences (``\\F\\``, ``\\S\\``, ``\\T\\``, ``\\R\\``, ``\\E\\``, ``\\Xhh\\``, ``\\.br\\``)."""
+        return unescape(value, self.field_separator, self.encoding_characters)
+
+    @property
+    def parsed(self) -> hl7.Message:
+        """The full python-hl7 tree; costly, so only for plugins that need deep access."""
+        if self._parsed is None:
+            self._parsed = hl7.parse(self.text)
+        return self._parsed
+
+
+def normalize_segment_ends(text: str) -> str:
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.rstrip("\r")
+
+
+def _declared_charset(raw: bytes) -> str:
+    """MSH-18 read straight from the bytes; MSH is ASCII in every charset HL7 allows."""
+    end = len(raw)
+    for terminator in (b"\r", b"\n"):
+        i = raw.find(terminator)
+        if 0 <= i < end:
+            end = i
+    header = raw[:end]
+    if not header.startswith(b"MSH") or len(header) < 4:
+        return ""
+    fields = header.split(header[3:4])
+    if len(fields) < 18:
+        return ""
+    component = fields[1][:1] or b"^"
+    value = fields[17].split(fields[1][1:2] or b"~")[0].split(component)[0]
+    return value.decode("latin-1").strip()
+
+
+def _segment_at(raw: bytes, offset: int) -> tuple[str, int]:
+    """Name and 1-based sequence of the segment holding byte ``offset``."""
+    before = raw[:offset].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    start = before.rfind(b"\r") + 1
+    name = before[start:start + 3].decode("latin-1") or "MSH"
+    sequence = sum(1 for line in before.split(b"\r") if line[:3] == name.encode("latin-1"))
+    return name, max(sequence, 1)
+
+
+def peek_header(raw: bytes) -> Hl7Message | None:
+    """The MSH of a frame that could not be decoded (or was cut short), read as Latin-1 so that
+    every byte maps; enough to address an AE/AR back to its sender. None when there is no MSH."""
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]
+    raw = raw.lstrip(b"\r\n")
+    end = min((i for i in (raw.find(b"\r"), raw.find(b"\n")) if i >= 0), default=len(raw))
+    try:
+        return Hl7Message(raw[:end].decode("latin-1"), "latin-1")
+    except MessageFormatError:
+        return None
+
+
+_ESCAPE = re.compile(r"\\([FSTRE]|X[0-9A-Fa-f]*|\.br)\\")
+
+
+def unescape(value: str, field_separator: str = "|", encoding_characters: str = "^~\\&") -> str:
+    if "\\" not in value and (len(encoding_characters) < 3 or encoding_characters[2] not in value):
+        return value
+    escape = encoding_characters[2] if len(encoding_characters) > 2 else "\\"
+    pattern = _ESCAPE if escape == "\\" else re.compile(re.escape(escape) + r"([FSTRE]|X[0-9A-Fa-f]*|\.br)" + re.escape(escape))
+    table = {"F": field_separator, "S": encoding_characters[0], "R": encoding_characters[1],
+             "E": escape, "T": encoding_characters[3] if len(encoding_characters) > 3 else "&", ".br": "\n"}
+
+    def replace(match: re.Match) -> str:
+        code = match.group(1)
+        if code.startswith("X"):
+            try:
+                return bytes.fromhex(code[1:]).decode("utf-8", errors="replace")
+            except ValueError:
+                return match.group(0)
+        return table[code]
+
+    return pattern.sub(replace, value)
+
+
+def escape(value: str, field_separator: str = "|", encoding_characters: str = "^~\\&") -> str:
+    """Escape text for use inside one HL7 field component; the escape character goes first."""
+    esc = encoding_characters[2]
+    out = value.replace(esc, f"{esc}E{esc}")
+    for char, code in ((field_separator, "F"), (encoding_characters[0], "S"), (encoding_characters[1], "R"),
+                       (encoding_characters[3], "T")):
+        out = out.replace(char, f"{esc}{code}{esc}")
+    return out.replace("\r", f"{esc}.br{esc}").replace("\n", f"{esc}.br{esc}")

@@ -1,0 +1,195 @@
+"""HTTP listener: HL7 over HTTP, health, readiness and Prometheus metrics.
+
+``POST /hl7`` answers 200 with the ACK as body for AA, AE and AR alike (HL7-over-HTTP puts the
+decision in the ACK, not the status); HTTP status codes are kept for what HTTP itself is about:
+415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from gateway.core.envelope import Envelope
+from gateway.core.intake import Intake
+from gateway.core.metrics import Metrics
+from gateway.core.outcome import Outcome
+from gateway.core.store import JournalWriter
+
+TRANSPORT = "http"
+HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
+
+
+class BoundedRequest(Request):
+    """Stops buffering a body once it is larger than the site's limit, so a 1 GB POST costs
+    nothing; the resource then answers 413."""
+
+    too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self.channel.site.max_body_bytes
+        if length is not None and length > limit:
+            self.too_large = True
+        super().gotLength(None if self.too_large else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self._received = getattr(self, "_received", 0) + len(data)
+        if self._received > self.channel.site.max_body_bytes:
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+class Hl7Resource(Resource):
+    isLeaf = True
+
+    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
+        super().__init__()
+        self._intake = intake
+        self._clock = clock
+        self._metrics = metrics
+        self._listener = listener
+
+    def render_POST(self, request: BoundedRequest):
+        if request.too_large:
+            self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()
+            return _text(request, http.REQUEST_ENTITY_TOO_LARGE,
+                         f"body exceeds {request.channel.site.max_body_bytes} bytes (http.max_body_bytes)\n")
+        content_type = (request.getHeader("content-type") or "").lower()
+        media_type, _, params = content_type.partition(";")
+        if media_type.strip() not in HL7_CONTENT_TYPES:
+            return _text(request, http.UNSUPPORTED_MEDIA_TYPE,
+                         f"content type {media_type.strip() or '(none)'!r} is not HL7 v2; send one of "
+                         f"{', '.join(HL7_CONTENT_TYPES)}\n")
+        charset = _charset_param(params)
+        peer = request.getClientAddress()
+        received_at = self._clock.seconds()
+        envelope = Envelope(request.content.read(), TRANSPORT, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+                            received_at, self._listener, None, charset)
+        d = self._intake.submit(envelope)
+        d.addCallback(self._respond, request, received_at)
+        return NOT_DONE_YET
+
+    def _respond(self, outcome: Outcome, request: Request, received_at: float) -> None:
+        if request._disconnected:
+            return
+        from gateway.core.ack import encode_reply
+
+        body = b"".join(encode_reply(text, outcome.charset) for text in outcome.replies)
+        request.setResponseCode(http.OK)
+        request.setHeader("content-type", f"application/hl7-v2; charset={_mime_charset(outcome.charset)}")
+        request.write(body)
+        request.finish()
+        self._metrics.ack_latency.labels(transport=TRANSPORT).observe(self._clock.seconds() - received_at)
+
+
+class HealthResource(Resource):
+    """``/healthz``: the process answers, nothing more — for a liveness probe."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, http.OK, {"status": "alive"})
+
+
+class ReadyResource(Resource):
+    """``/readyz``: the journal takes a write lock, free disk is above the floor, plugins are loaded."""
+
+    isLeaf = True
+
+    def __init__(self, writer: JournalWriter, data_dir: str, min_free_disk_bytes: int,
+                 plugin_names: Callable[[], list[str]], probe_timeout: float, clock: IReactorTime) -> None:
+        super().__init__()
+        self._writer = writer
+        self._data_dir = data_dir
+        self._floor = min_free_disk_bytes
+        self._plugin_names = plugin_names
+        self._probe_timeout = probe_timeout
+        self._clock = clock
+
+    def render_GET(self, request: Request):
+        self._check(request)
+        return NOT_DONE_YET
+
+    @inlineCallbacks
+    def _check(self, request: Request):
+        checks = {}
+        free = shutil.disk_usage(self._data_dir).free
+        checks["disk"] = {"ok": free >= self._floor, "free_bytes": free, "floor_bytes": self._floor}
+        plugins = self._plugin_names()
+        checks["plugins"] = {"ok": bool(plugins), "loaded": plugins}
+        writable = False
+        if self._writer.alive:
+            probe: Deferred = self._writer.probe()
+            probe.addTimeout(self._probe_timeout, self._clock, onTimeoutCancel=lambda *_: False)
+            writable = yield probe
+        checks["store"] = {"ok": bool(writable)}
+        ready = all(c["ok"] for c in checks.values())
+        if not request._disconnected:
+            request.write(_json(request, http.OK if ready else http.SERVICE_UNAVAILABLE,
+                                {"status": "ready" if ready else "not ready", "checks": checks}))
+            request.finish()
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        request.setHeader("content-type", CONTENT_TYPE_LATEST)
+        return self._metrics.exposition()
+
+
+def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
+               max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
+               probe_timeout: float, listener: str = "http") -> Site:
+    root = Resource()
+    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
+    root.putChild(b"healthz", HealthResource())
+    root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock))
+    root.putChild(b"metrics", MetricsResource(metrics))
+    site = Site(root, requestFactory=BoundedRequest)
+    site.max_body_bytes = max_body_bytes
+    site.displayTracebacks = False
+    return site
+
+
+def _text(request: Request, code: int, body: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader("content-type", "text/plain; charset=utf-8")
+    return body.encode("utf-8")
+
+
+def _json(request: Request, code: int, body: dict) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader("content-type", "application/json")
+    return json.dumps(body).encode("utf-8")
+
+
+def _charset_param(params: str) -> str:
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip() == "charset":
+            return value.strip().strip('"')
+    return ""
+
+
+def _mime_charset(hl7_charset: str) -> str:
+    from gateway.formats.charsets import codec_for
+
+    return codec_for(hl7_charset) or "utf-8"

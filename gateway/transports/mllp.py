@@ -1,0 +1,145 @@
+"""MLLP listener: one small protocol per connection, one factory holding what they share.
+
+Answers go back in the order the messages arrived on the connection, even when commits finish
+out of order, because HL7 senders match ACKs by position as often as by MSA-2.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from gateway.config import MllpConfig
+from gateway.core.ack import encode_reply
+from gateway.core.envelope import Envelope
+from gateway.core.intake import Intake
+from gateway.core.metrics import Metrics
+from gateway.core.outcome import Outcome
+from gateway.transports.framing import FrameDecoder, Violation, wrap
+
+log = Logger(namespace="hssk.mllp")
+
+TRANSPORT = "mllp"
+
+
+class _Slot:
+    """A place in the connection's answer queue, filled when the message's outcome is known."""
+
+    __slots__ = ("data", "ready", "received_at")
+
+    def __init__(self, received_at: float) -> None:
+        self.data = b""
+        self.ready = False
+        self.received_at = received_at
+
+
+class MLLPProtocol(Protocol, TimeoutMixin):
+    def __init__(self, factory: MLLPFactory, refuse_reason: str = "") -> None:
+        self.factory = factory
+        self.decoder = FrameDecoder(factory.config.max_frame_bytes)
+        self.callLater = factory.clock.callLater
+        self._answers: deque[_Slot] = deque()
+        self._refuse_reason = refuse_reason
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.factory.opened(self)
+        self.setTimeout(self.factory.config.idle_timeout_seconds)
+
+    def connectionLost(self, reason=None) -> None:
+        self.setTimeout(None)
+        self.factory.closed(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        for item in self.decoder.feed(data):
+            if isinstance(item, Violation):
+                self.factory.metrics.framing_violations.labels(kind=item.kind).inc(item.count)
+                if item.kind == "frame_too_large":
+                    self._refuse(item.head, f"frame exceeds the {self.factory.config.max_frame_bytes}-byte limit "
+                                            f"(mllp.max_frame_bytes)", "frame_too_large")
+                    return
+            elif self._refuse_reason:
+                self._refuse(item, self._refuse_reason, "max_connections")
+                return
+            else:
+                self._submit(item)
+
+    def _submit(self, frame: bytes) -> None:
+        now = self.factory.clock.seconds()
+        slot = _Slot(now)
+        self._answers.append(slot)
+        envelope = Envelope(frame, TRANSPORT, self.peer, now, self.factory.listener, None, self.factory.config.charset)
+        self.factory.intake.submit(envelope).addCallback(self._answered, slot)
+
+    def _answered(self, outcome: Outcome, slot: _Slot) -> None:
+        slot.data = b"".join(wrap(encode_reply(text, outcome.charset)) for text in outcome.replies)
+        slot.ready = True
+        answers = self._answers
+        if answers[0] is not slot:
+            return
+        out = []
+        now = self.factory.clock.seconds()
+        latency = self.factory.metrics.ack_latency.labels(transport=TRANSPORT)
+        while answers and answers[0].ready:
+            done = answers.popleft()
+            out.append(done.data)
+            latency.observe(now - done.received_at)
+        self.transport.write(b"".join(out))
+
+    def _refuse(self, head: bytes, reason: str, label: str) -> None:
+        """Answer AR when the frame's MSH is readable, then close: the bound is not negotiable."""
+        self._closing = True
+        self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason=label).inc()
+        log.warn("refusing MLLP peer {peer}: {reason}", peer=self.peer, reason=reason)
+        envelope = Envelope(head, TRANSPORT, self.peer, self.factory.clock.seconds(), self.factory.listener, None,
+                            self.factory.config.charset)
+        if head.lstrip(b"\xef\xbb\xbf\r\n").startswith(b"MSH"):
+            outcome = self.factory.intake.refusal(envelope, reason)
+            self.transport.write(b"".join(wrap(encode_reply(t, outcome.charset)) for t in outcome.replies))
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        head = self.decoder.pending
+        self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason="idle_timeout").inc()
+        if head:
+            self.factory.metrics.framing_violations.labels(kind="incomplete_frame_at_timeout").inc()
+            self._refuse(head, f"frame incomplete after {self.factory.config.idle_timeout_seconds:g} s idle "
+                               f"(mllp.idle_timeout_seconds)", "idle_timeout")
+        else:
+            self.transport.loseConnection()
+
+
+class MLLPFactory(Factory):
+    """Shared by every connection of one listener: config, intake, metrics, clock, the count."""
+
+    def __init__(self, config: MllpConfig, intake: Intake, metrics: Metrics, clock: IReactorTime,
+                 listener: str = "mllp") -> None:
+        self.config = config
+        self.intake = intake
+        self.metrics = metrics
+        self.clock = clock
+        self.listener = listener
+        self.connections: set[MLLPProtocol] = set()
+
+    def buildProtocol(self, addr) -> MLLPProtocol:
+        if len(self.connections) >= self.config.max_connections:
+            return MLLPProtocol(self, refuse_reason=(
+                f"the listener already has {len(self.connections)} connections, its limit (mllp.max_connections)"))
+        return MLLPProtocol(self)
+
+    def opened(self, protocol: MLLPProtocol) -> None:
+        self.connections.add(protocol)
+        self.metrics.open_connections.labels(transport=TRANSPORT).inc()
+
+    def closed(self, protocol: MLLPProtocol) -> None:
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            self.metrics.open_connections.labels(transport=TRANSPORT).dec()
