@@ -1,0 +1,17 @@
+import pytest
+import pytest_twisted
+
+from tests.support import TestPlugin, start_gateway
+
+
+@pytest.fixture
+def plugin():
+    return TestPlugin()
+
+
+@pytest_twisted.async_yield_fixture
+async def gateway(tmp_path, plugin):
+    """A gateway on 127.0.0.1 (port 0) with the test plugin and a fresh journal under tmp_path."""
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin])
+    yield gw
+    await gw.stop()
