@@ -70,4 +70,23 @@ class RecordSet:
     observations: tuple[Observation, ...] = ()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return as_plain(self)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def as_plain(value):
+    """``dataclasses.asdict`` without its deep copies: several times faster on the hot path,
+    and the model holds only str, tuples and nested records, so nothing needs copying."""
+    cls = type(value)
+    if cls is str or value is None:
+        return value
+    if cls is tuple:
+        return [as_plain(v) for v in value]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(cls):
+            return value
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return {name: as_plain(getattr(value, name)) for name in names}

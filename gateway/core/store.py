@@ -121,23 +121,23 @@ class WriteJob(Protocol):
         """Called on the reactor thread, once per job, after ``record_commit``."""
 
 
-_INSERT = """
-INSERT INTO messages (received_at, committed_at, transport, peer, listener, sender, control_id,
-                      message_type, version, charset, plugin, ack_code, status, errors,
-                      content_sha256, raw, records)
-VALUES (:received_at, :committed_at, :transport, :peer, :listener, :sender, :control_id,
-        :message_type, :version, :charset, :plugin, :ack_code, :status, :errors,
-        :content_sha256, :raw, :records)
+_COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
+            "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
+            "repeat_count", "last_repeat_at")
+_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+
+#: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
+#: sender to try again, so an AR'd copy is never an original. Two IN lists keep the
+#: (sender, control_id) index usable; the few extra pairs they admit are filtered in Python.
+_FIND_ORIGINALS = """
+SELECT sender, control_id, id, content_sha256, ack_code, errors FROM messages
+WHERE sender IN ({senders}) AND control_id IN ({control_ids}) AND status IN ('accepted', 'error')
+ORDER BY id
 """
 
-#: The first copy whose answer was final (AA or AE); an AR invites the sender to try again.
-_FIND_ORIGINAL = """
-SELECT id, content_sha256, ack_code, errors FROM messages
-WHERE sender = :sender AND control_id = :control_id AND status IN ('accepted', 'error')
-ORDER BY id LIMIT 1
+_COUNT_REPEATS = """
+UPDATE messages SET repeat_count = repeat_count + :repeats, last_repeat_at = :now WHERE id = :id
 """
-
-_COUNT_REPEAT = "UPDATE messages SET repeat_count = repeat_count + 1, last_repeat_at = :now WHERE id = :id"
 
 _STOP = object()
 
@@ -202,8 +202,7 @@ class JournalWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
-                results = [self._journal(job.decision, now) for job in jobs]
+                results = self._journal([job.decision for job in jobs], time.time()) if jobs else []
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -221,43 +220,77 @@ class JournalWriter:
         ok = not results or not isinstance(results[0], Exception)
         self._reactor.callFromThread(_answer_all, jobs, probes, ok)
 
-    def _journal(self, decision, now: float) -> Committed:
-        """Insert one decision, or recognise it as a repeat of a message already journaled."""
-        message = decision.message
-        ack_code, issues = decision.ack_code, decision.issues
-        if message is not None and ack_code is not None and decision.control_id:
-            original = self._conn.execute(
-                _FIND_ORIGINAL, {"sender": decision.sender, "control_id": decision.control_id}).fetchone()
-            if original is not None:
-                original_id, digest, original_code, errors = original
-                if digest == decision.digest:
-                    self._conn.execute(_COUNT_REPEAT, {"now": now, "id": original_id})
-                    stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
-                    return Committed(original_id, original_code, stored, duplicate=True)
-                ack_code, issues = ERROR, (Issue(
-                    205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
-                         f"{decision.sender!r} for different content (journal message {original_id})", "MSH^1^10"),)
-        envelope = decision.envelope
-        cursor = self._conn.execute(_INSERT, {
-            "received_at": envelope.received_at,
-            "committed_at": now,
-            "transport": envelope.transport,
-            "peer": envelope.peer,
-            "listener": envelope.listener,
-            "sender": decision.sender,
-            "control_id": decision.control_id,
-            "message_type": decision.message_type,
-            "version": message.version if message else "",
-            "charset": message.charset if message else "",
-            "plugin": decision.plugin,
-            "ack_code": ack_code,
-            "status": "ignored" if ack_code is None else STATUS_BY_CODE[ack_code],
-            "errors": json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
-            "content_sha256": decision.digest,
-            "raw": envelope.raw,
-            "records": decision.records_json,
-        })
-        return Committed(cursor.lastrowid, ack_code, tuple(issues))
+    def _journal(self, decisions: list, now: float) -> list[Committed]:
+        """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
+        INSERT — because every call releases and re-takes the GIL, and under load each re-take
+        waits for the reactor or a pipeline worker to yield it.
+
+        A decision whose (sender, control id) already has a final answer is a repeat (same
+        content: the stored answer, no new row) or a conflict (different content: AE 205, new row).
+        Copies of one message inside the batch are treated the same way.
+        """
+        originals = self._find_originals(decisions)
+        rows: list[list] = []
+        plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
+        repeats: dict[int, int] = {}
+        for decision in decisions:
+            message = decision.message
+            key = (decision.sender, decision.control_id)
+            ack_code, issues = decision.ack_code, decision.issues
+            if message is not None and ack_code is not None and decision.control_id:
+                original = originals.get(key)
+                if original is not None and original[2] == decision.digest:
+                    where, ref, _, code, stored = original
+                    if where == "row":
+                        rows[ref][_COLUMNS.index("repeat_count")] += 1
+                        rows[ref][_COLUMNS.index("last_repeat_at")] = now
+                    else:
+                        repeats[ref] = repeats.get(ref, 0) + 1
+                    plan.append((where, ref, (code, stored, True)))
+                    continue
+                if original is not None:
+                    ack_code, issues = ERROR, (Issue(
+                        205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
+                             f"{decision.sender!r} for different content", "MSH^1^10"),)
+            envelope = decision.envelope
+            status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
+            rows.append([
+                envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
+                decision.control_id, decision.message_type, message.version if message else "",
+                message.charset if message else "", decision.plugin, ack_code, status,
+                json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
+                decision.digest, envelope.raw, decision.records_json, 0, None,
+            ])
+            plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
+            if status in ("accepted", "error") and decision.control_id and key not in originals:
+                originals[key] = ("row", len(rows) - 1, decision.digest, ack_code, tuple(issues))
+        first_id = 0
+        if rows:
+            cursor = self._conn.execute(
+                f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
+                [value for row in rows for value in row])
+            # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
+            # holds the write lock, and SQLite gives each new row max(rowid) + 1.
+            first_id = cursor.lastrowid - len(rows) + 1
+        if repeats:
+            self._conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
+        return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
+                for where, ref, (code, issues, duplicate) in plan]
+
+    def _find_originals(self, decisions: list) -> dict[tuple[str, str], tuple]:
+        keys = {(d.sender, d.control_id) for d in decisions
+                if d.message is not None and d.ack_code is not None and d.control_id}
+        if not keys:
+            return {}
+        senders = sorted({k[0] for k in keys})
+        control_ids = sorted({k[1] for k in keys})
+        sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
+        found: dict[tuple[str, str], tuple] = {}
+        for sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
+            if (sender, control_id) in keys and (sender, control_id) not in found:
+                stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
+                found[(sender, control_id)] = ("old", row_id, digest, code, stored)
+        return found
 
 
 class _Probe:

@@ -38,7 +38,7 @@ class CharsetError(ValueError):
 class Hl7Message:
     """One decoded HL7 v2 message with its MSH split and the rest split on demand."""
 
-    __slots__ = ("text", "charset", "field_separator", "encoding_characters", "_msh", "_lines", "_parsed", "_digest")
+    __slots__ = ("text", "charset", "field_separator", "encoding_characters", "_msh", "_index", "_parsed", "_digest")
 
     def __init__(self, text: str, charset: str) -> None:
         if not text.startswith("MSH") or len(text) < 8:
@@ -51,7 +51,7 @@ class Hl7Message:
         self.encoding_characters = self._msh[1] if len(self._msh) > 1 else "^~\\&"
         if len(self.encoding_characters) < 4:
             raise MessageFormatError(f"MSH-2 encoding characters {self.encoding_characters!r} are incomplete")
-        self._lines: list[str] | None = None
+        self._index: dict[str, list[list[str]]] | None = None
         self._parsed = None
         self._digest: str | None = None
 
@@ -142,10 +142,14 @@ class Hl7Message:
 
     def segments(self, name: str) -> list[list[str]]:
         """Every ``name`` segment split into fields, so that ``seg[3]`` is PID-3 (for MSH, ``seg[n]`` is MSH-(n+1))."""
-        if self._lines is None:
-            self._lines = self.text.split("\r")
-        prefix = name + self.field_separator
-        return [line.split(self.field_separator) for line in self._lines if line.startswith(prefix) or line == name]
+        if self._index is None:
+            index: dict[str, list[list[str]]] = {}
+            for line in self.text.split("\r"):
+                if line:
+                    fields = line.split(self.field_separator)
+                    index.setdefault(fields[0], []).append(fields)
+            self._index = index
+        return self._index.get(name, [])
 
     def field(self, segment: str, n: int, occurrence: int = 0) -> str:
         """Field ``n`` of the ``occurrence``-th ``segment``, or "" when absent."""
