@@ -22,7 +22,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import ERROR, STATUS_BY_CODE, Issue
+from gateway.core.outbox import insert_outbox_rows
+from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 
 log = Logger(namespace="hssk.store")
 
@@ -55,9 +56,41 @@ def _create_messages(db: sqlite_utils.Database) -> None:
     db["messages"].create_index(["received_at"], index_name="messages_by_received_at")
 
 
+def _create_outbox(db: sqlite_utils.Database) -> None:
+    db["outbox"].create({
+        "id": int,
+        "message_id": int,
+        "destination": str,
+        "idempotency_key": str,
+        "ordering_key": str,
+        "state": str,
+        "attempts": int,
+        "next_attempt_at": float,
+        "created_at": float,
+        "updated_at": float,
+        "delivered_at": float,
+        "last_error": str,
+        "last_result": str,
+        "content_type": str,
+        "payload": bytes,
+    }, pk="id", not_null={"message_id", "destination", "idempotency_key", "ordering_key", "state", "created_at"},
+        defaults={"attempts": 0}, foreign_keys=[("message_id", "messages", "id")])
+    db["outbox"].create_index(["idempotency_key"], unique=True, index_name="outbox_by_idempotency_key")
+    db["outbox"].create_index(["destination", "state", "next_attempt_at"], index_name="outbox_due")
+    db["outbox"].create_index(["destination", "ordering_key", "state", "id"], index_name="outbox_by_person")
+    db["outbox"].create_index(["message_id"], index_name="outbox_by_message")
+    db["destination_state"].create({
+        "destination": str,
+        "paused": int,
+        "flush_requested_at": float,
+        "updated_at": float,
+    }, pk="destination", defaults={"paused": 0})
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
+    ("0002_create_outbox", _create_outbox),
 )
 
 
@@ -172,11 +205,17 @@ class JournalWriter:
     def submit(self, job: WriteJob) -> None:
         self._queue.put(job)
 
+    def run(self, task: Callable[[sqlite3.Connection, float], Any]) -> Deferred:
+        """Run ``task(connection, now)`` inside the next group transaction on the writer thread;
+        fires on the reactor with its result after the commit (or with the failure). This is
+        how the outbox changes row states without a second writer."""
+        d: Deferred = Deferred()
+        self._queue.put(_Task(task, d))
+        return d
+
     def probe(self) -> Deferred:
         """Fires with True when the writer can take the write lock now — the readiness check."""
-        d: Deferred = Deferred()
-        self._queue.put(_Probe(d))
-        return d
+        return self.run(lambda conn, now: True)
 
     def _run(self) -> None:
         while True:
@@ -196,13 +235,15 @@ class JournalWriter:
                 return
 
     def _commit(self, items: list) -> None:
-        probes = [i for i in items if isinstance(i, _Probe)]
-        jobs = [i for i in items if not isinstance(i, _Probe)]
+        tasks = [i for i in items if isinstance(i, _Task)]
+        jobs = [i for i in items if not isinstance(i, _Task)]
         started = time.perf_counter()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                results = self._journal([job.decision for job in jobs], time.time()) if jobs else []
+                now = time.time()
+                results = self._journal([job.decision for job in jobs], now) if jobs else []
+                task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -211,14 +252,14 @@ class JournalWriter:
             self._metrics.commit_failures.inc()
             log.error("journal commit of {count} messages failed: {error}", count=len(jobs), error=str(e))
             results = [e] * len(jobs)
+            task_results = [e] * len(tasks)
         else:
             if jobs:
                 self._metrics.commit_batch_size.observe(len(jobs))
                 self._metrics.commit_duration.observe(time.perf_counter() - started)
         for job, result in zip(jobs, results):
             job.record_commit(result)
-        ok = not results or not isinstance(results[0], Exception)
-        self._reactor.callFromThread(_answer_all, jobs, probes, ok)
+        self._reactor.callFromThread(_answer_all, jobs, tasks, task_results)
 
     def _journal(self, decisions: list, now: float) -> list[Committed]:
         """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
@@ -238,9 +279,10 @@ class JournalWriter:
             key = (decision.sender, decision.control_id)
             ack_code, issues = decision.ack_code, decision.issues
             if message is not None and ack_code is not None and decision.control_id:
-                original = originals.get(key)
-                if original is not None and original[2] == decision.digest:
-                    where, ref, _, code, stored = original
+                earlier = originals.get(key, {})
+                original = earlier.get(decision.digest)
+                if original is not None:
+                    where, ref, code, stored = original
                     if where == "row":
                         rows[ref][_COLUMNS.index("repeat_count")] += 1
                         rows[ref][_COLUMNS.index("last_repeat_at")] = now
@@ -248,7 +290,7 @@ class JournalWriter:
                         repeats[ref] = repeats.get(ref, 0) + 1
                     plan.append((where, ref, (code, stored, True)))
                     continue
-                if original is not None:
+                if earlier:
                     ack_code, issues = ERROR, (Issue(
                         205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
                              f"{decision.sender!r} for different content", "MSH^1^10"),)
@@ -262,8 +304,9 @@ class JournalWriter:
                 decision.digest, envelope.raw, decision.records_json, 0, None,
             ])
             plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
-            if status in ("accepted", "error") and decision.control_id and key not in originals:
-                originals[key] = ("row", len(rows) - 1, decision.digest, ack_code, tuple(issues))
+            if status in ("accepted", "error") and decision.control_id:
+                originals.setdefault(key, {}).setdefault(
+                    decision.digest, ("row", len(rows) - 1, ack_code, tuple(issues)))
         first_id = 0
         if rows:
             cursor = self._conn.execute(
@@ -272,12 +315,20 @@ class JournalWriter:
             # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
             # holds the write lock, and SQLite gives each new row max(rowid) + 1.
             first_id = cursor.lastrowid - len(rows) + 1
+            queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
+                      if where == "row" and code == ACCEPT for item in decision.outbox]
+            if queued:
+                insert_outbox_rows(self._conn, queued, now)
         if repeats:
             self._conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
         return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
                 for where, ref, (code, issues, duplicate) in plan]
 
-    def _find_originals(self, decisions: list) -> dict[tuple[str, str], tuple]:
+    def _find_originals(self, decisions: list) -> dict[tuple[str, str], dict[str, tuple]]:
+        """Every earlier final answer per (sender, control id), keyed by content digest.
+
+        A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
+        """
         keys = {(d.sender, d.control_id) for d in decisions
                 if d.message is not None and d.ack_code is not None and d.control_id}
         if not keys:
@@ -285,24 +336,54 @@ class JournalWriter:
         senders = sorted({k[0] for k in keys})
         control_ids = sorted({k[1] for k in keys})
         sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
-        found: dict[tuple[str, str], tuple] = {}
+        found: dict[tuple[str, str], dict[str, tuple]] = {}
         for sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
-            if (sender, control_id) in keys and (sender, control_id) not in found:
+            by_digest = found.setdefault((sender, control_id), {}) if (sender, control_id) in keys else None
+            if by_digest is not None and digest not in by_digest:
                 stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
-                found[(sender, control_id)] = ("old", row_id, digest, code, stored)
+                by_digest[digest] = ("old", row_id, code, stored)
         return found
 
 
-class _Probe:
-    def __init__(self, deferred: Deferred) -> None:
+class _Task:
+    __slots__ = ("fn", "deferred")
+
+    def __init__(self, fn: Callable, deferred: Deferred) -> None:
+        self.fn = fn
         self.deferred = deferred
 
 
-def _answer_all(jobs: list, probes: list, ok: bool) -> None:
+class _TaskFailed:
+    """A task's own exception, carried back to the reactor without aborting the group commit."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _run_task(task: _Task, conn: sqlite3.Connection, now: float):
+    conn.execute("SAVEPOINT task")
+    try:
+        result = task.fn(conn, now)
+    except sqlite3.Error:
+        raise
+    except Exception as e:  # a buggy task fails alone; the messages committed with it stay committed
+        conn.execute("ROLLBACK TO task")
+        conn.execute("RELEASE task")
+        return _TaskFailed(e)
+    conn.execute("RELEASE task")
+    return result
+
+
+def _answer_all(jobs: list, tasks: list, task_results: list) -> None:
     for job in jobs:
         job.answer()
-    for probe in probes:
-        probe.deferred.callback(ok)
+    for task, result in zip(tasks, task_results):
+        if isinstance(result, _TaskFailed):
+            task.deferred.errback(result.error)
+        elif isinstance(result, Exception):
+            task.deferred.errback(result)
+        else:
+            task.deferred.callback(result)
 
 
 class Journal:
@@ -327,8 +408,8 @@ class Journal:
             where.append("control_id = :control_id")
             params["control_id"] = control_id
         if sender:
-            where.append("sender = :sender" if "|" in sender else "sender LIKE :sender_app")
-            params["sender"], params["sender_app"] = sender, sender + "|%"
+            where.append("sender = :sender" if "|" in sender else "substr(sender, 1, :app_len) = :sender_app")
+            params.update(sender=sender, sender_app=sender + "|", app_len=len(sender) + 1)
         if status:
             where.append("status = :status")
             params["status"] = status

@@ -28,12 +28,13 @@ TRANSPORT = "mllp"
 class _Slot:
     """A place in the connection's answer queue, filled when the message's outcome is known."""
 
-    __slots__ = ("data", "ready", "received_at")
+    __slots__ = ("data", "ready", "received_at", "close_after")
 
     def __init__(self, received_at: float) -> None:
         self.data = b""
         self.ready = False
         self.received_at = received_at
+        self.close_after = False
 
 
 class MLLPProtocol(Protocol, TimeoutMixin):
@@ -82,38 +83,53 @@ class MLLPProtocol(Protocol, TimeoutMixin):
     def _answered(self, outcome: Outcome, slot: _Slot) -> None:
         slot.data = b"".join(wrap(encode_reply(text, outcome.charset)) for text in outcome.replies)
         slot.ready = True
+        if self._answers[0] is slot:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write every answer that is ready and has no unanswered message before it."""
         answers = self._answers
-        if answers[0] is not slot:
-            return
         out = []
         now = self.factory.clock.seconds()
         latency = self.factory.metrics.ack_latency.labels(transport=TRANSPORT)
+        close = False
         while answers and answers[0].ready:
             done = answers.popleft()
             out.append(done.data)
+            if done.close_after:
+                close = True
+                break
             latency.observe(now - done.received_at)
-        self.transport.write(b"".join(out))
+        if out:
+            self.transport.write(b"".join(out))
+        if close:
+            self.transport.loseConnection()
 
     def _refuse(self, head: bytes, reason: str, label: str) -> None:
-        """Answer AR when the frame's MSH is readable, then close: the bound is not negotiable."""
+        """Answer AR when the frame's MSH is readable, then close: the bound is not negotiable.
+        The refusal queues behind the answers still owed on this connection, so messages sent
+        before the offending frame are still acknowledged first."""
         self._closing = True
         self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason=label).inc()
         log.warn("refusing MLLP peer {peer}: {reason}", peer=self.peer, reason=reason)
-        envelope = Envelope(head, TRANSPORT, self.peer, self.factory.clock.seconds(), self.factory.listener, None,
-                            self.factory.config.charset)
+        now = self.factory.clock.seconds()
+        slot = _Slot(now)
+        slot.ready = slot.close_after = True
         if head.lstrip(b"\xef\xbb\xbf\r\n").startswith(b"MSH"):
+            envelope = Envelope(head, TRANSPORT, self.peer, now, self.factory.listener, None, self.factory.config.charset)
             outcome = self.factory.intake.refusal(envelope, reason)
-            self.transport.write(b"".join(wrap(encode_reply(t, outcome.charset)) for t in outcome.replies))
-        self.transport.loseConnection()
+            slot.data = b"".join(wrap(encode_reply(t, outcome.charset)) for t in outcome.replies)
+        self._answers.append(slot)
+        self._flush()
 
     def timeoutConnection(self) -> None:
         head = self.decoder.pending
-        self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason="idle_timeout").inc()
         if head:
             self.factory.metrics.framing_violations.labels(kind="incomplete_frame_at_timeout").inc()
             self._refuse(head, f"frame incomplete after {self.factory.config.idle_timeout_seconds:g} s idle "
                                f"(mllp.idle_timeout_seconds)", "idle_timeout")
         else:
+            self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason="idle_timeout").inc()
             self.transport.loseConnection()
 
 

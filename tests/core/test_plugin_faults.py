@@ -1,0 +1,150 @@
+"""Faults stay small (DESIGN.md §3.5): a plugin that raises costs one message an AE/207, a plugin
+that hangs costs one message an AR/207 at pipeline.timeout_seconds; other messages go on."""
+import json
+import threading
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from gateway.core.hookspecs import hookimpl
+from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, send_and_receive, \
+    standard_records, start_gateway
+
+TIMEOUT = 5.0
+
+
+def explode(message):
+    raise RuntimeError("normalize blew up on PID-3 079085000123")
+
+
+@pytest_twisted.ensureDeferred
+async def test_plugin_exception_gets_ae_207_naming_plugin_and_stage(gateway, plugin):
+    plugin.behaviour = explode
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7(control_id="BOOM1"))
+
+    assert msa(ack)[1:3] == ["AE", "BOOM1"]
+    [err] = err_segments(ack)
+    assert err[3] == "207^Application internal error^HL70357"
+    assert "test_his" in err[8] and "normalize" in err[8] and "RuntimeError" in err[8]
+    assert "079085000123" not in err[8]
+    assert metric_value(gateway, "hssk_plugin_exceptions_total", plugin="test_his", stage="normalize") == 1
+    [row] = journal_rows(gateway)
+    assert (row["status"], row["plugin"]) == ("error", "test_his")
+    assert json.loads(row["errors"])[0]["code"] == 207
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_plugin_exception_does_not_stop_other_connections_or_the_same_one(gateway, plugin):
+    plugin.behaviour = lambda message: explode(message) if message.control_id == "BOOM2" else standard_records(message)
+    failing, other = await connect_mllp(gateway), await connect_mllp(gateway)
+
+    failed = await send_and_receive(failing, hl7(control_id="BOOM2"))
+    elsewhere = await send_and_receive(other, hl7(control_id="FINE1"))
+    afterwards = await send_and_receive(failing, hl7(control_id="FINE2"))
+
+    assert [msa(a)[1:3] for a in (failed, elsewhere, afterwards)] == [["AE", "BOOM2"], ["AA", "FINE1"], ["AA", "FINE2"]]
+    failing.transport.loseConnection()
+    other.transport.loseConnection()
+
+
+class ExplodingIdentify:
+    @hookimpl(tryfirst=True)
+    def hssk_identify(self, message):
+        raise ValueError("identify blew up")
+
+
+@pytest_twisted.ensureDeferred
+async def test_exception_in_identify_gets_ae_207_counted_for_unknown_plugin(tmp_path, plugin):
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin, ExplodingIdentify()])
+    try:
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, hl7(control_id="IDBOOM"))
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+    assert msa(ack)[1:3] == ["AE", "IDBOOM"]
+    [err] = err_segments(ack)
+    assert err[3].startswith("207^") and "identify" in err[8]
+    assert metric_value(gw, "hssk_plugin_exceptions_total", plugin="unknown", stage="identify") == 1
+
+
+class Gate:
+    """Makes the test plugin hang on chosen control ids until released (bounded, so a failing test
+    cannot leave a worker thread stuck), and tells the reactor when a worker has entered it."""
+
+    def __init__(self, control_ids):
+        self.control_ids = set(control_ids)
+        self.release = threading.Event()
+        self.entered: Deferred = Deferred()
+
+    def __call__(self, message):
+        if message.control_id in self.control_ids:
+            reactor.callFromThread(lambda: self.entered.called or self.entered.callback(message.control_id))
+            self.release.wait(30)
+        return standard_records(message)
+
+
+@pytest_twisted.async_yield_fixture
+async def slow_gateway(tmp_path, plugin):
+    """A gateway whose pipeline timeout runs on a task.Clock, with the plugin hanging on SLOW1."""
+    gate = Gate({"SLOW1"})
+    plugin.behaviour = gate
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], clock=Clock(),
+                             **{"pipeline.timeout_seconds": TIMEOUT})
+    yield gw, gate
+    gate.release.set()
+    gw.clock.advance(TIMEOUT)  # answer anything still waiting, so stop() can drain
+    await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hung_plugin_gets_ar_207_at_the_timeout_while_other_senders_get_aa(slow_gateway):
+    gw, gate = slow_gateway
+    slow, fast = await connect_mllp(gw), await connect_mllp(gw)
+    slow.send(hl7(control_id="SLOW1"))
+    await gate.entered
+
+    quick = await send_and_receive(fast, hl7(control_id="FAST1", sending_app="LIS_THU_NGHIEM"))
+    answered_before_timeout = list(slow.frames)
+    gw.clock.advance(TIMEOUT)
+    [late] = await slow.wait_frames(1)
+
+    assert msa(quick)[1:3] == ["AA", "FAST1"]
+    assert answered_before_timeout == []
+    assert msa(late)[1:3] == ["AR", "SLOW1"]
+    [err] = err_segments(late)
+    assert err[3].startswith("207^") and "did not answer within" in err[8] and "test_his" in err[8]
+    assert metric_value(gw, "hssk_plugin_timeouts_total", plugin="test_his") == 1
+    [row] = journal_rows(gw, control_id="SLOW1")
+    assert (row["status"], row["ack_code"], row["plugin"]) == ("rejected", "AR", "test_his")
+    assert json.loads(row["errors"])[0]["code"] == 207
+    gate.release.set()
+    slow.transport.loseConnection()
+    fast.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_timed_out_message_resent_after_recovery_is_processed_again(slow_gateway):
+    gw, gate = slow_gateway
+    client = await connect_mllp(gw)
+    payload = hl7(control_id="SLOW1")
+    client.send(payload)
+    await gate.entered
+    gw.clock.advance(TIMEOUT)
+    [refused] = await client.wait_frames(1)
+    gate.control_ids.clear()  # the plugin recovers
+    gate.release.set()
+
+    accepted = await send_and_receive(client, payload)
+
+    assert msa(refused)[1] == "AR"
+    assert msa(accepted)[1:3] == ["AA", "SLOW1"]
+    assert [(r["status"], r["repeat_count"]) for r in journal_rows(gw, control_id="SLOW1")] == [
+        ("rejected", 0), ("accepted", 0)]
+    client.transport.loseConnection()

@@ -1,0 +1,190 @@
+"""HTTP listener: HL7 over HTTP answers 200 with the ACK whatever the decision; HTTP status codes
+only for what HTTP is about (415, 413); health, readiness and Prometheus metrics."""
+import json
+
+import pytest_twisted
+
+from tests.support import encode_windows_1258, hl7, http_request, journal_rows, metric_value, msa, \
+    replace_msh_field, start_gateway
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_hl7_answers_200_with_the_aa_ack_as_body(gateway):
+    payload = hl7(control_id="HTTP1")
+
+    response = await http_request(gateway, "POST", "/hl7", payload, "application/hl7-v2")
+
+    assert response.code == 200
+    assert response.headers["content-type"] == "application/hl7-v2; charset=utf-8"
+    assert msa(response.body)[1:3] == ["AA", "HTTP1"]
+    [row] = journal_rows(gateway)
+    assert (row["transport"], row["status"], row["raw"]) == ("http", "accepted", payload)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejected_message_also_answers_200_with_the_ar_ack(gateway):
+    response = await http_request(gateway, "POST", "/hl7", hl7(control_id="HTTPAR", sending_app="NOBODY_HIS"),
+                                  "application/hl7-v2")
+
+    assert response.code == 200
+    assert msa(response.body)[1:3] == ["AR", "HTTPAR"]
+    assert journal_rows(gateway)[0]["status"] == "rejected"
+
+
+@pytest_twisted.ensureDeferred
+async def test_er7_and_text_plain_content_types_are_accepted(gateway):
+    er7 = await http_request(gateway, "POST", "/hl7", hl7(control_id="ER7"), "x-application/hl7-v2+er7")
+    text = await http_request(gateway, "POST", "/hl7", hl7(control_id="TXT"), "Text/Plain; charset=utf-8")
+
+    assert (er7.code, msa(er7.body)[1]) == (200, "AA")
+    assert (text.code, msa(text.body)[1]) == (200, "AA")
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_content_type_is_415_and_nothing_is_journaled(gateway):
+    response = await http_request(gateway, "POST", "/hl7", hl7(control_id="JSON1"), "application/json")
+
+    assert response.code == 415
+    assert b"application/json" in response.body and b"application/hl7-v2" in response.body
+    assert journal_rows(gateway) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_content_type_is_415(gateway):
+    response = await http_request(gateway, "POST", "/hl7", hl7(control_id="NOCT"))
+
+    assert response.code == 415
+
+
+@pytest_twisted.async_yield_fixture
+async def small_body_gateway(tmp_path, plugin):
+    payload = hl7(control_id="FITS")
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"http.max_body_bytes": len(payload)})
+    yield gw, payload
+    await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_max_body_bytes_is_413_and_nothing_is_journaled(small_body_gateway):
+    gw, payload = small_body_gateway
+
+    response = await http_request(gw, "POST", "/hl7", payload + b"NTE|1||x\r", "application/hl7-v2")
+
+    assert response.code == 413
+    assert b"http.max_body_bytes" in response.body
+    assert journal_rows(gw) == []
+    assert metric_value(gw, "hssk_connections_refused_total", transport="http", reason="body_too_large") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_over_max_body_bytes_is_413(small_body_gateway):
+    gw, payload = small_body_gateway
+
+    response = await http_request(gw, "POST", "/hl7", payload + b"NTE|1||x\r", "application/hl7-v2", chunked=True)
+
+    assert response.code == 413
+    assert journal_rows(gw) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_of_exactly_max_body_bytes_is_accepted(small_body_gateway):
+    gw, payload = small_body_gateway
+
+    response = await http_request(gw, "POST", "/hl7", payload, "application/hl7-v2")
+
+    assert response.code == 200
+    assert msa(response.body)[1:3] == ["AA", "FITS"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_content_type_charset_decodes_a_message_with_empty_msh_18(gateway):
+    name = "Đoàn^Văn Hưng"
+    text = (f"MSH|^~\\&|TEST_HIS|79001|HSSK_GW|SYT_79|20250315083000||ADT^A04^ADT_A01|CP1258|P|2.5\r"
+            f"PID|1||079085000123^^^BCA^NI||{name}||19850412|M\r")
+    payload = encode_windows_1258(text)
+    assert payload != text.encode("utf-8")
+
+    response = await http_request(gateway, "POST", "/hl7", payload, "application/hl7-v2; charset=windows-1258")
+
+    assert response.code == 200
+    assert response.headers["content-type"] == "application/hl7-v2; charset=cp1258"
+    assert msa(response.body, "cp1258")[1:3] == ["AA", "CP1258"]
+    [row] = journal_rows(gateway)
+    assert row["charset"] == "windows-1258"
+    person = json.loads(row["records"])["person"]
+    assert (person["family"], person["middle"], person["given"]) == ("Đoàn", "Văn", "Hưng")
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_charset_parameter_empty_msh_18_falls_back_to_default_charset(gateway):
+    payload = replace_msh_field(hl7(control_id="NOCS"), 18, "")
+
+    response = await http_request(gateway, "POST", "/hl7", payload, "application/hl7-v2")
+
+    assert msa(response.body)[1:3] == ["AA", "NOCS"]
+    [row] = journal_rows(gateway)
+    assert row["charset"] == "utf-8"
+    assert json.loads(row["records"])["person"]["family"] == "Nguyễn"
+
+
+@pytest_twisted.ensureDeferred
+async def test_healthz_answers_200_json(gateway):
+    response = await http_request(gateway, "GET", "/healthz")
+
+    assert response.code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "alive"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_is_200_when_store_disk_and_plugins_are_ok(gateway):
+    response = await http_request(gateway, "GET", "/readyz")
+
+    assert response.code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {"store": True, "disk": True,
+                                                                            "plugins": True}
+    assert body["checks"]["plugins"]["loaded"] == ["test_his"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_is_503_when_free_disk_is_below_the_floor(tmp_path, plugin):
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"store.min_free_disk_bytes": 10**18})
+    try:
+        response = await http_request(gw, "GET", "/readyz")
+    finally:
+        await gw.stop()
+
+    assert response.code == 503
+    body = response.json()
+    assert body["status"] == "not ready"
+    assert body["checks"]["disk"]["ok"] is False and body["checks"]["disk"]["floor_bytes"] == 10**18
+    assert body["checks"]["store"]["ok"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_is_503_when_no_plugin_is_loaded(tmp_path):
+    gw = await start_gateway(tmp_path / "data")
+    try:
+        response = await http_request(gw, "GET", "/readyz")
+    finally:
+        await gw.stop()
+
+    assert response.code == 503
+    assert response.json()["checks"]["plugins"] == {"ok": False, "loaded": []}
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_are_prometheus_text_with_acks_and_commit_batch_size(gateway):
+    await http_request(gateway, "POST", "/hl7", hl7(control_id="MET1"), "application/hl7-v2")
+
+    response = await http_request(gateway, "GET", "/metrics")
+
+    assert response.code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    lines = response.body.decode("utf-8").splitlines()
+    assert "# TYPE hssk_acks_total counter" in lines
+    assert 'hssk_acks_total{code="AA",facility="79001",transport="http"} 1.0' in lines
+    assert "# TYPE hssk_commit_batch_size histogram" in lines
+    assert "hssk_commit_batch_size_count 1.0" in lines
