@@ -73,6 +73,66 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    max_pending: int = field(default=1_000_000, metadata=_check("must be a positive integer", _positive))
+    poll_interval_seconds: float = field(default=1.0, metadata=_check("must be a positive number", _positive))
+    retention_days: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
+    prune_batch: int = field(default=500, metadata=_check("must be a positive integer", _positive))
+
+
+DESTINATION_KINDS = ("http", "mllp", "file", "batch")
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """One ``[destinations.NAME]`` table. Common keys first, then the keys of each kind."""
+
+    name: str
+    kind: str = field(default="", metadata=_check(f"must be one of {', '.join(DESTINATION_KINDS)}",
+                                                  lambda v: v in DESTINATION_KINDS))
+    format: str = "json"
+    message_types: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
+    enabled: bool = True
+    max_in_flight: int = field(default=4, metadata=_check("must be between 1 and 256", lambda v: 1 <= v <= 256))
+    max_attempts: int = field(default=20, metadata=_check("must be a positive integer", _positive))
+    max_age_seconds: float = field(default=7 * 86400.0, metadata=_check("must be a positive number", _positive))
+    backoff_base_seconds: float = field(default=1.0, metadata=_check("must be a positive number", _positive))
+    backoff_cap_seconds: float = field(default=600.0, metadata=_check("must be a positive number", _positive))
+    circuit_failures: int = field(default=5, metadata=_check("must be a positive integer", _positive))
+    circuit_open_seconds: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
+    alert_pending_age_seconds: float = field(default=900.0, metadata=_check("must be a positive number", _positive))
+    # http (and batch with an http sink)
+    url: str = ""
+    auth_header_env: str = ""
+    ca_bundle: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    connect_timeout_seconds: float = field(default=10.0, metadata=_check("must be a positive number", _positive))
+    response_timeout_seconds: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
+    # mllp
+    endpoint: str = ""
+    dead_letter_codes: tuple[str, ...] = ("AE", "CE")
+    # file (and batch with a file sink)
+    directory: str = ""
+    # batch
+    schedule: str = ""
+    timezone: str = "Asia/Ho_Chi_Minh"
+    batch_format: str = field(default="ndjson", metadata=_check("must be 'ndjson' or 'xml130'",
+                                                                lambda v: v in ("ndjson", "xml130")))
+
+    def matches(self, message_type: str, plugin: str) -> bool:
+        """Does this destination want records of ``message_type`` made by ``plugin``?
+        Patterns are exact (``ORU^R01``) or prefix wildcards (``ADT^*``); empty means all."""
+        if self.plugins and plugin not in self.plugins:
+            return False
+        if not self.message_types:
+            return True
+        return any(message_type == p or (p.endswith("*") and message_type.startswith(p[:-1]))
+                   for p in self.message_types)
+
+
+@dataclass(frozen=True)
 class PluginsConfig:
     disabled: tuple[str, ...] = ()
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -87,6 +147,8 @@ class GatewayConfig:
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
     plugins: PluginsConfig = PluginsConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    destinations: tuple[DestinationConfig, ...] = ()
 
     @property
     def database_path(self) -> Path:
@@ -157,13 +219,55 @@ def _build(raw: Mapping[str, Any]) -> GatewayConfig:
     for key, value in raw.items():
         if key == "plugins":
             values["plugins"] = _build_plugins(value)
+        elif key == "destinations":
+            values["destinations"] = _build_destinations(value)
         elif key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(key, "must be a table")
             values[key] = _build_dataclass(_SECTIONS[key], value, key + ".")
         else:
             values[key] = value
-    return _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins"})
+    return _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins", "destinations"})
+
+
+def _build_destinations(raw: Any) -> tuple[DestinationConfig, ...]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("destinations", "must be a table of [destinations.NAME] tables")
+    built = []
+    for name, table in raw.items():
+        prefix = f"destinations.{name}."
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"destinations.{name}", "must be a table")
+        if "name" in table:
+            raise ConfigError(prefix + "name", "is the table's own name; do not set it")
+        if "kind" not in table:
+            raise ConfigError(prefix + "kind", f"is required (one of {', '.join(DESTINATION_KINDS)})")
+        destination = _build_dataclass(DestinationConfig, {"name": name, **table}, prefix)
+        _check_destination(destination, prefix)
+        built.append(destination)
+    return tuple(built)
+
+
+def _check_destination(d: DestinationConfig, prefix: str) -> None:
+    if d.kind == "http" and not d.url.startswith(("http://", "https://")):
+        raise ConfigError(prefix + "url", f"must be an http:// or https:// URL, got {d.url!r}")
+    if d.kind == "mllp" and not d.endpoint:
+        raise ConfigError(prefix + "endpoint", "is required: a Twisted client endpoint such as 'tcp:127.0.0.1:2576'")
+    if d.kind == "file" and not d.directory:
+        raise ConfigError(prefix + "directory", "is required: the folder payload files are written to")
+    if d.kind == "batch":
+        from gateway.core.schedule import ScheduleError, parse_schedule
+
+        try:
+            parse_schedule(d.schedule, d.timezone)
+        except ScheduleError as e:
+            raise ConfigError(prefix + "schedule", str(e)) from None
+        if bool(d.url) == bool(d.directory):
+            raise ConfigError(prefix + "url", "a batch destination needs exactly one sink: url (http) or directory (file)")
+        if d.url and not d.url.startswith(("http://", "https://")):
+            raise ConfigError(prefix + "url", f"must be an http:// or https:// URL, got {d.url!r}")
+    if d.backoff_cap_seconds < d.backoff_base_seconds:
+        raise ConfigError(prefix + "backoff_cap_seconds", "must not be below backoff_base_seconds")
 
 
 def _build_plugins(raw: Any) -> PluginsConfig:
@@ -203,6 +307,10 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"must be a number, got {value!r}")
         return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a string, got {value!r}")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
+    from gateway.config import DestinationConfig, GatewayConfig
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
@@ -57,6 +57,14 @@ class Adapter(Protocol):
     name: str
 
     def normalize(self, message: Hl7Message) -> RecordSet: ...
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A rendered record set for one destination: bytes plus their media type."""
+
+    content_type: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -111,4 +119,19 @@ def hssk_check(message: Hl7Message, records: RecordSet) -> Iterable[Issue] | Non
         def hssk_check(message, records):
             if records.person and not records.person.identifier("CCCD"):
                 return [Issue(101, "PID-3: no CCCD (type NI) repetition", "PID^1^3", "W")]
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7Message,
+                idempotency_key: str) -> Payload | None:
+    """Render ``records`` in ``destination.format`` (``json``, ``xml130``, ``fhir`` …), or None
+    when this plugin does not write that format. The first answer wins; the core's ``json``
+    renderer runs last. Put ``idempotency_key`` inside the payload's own id so a receiver can
+    deduplicate even without the HTTP header::
+
+        @hookimpl
+        def hssk_render(records, destination, message, idempotency_key):
+            if destination.format == "csv":
+                return Payload("text/csv", f"{idempotency_key},{records.kind}\n".encode())
     """

@@ -70,5 +70,32 @@ class Metrics:
         self.in_flight = Gauge(
             "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
 
+        self.outbox_rows = Gauge(
+            "hssk_outbox_rows", "Outbox rows per destination and state (refreshed from the journal).",
+            ["destination", "state"], registry=r)
+        self.outbox_oldest_pending_age = Gauge(
+            "hssk_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered row per destination.",
+            ["destination"], registry=r)
+        self.outbox_in_flight = Gauge(
+            "hssk_outbox_deliveries_in_flight", "Deliveries started and not yet settled, per destination.",
+            ["destination"], registry=r)
+        self.delivery_attempts = Counter(
+            "hssk_delivery_attempts_total", "Delivery attempts by destination, resulting row state "
+            "(delivered, pending = will retry, dead) and result (2xx, 4xx, 5xx, timeout, connection, ACK code).",
+            ["destination", "outcome", "result"], registry=r)
+        self.delivery_latency = Histogram(
+            "hssk_delivery_latency_seconds", "Time from commit to delivered, per destination.", ["destination"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400, 604800), registry=r)
+        self.circuit_state = Gauge(
+            "hssk_destination_circuit_state", "Circuit breaker per destination: 0 closed, 1 half-open, 2 open.",
+            ["destination"], registry=r)
+        self.destination_paused = Gauge(
+            "hssk_destination_paused", "1 when an operator paused the destination.", ["destination"], registry=r)
+        self.batch_files = Counter(
+            "hssk_batch_files_total", "Batch files produced and accepted by their sink, per destination.",
+            ["destination"], registry=r)
+        self.pruned_rows = Counter(
+            "hssk_outbox_pruned_rows_total", "Delivered outbox rows removed after the retention period.", registry=r)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

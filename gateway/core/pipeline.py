@@ -18,6 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 
@@ -37,6 +38,7 @@ class Decision:
     plugin: str = ""
     records_json: str | None = None
     decoded: bool = True
+    outbox: tuple[OutboxItem, ...] = ()
 
     @property
     def status(self) -> str:
@@ -70,6 +72,7 @@ class Pipeline:
         self._default_charset = config.mllp.default_charset
         self._versions = frozenset(config.pipeline.supported_versions)
         self._metrics = metrics
+        self._destinations = tuple(d for d in config.destinations if d.enabled)
 
     def decide(self, envelope: Envelope, progress=None) -> Decision:
         """``progress``, when given, gets ``progress.plugin`` set as soon as a plugin claims the
@@ -118,6 +121,8 @@ class Pipeline:
             issues = tuple(i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
             stage = "serialize"
             records_json = json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":"))
+            stage = "render"
+            outbox = () if any(i.severity == "E" for i in issues) else self._route(message, records, plugin)
         except ContentError as e:
             return Decision(envelope, message, ERROR, e.issues, plugin)
         except Exception as e:  # a plugin bug must cost one message, never the gateway
@@ -129,7 +134,24 @@ class Pipeline:
                 207, f"plugin {plugin or 'unknown'} failed in {stage} ({type(e).__name__}); the message is "
                      f"journaled and can be replayed once the plugin is fixed", "MSH^1^9"),), plugin)
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, message, code, issues, plugin, records_json)
+        return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox)
+
+    def _route(self, message: Hl7Message, records, plugin: str) -> tuple[OutboxItem, ...]:
+        """One outbox item per destination whose routes take this message, rendered now so that
+        a rendering error is the sender's AE, not a dead letter days later."""
+        items = []
+        for destination in self._destinations:
+            if not destination.matches(message.message_type, plugin):
+                continue
+            key = idempotency_key(destination.name, message.sender, message.control_id, records.kind)
+            payload = self._hook.hssk_render(records=records, destination=destination, message=message,
+                                             idempotency_key=key)
+            if payload is None:
+                raise LookupError(f"no plugin renders format {destination.format!r} "
+                                  f"for destination {destination.name!r}")
+            items.append(OutboxItem(destination.name, key, ordering_key(records, message), payload.content_type,
+                                    payload.body))
+        return tuple(items)
 
 
 def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pluggy
 
 from gateway.config import GatewayConfig
-from gateway.core import hookspecs
+from gateway.core import hookspecs, render
 
 
 class PluginLoadError(RuntimeError):
@@ -29,6 +29,7 @@ def build_plugin_manager(
     own plugin objects to prove one plugin in isolation."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    pm.register(render, name="core.render")
     for name in config.plugins.disabled:
         pm.set_blocked(name)
     if load_entry_points:
@@ -48,7 +49,7 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
     infos = []
     for name, plugin in pm.list_name_plugin():
-        if plugin is None:
+        if plugin is None or name.startswith("core."):
             continue
         describe = getattr(plugin, "hssk_describe", None)
         description = describe() if callable(describe) else None

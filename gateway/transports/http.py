@@ -132,6 +132,7 @@ class ReadyResource(Resource):
         if self._writer.alive:
             probe: Deferred = self._writer.probe()
             probe.addTimeout(self._probe_timeout, self._clock, onTimeoutCancel=lambda *_: False)
+            probe.addErrback(lambda _: False)
             writable = yield probe
         checks["store"] = {"ok": bool(writable)}
         ready = all(c["ok"] for c in checks.values())
