@@ -9,6 +9,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
+from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
@@ -21,7 +22,7 @@ log = Logger(namespace="hssk.app")
 
 
 class Gateway:
-    """One running gateway: store, writer, pipeline workers and the two listeners.
+    """One running gateway: store, writer, pipeline workers, delivery and the two listeners.
 
     ``reactor`` must provide IReactorTCP/IReactorThreads; ``clock`` (IReactorTime, default the
     reactor) drives every timeout, so tests can pass a ``task.Clock``.
@@ -39,12 +40,16 @@ class Gateway:
         self.pipeline = Pipeline(self.plugins.hook, config, self.metrics)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight)
+        self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
+        self.writer.on_queued = self.delivery.rows_committed
+        self.intake.admission = self.delivery.refusal_reason
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock)
         self.site = build_site(
             self.intake, self.writer, self.metrics, self.clock, data_dir=config.data_dir,
             max_body_bytes=config.http.max_body_bytes, min_free_disk_bytes=config.store.min_free_disk_bytes,
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
-            probe_timeout=min(5.0, config.pipeline.timeout_seconds))
+            probe_timeout=min(5.0, config.pipeline.timeout_seconds),
+            stale_destinations=self.delivery.stale_destinations)
         self.ports: dict[str, object] = {}
 
     @inlineCallbacks
@@ -55,6 +60,7 @@ class Gateway:
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
+        yield self.delivery.start()
         self.intake.start()
         self.ports["mllp"] = yield serverFromString(self.reactor, self.config.mllp.listen).listen(self.mllp_factory)
         self.ports["http"] = yield serverFromString(self.reactor, self.config.http.listen).listen(self.site)
@@ -75,4 +81,5 @@ class Gateway:
         yield self.intake.stop()
         for protocol in list(self.mllp_factory.connections):
             protocol.transport.loseConnection()
+        yield self.delivery.stop()
         yield self.writer.stop()

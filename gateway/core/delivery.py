@@ -4,7 +4,6 @@ intake when to refuse work (outbox too deep, disk too full)."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
@@ -31,7 +30,7 @@ class DeliveryService:
         self._clock = clock
         self._metrics = metrics
         self.dispatchers: dict[str, Dispatcher] = {
-            d.name: Dispatcher(d, build_destination(d, reactor), writer, clock, metrics)
+            d.name: Dispatcher(d, build_destination(d, reactor, config.data_dir), writer, clock, metrics)
             for d in config.destinations if d.enabled and d.kind != "batch"}
         self.status: dict[str, dict] = {}
         self.pending_total = 0
@@ -40,14 +39,12 @@ class DeliveryService:
         self._loop.clock = clock
         self._prune_loop = LoopingCall(self.prune)
         self._prune_loop.clock = clock
-        self._read: sqlite3.Connection | None = None
 
     @inlineCallbacks
     def start(self):
         recovered = yield self._writer.run(recover_in_flight)
         if recovered:
             log.info("{count} outbox rows left in flight by the last run are pending again", count=recovered)
-        self._read = self._store.connect()
         yield self.refresh()
         self._loop.start(self.config.outbox.poll_interval_seconds, now=False)
         self._prune_loop.start(max(60.0, self.config.outbox.poll_interval_seconds), now=False)
@@ -76,15 +73,22 @@ class DeliveryService:
         return {name: entry["oldest_pending_age_seconds"] for name, entry in self.status.items()
                 if name in thresholds and entry["oldest_pending_age_seconds"] > thresholds[name]}
 
-    def _read_status(self) -> tuple[dict, int]:
+    def _read_status(self, now: float) -> tuple[dict, int]:
+        """Runs in the thread pool on its own connection, so a refresh still running at shutdown
+        shares nothing with the reactor."""
         free = shutil.disk_usage(self.config.data_dir).free
-        return destination_status(self._read, self._clock.seconds()), free
+        conn = self._store.connect()
+        try:
+            return destination_status(conn, now), free
+        finally:
+            conn.close()
 
     @inlineCallbacks
     def refresh(self):
         """Re-read per-destination counts and pause flags (an operator may have changed them
         from the CLI, another process) and wake every dispatcher for rows whose backoff ended."""
-        status, free = yield deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._read_status)
+        status, free = yield deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._read_status,
+                                                 self._clock.seconds())
         self.status, self.free_disk_bytes = status, free
         self.pending_total = sum(entry[PENDING] + entry[IN_FLIGHT] for entry in status.values())
         for name, entry in status.items():
@@ -114,8 +118,6 @@ class DeliveryService:
                 loop.stop()
         for dispatcher in self.dispatchers.values():
             yield dispatcher.stop()
-        if self._read is not None:
-            self._read.close()
 
     def wait_idle(self) -> Deferred:
         """For tests and `outbox flush`: fires when no dispatcher has a delivery in flight."""

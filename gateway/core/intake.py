@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -67,6 +68,8 @@ class Intake:
                          for n in range(workers)]
         self._in_flight = 0
         self._drained: Deferred | None = None
+        #: Returns why new work must be refused right now (outbox too deep, disk too full), or None.
+        self.admission: Callable[[], str | None] = lambda: None
 
     @property
     def in_flight(self) -> int:
@@ -91,6 +94,10 @@ class Intake:
             self._metrics.connections_refused.labels(transport=envelope.transport, reason="max_in_flight").inc()
             return succeed(self.refusal(envelope, f"the gateway has {self._in_flight} messages in flight, its limit "
                                                   f"(pipeline.max_in_flight); send again later"))
+        reason = self.admission()
+        if reason is not None:
+            self._metrics.connections_refused.labels(transport=envelope.transport, reason="backpressure").inc()
+            return succeed(self.refusal(envelope, reason))
         job = _Job(self, envelope)
         self._in_flight += 1
         self._metrics.in_flight.inc()

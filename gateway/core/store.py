@@ -186,6 +186,8 @@ class JournalWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: Deferred | None = None
+        #: Called on the reactor with the destinations that got new outbox rows in a commit.
+        self.on_queued: Callable[[set[str]], None] | None = None
 
     def start(self) -> None:
         self._conn = self._store.connect()
@@ -259,7 +261,9 @@ class JournalWriter:
                 self._metrics.commit_duration.observe(time.perf_counter() - started)
         for job, result in zip(jobs, results):
             job.record_commit(result)
-        self._reactor.callFromThread(_answer_all, jobs, tasks, task_results)
+        queued = {item.destination for job, result in zip(jobs, results) if isinstance(result, Committed)
+                  for item in job.decision.outbox} if self.on_queued is not None else set()
+        self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued)
 
     def _journal(self, decisions: list, now: float) -> list[Committed]:
         """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
@@ -374,9 +378,11 @@ def _run_task(task: _Task, conn: sqlite3.Connection, now: float):
     return result
 
 
-def _answer_all(jobs: list, tasks: list, task_results: list) -> None:
+def _answer_all(jobs: list, tasks: list, task_results: list, on_queued, queued: set[str]) -> None:
     for job in jobs:
         job.answer()
+    if on_queued:
+        on_queued(queued)
     for task, result in zip(tasks, task_results):
         if isinstance(result, _TaskFailed):
             task.deferred.errback(result.error)

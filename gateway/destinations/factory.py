@@ -1,15 +1,23 @@
 """Builds the destination object for each ``[destinations.NAME]`` table by its ``kind``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway.config import DestinationConfig
 from gateway.destinations import Destination
 
 
-def build_destination(config: DestinationConfig, reactor) -> Destination:
+def resolve_directory(directory: str, data_dir: str) -> Path:
+    """A relative ``directory`` lives under the data dir, next to the journal it is fed from."""
+    path = Path(directory)
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+def build_destination(config: DestinationConfig, reactor, data_dir: str) -> Destination:
     if config.kind == "file":
         from gateway.destinations.file import FileDestination
 
-        return FileDestination(config.name, config.directory, reactor)
+        return FileDestination(config.name, resolve_directory(config.directory, data_dir), reactor)
     if config.kind == "http":
         from gateway.destinations.http import HttpDestination
 

@@ -42,7 +42,7 @@ def write_atomically(directory: Path, name: str, body: bytes) -> Path:
 
 
 class FileDestination:
-    def __init__(self, name: str, directory: str, reactor) -> None:
+    def __init__(self, name: str, directory: str | Path, reactor) -> None:
         self.name = name
         self.directory = Path(directory)
         self._reactor = reactor

@@ -2,7 +2,9 @@
 
 ``POST /hl7`` answers 200 with the ACK as body for AA, AE and AR alike (HL7-over-HTTP puts the
 decision in the ACK, not the status); HTTP status codes are kept for what HTTP itself is about:
-415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``.
+415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``, and 503 with
+``Retry-After`` (the AR still in the body) when the message was not stored because the gateway
+is at a bound — too many in flight, outbox too deep, disk too full.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 
 TRANSPORT = "http"
+RETRY_AFTER_SECONDS = 30
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 
 
@@ -86,7 +89,13 @@ class Hl7Resource(Resource):
         from gateway.core.ack import encode_reply
 
         body = b"".join(encode_reply(text, outcome.charset) for text in outcome.replies)
-        request.setResponseCode(http.OK)
+        if outcome.committed:
+            request.setResponseCode(http.OK)
+        else:
+            # Not stored (a bound, backpressure, a failed commit): the AR in the body says why, and
+            # 503 lets an HTTP client's own retry logic take over.
+            request.setResponseCode(http.SERVICE_UNAVAILABLE)
+            request.setHeader("retry-after", str(RETRY_AFTER_SECONDS))
         request.setHeader("content-type", f"application/hl7-v2; charset={_mime_charset(outcome.charset)}")
         request.write(body)
         request.finish()
@@ -103,13 +112,16 @@ class HealthResource(Resource):
 
 
 class ReadyResource(Resource):
-    """``/readyz``: the journal takes a write lock, free disk is above the floor, plugins are loaded."""
+    """``/readyz``: the journal takes a write lock, free disk is above the floor, plugins are loaded,
+    and no destination's oldest undelivered row is older than its alert threshold."""
 
     isLeaf = True
 
     def __init__(self, writer: JournalWriter, data_dir: str, min_free_disk_bytes: int,
-                 plugin_names: Callable[[], list[str]], probe_timeout: float, clock: IReactorTime) -> None:
+                 plugin_names: Callable[[], list[str]], probe_timeout: float, clock: IReactorTime,
+                 stale_destinations: Callable[[], dict[str, float]]) -> None:
         super().__init__()
+        self._stale_destinations = stale_destinations
         self._writer = writer
         self._data_dir = data_dir
         self._floor = min_free_disk_bytes
@@ -128,6 +140,8 @@ class ReadyResource(Resource):
         checks["disk"] = {"ok": free >= self._floor, "free_bytes": free, "floor_bytes": self._floor}
         plugins = self._plugin_names()
         checks["plugins"] = {"ok": bool(plugins), "loaded": plugins}
+        stale = self._stale_destinations()
+        checks["outbox"] = {"ok": not stale, "stale_destinations": stale}
         writable = False
         if self._writer.alive:
             probe: Deferred = self._writer.probe()
@@ -158,11 +172,13 @@ class MetricsResource(Resource):
 
 def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
                max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
-               probe_timeout: float, listener: str = "http") -> Site:
+               probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
+               listener: str = "http") -> Site:
     root = Resource()
     root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
     root.putChild(b"healthz", HealthResource())
-    root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock))
+    root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
+                                                stale_destinations))
     root.putChild(b"metrics", MetricsResource(metrics))
     site = Site(root, requestFactory=BoundedRequest)
     site.max_body_bytes = max_body_bytes

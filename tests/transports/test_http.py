@@ -143,7 +143,7 @@ async def test_readyz_is_200_when_store_disk_and_plugins_are_ok(gateway):
     assert response.code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert {name: check["ok"] for name, check in body["checks"].items()} == {"store": True, "disk": True,
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {"store": True, "disk": True, "outbox": True,
                                                                             "plugins": True}
     assert body["checks"]["plugins"]["loaded"] == ["test_his"]
 
