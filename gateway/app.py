@@ -36,7 +36,7 @@ class Gateway:
         self.metrics = Metrics()
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
         self.store = Store(config.database_path, config.store.synchronous)
-        self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch)
+        self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.pipeline = Pipeline(self.plugins.hook, config, self.metrics)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight)

@@ -83,6 +83,7 @@ class Dispatcher:
         self._flush_call = None
         self._wake_call = None
         self._stopping = False
+        self._drained: Deferred | None = None
 
     @property
     def name(self) -> str:
@@ -113,6 +114,7 @@ class Dispatcher:
 
     def _claimed(self, deliveries: list[Delivery]) -> None:
         self._claiming = False
+        self._check_drained()
         for delivery in deliveries:
             self._in_flight[delivery.row_id] = delivery
             self._metrics.outbox_in_flight.labels(destination=self.name).inc()
@@ -123,6 +125,7 @@ class Dispatcher:
 
     def _claim_failed(self, failure) -> None:
         self._claiming = False
+        self._check_drained()
         log.error("claiming rows for {destination} failed: {error}", destination=self.name,
                   error=failure.getErrorMessage())
 
@@ -142,7 +145,9 @@ class Dispatcher:
                      destination=self.name, reason=settled.reason[:300])
         self.circuit.record(result.outcome != RETRY)
         self._settled.append(settled)
-        if self._flush_call is None:
+        if self._stopping:
+            self._flush_settled()
+        elif self._flush_call is None:
             self._flush_call = self._clock.callLater(0, self._flush_settled)
 
     def _settle(self, delivery: Delivery, result: DeliveryResult, now: float) -> Settled:
@@ -169,6 +174,8 @@ class Dispatcher:
     def _flush_settled(self) -> None:
         self._flush_call = None
         settled, self._settled = self._settled, []
+        if not settled:
+            return
         d = self._writer.run(lambda conn, now: record_results(conn, self._clock.seconds(), settled))
         d.addCallbacks(self._recorded, self._record_failed, callbackArgs=(settled,), errbackArgs=(settled,))
 
@@ -176,13 +183,20 @@ class Dispatcher:
         for s in settled:
             self._in_flight.pop(s.row_id, None)
             self._metrics.outbox_in_flight.labels(destination=self.name).dec()
-            if s.next_attempt_at is not None:
+            if s.next_attempt_at is not None and not self._stopping:
                 self._wake_at(s.next_attempt_at)
         self.wake()
+        self._check_drained()
 
     def _record_failed(self, failure, settled: list[Settled]) -> None:
         log.error("recording {count} delivery results for {destination} failed: {error}; they will be retried "
                   "from the journal", count=len(settled), destination=self.name, error=failure.getErrorMessage())
+        if self._stopping:
+            # The rows stay in flight in the journal; the next start puts them back to pending.
+            for s in settled:
+                self._in_flight.pop(s.row_id, None)
+            self._check_drained()
+            return
         self._settled = settled + self._settled
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(1.0, self._flush_settled)
@@ -199,14 +213,25 @@ class Dispatcher:
         self._wake_call = None
         self.wake()
 
+    def _busy(self) -> bool:
+        return bool(self._in_flight or self._claiming or self._settled)
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._busy():
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
     @inlineCallbacks
     def stop(self):
-        """Stop claiming; let deliveries in flight finish and be recorded; close the destination."""
+        """Stop claiming; let deliveries in flight finish (each is bounded by its destination's
+        timeouts) and be recorded; close the destination. Waiting is event-driven, not on the
+        clock, so a stopped test clock cannot hang shutdown."""
         self._stopping = True
-        if self._wake_call is not None and self._wake_call.active():
-            self._wake_call.cancel()
-        while self._in_flight or self._claiming or self._settled:
-            waiter: Deferred = Deferred()
-            self._clock.callLater(0.05, waiter.callback, None)
-            yield waiter
+        for call in (self._wake_call, self._flush_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_settled()
+        if self._busy():
+            self._drained = Deferred()
+            yield self._drained
         yield self.destination.close()

@@ -178,9 +178,12 @@ _STOP = object()
 class JournalWriter:
     """The single writer thread. ``submit`` from any thread; results arrive on the reactor."""
 
-    def __init__(self, store: Store, reactor, metrics: Metrics, max_batch: int = 512) -> None:
+    def __init__(self, store: Store, reactor, metrics: Metrics, max_batch: int = 512, clock=None) -> None:
         self._store = store
         self._reactor = reactor
+        # Timestamps come from the injected clock (IReactorTime.seconds is a plain read, safe from
+        # this thread), so outbox due times and the dispatcher agree when tests drive time.
+        self._clock = clock or reactor
         self._metrics = metrics
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -243,7 +246,7 @@ class JournalWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
+                now = self._clock.seconds()
                 results = self._journal([job.decision for job in jobs], now) if jobs else []
                 task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
