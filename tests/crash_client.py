@@ -38,16 +38,16 @@ def message_with_control_id(template: bytes, control_id: str) -> bytes:
 
 
 class GatewayProcess:
-    """``hssk-gateway serve`` on 127.0.0.1 port 0 with the shipped config and a given data dir."""
+    """``hssk-gateway serve`` on 127.0.0.1 port 0 with a config (the shipped one by default) and a data dir."""
 
-    def __init__(self, data_dir: Path, start_timeout: float = 20.0) -> None:
+    def __init__(self, data_dir: Path, start_timeout: float = 20.0, config: str = "config/gateway.toml") -> None:
         self.data_dir = data_dir
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.port: int | None = None
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", "config/gateway.toml",
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", config,
              "--data-dir", str(data_dir), "--mllp-listen", "tcp:0:interface=127.0.0.1",
              "--http-listen", "tcp:0:interface=127.0.0.1"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
