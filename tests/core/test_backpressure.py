@@ -1,0 +1,146 @@
+"""Backpressure, staleness and retention of the outbox, with time under test control.
+
+Rows for a destination that cannot be reached stay pending; above ``outbox.max_pending`` the
+gateway refuses new work (MLLP AR, HTTP 503 + Retry-After) instead of accepting what it may
+not be able to keep; ``/readyz`` turns unready when a destination's oldest row is too old;
+delivered rows are pruned after the retention period.
+"""
+from __future__ import annotations
+
+import socket
+import sqlite3
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+
+from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, http_request, metric_value, msa,
+                           send_and_receive, start_gateway)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unreachable_destination(**extra) -> dict:
+    values = {"destinations.store.kind": "http",
+              "destinations.store.url": f"http://127.0.0.1:{closed_port()}/records",
+              "destinations.store.backoff_base_seconds": 3600, "destinations.store.backoff_cap_seconds": 3600}
+    values.update({f"destinations.store.{k}": v for k, v in extra.items()})
+    return values
+
+
+def rows(gateway, table: str = "outbox") -> list[dict]:
+    conn = sqlite3.connect(gateway.config.database_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
+    finally:
+        conn.close()
+
+
+async def refreshed(gateway, clock: Clock, condition) -> None:
+    """Advance past one poll interval and wait for the refresh (a thread-pool read) to land."""
+    clock.advance(gateway.config.outbox.poll_interval_seconds)
+    for _ in range(500):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, clock.advance, 0)
+    raise AssertionError("refresh did not bring the expected state")
+
+
+def new_clock() -> Clock:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbox_above_max_pending_refuses_mllp_with_ar_and_http_with_503(tmp_path):
+    clock = new_clock()
+    gateway = await start_gateway(tmp_path, plugins=[TestPlugin()], clock=clock, **{"outbox.max_pending": 2},
+                                  **unreachable_destination())
+    client = await connect_mllp(gateway)
+    try:
+        for n in range(2):
+            assert msa(await send_and_receive(client, hl7(control_id=f"Q{n}")))[1] == "AA"
+        await refreshed(gateway, clock, lambda: gateway.delivery.pending_total == 2)
+
+        refused = await send_and_receive(client, hl7(control_id="Q2"))
+        over_http = await http_request(gateway, "POST", "/hl7", hl7(control_id="Q3"), "application/hl7-v2")
+
+        assert msa(refused)[1:3] == ["AR", "Q2"]
+        [err] = err_segments(refused)
+        assert err[3].split("^")[0] == "207" and "outbox.max_pending" in err[8]
+        assert over_http.code == 503
+        assert over_http.headers["retry-after"] == "30"
+        assert msa(over_http.body)[1:3] == ["AR", "Q3"]
+        assert [r["control_id"] for r in rows(gateway, "messages")] == ["Q0", "Q1"]
+        assert metric_value(gateway, "hssk_connections_refused_total", transport="mllp", reason="backpressure") == 1
+    finally:
+        client.transport.loseConnection()
+        await gateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_turns_unready_when_the_oldest_pending_row_is_older_than_its_threshold(tmp_path):
+    clock = new_clock()
+    gateway = await start_gateway(tmp_path, plugins=[TestPlugin()], clock=clock,
+                                  **unreachable_destination(alert_pending_age_seconds=600))
+    client = await connect_mllp(gateway)
+    try:
+        await send_and_receive(client, hl7(control_id="S1"))
+        await refreshed(gateway, clock, lambda: gateway.delivery.pending_total == 1)
+        ready = await http_request(gateway, "GET", "/readyz")
+
+        clock.advance(600)
+        await refreshed(gateway, clock, lambda: bool(gateway.delivery.stale_destinations()))
+        unready = await http_request(gateway, "GET", "/readyz")
+
+        assert (ready.code, ready.json()["checks"]["outbox"]["ok"]) == (200, True)
+        assert unready.code == 503
+        outbox_check = unready.json()["checks"]["outbox"]
+        assert outbox_check["ok"] is False
+        assert list(outbox_check["stale_destinations"]) == ["store"]
+        assert outbox_check["stale_destinations"]["store"] > 600
+        assert metric_value(gateway, "hssk_outbox_oldest_pending_age_seconds", destination="store") > 600
+    finally:
+        client.transport.loseConnection()
+        await gateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delivered_rows_and_their_journal_bodies_are_pruned_after_the_retention(tmp_path):
+    clock = new_clock()
+    gateway = await start_gateway(tmp_path, plugins=[TestPlugin()], clock=clock, **{
+        "outbox.retention_days": 1, "destinations.files.kind": "file",
+        "destinations.files.directory": str(tmp_path / "out")})
+    client = await connect_mllp(gateway)
+    try:
+        await send_and_receive(client, hl7(control_id="OLD"))
+        for _ in range(500):
+            clock.advance(0)
+            if rows(gateway) and rows(gateway)[0]["state"] == "delivered":
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        clock.advance(3600)
+        await deferLater(reactor, 0.1, lambda: None)
+        assert len(rows(gateway)) == 1  # within the retention: kept
+
+        clock.advance(86400)
+        for _ in range(500):
+            clock.advance(0)
+            if not rows(gateway):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+
+        assert rows(gateway) == []
+        [message] = rows(gateway, "messages")
+        assert (message["control_id"], message["raw"], message["records"]) == ("OLD", b"", None)
+        assert metric_value(gateway, "hssk_outbox_pruned_rows_total") == 1
+        assert len(list((tmp_path / "out").iterdir())) == 1
+    finally:
+        client.transport.loseConnection()
+        await gateway.stop()
