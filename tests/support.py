@@ -310,3 +310,40 @@ def _read_body(response) -> Deferred:
     finished: Deferred = Deferred()
     response.deliverBody(_BodyCollector(finished))
     return finished
+
+
+# --- helpers for the destination tests (added; nothing above changed) --------------------------------
+
+
+def outbox_rows(gateway: Gateway, **where) -> list[dict]:
+    """Outbox rows (oldest first, without their payload) read through a separate SQLite
+    connection, as an operator would."""
+    import sqlite3
+
+    conn = sqlite3.connect(gateway.config.database_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        sql = ("SELECT id, message_id, destination, idempotency_key, state, attempts, last_result, last_error, "
+               "content_type FROM outbox")
+        if where:
+            sql += " WHERE " + " AND ".join(f"{key} = :{key}" for key in where)
+        return [dict(row) for row in conn.execute(sql + " ORDER BY id", where)]
+    finally:
+        conn.close()
+
+
+# --- helpers for the outbox operations tests (added; nothing above changed) --------------------------
+
+
+async def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition()`` on the real reactor until it is true: for outcomes that real threads
+    and sockets produce (a file written, a row recorded), where there is no clock to drive."""
+    import time
+
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await deferLater(reactor, 0.02, lambda: None)

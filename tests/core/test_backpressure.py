@@ -44,11 +44,17 @@ def rows(gateway, table: str = "outbox") -> list[dict]:
 async def refreshed(gateway, clock: Clock, condition) -> None:
     """Advance past one poll interval and wait for the refresh (a thread-pool read) to land."""
     clock.advance(gateway.config.outbox.poll_interval_seconds)
-    for _ in range(500):
+    await settled(clock, condition)
+
+
+async def settled(clock: Clock, condition, timeout: float = 20.0) -> None:
+    """Run zero-delay timers and real I/O until ``condition()`` holds."""
+    for _ in range(int(timeout / 0.01)):
+        clock.advance(0)
         if condition():
             return
-        await deferLater(reactor, 0.01, clock.advance, 0)
-    raise AssertionError("refresh did not bring the expected state")
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError(f"condition not reached within {timeout}s")
 
 
 def new_clock() -> Clock:
@@ -120,23 +126,14 @@ async def test_delivered_rows_and_their_journal_bodies_are_pruned_after_the_rete
     client = await connect_mllp(gateway)
     try:
         await send_and_receive(client, hl7(control_id="OLD"))
-        for _ in range(500):
-            clock.advance(0)
-            if rows(gateway) and rows(gateway)[0]["state"] == "delivered":
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        await settled(clock, lambda: [r["state"] for r in rows(gateway)] == ["delivered"])
         clock.advance(3600)
         await deferLater(reactor, 0.1, lambda: None)
         assert len(rows(gateway)) == 1  # within the retention: kept
 
         clock.advance(86400)
-        for _ in range(500):
-            clock.advance(0)
-            if not rows(gateway):
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        await settled(clock, lambda: rows(gateway) == [])
 
-        assert rows(gateway) == []
         [message] = rows(gateway, "messages")
         assert (message["control_id"], message["raw"], message["records"]) == ("OLD", b"", None)
         assert metric_value(gateway, "hssk_outbox_pruned_rows_total") == 1
