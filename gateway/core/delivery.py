@@ -1,11 +1,12 @@
-"""The delivery service: starts a dispatcher per destination, recovers rows a crash left in
-flight, keeps the outbox gauges and pause flags current, prunes delivered rows, and tells
-intake when to refuse work (outbox too deep, disk too full)."""
+"""The delivery service: starts a dispatcher per destination (a batch runner per ``batch``
+destination), recovers rows a crash left in flight, keeps the outbox gauges and pause flags
+current, runs the batches operators ask for with ``outbox flush``, prunes delivered rows, and
+tells intake when to refuse work (outbox too deep, disk too full)."""
 from __future__ import annotations
 
 import shutil
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -15,7 +16,8 @@ from gateway.core.dispatch import Dispatcher
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import IN_FLIGHT, PENDING, STATES, destination_status, purge_delivered, recover_in_flight
 from gateway.core.store import JournalWriter, Store
-from gateway.destinations.factory import build_destination
+from gateway.destinations.batch import BatchNotDelivered, BatchRunner
+from gateway.destinations.factory import build_batch_sink, build_destination
 
 log = Logger(namespace="hssk.delivery")
 
@@ -32,6 +34,13 @@ class DeliveryService:
         self.dispatchers: dict[str, Dispatcher] = {
             d.name: Dispatcher(d, build_destination(d, reactor, config.data_dir), writer, clock, metrics)
             for d in config.destinations if d.enabled and d.kind != "batch"}
+        self.batches: dict[str, BatchRunner] = {
+            d.name: BatchRunner(d, build_batch_sink(d, reactor, config.data_dir), writer, clock, reactor, metrics)
+            for d in config.destinations if d.enabled and d.kind == "batch"}
+        #: The last ``destination_state.flush_requested_at`` acted on, per batch destination.
+        #: Seeded by the first refresh without acting: a request older than this process was
+        #: made to the process that was running then.
+        self._flush_seen: dict[str, float | None] = {}
         self.status: dict[str, dict] = {}
         self.pending_total = 0
         self.free_disk_bytes: int | None = None
@@ -46,6 +55,8 @@ class DeliveryService:
         if recovered:
             log.info("{count} outbox rows left in flight by the last run are pending again", count=recovered)
         yield self.refresh()
+        for runner in self.batches.values():
+            runner.start()
         self._loop.start(self.config.outbox.poll_interval_seconds, now=False)
         self._prune_loop.start(max(60.0, self.config.outbox.poll_interval_seconds), now=False)
 
@@ -67,9 +78,23 @@ class DeliveryService:
                     f"send again later")
         return None
 
+    def flush(self, name: str) -> Deferred:
+        """Run the batch of destination ``name`` now, with everything pending up to now. Fires
+        with the number of rows the sink accepted (0 when none were pending); fails with
+        :class:`BatchNotDelivered` when ``name`` is not an enabled batch destination or the sink
+        refused the file (its rows stay pending)."""
+        runner = self.batches.get(name)
+        if runner is None:
+            known = ", ".join(sorted(self.batches)) or "none configured"
+            return fail(BatchNotDelivered(name, 0, f"not an enabled batch destination (batch destinations: {known})"))
+        return runner.flush()
+
     def stale_destinations(self) -> dict[str, float]:
-        """Destinations whose oldest undelivered row is older than their alert threshold."""
-        thresholds = {d.name: d.alert_pending_age_seconds for d in self.config.destinations}
+        """Destinations whose oldest undelivered row is older than their alert threshold. A batch
+        destination holds rows for a whole period by design, so its threshold starts then."""
+        thresholds = {d.name: d.alert_pending_age_seconds
+                      + (self.batches[d.name].period_seconds if d.name in self.batches else 0.0)
+                      for d in self.config.destinations}
         return {name: entry["oldest_pending_age_seconds"] for name, entry in self.status.items()
                 if name in thresholds and entry["oldest_pending_age_seconds"] > thresholds[name]}
 
@@ -99,6 +124,27 @@ class DeliveryService:
         for name, dispatcher in self.dispatchers.items():
             dispatcher.paused = bool(status.get(name, {}).get("paused"))
             dispatcher.wake()
+        for name, runner in self.batches.items():
+            entry = status.get(name, {})
+            runner.paused = bool(entry.get("paused"))
+            self._notice_flush_request(name, runner, entry.get("flush_requested_at"))
+
+    def _notice_flush_request(self, name: str, runner: BatchRunner, requested_at: float | None) -> None:
+        """``outbox flush DEST`` (CLI or admin API) wrote a newer request: run that batch now.
+        Only a strictly newer request counts, so two overlapping refreshes run it once."""
+        if name not in self._flush_seen:
+            self._flush_seen[name] = requested_at
+            return
+        seen = self._flush_seen[name]
+        if requested_at is None or (seen is not None and requested_at <= seen):
+            return
+        self._flush_seen[name] = requested_at
+        log.info("flush of {destination} requested: sending its pending rows now", destination=name)
+        runner.flush().addCallbacks(
+            lambda rows: log.info("requested flush of {destination}: {rows} rows delivered", destination=name,
+                                  rows=rows),
+            lambda failure: log.warn("requested flush of {destination} not delivered: {error}", destination=name,
+                                     error=failure.getErrorMessage()))
 
     @inlineCallbacks
     def prune(self):
@@ -118,13 +164,16 @@ class DeliveryService:
                 loop.stop()
         for dispatcher in self.dispatchers.values():
             yield dispatcher.stop()
+        for runner in self.batches.values():
+            yield runner.stop()
 
     def wait_idle(self) -> Deferred:
-        """For tests and `outbox flush`: fires when no dispatcher has a delivery in flight."""
+        """For tests and `outbox flush`: fires when no dispatcher has a delivery in flight and no
+        batch is being sent."""
         from twisted.internet.task import deferLater
 
         def check():
-            if any(d.in_flight for d in self.dispatchers.values()):
+            if any(d.in_flight for d in self.dispatchers.values()) or any(r.busy for r in self.batches.values()):
                 return deferLater(self._clock, 0.01, check)
             return None
 

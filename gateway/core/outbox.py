@@ -70,7 +70,11 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
         for message_id, i in items])
 
 
-#: Due rows that are the oldest undelivered row of their person for this destination.
+#: Due rows that are the oldest undelivered row of their person for this destination, earliest
+#: due first. Ordering by (next_attempt_at, id) follows the ``outbox_due`` index, so the scan
+#: stops after ``limit`` rows; ``ORDER BY id`` alone sorted every due row (payloads included) in
+#: a temp B-tree on each claim, ~0.8 s per claim with 100 000 rows queued. Per-person order is
+#: kept by the NOT EXISTS, whatever the scan order.
 _DUE = """
 SELECT id, message_id, idempotency_key, ordering_key, content_type, payload, attempts, created_at
 FROM outbox AS o
@@ -79,7 +83,7 @@ WHERE o.destination = :destination AND o.state = 'pending' AND o.next_attempt_at
     SELECT 1 FROM outbox AS earlier
     WHERE earlier.destination = o.destination AND earlier.ordering_key = o.ordering_key
       AND earlier.state IN ('pending', 'in_flight') AND earlier.id < o.id)
-ORDER BY o.id
+ORDER BY o.next_attempt_at, o.id
 LIMIT :limit
 """
 
@@ -170,17 +174,131 @@ def purge_delivered(conn: sqlite3.Connection, before: float, limit: int) -> int:
 
 
 def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
-    """Per destination: rows by state, age of the oldest pending row, paused flag (read-only)."""
+    """Per destination: rows by state, age of the oldest pending row, paused flag and the last
+    flush request (read-only). ``flush_requested_at`` is None until ``outbox flush`` asks once;
+    the delivery service runs a batch when it sees a newer value than the one it handled."""
     status: dict[str, dict] = {}
+
+    def entry_for(destination: str) -> dict:
+        return status.setdefault(destination, {s: 0 for s in STATES} | {
+            "oldest_pending_age_seconds": 0.0, "paused": False, "flush_requested_at": None})
+
     for destination, state, count, oldest in conn.execute(
             "SELECT destination, state, count(*), min(created_at) FROM outbox GROUP BY destination, state"):
-        entry = status.setdefault(destination, {s: 0 for s in STATES} | {"oldest_pending_age_seconds": 0.0,
-                                                                         "paused": False})
+        entry = entry_for(destination)
         entry[state] = count
         if state in (PENDING, IN_FLIGHT) and oldest is not None:
             entry["oldest_pending_age_seconds"] = max(entry["oldest_pending_age_seconds"], now - oldest)
-    for destination, paused in conn.execute("SELECT destination, paused FROM destination_state"):
-        entry = status.setdefault(destination, {s: 0 for s in STATES} | {"oldest_pending_age_seconds": 0.0,
-                                                                         "paused": False})
+    for destination, paused, flush_requested_at in conn.execute(
+            "SELECT destination, paused, flush_requested_at FROM destination_state"):
+        entry = entry_for(destination)
         entry["paused"] = bool(paused)
+        entry["flush_requested_at"] = flush_requested_at
     return status
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One pending row a batch file will carry, with the sender (``APP|FACILITY``) of its message."""
+
+    row_id: int
+    message_id: int
+    idempotency_key: str
+    content_type: str
+    payload: bytes
+    created_at: float
+    sender: str
+
+
+#: A batch destination's pending rows whose message was received before the period's end. The
+#: cut is on ``messages.received_at`` (the transports' injected clock, the moment the gateway
+#: took the record), so a recollection after a crash picks the same rows however late it runs.
+_BATCH_ROWS = """
+SELECT o.id, o.message_id, o.idempotency_key, o.content_type, o.payload, o.created_at, m.sender
+FROM outbox AS o JOIN messages AS m ON m.id = o.message_id
+WHERE o.destination = :destination AND o.state = 'pending' AND m.received_at < :before
+ORDER BY o.id
+"""
+
+
+def pending_for_batch(conn: sqlite3.Connection, destination: str, before: float) -> list[BatchRow]:
+    """The rows of one batch file, in id order (writer thread, so the read is consistent with
+    the marks that follow it)."""
+    return [BatchRow(*row) for row in conn.execute(_BATCH_ROWS, {"destination": destination, "before": before})]
+
+
+def mark_batch_delivered(conn: sqlite3.Connection, now: float, row_ids: list[int], label: str) -> int:
+    """The sink accepted the file: exactly its rows become delivered, in one transaction."""
+    return conn.executemany(
+        """UPDATE outbox SET state = 'delivered', attempts = attempts + 1, updated_at = :now, delivered_at = :now,
+                             last_error = NULL, last_result = :label
+           WHERE id = :row_id AND state = 'pending'""",
+        [{"now": now, "label": label, "row_id": row_id} for row_id in row_ids]).rowcount
+
+
+def record_batch_failure(conn: sqlite3.Connection, now: float, row_ids: list[int], label: str, reason: str) -> None:
+    """The sink refused the file: its rows stay pending (a later batch carries them) and say why."""
+    conn.executemany(
+        """UPDATE outbox SET attempts = attempts + 1, updated_at = :now, last_error = :reason, last_result = :label
+           WHERE id = :row_id AND state = 'pending'""",
+        [{"now": now, "label": label, "reason": reason[:2000], "row_id": row_id} for row_id in row_ids])
+
+
+# --- Operator queries, shared by the CLI and the admin API -------------------------------------
+# Read helpers take any connection (the CLI's own, or a read connection of the running gateway);
+# the one write helper runs inside the caller's transaction, like every state change above.
+
+#: What an operator sees of a row. The payload is left out (it holds patient data) unless one
+#: row is asked for with it.
+ROW_COLUMNS = ("id", "message_id", "destination", "state", "attempts", "next_attempt_at", "last_result",
+               "last_error", "created_at", "updated_at", "delivered_at", "content_type", "idempotency_key")
+
+
+def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state: str | None = None,
+              limit: int = 50) -> list[dict]:
+    """Rows oldest first (queue order), optionally of one destination and one state, never with
+    their payload. The (destination, state, ...) index answers the usual "dead rows of D"."""
+    where, params = [], {"limit": limit}
+    if destination is not None:
+        where.append("destination = :destination")
+        params["destination"] = destination
+    if state is not None:
+        where.append("state = :state")
+        params["state"] = state
+    sql = f"SELECT {', '.join(ROW_COLUMNS)} FROM outbox"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id LIMIT :limit"
+    return [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(sql, params)]
+
+
+def get_row(conn: sqlite3.Connection, row_id: int, *, with_payload: bool = False) -> dict | None:
+    """One row by id; ``with_payload`` adds the payload bytes (for ``outbox show --payload``)."""
+    columns = ROW_COLUMNS + (("payload",) if with_payload else ())
+    found = conn.execute(f"SELECT {', '.join(columns)} FROM outbox WHERE id = :id", {"id": row_id}).fetchone()
+    return dict(zip(columns, found)) if found else None
+
+
+def destination_names(conn: sqlite3.Connection) -> set[str]:
+    """Destinations the journal knows: those with rows, and those an operator paused or flushed.
+    A destination removed from the config still has rows worth inspecting and retrying."""
+    return {name for (name,) in conn.execute(
+        "SELECT DISTINCT destination FROM outbox UNION SELECT destination FROM destination_state")}
+
+
+def retry_dead_row(conn: sqlite3.Connection, now: float, row_id: int) -> str | None:
+    """Make one dead row pending again. Returns the state the row was in (only ``dead`` rows
+    change), or None when there is no such row, so the caller can say which of the two it was."""
+    found = conn.execute("SELECT state FROM outbox WHERE id = :id", {"id": row_id}).fetchone()
+    if found is None:
+        return None
+    if found[0] == DEAD:
+        retry_dead(conn, now, row_id=row_id)
+    return found[0]
+
+
+def with_idle_destinations(status: dict[str, dict], names: Iterable[str]) -> dict[str, dict]:
+    """``destination_status`` plus an all-zero entry for each named destination that has no rows
+    yet, so a newly configured destination is listed before its first message; sorted by name."""
+    idle = {s: 0 for s in STATES} | {"oldest_pending_age_seconds": 0.0, "paused": False, "flush_requested_at": None}
+    return {name: idle | status.get(name, {}) for name in sorted(set(status) | set(names))}

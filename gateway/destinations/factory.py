@@ -27,3 +27,16 @@ def build_destination(config: DestinationConfig, reactor, data_dir: str) -> Dest
 
         return MllpDestination(config, reactor)
     raise ValueError(f"destinations.{config.name}.kind: {config.kind!r} has no per-record delivery")
+
+
+def build_batch_sink(config: DestinationConfig, reactor, data_dir: str) -> Destination:
+    """Where a ``batch`` destination hands its period file: a folder (``directory``, written
+    like a ``file`` destination) or a URL (``url``, posted like an ``http`` destination).
+    Config validation guarantees exactly one of the two is set."""
+    if config.directory:
+        from gateway.destinations.file import FileDestination
+
+        return FileDestination(config.name, resolve_directory(config.directory, data_dir), reactor)
+    from gateway.destinations.http import HttpDestination
+
+    return HttpDestination(config, reactor)
