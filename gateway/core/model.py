@@ -1,24 +1,82 @@
 """The canonical record model every adapter normalises into.
 
 Plain frozen dataclasses; each field names the XML 130 / HL7 v2 field it maps to, so a reader can
-go from a Vietnamese claim file to this model without a mapping table. The model grows with the
-formats issue (XML 130 tables 1–15); this is the part the core pipeline needs today.
+go from a Vietnamese claim file to this model without a mapping table. Person, encounter and
+observation live here; the claim tables (XML2, XML3, XML5, XML13, XML14, check-in, XML1 totals)
+live in ``gateway.core.claim`` and are re-exported below. Every field added after the first
+version has a default, so older adapters keep constructing records positionally.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.core.claim import (
+    Appointment,
+    CheckIn,
+    ClaimTotals,
+    ClinicalNote,
+    Diagnosis,
+    Extra,
+    MedicationLine,
+    Referral,
+    RawTable,
+    ServiceLine,
+    extra_value,
+)
+
+__all__ = [
+    "Address", "Appointment", "CheckIn", "ClaimTotals", "ClinicalNote", "Diagnosis", "Encounter",
+    "Extra", "Identifier", "MedicationLine", "Observation", "Person", "RawTable", "RecordSet",
+    "Referral", "RelatedPerson", "ServiceLine", "as_plain", "extra_value",
+]
 
 
 @dataclass(frozen=True)
 class Identifier:
     """A person identifier. ``system`` is one of ``CCCD`` (12-digit personal id, SO_CCCD / PID-3
-    type NI), ``BHYT`` (health-insurance card, MA_THE_BHYT / IN1-36), ``BHXH`` (10-digit social
-    insurance number), ``MR`` (facility medical record number), ``PASSPORT``."""
+    type NI; the health identifier since NĐ 102/2025), ``CMND`` (old 9-digit id card), ``BHYT``
+    (health-insurance card, MA_THE_BHYT / IN1-36), ``BHXH`` (10-digit social insurance number,
+    the health identifier of QĐ 2153/2020), ``MR`` (facility medical record number, MA_BN),
+    ``PASSPORT``, or ``OTHER_ID`` (a SO_CCCD value of no recognised shape, e.g. an e-ID account).
+
+    A BHYT card also carries its validity and registered facility, because a patient may hold
+    several cards in one stay (MA_THE_BHYT, GT_THE_TU, GT_THE_DEN and MA_DKBD are `;` lists).
+    """
 
     system: str
     value: str
     assigner: str = ""
+    valid_from: str = ""  # GT_THE_TU, yyyymmdd (BHYT cards)
+    valid_to: str = ""  # GT_THE_DEN, yyyymmdd (BHYT cards)
+    registered_facility: str = ""  # MA_DKBD, 5 characters (BHYT cards)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Residence: DIA_CHI plus the administrative codes (QĐ 124/2004; see vn-standards §3.4)."""
+
+    text: str = ""  # DIA_CHI
+    province: str = ""  # MATINH_CU_TRU: last 2 digits of the province admin code
+    district: str = ""  # MAHUYEN_CU_TRU, 3 characters (no district level after 07/2025)
+    commune: str = ""  # MAXA_CU_TRU, 5 characters
+
+
+@dataclass(frozen=True)
+class RelatedPerson:
+    """A mother, father or guardian, e.g. the name a newborn is registered under (XML7 MA_ME,
+    MA_CHA; HL7 NK1)."""
+
+    relationship: str  # "mother", "father" or "guardian"
+    family: str = ""
+    middle: str = ""
+    given: str = ""
+    identifiers: tuple[Identifier, ...] = ()
+    phone: str = ""
+
+
+_BIRTH_LENGTH_PRECISION = {4: "year", 6: "month", 8: "day", 12: "minute"}
 
 
 @dataclass(frozen=True)
@@ -31,9 +89,39 @@ class Person:
     given: str = ""
     birth_date: str = ""  # NGAY_SINH, yyyymmdd[HHMM]; precision is the length that was sent
     sex: str = ""  # GIOI_TINH: 1 male, 2 female, 3 unknown
+    address: Address | None = None  # DIA_CHI, MATINH_CU_TRU, MAHUYEN_CU_TRU, MAXA_CU_TRU
+    phone: str = ""  # DIEN_THOAI
+    nationality: str = ""  # MA_QUOCTICH, 3 characters (000 = Việt Nam in vendor defaults)
+    ethnicity: str = ""  # MA_DANTOC, 2 characters
+    occupation: str = ""  # MA_NGHE_NGHIEP, 5 characters
+    blood_group: str = ""  # NHOM_MAU (new in 4750)
+    related: tuple[RelatedPerson, ...] = ()  # mother / father / guardian links
 
     def identifier(self, system: str) -> str:
         return next((i.value for i in self.identifiers if i.system == system), "")
+
+    @property
+    def full_name(self) -> str:
+        """HO_TEN as one string: family, middle and given joined by single spaces."""
+        return " ".join(part for part in (self.family, self.middle, self.given) if part)
+
+    @property
+    def birth_date_precision(self) -> str:
+        """``year``, ``month``, ``day`` or ``minute``: how much of NGAY_SINH is known.
+
+        XML 130 writes an unknown day and month as ``0000`` and an unknown time as ``0000``, so
+        ``198500000000`` is year precision and ``19850515`` / ``198505150000`` day precision.
+        """
+        value = self.birth_date
+        if not value:
+            return ""
+        if len(value) >= 8 and value[4:8] == "0000":
+            return "year"
+        if len(value) >= 8 and value[6:8] == "00":
+            return "month"
+        if len(value) == 12 and value[8:] == "0000":
+            return "day"
+        return _BIRTH_LENGTH_PRECISION.get(len(value), "")
 
 
 @dataclass(frozen=True)
@@ -45,29 +133,71 @@ class Encounter:
     encounter_class: str = ""  # MA_LOAI_KCB / PV1-2
     admitted_at: str = ""  # NGAY_VAO, yyyymmddHHMM
     discharged_at: str = ""  # NGAY_RA
+    patient_class: str = ""  # MA_DOITUONG_KCB, e.g. 1.1 right route, 2 emergency, 3.x off-route
+    inpatient_admitted_at: str = ""  # NGAY_VAO_NOI_TRU
+    outcome: str = ""  # KET_QUA_DTRI: 1 khỏi … 5 tử vong … 8 tử vong ngoại viện
+    discharge_type: str = ""  # MA_LOAI_RV: 1 ra viện, 2 chuyển tuyến, 3 trốn viện, 4 xin ra viện, 5 …
+    stt: str = ""  # STT of the XML1 record
+    record_number: str = ""  # MA_HSBA
+    departments: tuple[str, ...] = ()  # MA_KHOA, `;` list
+    referred_from: str = ""  # MA_NOI_DI (4210 MA_NOI_CHUYEN)
+    referred_to: str = ""  # MA_NOI_DEN
+    admission_reason: str = ""  # LY_DO_VV
+    inpatient_reason: str = ""  # LY_DO_VNT
+    inpatient_reason_code: str = ""  # MA_LY_DO_VNT
+    accident: str = ""  # MA_TAI_NAN
+    referral_letter: str = ""  # GIAY_CHUYEN_TUYEN
+    treatment_days: str = ""  # SO_NGAY_DTRI
+    treatment_method: str = ""  # PP_DIEU_TRI
+    note: str = ""  # GHI_CHU
+    region: str = ""  # MA_KHUVUC: K1, K2 or K3
+    weight: str = ""  # CAN_NANG, kg with 2 decimals
+    newborn_weights: str = ""  # CAN_NANG_CON
+    continuous_five_years: str = ""  # NAM_NAM_LIEN_TUC, yyyymmdd
+    follow_up_dates: tuple[str, ...] = ()  # NGAY_TAI_KHAM, `;` list
+    head_of_facility: str = ""  # MA_TTDV: health id (BHXH number) of the facility head
+    reserve: str = ""  # DU_PHONG
+    extra: Extra = ()  # XML1 fields the model does not map
 
 
 @dataclass(frozen=True)
 class Observation:
     """A lab or clinical result (XML4 / ORU OBX)."""
 
-    code: str
-    name: str = ""
-    value: str = ""
-    unit: str = ""
-    reference_range: str = ""
-    abnormal_flag: str = ""
-    observed_at: str = ""
+    code: str  # MA_CHI_SO / OBX-3.1
+    name: str = ""  # TEN_CHI_SO / OBX-3.2
+    value: str = ""  # GIA_TRI / OBX-5
+    unit: str = ""  # DON_VI_DO / OBX-6
+    reference_range: str = ""  # OBX-7 (no XML4 field)
+    abnormal_flag: str = ""  # OBX-8 (no XML4 field)
+    observed_at: str = ""  # NGAY_KQ / OBX-14
+    ma_lk: str = ""  # MA_LK
+    stt: str = ""  # STT
+    service_code: str = ""  # MA_DICH_VU: the paraclinical service the result belongs to
+    description: str = ""  # MO_TA
+    conclusion: str = ""  # KET_LUAN
+    reader: str = ""  # MA_BS_DOC_KQ
+    reserve: str = ""  # DU_PHONG
+    extra: Extra = ()
 
 
 @dataclass(frozen=True)
 class RecordSet:
-    """What one inbound message says, in canonical form."""
+    """What one inbound message says, in canonical form. For XML 130, one HOSO (one MA_LK)."""
 
     kind: str
     person: Person | None = None
     encounter: Encounter | None = None
-    observations: tuple[Observation, ...] = ()
+    observations: tuple[Observation, ...] = ()  # XML4 / OBX
+    diagnosis: Diagnosis | None = None  # XML1 MA_BENH_CHINH, MA_BENH_KT …
+    claim: ClaimTotals | None = None  # XML1 T_* totals
+    medications: tuple[MedicationLine, ...] = ()  # XML2
+    services: tuple[ServiceLine, ...] = ()  # XML3
+    notes: tuple[ClinicalNote, ...] = ()  # XML5
+    referral: Referral | None = None  # XML13
+    appointment: Appointment | None = None  # XML14
+    check_in: CheckIn | None = None  # check-in (TRANG_THAI_KCB)
+    other_tables: tuple[RawTable, ...] = ()  # XML6–12, XML15, kept verbatim
 
     def to_dict(self) -> dict:
         return as_plain(self)
@@ -78,12 +208,15 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 def as_plain(value):
     """``dataclasses.asdict`` without its deep copies: several times faster on the hot path,
-    and the model holds only str, tuples and nested records, so nothing needs copying."""
+    and the model holds only str, Decimal, tuples and nested records, so nothing needs copying.
+    Decimals become their exact text (``"123.50"``) so JSON keeps every digit."""
     cls = type(value)
     if cls is str or value is None:
         return value
     if cls is tuple:
         return [as_plain(v) for v in value]
+    if cls is Decimal:
+        return str(value)
     names = _FIELD_NAMES.get(cls)
     if names is None:
         if not dataclasses.is_dataclass(cls):
