@@ -209,7 +209,9 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 def as_plain(value):
     """``dataclasses.asdict`` without its deep copies: several times faster on the hot path,
     and the model holds only str, Decimal, tuples and nested records, so nothing needs copying.
-    Decimals become their exact text (``"123.50"``) so JSON keeps every digit."""
+    Decimals become their exact text (``"123.50"``) so JSON keeps every digit. Empty fields are
+    left out: most of the XML 130 model is empty for an HL7 feed, and every message's records are
+    journaled and rendered, so the JSON stays as small as what was actually said."""
     cls = type(value)
     if cls is str or value is None:
         return value
@@ -222,4 +224,10 @@ def as_plain(value):
         if not dataclasses.is_dataclass(cls):
             return value
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return {name: as_plain(getattr(value, name)) for name in names}
+    plain = {}
+    for name in names:
+        item = getattr(value, name)
+        if item is None or item == "" or item == ():
+            continue
+        plain[name] = as_plain(item)
+    return plain
