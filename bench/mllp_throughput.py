@@ -123,8 +123,25 @@ def check(result: dict, server: str) -> list[str]:
     return problems
 
 
+def pause_destinations(data_dir: str, env: dict[str, str]) -> None:
+    """Create the journal and pause every configured destination, so rows are still rendered and
+    queued with each commit but nothing is delivered: the run measures intake alone."""
+    sys.path.insert(0, str(REPO))
+    from gateway.config import load_config
+    from gateway.core.store import Store
+
+    config = load_config(REPO / "config" / "gateway.toml", environ=env)
+    Store(Path(data_dir) / "gateway.db", config.store.synchronous).migrate()
+    for destination in config.destinations:
+        if destination.enabled:
+            subprocess.run([str(VENV_BIN / "hssk-gateway"), "outbox", "pause", destination.name, "--config",
+                            str(REPO / "config" / "gateway.toml"), "--data-dir", data_dir],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def bench_server(name: str, conns_list: list[int], duration: float, use_taskset: bool,
-                 stamp: str, raw: Path) -> dict[int, dict]:
+                 stamp: str, raw: Path, extra_env: dict[str, str] | None = None,
+                 paused: bool = False) -> dict[int, dict]:
     port = free_port()
     logfile = OUT / f"{stamp}-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
@@ -132,6 +149,9 @@ def bench_server(name: str, conns_list: list[int], duration: float, use_taskset:
     if name == "gateway":
         tmp = tempfile.mkdtemp(prefix="hssk-bench-")
         env["HSSK_STORE__SYNCHRONOUS"] = "FULL"
+        env.update(extra_env or {})
+        if paused:
+            pause_destinations(tmp, env)
         cmd = [str(VENV_BIN / "hssk-gateway"), "serve", "--config", str(REPO / "config" / "gateway.toml"),
                "--data-dir", tmp, "--mllp-listen", f"tcp:{port}:interface={HOST}",
                "--http-listen", f"tcp:0:interface={HOST}"]
@@ -190,9 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
     p.add_argument("--conns", type=int, nargs="+", default=[1, 8, 32], help="connection counts (default 1 8 32)")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of the table")
+    p.add_argument("--env", action="append", default=[], metavar="HSSK_KEY=VALUE",
+                   help="extra environment for the gateway (repeatable), e.g. HSSK_PIPELINE__WORKERS=1")
+    p.add_argument("--pause-delivery", action="store_true",
+                   help="pause every destination before the gateway starts: rows are rendered and queued, "
+                        "not delivered, so the run measures intake alone")
+    p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
     args = p.parse_args(argv)
     if args.duration <= 0 or any(c < 1 for c in args.conns):
         p.error("--duration and --conns must be positive")
+    if any("=" not in e or not e.startswith("HSSK_") for e in args.env):
+        p.error("--env takes HSSK_KEY=VALUE")
+    extra_env = dict(e.split("=", 1) for e in args.env)
 
     build_load()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -201,8 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     use_taskset = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     log(f"taskset: {'server on CPU 1, generator on CPU 0' if use_taskset else 'not used'}; raw results: {raw}")
 
-    gw = bench_server("gateway", args.conns, args.duration, use_taskset, stamp, raw)
-    base = bench_server("baseline", args.conns, args.duration, use_taskset, stamp, raw)
+    gw = bench_server("gateway", args.conns, args.duration, use_taskset, stamp, raw, extra_env, args.pause_delivery)
+    if args.no_baseline:
+        empty = {"msgs_per_s": 0.0, "latency_ms": {"p50": float("nan"), "p99": float("nan")}, "by_code": {},
+                 "problems": []}
+        base = {c: dict(empty) for c in args.conns}
+    else:
+        base = bench_server("baseline", args.conns, args.duration, use_taskset, stamp, raw)
     ok = not any(r["problems"] for res in (gw, base) for r in res.values())
 
     if args.json:

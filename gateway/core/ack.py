@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.core.outcome import ACCEPT, TABLE_0357, Issue
+from gateway.formats.charsets import codec_for
 from gateway.formats.hl7v2 import Hl7Message, escape
 
 _DEFAULT_ENCODING = "^~\\&"
@@ -24,8 +25,19 @@ def next_ack_control_id() -> str:
     return f"G{_PREFIX}{next(_sequence):013d}"
 
 
+_last_timestamp: tuple[int, str] = (-1, "")
+
+
 def hl7_timestamp(seconds: float) -> str:
-    return time.strftime("%Y%m%d%H%M%S", time.localtime(seconds))
+    """Local time to the second; the text of the current second is reused (many ACKs share it)."""
+    global _last_timestamp
+    whole = int(seconds)
+    cached = _last_timestamp  # one tuple, read and replaced whole, so threads never see half of it
+    if cached[0] == whole:
+        return cached[1]
+    text = time.strftime("%Y%m%d%H%M%S", time.localtime(whole))
+    _last_timestamp = (whole, text)
+    return text
 
 
 def is_enhanced_mode(message: Hl7Message | None) -> bool:
@@ -118,12 +130,18 @@ def _err_segment(issue: Issue, sep: str, enc: str) -> str:
     return sep.join(fields)
 
 
+_codecs: dict[str, str] = {}
+
+
 def encode_reply(text: str, charset: str) -> bytes:
     """Encode an ACK in the sender's character set; characters it cannot hold become ``?`` rather
     than failing the answer."""
-    from gateway.formats.charsets import codec_for
-
-    return text.encode(codec_for(charset) or "utf-8", errors="replace")
+    codec = _codecs.get(charset)
+    if codec is None:
+        codec = codec_for(charset) or "utf-8"
+        if len(_codecs) < 256:  # MSH-18 is the sender's text: remember only a bounded few
+            _codecs[charset] = codec
+    return text.encode(codec, errors="replace")
 
 
 __all__ = ["ACCEPT", "acknowledgements", "build_ack", "encode_reply", "is_enhanced_mode", "next_ack_control_id"]

@@ -9,9 +9,12 @@ connection or the reactor.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -30,11 +33,19 @@ log = Logger(namespace="hssk.intake")
 QUEUED, PROCESSING, DECIDED, TIMED_OUT, ABANDONED, ANSWERED = range(6)
 _STOP = object()
 
+#: Stage timestamps per message for performance work (``HSSK_TRACE_STAGES=path``): a summary
+#: goes to ``path`` when the intake stops. Off by default; costs one attribute test when off.
+_TRACE_PATH = os.environ.get("HSSK_TRACE_STAGES") or None
+#: Raw (message type, facility) values are unbounded; their labels are not. Cache a bounded few.
+_MAX_CACHED_CHILDREN = 4096
+_STAGES = ("received", "worker_start", "worker_end", "commit_start", "commit_end", "answer_start", "written")
+
 
 class _Job:
     """One message on its way through workers and writer; ``state`` moves under the intake lock."""
 
-    __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin")
+    __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin", "trace",
+                 "replies")
 
     def __init__(self, intake: Intake, envelope: Envelope) -> None:
         self.intake = intake
@@ -45,9 +56,15 @@ class _Job:
         self.decision: Decision | None = None
         self.outcome: Outcome | None = None
         self.plugin = ""
+        #: The ACKs for ``decision`` as decided, built on the worker so that the writer thread,
+        #: which every commit waits on, only has to check that the journal agreed.
+        self.replies: tuple[str, ...] | None = None
+        self.trace: list[float] | None = [time.perf_counter()] if _TRACE_PATH else None
 
     def record_commit(self, result: Committed | Exception) -> None:
-        self.outcome = self.intake._outcome_for(self.decision, result)
+        if self.trace is not None:
+            self.trace.append(time.perf_counter())
+        self.outcome = self.intake._outcome_for(self.decision, result, self.replies)
 
     def answer(self) -> None:
         self.intake._answer(self)
@@ -68,6 +85,10 @@ class Intake:
                          for n in range(workers)]
         self._in_flight = 0
         self._drained: Deferred | None = None
+        self._traces: list[list[float]] = []
+        # Labelled metric children, looked up once per label set instead of once per message.
+        self._received_children: dict[tuple[str, str, str], Any] = {}
+        self._ack_children: dict[tuple[str, str, str], Any] = {}
         #: Returns why new work must be refused right now (outbox too deep, disk too full), or None.
         self.admission: Callable[[], str | None] = lambda: None
 
@@ -83,6 +104,8 @@ class Intake:
         """Let the messages already taken finish (each has its timer), then stop the workers."""
         for _ in self._threads:
             self._work.put(_STOP)
+        if _TRACE_PATH and self._traces:
+            _write_trace_summary(_TRACE_PATH, self._traces)
         if self._in_flight == 0:
             return succeed(None)
         self._drained = Deferred()
@@ -123,12 +146,24 @@ class Intake:
                 if job.state != QUEUED:
                     continue
                 job.state = PROCESSING
+            if job.trace is not None:
+                job.trace.append(time.perf_counter())
             decision = self._pipeline.decide(job.envelope, job)
+            replies = None
+            if decision.ack_code is not None:
+                try:
+                    replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
+                                                     self._clock.seconds()))
+                except Exception as e:  # the writer tries again, and a failure there costs this message only
+                    log.error("building the ACK failed: {error}", error=str(e))
             with self._lock:
                 if job.state != PROCESSING:
                     continue
                 job.state = DECIDED
                 job.decision = decision
+                job.replies = replies
+            if job.trace is not None:
+                job.trace.append(time.perf_counter())
             self._writer.submit(job)
 
     def _timed_out(self, job: _Job) -> None:
@@ -153,8 +188,10 @@ class Intake:
                  f"send again later", "MSH^1^9"),), plugin if job.plugin else "")
         self._writer.submit(job)
 
-    def _outcome_for(self, decision: Decision, result: Committed | Exception) -> Outcome:
-        """Runs on the writer thread: turn the commit result into the wire answer."""
+    def _outcome_for(self, decision: Decision, result: Committed | Exception,
+                     prebuilt: tuple[str, ...] | None = None) -> Outcome:
+        """Runs on the writer thread: turn the commit result into the wire answer. ``prebuilt``
+        are the ACKs the worker built for the decision; they stand when the journal kept it."""
         message = decision.message
         if isinstance(result, Exception):
             self._metrics.connections_refused.labels(transport=decision.envelope.transport, reason="store").inc()
@@ -163,16 +200,33 @@ class Intake:
         else:
             code, issues, message_id, duplicate = result.ack_code, result.issues, result.message_id, result.duplicate
         transport = decision.envelope.transport
-        now = self._clock.seconds()
-        replies = tuple(acknowledgements(message, code, issues, now)) if code is not None else ()
+        if code is None:
+            replies = ()
+        elif (prebuilt is not None and not duplicate and not isinstance(result, Exception)
+              and code == decision.ack_code and (issues is decision.issues or issues == decision.issues)):
+            replies = prebuilt
+        else:
+            replies = tuple(acknowledgements(message, code, issues, self._clock.seconds()))
         if duplicate:
             self._metrics.duplicates_suppressed.labels(transport=transport).inc()
         message_type = decision.message_type
         facility = message.sending_facility if message else ""
-        self._metrics.messages_received.labels(transport=transport, plugin=decision.plugin or "none",
-                                               message_type=message_type_label(message_type)).inc()
+        key = (transport, decision.plugin or "none", message_type)
+        child = self._received_children.get(key)
+        if child is None:
+            child = self._metrics.messages_received.labels(transport=transport, plugin=key[1],
+                                                           message_type=message_type_label(message_type))
+            if len(self._received_children) < _MAX_CACHED_CHILDREN:
+                self._received_children[key] = child
+        child.inc()
         if code is not None:
-            self._metrics.acks.labels(transport=transport, code=code, facility=facility_label(facility)).inc()
+            key = (transport, code, facility)
+            child = self._ack_children.get(key)
+            if child is None:
+                child = self._metrics.acks.labels(transport=transport, code=code, facility=facility_label(facility))
+                if len(self._ack_children) < _MAX_CACHED_CHILDREN:
+                    self._ack_children[key] = child
+            child.inc()
         return Outcome(code, issues, message_id, replies, charset=message.charset if message else "utf-8",
                        duplicate=duplicate, plugin=decision.plugin, message_type=message_type, facility=facility,
                        committed=not isinstance(result, Exception))
@@ -182,7 +236,15 @@ class Intake:
             if job.state in (ABANDONED, ANSWERED):
                 return
             job.state = ANSWERED
+        trace = job.trace
+        if trace is None:
+            self._finish(job, job.outcome)
+            return
+        trace.append(time.perf_counter())
         self._finish(job, job.outcome)
+        trace.append(time.perf_counter())
+        if len(trace) == len(_STAGES) and len(self._traces) < 1_000_000:
+            self._traces.append(trace)
 
     def _finish(self, job: _Job, outcome: Outcome) -> None:
         if job.timer is not None and job.timer.active():
@@ -193,6 +255,23 @@ class Intake:
         if self._drained is not None and self._in_flight == 0:
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+
+def _write_trace_summary(path: str, traces: list[list[float]]) -> None:
+    """Per stage: mean, p50, p99 and max of the time since the previous stage, in ms."""
+    lines = [f"{len(traces)} messages; ms from the previous stage: mean p50 p90 p99 max"]
+    for n in range(1, len(_STAGES)):
+        spans = sorted((t[n] - t[n - 1]) * 1000 for t in traces)
+        lines.append(f"{_STAGES[n - 1]:>12} -> {_STAGES[n]:<12} {sum(spans) / len(spans):8.3f} "
+                     + " ".join(f"{spans[min(len(spans) - 1, int(q * len(spans)))]:8.3f}" for q in (0.5, 0.9, 0.99))
+                     + f" {spans[-1]:8.3f}")
+    total = sorted((t[-1] - t[0]) * 1000 for t in traces)
+    lines.append(f"{'total':>28} {sum(total) / len(total):8.3f} "
+                 + " ".join(f"{total[min(len(total) - 1, int(q * len(total)))]:8.3f}" for q in (0.5, 0.9, 0.99))
+                 + f" {total[-1]:8.3f}")
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
+    traces.clear()
 
 
 def _best_header(envelope: Envelope) -> Hl7Message | None:

@@ -243,6 +243,10 @@ class JournalWriter:
         tasks = [i for i in items if isinstance(i, _Task)]
         jobs = [i for i in items if not isinstance(i, _Task)]
         started = time.perf_counter()
+        for job in jobs:
+            trace = getattr(job, "trace", None)
+            if trace is not None:
+                trace.append(started)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

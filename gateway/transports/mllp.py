@@ -91,7 +91,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         answers = self._answers
         out = []
         now = self.factory.clock.seconds()
-        latency = self.factory.metrics.ack_latency.labels(transport=TRANSPORT)
+        latency = self.factory.ack_latency
         close = False
         while answers and answers[0].ready:
             done = answers.popleft()
@@ -144,6 +144,7 @@ class MLLPFactory(Factory):
         self.clock = clock
         self.listener = listener
         self.connections: set[MLLPProtocol] = set()
+        self.ack_latency = metrics.ack_latency.labels(transport=TRANSPORT)
 
     def buildProtocol(self, addr) -> MLLPProtocol:
         if len(self.connections) >= self.config.max_connections:
