@@ -15,6 +15,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import build_plugin_manager, describe_plugins
 from gateway.core.store import JournalWriter, Store
+from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
 from gateway.transports.mllp import MLLPFactory
 
@@ -49,7 +50,8 @@ class Gateway:
             max_body_bytes=config.http.max_body_bytes, min_free_disk_bytes=config.store.min_free_disk_bytes,
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
-            stale_destinations=self.delivery.stale_destinations)
+            stale_destinations=self.delivery.stale_destinations,
+            admin=AdminResource(self.delivery, self.writer, self.store, reactor))
         self.ports: dict[str, object] = {}
 
     @inlineCallbacks

@@ -1,15 +1,18 @@
-"""``hssk-gateway``: serve, check the config, list plugins, inspect the journal."""
+"""``hssk-gateway``: serve, check the config, list plugins, inspect the journal, operate the outbox."""
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
+from gateway.core.outbox import STATES
 from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins
 
 
@@ -78,12 +81,17 @@ def _parse_time(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time (2025-03-15 or 2025-03-15T08:30)")
 
 
+def _require_journal(config: GatewayConfig) -> None:
+    """Inspection never creates a journal: a typo in --data-dir must not look like an empty one."""
+    if not config.database_path.exists():
+        raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
+
+
 def _journal(args: argparse.Namespace):
     from gateway.core.store import Journal, Store
 
     config = _config_from(args)
-    if not config.database_path.exists():
-        raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
+    _require_journal(config)
     return Journal(Store(config.database_path, config.store.synchronous))
 
 
@@ -129,6 +137,252 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
     return 0
 
 
+class OperatorError(Exception):
+    """A request the CLI refuses (unknown destination, no such row, wrong kind): ``main`` prints
+    it and exits 1 without a traceback."""
+
+
+#: Only the running gateway knows its circuit breakers; this CLI reads the journal offline.
+CIRCUIT_NOTE = "n/a (see /admin/outbox or hssk_destination_circuit_state)"
+
+
+def _outbox(args: argparse.Namespace) -> tuple[GatewayConfig, sqlite3.Connection]:
+    """The config (for destination names and kinds) and a connection of this process's own,
+    configured like the gateway's (WAL, busy timeout), so writes wait for the gateway's writer
+    instead of failing."""
+    from gateway.core.store import Store
+
+    config = _config_from(args)
+    _require_journal(config)
+    return config, Store(config.database_path, config.store.synchronous).connect()
+
+
+T = TypeVar("T")
+
+
+def _write(conn: sqlite3.Connection, task: Callable[[sqlite3.Connection, float], T]) -> T:
+    """Run ``task(conn, now)`` in one short BEGIN IMMEDIATE transaction: the running gateway's
+    writer and this process take turns on the write lock, and nothing is left half-done."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = task(conn, time.time())
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _known_destination(config: GatewayConfig, conn: sqlite3.Connection, name: str) -> str:
+    """``name`` if it is configured or the outbox has rows (or state) for it; otherwise refuse
+    and list the names that do exist."""
+    from gateway.core.outbox import destination_names
+
+    configured = {d.name for d in config.destinations}
+    queued = destination_names(conn)
+    if name in configured or name in queued:
+        return name
+    raise OperatorError(
+        f"unknown destination {name!r}: configured: {', '.join(sorted(configured)) or 'none'}; "
+        f"in the outbox: {', '.join(sorted(queued)) or 'none'} (pass --config with the gateway's configuration "
+        f"file to use the destinations it configures)")
+
+
+def _row_id(text: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not an outbox row id (a positive integer; see `outbox list`)")
+
+
+def _positive_int(text: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+
+
+def _iso(seconds: float | None) -> str:
+    return datetime.fromtimestamp(seconds).isoformat(timespec="seconds") if seconds else "-"
+
+
+def _age(seconds: float) -> str:
+    """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: enough to see which queue is stuck and since when."""
+    if seconds <= 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _one_line(text: str | None, width: int) -> str:
+    if not text:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import destination_status, with_idle_destinations
+
+    config, conn = _outbox(args)
+    try:
+        status = with_idle_destinations(destination_status(conn, time.time()), [d.name for d in config.destinations])
+    finally:
+        conn.close()
+    kinds = {d.name: d.kind for d in config.destinations}
+    for name, entry in status.items():
+        entry.update(kind=kinds.get(name), configured=name in kinds, circuit_state=None)
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+        return 0
+    if not status:
+        print("no destinations configured or queued (pass --config with the gateway's configuration file)")
+        return 0
+    print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
+          f"{'OLDEST':>7}  {'CIRCUIT':7}  PAUSED")
+    for name, e in status.items():
+        print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
+              f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {'n/a':7}  "
+              f"{'yes' if e['paused'] else 'no'}")
+    print(f"circuit: {CIRCUIT_NOTE}")
+    return 0
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import list_rows
+
+    config, conn = _outbox(args)
+    try:
+        destination = _known_destination(config, conn, args.dest) if args.dest else None
+        rows = list_rows(conn, destination=destination, state=args.state, limit=args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{'ID':>8}  {'DESTINATION':20}  {'STATE':9}  {'ATTEMPTS':>8}  {'NEXT ATTEMPT':19}  {'LAST RESULT':11}  "
+          f"{'LAST ERROR':48}  CREATED")
+    for r in rows:
+        next_attempt = _iso(r["next_attempt_at"]) if r["state"] == "pending" else "-"
+        print(f"{r['id']:>8}  {r['destination'][:20]:20}  {r['state']:9}  {r['attempts']:>8}  {next_attempt:19}  "
+              f"{(r['last_result'] or '-')[:11]:11}  {_one_line(r['last_error'], 48):48}  {_iso(r['created_at'])}")
+    return 0
+
+
+def cmd_outbox_show(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import get_row
+
+    _, conn = _outbox(args)
+    try:
+        row = get_row(conn, args.id, with_payload=True)
+    finally:
+        conn.close()
+    if row is None:
+        raise OperatorError(f"no outbox row with id {args.id}")
+    payload = row.pop("payload") or b""
+    if args.payload:
+        sys.stdout.buffer.write(payload)
+        return 0
+    row["payload_bytes"] = len(payload)
+    print(json.dumps(row, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import retry_dead, retry_dead_row
+
+    if (args.id is None) == (args.dest is None):
+        raise OperatorError("give either a row ID or --dest DEST --dead, not both and not neither")
+    if args.dest is not None and not args.dead:
+        raise OperatorError("--dest needs --dead: only dead rows are retried (say so explicitly)")
+    config, conn = _outbox(args)
+    try:
+        if args.id is not None:
+            was = _write(conn, lambda c, now: retry_dead_row(c, now, args.id))
+            if was is None:
+                raise OperatorError(f"no outbox row with id {args.id}")
+            if was != "dead":
+                raise OperatorError(f"outbox row {args.id} is {was}, not dead; only dead rows are retried")
+            print(f"outbox row {args.id} is pending again (attempts reset); the running gateway delivers it at its "
+                  f"next refresh")
+            return 0
+        destination = _known_destination(config, conn, args.dest)
+        count = _write(conn, lambda c, now: retry_dead(c, now, destination=destination))
+    finally:
+        conn.close()
+    print(f"{count} dead rows of {destination} are pending again (attempts reset); the running gateway delivers "
+          f"them at its next refresh")
+    return 0
+
+
+def _set_paused(args: argparse.Namespace, paused: bool) -> int:
+    from gateway.core.outbox import set_paused
+
+    config, conn = _outbox(args)
+    try:
+        destination = _known_destination(config, conn, args.dest)
+        _write(conn, lambda c, now: set_paused(c, now, destination, paused))
+    finally:
+        conn.close()
+    if paused:
+        print(f"{destination} paused: the running gateway stops claiming its rows at its next refresh "
+              f"(every outbox.poll_interval_seconds); deliveries already in flight finish")
+    else:
+        print(f"{destination} resumed: the running gateway claims its due rows again at its next refresh "
+              f"(every outbox.poll_interval_seconds)")
+    return 0
+
+
+def cmd_outbox_pause(args: argparse.Namespace) -> int:
+    return _set_paused(args, True)
+
+
+def cmd_outbox_resume(args: argparse.Namespace) -> int:
+    return _set_paused(args, False)
+
+
+def cmd_outbox_flush(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import request_flush
+
+    config, conn = _outbox(args)
+    try:
+        destination = _known_destination(config, conn, args.dest)
+        kind = next((d.kind for d in config.destinations if d.name == destination), None)
+        if kind != "batch":
+            raise OperatorError(
+                f"{destination} is {'not configured' if kind is None else f'a {kind} destination'}; flush runs a "
+                f"configured batch destination's batch now (other kinds deliver each row as it comes)")
+        _write(conn, lambda c, now: request_flush(c, now, destination))
+    finally:
+        conn.close()
+    print(f"flush of {destination} requested: this command only records the request; the running gateway builds "
+          f"and delivers the batch at its next refresh (every outbox.poll_interval_seconds)")
+    return 0
+
+
+def cmd_outbox_purge(args: argparse.Namespace) -> int:
+    from gateway.core.outbox import purge_delivered
+
+    config, conn = _outbox(args)
+    limit = config.outbox.prune_batch
+    purged = 0
+    try:
+        while True:  # one short transaction per batch, so the gateway's writer is never held up long
+            removed = _write(conn, lambda c, now: purge_delivered(c, args.delivered_before, limit))
+            purged += removed
+            if removed < limit:
+                break
+    finally:
+        conn.close()
+    print(f"purged {purged} delivered rows delivered before {_iso(args.delivered_before)}; journal bodies of "
+          f"their messages were blanked where nothing is left to deliver")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -165,6 +419,38 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int)
     show.add_argument("--raw", action="store_true", help="write the raw bytes as received")
     show.set_defaults(func=cmd_messages_show)
+
+    outbox = sub.add_parser("outbox", help="inspect and operate the delivery queues").add_subparsers(
+        dest="action", required=True)
+    status = outbox.add_parser("status", parents=[common],
+                               help="per destination: pending, in flight, dead, oldest age, paused")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_outbox_status)
+    rows = outbox.add_parser("list", parents=[common], help="outbox rows, oldest first (never the payload)")
+    rows.add_argument("--dest", metavar="DEST", help="one destination")
+    rows.add_argument("--state", choices=STATES)
+    rows.add_argument("--limit", type=_positive_int, default=50)
+    rows.add_argument("--json", action="store_true")
+    rows.set_defaults(func=cmd_outbox_list)
+    row = outbox.add_parser("show", parents=[common], help="one outbox row as JSON")
+    row.add_argument("id", type=_row_id)
+    row.add_argument("--payload", action="store_true", help="write the payload bytes instead (contains patient data)")
+    row.set_defaults(func=cmd_outbox_show)
+    retry = outbox.add_parser("retry", parents=[common], help="send dead rows again: one by ID, or --dest DEST --dead")
+    retry.add_argument("id", nargs="?", type=_row_id)
+    retry.add_argument("--dest", metavar="DEST")
+    retry.add_argument("--dead", action="store_true", help="with --dest: every dead row of DEST")
+    retry.set_defaults(func=cmd_outbox_retry)
+    for name, func, text in (("pause", cmd_outbox_pause, "stop delivering to DEST (rows keep queueing)"),
+                             ("resume", cmd_outbox_resume, "deliver to DEST again"),
+                             ("flush", cmd_outbox_flush, "ask the running gateway to run batch DEST's batch now")):
+        action = outbox.add_parser(name, parents=[common], help=text)
+        action.add_argument("dest", metavar="DEST")
+        action.set_defaults(func=func)
+    purge = outbox.add_parser("purge", parents=[common], help="delete delivered rows and blank their journal bodies")
+    purge.add_argument("--delivered-before", type=_parse_time, required=True, metavar="DATE",
+                       help="ISO date/time (local), exclusive")
+    purge.set_defaults(func=cmd_outbox_purge)
     return parser
 
 
@@ -178,6 +464,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginLoadError as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 2
+    except OperatorError as e:
+        print(f"hssk-gateway: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        print(f"hssk-gateway: journal error: {e} (is another process holding the write lock?)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -173,13 +173,16 @@ class MetricsResource(Resource):
 def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
                max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
-               listener: str = "http") -> Site:
+               listener: str = "http", admin: Resource | None = None) -> Site:
+    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`)."""
     root = Resource()
     root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
                                                 stale_destinations))
     root.putChild(b"metrics", MetricsResource(metrics))
+    if admin is not None:
+        root.putChild(b"admin", admin)
     site = Site(root, requestFactory=BoundedRequest)
     site.max_body_bytes = max_body_bytes
     site.displayTracebacks = False

@@ -1,0 +1,326 @@
+"""``/admin/``: the outbox operations of ``hssk-gateway outbox`` as JSON over HTTP, answered by the
+running gateway, which alone knows its circuit breakers and deliveries in flight.
+
+There is no authentication yet (it arrives with the security work), so every request whose peer
+is not a loopback address (127.0.0.0/8, ::1, or IPv4-mapped 127.x) is refused with 403 before
+anything else is looked at, whatever interface ``http.listen`` binds. Until authentication
+exists, keep ``http.listen`` on 127.0.0.1 (the default) and reach the API from the host itself.
+
+Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 403 not loopback,
+404 unknown endpoint, row or destination, 405 wrong method, 409 row not dead or destination
+paused, 502 batch refused by its sink):
+
+    GET  /admin/outbox                          per destination: counts, oldest age, paused,
+                                                live circuit state and deliveries in flight
+    GET  /admin/outbox/rows?dest=D&state=S&limit=N   rows oldest first, never the payload
+    GET  /admin/outbox/rows/ID                  one row, without its payload
+    POST /admin/outbox/rows/ID/retry            one dead row pending again
+    POST /admin/outbox/purge?delivered_before=ISO   delete delivered rows, blank journal bodies
+    POST /admin/destinations/D/retry-dead       every dead row of D pending again
+    POST /admin/destinations/D/pause            stop claiming D's rows (in-flight ones finish)
+    POST /admin/destinations/D/resume           claim D's rows again
+    POST /admin/destinations/D/flush            run batch destination D's batch now; answers
+                                                with the rows sent (502 if the sink refused it)
+
+Writes run on the journal writer thread (:meth:`JournalWriter.run`, the single writer), reads
+on a connection of their own in the thread pool, so neither blocks the reactor; after a write
+the delivery service refreshes at once, so a pause or a retry takes effect before the answer.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from gateway.core.outbox import (
+    DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
+    with_idle_destinations,
+)
+from gateway.core.store import JournalWriter, Store
+from gateway.destinations.batch import BatchNotDelivered
+
+if TYPE_CHECKING:
+    from gateway.core.delivery import DeliveryService
+
+log = Logger(namespace="hssk.admin")
+
+MAX_LIST_LIMIT = 1000
+
+
+def is_loopback(address: object) -> bool:
+    """True only for a TCP peer on a loopback address: 127.0.0.0/8, ::1, or ::ffff:127.x.
+    Anything else — another host, a UNIX socket, an address that does not parse — is refused."""
+    if not isinstance(address, IPv4Address | IPv6Address):
+        return False
+    try:
+        ip = ipaddress.ip_address(address.host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+class AdminError(Exception):
+    """An answer other than 200: the HTTP status and a sentence saying what was wrong."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+#: (method, path pattern, handler name). A ``{name}`` matches one path segment; ``{row_id}`` takes
+#: anything, so a non-numeric id is a 400 that names it rather than a bare 404.
+_ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "outbox", "status"),
+    ("GET", "outbox/rows", "rows"),
+    ("GET", "outbox/rows/{row_id}", "row"),
+    ("POST", "outbox/rows/{row_id}/retry", "retry_row"),
+    ("POST", "outbox/purge", "purge"),
+    ("POST", "destinations/{dest}/retry-dead", "retry_dead"),
+    ("POST", "destinations/{dest}/pause", "pause"),
+    ("POST", "destinations/{dest}/resume", "resume"),
+    ("POST", "destinations/{dest}/flush", "flush"),
+)
+
+
+def _compile(pattern: str) -> re.Pattern:
+    parts = [f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in pattern.split("/")]
+    return re.compile("/".join(parts) + "/?")
+
+
+_COMPILED = tuple((method, _compile(pattern), handler) for method, pattern, handler in _ROUTES)
+
+
+class AdminResource(Resource):
+    """One leaf for all of ``/admin/``: routing here rather than in a Resource tree keeps every
+    answer — including 404 and 405 — JSON, and puts the loopback check in front of all of it."""
+
+    isLeaf = True
+
+    def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor) -> None:
+        super().__init__()
+        self._delivery = delivery
+        self._writer = writer
+        self._store = store
+        self._reactor = reactor
+
+    def render(self, request: Request):
+        if not is_loopback(request.getClientAddress()):
+            return _json(request, http.FORBIDDEN, {
+                "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) until authentication "
+                         "exists; run the request on the gateway host"})
+        path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
+        method = request.method.decode("ascii", "replace")
+        allowed = []
+        for route_method, pattern, handler in _COMPILED:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            d = Deferred.fromCoroutine(getattr(self, "_" + handler)(request, **match.groupdict()))
+            d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+            return NOT_DONE_YET
+        if allowed:
+            request.setHeader("allow", ", ".join(sorted(set(allowed))))
+            return _json(request, http.NOT_ALLOWED, {
+                "error": f"{method} is not allowed on /admin/{path}; use {' or '.join(sorted(set(allowed)))}"})
+        return _json(request, http.NOT_FOUND, {
+            "error": f"no admin endpoint /admin/{path}",
+            "endpoints": [f"{m} /admin/{p}" for m, p, _ in _ROUTES]})
+
+    def _answer(self, body: dict, request: Request) -> None:
+        if not request._disconnected:
+            request.write(_json(request, http.OK, body))
+            request.finish()
+
+    def _failed(self, failure, request: Request) -> None:
+        if failure.check(AdminError):
+            code, body = failure.value.code, {"error": failure.value.message}
+        else:
+            log.failure("admin request {method} {uri} failed", failure, method=request.method, uri=request.uri)
+            code, body = http.INTERNAL_SERVER_ERROR, {"error": f"internal error: {failure.getErrorMessage()}"}
+        if not request._disconnected:
+            request.write(_json(request, code, body))
+            request.finish()
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _read(self, query: Callable[[sqlite3.Connection], object]) -> Deferred:
+        """Run a read on a connection of its own in the thread pool, never on the writer: a
+        listing must not hold up the group commit that ACKs depend on."""
+        def run():
+            conn = self._store.connect()
+            try:
+                return query(conn)
+            finally:
+                conn.close()
+
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), run)
+
+    async def _status(self, request: Request) -> dict:
+        await self._delivery.refresh()
+        config = self._delivery.config
+        configured = {d.name: d for d in config.destinations}
+        status = with_idle_destinations(self._delivery.status, configured)
+        for name, entry in status.items():
+            dispatcher = self._delivery.dispatchers.get(name)
+            destination = configured.get(name)
+            entry.update(
+                kind=destination.kind if destination else None,
+                configured=destination is not None,
+                enabled=bool(destination and destination.enabled),
+                circuit_state=dispatcher.circuit.state if dispatcher else None,
+                deliveries_in_flight=dispatcher.in_flight if dispatcher else 0)
+        return {"destinations": status, "pending_total": self._delivery.pending_total}
+
+    async def _rows(self, request: Request) -> dict:
+        params = _query(request, {"dest", "state", "limit"})
+        destination = params.get("dest")
+        if destination is not None:
+            await self._known(destination)
+        state = params.get("state")
+        if state is not None and state not in STATES:
+            raise AdminError(http.BAD_REQUEST, f"state={state!r} is not one of {', '.join(STATES)}")
+        limit = _int_param(params, "limit", 50, 1, MAX_LIST_LIMIT)
+        rows = await self._read(lambda conn: list_rows(conn, destination=destination, state=state, limit=limit))
+        return {"rows": rows}
+
+    async def _row(self, request: Request, row_id: str) -> dict:
+        number = _parse_row_id(row_id)
+        row = await self._read(lambda conn: get_row(conn, number))
+        if row is None:
+            raise AdminError(http.NOT_FOUND, f"no outbox row with id {number}")
+        return row
+
+    async def _known(self, name: str) -> str:
+        """``name`` if configured or known to the journal; otherwise 404 listing what exists."""
+        configured = {d.name for d in self._delivery.config.destinations}
+        if name in configured:
+            return name
+        queued = await self._read(destination_names)
+        if name in queued:
+            return name
+        raise AdminError(http.NOT_FOUND, f"unknown destination {name!r}; known: "
+                                         f"{', '.join(sorted(configured | queued)) or 'none'}")
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def _write(self, task: Callable[[sqlite3.Connection, float], object]):
+        """Through the single writer, then an immediate refresh so dispatchers see the change."""
+        result = await self._writer.run(task)
+        await self._delivery.refresh()
+        return result
+
+    async def _retry_row(self, request: Request, row_id: str) -> dict:
+        number = _parse_row_id(row_id)
+        was = await self._write(lambda conn, now: retry_dead_row(conn, now, number))
+        if was is None:
+            raise AdminError(http.NOT_FOUND, f"no outbox row with id {number}")
+        if was != DEAD:
+            raise AdminError(http.CONFLICT, f"outbox row {number} is {was}, not dead; only dead rows are retried")
+        return {"row": number, "state": "pending"}
+
+    async def _retry_dead(self, request: Request, dest: str) -> dict:
+        name = await self._known(dest)
+        count = await self._write(lambda conn, now: retry_dead(conn, now, destination=name))
+        return {"destination": name, "retried": count}
+
+    async def _pause(self, request: Request, dest: str) -> dict:
+        return await self._set_paused(dest, True)
+
+    async def _resume(self, request: Request, dest: str) -> dict:
+        return await self._set_paused(dest, False)
+
+    async def _set_paused(self, dest: str, paused: bool) -> dict:
+        name = await self._known(dest)
+        await self._write(lambda conn, now: set_paused(conn, now, name, paused))
+        return {"destination": name, "paused": paused}
+
+    async def _flush(self, request: Request, dest: str) -> dict:
+        name = await self._known(dest)
+        config = next((d for d in self._delivery.config.destinations if d.name == name), None)
+        if config is None or config.kind != "batch":
+            what = "not configured" if config is None else f"a {config.kind} destination"
+            raise AdminError(http.BAD_REQUEST, f"{name} is {what}; flush runs a configured batch destination's batch now")
+        if not config.enabled:
+            raise AdminError(http.CONFLICT, f"{name} is disabled in the configuration (destinations.{name}.enabled)")
+        if self._delivery.status.get(name, {}).get("paused"):
+            raise AdminError(http.CONFLICT, f"{name} is paused; resume it first")
+        try:
+            rows = await self._delivery.flush(name)
+        except BatchNotDelivered as e:
+            raise AdminError(http.BAD_GATEWAY, f"{e}; its rows stay pending and are sent with a later batch") from None
+        return {"destination": name, "rows": rows}
+
+    async def _purge(self, request: Request) -> dict:
+        params = _query(request, {"delivered_before"})
+        text = params.get("delivered_before")
+        if text is None:
+            raise AdminError(http.BAD_REQUEST, "delivered_before is required: an ISO date or date-time "
+                                               "(2025-03-15 or 2025-03-15T08:30, local time unless it has an offset)")
+        try:
+            before = datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            raise AdminError(http.BAD_REQUEST, f"delivered_before={text!r} is not an ISO date or date-time "
+                                               f"(2025-03-15 or 2025-03-15T08:30)") from None
+        limit = self._delivery.config.outbox.prune_batch
+        purged = 0
+        while True:  # a small batch per commit keeps the writer's transactions short
+            removed = await self._writer.run(lambda conn, now: purge_delivered(conn, before, limit))
+            purged += removed
+            if removed < limit:
+                break
+        await self._delivery.refresh()
+        return {"purged": purged, "delivered_before": before}
+
+
+def _query(request: Request, known: set[str]) -> dict[str, str]:
+    """The query string as single values; an unknown or repeated parameter is a 400, so a typo
+    (``destination=`` for ``dest=``) is not silently ignored."""
+    raw = parse_qs((request.uri.split(b"?", 1) + [b""])[1].decode("utf-8", "replace"), keep_blank_values=True)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise AdminError(http.BAD_REQUEST, f"unknown parameter {', '.join(unknown)}; this endpoint takes "
+                                           f"{', '.join(sorted(known))}")
+    repeated = sorted(name for name, values in raw.items() if len(values) > 1)
+    if repeated:
+        raise AdminError(http.BAD_REQUEST, f"parameter {', '.join(repeated)} given more than once")
+    return {name: values[0] for name, values in raw.items()}
+
+
+def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = params.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise AdminError(http.BAD_REQUEST, f"{name}={text!r} must be an integer from {low} to {high}")
+    return int(text)
+
+
+def _parse_row_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise AdminError(http.BAD_REQUEST, f"{text!r} is not an outbox row id (a positive integer)")
+    return int(text)
+
+
+def _json(request: Request, code: int, body: dict) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader("content-type", "application/json; charset=utf-8")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
