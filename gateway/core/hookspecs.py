@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
     from gateway.formats.hl7v2 import Hl7Message
+    from gateway.formats.xml130 import ClaimFile
 
 PROJECT = "hssk_gateway"
 ENTRY_POINT_GROUP = "hssk_gateway.plugins"
@@ -57,6 +58,20 @@ class Adapter(Protocol):
     name: str
 
     def normalize(self, message: Hl7Message) -> RecordSet: ...
+
+
+class DocumentAdapter(Protocol):
+    """What :func:`hssk_identify_document` returns: the owner of one XML 130 claim or check-in
+    file. The core has already parsed the file safely into canonical records (one RecordSet per
+    HOSO / MA_LK); ``normalize`` applies the vendor's profile (code systems, where it puts the
+    CCCD or card) and returns the record sets to keep, or raises
+    :class:`gateway.core.outcome.ContentError` naming each bad field (the sender gets 422 / a
+    BHXH-style error code with one entry per issue).
+    """
+
+    name: str
+
+    def normalize(self, document: ClaimFile) -> tuple[RecordSet, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,20 @@ def hssk_identify(message: Hl7Message, envelope: Envelope) -> Adapter | None:
     The first non-None answer wins, so claim narrowly — by MSH-3 sending application, MSH-4
     facility or the authenticated ``envelope.facility`` — and never claim by message type alone.
     Only the MSH has been split at this point; reading it is cheap, and should be all you read.
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_identify_document(document: ClaimFile, envelope: Envelope) -> DocumentAdapter | None:
+    """Return a :class:`DocumentAdapter` when this plugin owns an XML 130 file, else None.
+
+    Claim by the facility code (``document.facility``, THONGTINDONVI/MACSKCB, or the
+    authenticated ``envelope.facility``) listed in your plugin's config::
+
+        @hookimpl
+        def hssk_identify_document(document, envelope):
+            if document.facility in FACILITIES:
+                return VendorXmlAdapter()
     """
 
 
