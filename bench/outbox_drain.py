@@ -329,6 +329,7 @@ def counts(data_dir: Path) -> dict[str, int]:
         found = dict(conn.execute("SELECT state, count(*) FROM outbox WHERE destination = ? GROUP BY state", (DEST,)))
     finally:
         conn.close()
+    found["pending"] = found.get("pending", 0) + found.pop("waiting", 0)  # waiting: behind the person's earlier row
     return {s: found.get(s, 0) for s in ("pending", "in_flight", "delivered", "dead")}
 
 

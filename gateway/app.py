@@ -43,6 +43,7 @@ class Gateway:
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight)
         self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
+        self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
         self.intake.admission = self.delivery.refusal_reason
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock)
         self.site = build_site(

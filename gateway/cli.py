@@ -242,10 +242,10 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
     if not status:
         print("no destinations configured or queued (pass --config with the gateway's configuration file)")
         return 0
-    print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
+    print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'WAITING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
           f"{'OLDEST':>7}  {'CIRCUIT':7}  PAUSED")
     for name, e in status.items():
-        print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
+        print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['waiting']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
               f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {'n/a':7}  "
               f"{'yes' if e['paused'] else 'no'}")
     print(f"circuit: {CIRCUIT_NOTE}")

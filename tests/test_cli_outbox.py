@@ -80,10 +80,12 @@ def attempts_of(database: Path, destination: str) -> list[int]:
 
 
 def settled(database: Path) -> bool:
-    """Every row has had its first outcome: 4 delivered, 3 dead, the stuck person's first row tried."""
+    """Every row has had its first outcome: 4 delivered, 3 dead, the stuck person's first row tried
+    (their two later rows wait behind it)."""
     found = counts(database)
     return (found.get(("delivered_here", "delivered")) == 4 and found.get(("dead_end", "dead")) == 3
-            and found.get(("stuck", "pending")) == 3 and attempts_of(database, "stuck")[0] >= 1
+            and found.get(("stuck", "pending")) == 1 and found.get(("stuck", "waiting")) == 2
+            and attempts_of(database, "stuck")[0] >= 1
             and not any(state == "in_flight" for _, state in found))
 
 
@@ -140,13 +142,13 @@ def test_status_table_shows_counts_oldest_age_circuit_and_paused_per_destination
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()
-    assert lines[0].split() == ["DESTINATION", "KIND", "PENDING", "IN", "FLIGHT", "DEAD", "DELIVERED", "OLDEST",
-                                "CIRCUIT", "PAUSED"]
+    assert lines[0].split() == ["DESTINATION", "KIND", "PENDING", "WAITING", "IN", "FLIGHT", "DEAD", "DELIVERED",
+                                "OLDEST", "CIRCUIT", "PAUSED"]
     rows = {line.split()[0]: line.split() for line in lines[1:-1]}
-    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "4", "-", "n/a", "no"]
-    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "3", "0", "-", "n/a", "no"]
-    assert rows["stuck"][:6] == ["stuck", "file", "3", "0", "0", "0"] and rows["stuck"][6] != "-"
-    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "-", "n/a", "no"]
+    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "0", "4", "-", "n/a", "no"]
+    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "0", "3", "0", "-", "n/a", "no"]
+    assert rows["stuck"][:7] == ["stuck", "file", "1", "2", "0", "0", "0"] and rows["stuck"][7] != "-"
+    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "0", "-", "n/a", "no"]
     assert lines[-1] == f"circuit: {CIRCUIT_NOTE}"
 
 
@@ -157,7 +159,7 @@ def test_status_json_gives_numbers_and_no_circuit_state(filled):
 
     assert set(status) == {"delivered_here", "dead_end", "stuck", "weekly"}
     stuck = status["stuck"]
-    assert (stuck["pending"], stuck["in_flight"], stuck["dead"], stuck["delivered"]) == (3, 0, 0, 0)
+    assert (stuck["pending"], stuck["waiting"], stuck["in_flight"], stuck["dead"], stuck["delivered"]) == (1, 2, 0, 0, 0)
     assert stuck["oldest_pending_age_seconds"] > 0
     assert (stuck["kind"], stuck["configured"], stuck["paused"], stuck["circuit_state"]) == ("file", True, False, None)
     assert status["weekly"]["pending"] == 0 and status["weekly"]["kind"] == "batch"
@@ -408,7 +410,7 @@ def test_purge_deletes_only_rows_delivered_before_the_date(journal):
     assert result.stdout.startswith(b"purged 4 delivered rows")
     found = counts(data_dir / "gateway.db")
     assert ("delivered_here", "delivered") not in found
-    assert found[("dead_end", "dead")] == 3 and found[("stuck", "pending")] == 3
+    assert found[("dead_end", "dead")] == 3 and (found[("stuck", "pending")], found[("stuck", "waiting")]) == (1, 2)
 
 
 def test_purge_blanks_the_journal_body_only_of_messages_with_nothing_left_to_deliver(journal):

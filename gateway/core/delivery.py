@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.core.dispatch import Dispatcher
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import IN_FLIGHT, PENDING, STATES, destination_status, purge_delivered, recover_in_flight
+from gateway.core.outbox import STATES, UNDELIVERED, destination_status, purge_delivered, recover_in_flight
 from gateway.core.store import JournalWriter, Store
 from gateway.destinations.batch import BatchNotDelivered, BatchRunner
 from gateway.destinations.factory import build_batch_sink, build_destination
@@ -115,7 +115,7 @@ class DeliveryService:
         status, free = yield deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._read_status,
                                                  self._clock.seconds())
         self.status, self.free_disk_bytes = status, free
-        self.pending_total = sum(entry[PENDING] + entry[IN_FLIGHT] for entry in status.values())
+        self.pending_total = sum(entry[state] for entry in status.values() for state in UNDELIVERED)
         for name, entry in status.items():
             for state in STATES:
                 self._metrics.outbox_rows.labels(destination=name, state=state).set(entry[state])

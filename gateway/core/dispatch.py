@@ -62,9 +62,13 @@ class CircuitBreaker:
             self._opened_at = self._clock.seconds()
 
 
+_CIRCUIT_VALUES = {CircuitBreaker.CLOSED: 0, CircuitBreaker.HALF_OPEN: 1, CircuitBreaker.OPEN: 2}
+
+
 class Dispatcher:
-    """Delivers one destination's rows: claims due rows, keeps at most ``max_in_flight`` going,
-    records results in groups, and wakes on new work, on a poll timer and when a backoff ends."""
+    """Delivers one destination's rows: keeps at most ``max_in_flight`` going, and in one writer
+    task per cycle records the results that came in and claims as many due rows as there are
+    free slots. Wakes on new work, on results, on a poll timer and when a backoff ends."""
 
     def __init__(self, config: DestinationConfig, destination: Destination, writer, clock: IReactorTime,
                  metrics: Metrics, rng: random.Random | None = None) -> None:
@@ -77,11 +81,15 @@ class Dispatcher:
         self.circuit = CircuitBreaker(config.circuit_failures, config.circuit_open_seconds, clock)
         self.paused = False
         self._in_flight: dict[int, Delivery] = {}
-        self._claiming = False
+        self._cycling = False
         self._again = False
         self._settled: list[Settled] = []
-        self._flush_call = None
+        self._soon_call = None
         self._wake_call = None
+        self._in_flight_gauge = metrics.outbox_in_flight.labels(destination=config.name)
+        self._circuit_gauge = metrics.circuit_state.labels(destination=config.name)
+        self._latency = metrics.delivery_latency.labels(destination=config.name)
+        self._attempts: dict[tuple[str, str], object] = {}
         self._stopping = False
         self._drained: Deferred | None = None
 
@@ -94,40 +102,63 @@ class Dispatcher:
         return len(self._in_flight)
 
     def wake(self) -> None:
-        """Look for due work now (new rows were committed, or a timer fired)."""
-        if self._stopping or self.paused:
-            return
-        if self._claiming:
+        """Record what has settled and claim due work, in one writer task (one commit) per
+        cycle. Runs when rows were committed, a delivery ended, or a timer fired."""
+        if self._cycling:
             self._again = True
             return
-        allowance = self.circuit.allowance(len(self._in_flight), self.config.max_in_flight - len(self._in_flight))
-        self._metrics.circuit_state.labels(destination=self.name).set(
-            {"closed": 0, "half_open": 1, "open": 2}[self.circuit.state])
-        if allowance <= 0:
-            if self.circuit.state == CircuitBreaker.OPEN:
+        settled, self._settled = self._settled, []
+        claim = 0
+        if not (self._stopping or self.paused):
+            running = len(self._in_flight) - len(settled)
+            claim = self.circuit.allowance(running, self.config.max_in_flight - running)
+            self._circuit_gauge.set(_CIRCUIT_VALUES[self.circuit.state])
+            if claim <= 0 and self.circuit.state == CircuitBreaker.OPEN:
                 self._wake_at(self.circuit.reopens_at)
+        if not settled and claim <= 0:
+            self._check_drained()
             return
-        self._claiming = True
-        busy = frozenset(d.ordering_key for d in self._in_flight.values())
-        d = self._writer.run(lambda conn, now: claim_due(conn, self._clock.seconds(), self.name, allowance, busy))
-        d.addCallbacks(self._claimed, self._claim_failed)
+        finished = {s.row_id for s in settled}
+        busy = frozenset(d.ordering_key for row_id, d in self._in_flight.items() if row_id not in finished)
 
-    def _claimed(self, deliveries: list[Delivery]) -> None:
-        self._claiming = False
-        self._check_drained()
-        for delivery in deliveries:
+        def cycle(conn, now):
+            now = self._clock.seconds()
+            if settled:
+                record_results(conn, now, settled)
+            return claim_due(conn, now, self.name, claim, busy) if claim > 0 else []
+
+        self._cycling = True
+        d = self._writer.run(cycle)
+        d.addCallbacks(self._cycled, self._cycle_failed, callbackArgs=(settled, claim), errbackArgs=(settled,))
+
+    def _cycled(self, claimed: list[Delivery], settled: list[Settled], asked: int) -> None:
+        self._cycling = False
+        for s in settled:
+            self._in_flight.pop(s.row_id, None)
+            self._in_flight_gauge.dec()
+            if s.next_attempt_at is not None and not self._stopping:
+                self._wake_at(s.next_attempt_at)
+        for delivery in claimed:
             self._in_flight[delivery.row_id] = delivery
-            self._metrics.outbox_in_flight.labels(destination=self.name).inc()
+            self._in_flight_gauge.inc()
             self.destination.deliver(delivery).addBoth(self._delivered, delivery)
-        if self._again or (deliveries and len(self._in_flight) < self.config.max_in_flight):
+        if self._again or self._settled or (asked and len(claimed) == asked):
             self._again = False
             self.wake()
-
-    def _claim_failed(self, failure) -> None:
-        self._claiming = False
         self._check_drained()
-        log.error("claiming rows for {destination} failed: {error}", destination=self.name,
-                  error=failure.getErrorMessage())
+
+    def _cycle_failed(self, failure, settled: list[Settled]) -> None:
+        self._cycling = False
+        log.error("recording {count} results / claiming rows for {destination} failed: {error}",
+                  count=len(settled), destination=self.name, error=failure.getErrorMessage())
+        if self._stopping:
+            # The rows stay in flight in the journal; the next start puts them back to pending.
+            for s in settled:
+                self._in_flight.pop(s.row_id, None)
+            self._check_drained()
+            return
+        self._settled = settled + self._settled
+        self._soon(1.0)
 
     def _delivered(self, result, delivery: Delivery) -> None:
         if not isinstance(result, DeliveryResult):
@@ -136,19 +167,31 @@ class Dispatcher:
             result = DeliveryResult(RETRY, "error", f"internal error in destination: {result}")
         now = self._clock.seconds()
         settled = self._settle(delivery, result, now)
-        self._metrics.delivery_attempts.labels(destination=self.name, outcome=settled.state,
-                                               result=result.label).inc()
+        counter = self._attempts.get((settled.state, result.label))
+        if counter is None:
+            counter = self._attempts[(settled.state, result.label)] = self._metrics.delivery_attempts.labels(
+                destination=self.name, outcome=settled.state, result=result.label)
+        counter.inc()
         if settled.state == DELIVERED:
-            self._metrics.delivery_latency.labels(destination=self.name).observe(max(0.0, now - delivery.created_at))
+            self._latency.observe(max(0.0, now - delivery.created_at))
         elif settled.state == DEAD:
             log.warn("row {row_id} for {destination} dead-lettered: {reason}", row_id=delivery.row_id,
                      destination=self.name, reason=settled.reason[:300])
         self.circuit.record(result.outcome != RETRY)
         self._settled.append(settled)
         if self._stopping:
-            self._flush_settled()
-        elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush_settled)
+            self.wake()
+        else:
+            self._soon(0)
+
+    def _soon(self, delay: float) -> None:
+        """One wake for every result that lands in the same reactor turn: they share a commit."""
+        if self._soon_call is None or not self._soon_call.active():
+            self._soon_call = self._clock.callLater(delay, self._soon_fired)
+
+    def _soon_fired(self) -> None:
+        self._soon_call = None
+        self.wake()
 
     def _settle(self, delivery: Delivery, result: DeliveryResult, now: float) -> Settled:
         attempts = delivery.attempts + 1
@@ -171,36 +214,6 @@ class Dispatcher:
                            None, delivery.created_at)
         return Settled(delivery.row_id, PENDING, result.label, result.reason, due, delivery.created_at)
 
-    def _flush_settled(self) -> None:
-        self._flush_call = None
-        settled, self._settled = self._settled, []
-        if not settled:
-            return
-        d = self._writer.run(lambda conn, now: record_results(conn, self._clock.seconds(), settled))
-        d.addCallbacks(self._recorded, self._record_failed, callbackArgs=(settled,), errbackArgs=(settled,))
-
-    def _recorded(self, _, settled: list[Settled]) -> None:
-        for s in settled:
-            self._in_flight.pop(s.row_id, None)
-            self._metrics.outbox_in_flight.labels(destination=self.name).dec()
-            if s.next_attempt_at is not None and not self._stopping:
-                self._wake_at(s.next_attempt_at)
-        self.wake()
-        self._check_drained()
-
-    def _record_failed(self, failure, settled: list[Settled]) -> None:
-        log.error("recording {count} delivery results for {destination} failed: {error}; they will be retried "
-                  "from the journal", count=len(settled), destination=self.name, error=failure.getErrorMessage())
-        if self._stopping:
-            # The rows stay in flight in the journal; the next start puts them back to pending.
-            for s in settled:
-                self._in_flight.pop(s.row_id, None)
-            self._check_drained()
-            return
-        self._settled = settled + self._settled
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(1.0, self._flush_settled)
-
     def _wake_at(self, when: float) -> None:
         delay = max(0.0, when - self._clock.seconds())
         if self._wake_call is not None and self._wake_call.active():
@@ -214,7 +227,7 @@ class Dispatcher:
         self.wake()
 
     def _busy(self) -> bool:
-        return bool(self._in_flight or self._claiming or self._settled)
+        return bool(self._in_flight or self._cycling or self._settled)
 
     def _check_drained(self) -> None:
         if self._drained is not None and not self._busy():
@@ -227,10 +240,10 @@ class Dispatcher:
         timeouts) and be recorded; close the destination. Waiting is event-driven, not on the
         clock, so a stopped test clock cannot hang shutdown."""
         self._stopping = True
-        for call in (self._wake_call, self._flush_call):
+        for call in (self._wake_call, self._soon_call):
             if call is not None and call.active():
                 call.cancel()
-        self._flush_settled()
+        self.wake()
         if self._busy():
             self._drained = Deferred()
             yield self._drained

@@ -33,6 +33,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from gateway.config import DestinationConfig, GatewayConfig
+    from gateway.core.documents import DocumentSource
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
@@ -139,25 +140,37 @@ def hssk_identify_document(document: ClaimFile, envelope: Envelope) -> DocumentA
 
 
 @hookspec
-def hssk_check(message: Hl7Message, records: RecordSet) -> Iterable[Issue] | None:
+def hssk_check(message: Hl7Message | None, records: RecordSet) -> Iterable[Issue] | None:
     """Policy checks every accepted record set passes through, whichever plugin made it.
 
-    Return issues (severity ``E`` makes the answer AE, ``W``/``I`` ride along on an AA), or None::
+    ``message`` is the HL7 message, or None for a record set read from an XML 130 file (one call
+    per HOSO; the core has already applied ``gateway.core.validation``), so check the records,
+    not the message, unless you test for None first.
+
+    Return issues (severity ``E`` makes the answer AE / HTTP 422, ``W``/``I`` ride along on an
+    AA), or None::
 
         @hookimpl
         def hssk_check(message, records):
             if records.person and not records.person.identifier("CCCD"):
                 return [Issue(101, "PID-3: no CCCD (type NI) repetition", "PID^1^3", "W")]
+
+    Version note: ``message`` may be None since XML intake (0.1, issue 5).
     """
 
 
 @hookspec(firstresult=True)
-def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7Message,
+def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7Message | DocumentSource,
                 idempotency_key: str) -> Payload | None:
     """Render ``records`` in ``destination.format`` (``json``, ``xml130``, ``fhir`` …), or None
     when this plugin does not write that format. The first answer wins; the core's ``json``
     renderer runs last. Put ``idempotency_key`` inside the payload's own id so a receiver can
-    deduplicate even without the HTTP header::
+    deduplicate even without the HTTP header.
+
+    For a record set read from an XML 130 file, ``message`` is a
+    :class:`gateway.core.documents.DocumentSource`: it has ``sender`` (``XML|<MACSKCB>``),
+    ``control_id`` (a hash of the file), ``message_type`` (``XML130`` or ``XML130^CHECKIN``) and
+    ``sending_facility``, but no HL7 segments (version note: since XML intake, 0.1, issue 5)::
 
         @hookimpl
         def hssk_render(records, destination, message, idempotency_key):

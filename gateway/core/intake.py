@@ -6,6 +6,10 @@ workers and arms one timer. Workers decide (plugins run there), the journal writ
 groups, and the answers come back to the reactor in one call per commit. A timer that fires
 first answers AR/207, so a hung plugin or a stalled disk costs one message an answer — never the
 connection or the reactor.
+
+XML 130 files (``submit_document``) take the same path — same workers, timer, bounds and group
+commit — and their Outcome carries the decision without HL7 replies; the transport turns it
+into JSON.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.core.ack import acknowledgements
+from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics, facility_label, message_type_label
 from gateway.core.outcome import REJECT, Issue, Outcome
@@ -45,11 +50,15 @@ class _Job:
     """One message on its way through workers and writer; ``state`` moves under the intake lock."""
 
     __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin", "trace",
-                 "replies")
+                 "replies", "document", "request")
 
-    def __init__(self, intake: Intake, envelope: Envelope) -> None:
+    def __init__(self, intake: Intake, envelope: Envelope, document: bool = False,
+                 request: DocumentRequest | None = None) -> None:
         self.intake = intake
         self.envelope = envelope
+        #: An XML 130 file rather than an HL7 message, and what its transport was told about it.
+        self.document = document
+        self.request = request
         self.deferred: Deferred = Deferred()
         self.timer = None
         self.state = QUEUED
@@ -113,20 +122,36 @@ class Intake:
 
     def submit(self, envelope: Envelope) -> Deferred:
         """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound)."""
+        return self._admit(_Job(self, envelope))
+
+    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None) -> Deferred:
+        """Like :meth:`submit` for an XML 130 file in ``envelope.raw``; ``request`` is what the
+        transport was told about it (see :class:`DocumentRequest`). The Outcome has no replies."""
+        return self._admit(_Job(self, envelope, document=True, request=request))
+
+    def _admit(self, job: _Job) -> Deferred:
+        envelope = job.envelope
         if self._in_flight >= self._max_in_flight:
             self._metrics.connections_refused.labels(transport=envelope.transport, reason="max_in_flight").inc()
-            return succeed(self.refusal(envelope, f"the gateway has {self._in_flight} messages in flight, its limit "
+            return succeed(self._refusal_for(job, f"the gateway has {self._in_flight} messages in flight, its limit "
                                                   f"(pipeline.max_in_flight); send again later"))
         reason = self.admission()
         if reason is not None:
             self._metrics.connections_refused.labels(transport=envelope.transport, reason="backpressure").inc()
-            return succeed(self.refusal(envelope, reason))
-        job = _Job(self, envelope)
+            return succeed(self._refusal_for(job, reason))
         self._in_flight += 1
         self._metrics.in_flight.inc()
         job.timer = self._clock.callLater(self._timeout, self._timed_out, job)
         self._work.put(job)
         return job.deferred
+
+    def _refusal_for(self, job: _Job, reason: str) -> Outcome:
+        """The not-stored AR for ``job``: an HL7 ACK for a message, the bare decision for a file
+        (not hashed or parsed: a refusal must stay cheap on the reactor)."""
+        if not job.document:
+            return self.refusal(job.envelope, reason)
+        request = job.request or DocumentRequest()
+        return Outcome(REJECT, (Issue(207, reason, ""),), None, committed=False, facility=request.facility)
 
     def refusal(self, envelope: Envelope, reason: str) -> Outcome:
         """An AR for a message we will not store (a bound was reached); the sender should retry."""
@@ -148,9 +173,12 @@ class Intake:
                 job.state = PROCESSING
             if job.trace is not None:
                 job.trace.append(time.perf_counter())
-            decision = self._pipeline.decide(job.envelope, job)
+            if job.document:
+                decision = self._pipeline.decide_document(job.envelope, job, job.request)
+            else:
+                decision = self._pipeline.decide(job.envelope, job)
             replies = None
-            if decision.ack_code is not None:
+            if decision.ack_code is not None and not job.document:
                 try:
                     replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
                                                      self._clock.seconds()))
@@ -179,13 +207,19 @@ class Intake:
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:
             log.warn("journal commit took longer than {timeout}s; answering AR", timeout=self._timeout)
-            self._finish(job, self.refusal(job.envelope, f"the journal did not commit within {self._timeout:g} s; "
-                                                         f"send again later"))
+            self._finish(job, self._refusal_for(job, f"the journal did not commit within {self._timeout:g} s; "
+                                                    f"send again later"))
             return
         log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
-        job.decision = Decision(job.envelope, _best_header(job.envelope), REJECT, (Issue(
-            207, f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
-                 f"send again later", "MSH^1^9"),), plugin if job.plugin else "")
+        text = (f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
+                f"send again later")
+        if job.document:
+            job.decision = Decision(job.envelope, None, REJECT, (Issue(207, text, "GIAMDINHHS"),),
+                                    plugin if job.plugin else "",
+                                    document=DocumentSource.unread(job.envelope.raw, job.request))
+        else:
+            job.decision = Decision(job.envelope, _best_header(job.envelope), REJECT, (Issue(207, text, "MSH^1^9"),),
+                                    plugin if job.plugin else "")
         self._writer.submit(job)
 
     def _outcome_for(self, decision: Decision, result: Committed | Exception,
@@ -200,7 +234,7 @@ class Intake:
         else:
             code, issues, message_id, duplicate = result.ack_code, result.issues, result.message_id, result.duplicate
         transport = decision.envelope.transport
-        if code is None:
+        if code is None or decision.document is not None:
             replies = ()
         elif (prebuilt is not None and not duplicate and not isinstance(result, Exception)
               and code == decision.ack_code and (issues is decision.issues or issues == decision.issues)):
@@ -210,7 +244,8 @@ class Intake:
         if duplicate:
             self._metrics.duplicates_suppressed.labels(transport=transport).inc()
         message_type = decision.message_type
-        facility = message.sending_facility if message else ""
+        source = decision.source
+        facility = source.sending_facility if source else ""
         key = (transport, decision.plugin or "none", message_type)
         child = self._received_children.get(key)
         if child is None:
@@ -227,9 +262,10 @@ class Intake:
                 if len(self._ack_children) < _MAX_CACHED_CHILDREN:
                     self._ack_children[key] = child
             child.inc()
+        extra = {"records": decision.document.records} if decision.document is not None else {}
         return Outcome(code, issues, message_id, replies, charset=message.charset if message else "utf-8",
                        duplicate=duplicate, plugin=decision.plugin, message_type=message_type, facility=facility,
-                       committed=not isinstance(result, Exception))
+                       committed=not isinstance(result, Exception), extra=extra)
 
     def _answer(self, job: _Job) -> None:
         with self._lock:

@@ -2,9 +2,11 @@
 through, as plain SQL run on the journal writer thread.
 
 Rows are written in the same transaction as their journal row (an AA always implies queued
-work) and change state only on the writer thread, so SQLite has one writer. Claiming takes the
-oldest undelivered row of each person only: one person's failing record holds back that
-person's later records and nobody else's. Scheduling lives in :mod:`gateway.core.dispatch`.
+work) and change state only on the writer thread, so SQLite has one writer. Only the oldest
+undelivered row of a person is ``pending``; the person's later rows are ``waiting`` and move up
+one at a time as the row ahead is delivered or dead-lettered. So one person's failing record
+holds back that person's later records and nobody else's, and claiming is a plain index scan.
+Scheduling lives in :mod:`gateway.core.dispatch`.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 
 from gateway.destinations import DEAD, DELIVERED, Delivery
 
-PENDING, IN_FLIGHT = "pending", "in_flight"
-STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
+PENDING, IN_FLIGHT, WAITING = "pending", "in_flight", "waiting"
+STATES = (PENDING, WAITING, IN_FLIGHT, DELIVERED, DEAD)
+#: States that still owe a delivery.
+UNDELIVERED = (PENDING, WAITING, IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -60,39 +64,82 @@ def ordering_key(records, message) -> str:
 _INSERT = """
 INSERT OR IGNORE INTO outbox (message_id, destination, idempotency_key, ordering_key, state, attempts,
                               next_attempt_at, created_at, updated_at, content_type, payload)
-VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
+"""
+
+_HAS_UNDELIVERED = """
+SELECT 1 FROM outbox WHERE destination = ? AND ordering_key = ? AND state IN ('pending', 'waiting', 'in_flight')
+LIMIT 1
 """
 
 
-def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, OutboxItem]], now: float) -> None:
-    conn.executemany(_INSERT, [
-        (message_id, i.destination, i.idempotency_key, i.ordering_key, now, now, now, i.content_type, i.payload)
-        for message_id, i in items])
+def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, OutboxItem]], now: float,
+                       unordered: frozenset[str] = frozenset()) -> None:
+    """Queue rows. A person's row is ``pending`` only when nothing of theirs is undelivered for
+    that destination; otherwise it is ``waiting`` behind it and becomes pending when the row
+    ahead settles. Per-person order is thus a property of the rows, and claiming is a plain
+    index scan of pending rows however long one person's backlog is."""
+    ahead: set[tuple[str, str]] = set()
+    rows = []
+    for message_id, i in items:
+        person = (i.destination, i.ordering_key)
+        if i.destination in unordered or (
+                person not in ahead and conn.execute(_HAS_UNDELIVERED, person).fetchone() is None):
+            state = PENDING
+        else:
+            state = WAITING
+        ahead.add(person)
+        rows.append((message_id, i.destination, i.idempotency_key, i.ordering_key, state, now, now, now,
+                     i.content_type, i.payload))
+    conn.executemany(_INSERT, rows)
 
 
-#: Due rows that are the oldest undelivered row of their person for this destination, earliest
-#: due first. Ordering by (next_attempt_at, id) follows the ``outbox_due`` index, so the scan
-#: stops after ``limit`` rows; ``ORDER BY id`` alone sorted every due row (payloads included) in
-#: a temp B-tree on each claim, ~0.8 s per claim with 100 000 rows queued. Per-person order is
-#: kept by the NOT EXISTS, whatever the scan order.
+#: When a row is delivered or dead, the next waiting row of the same person becomes pending.
+_PROMOTE_NEXT = """
+UPDATE outbox SET state = 'pending', updated_at = :now
+WHERE id = (SELECT min(w.id) FROM outbox AS w JOIN outbox AS settled ON settled.id = :row_id
+            WHERE w.destination = settled.destination AND w.ordering_key = settled.ordering_key
+              AND w.state = 'waiting')
+  AND NOT EXISTS (SELECT 1 FROM outbox AS a JOIN outbox AS settled ON settled.id = :row_id
+                  WHERE a.destination = settled.destination AND a.ordering_key = settled.ordering_key
+                    AND a.state IN ('pending', 'in_flight'))
+"""
+
+#: Waiting rows whose person has nothing pending or in flight (an operator purged or edited
+#: rows, or an older version left them): the oldest of each becomes pending.
+_PROMOTE_ORPHANS = """
+UPDATE outbox SET state = 'pending', updated_at = :now
+WHERE id IN (SELECT min(w.id) FROM outbox AS w WHERE w.state = 'waiting'
+             AND NOT EXISTS (SELECT 1 FROM outbox AS a WHERE a.destination = w.destination
+                             AND a.ordering_key = w.ordering_key AND a.state IN ('pending', 'in_flight'))
+             GROUP BY w.destination, w.ordering_key)
+"""
+
+
+#: Due pending rows, earliest due first, following the ``outbox_due`` index so the scan stops
+#: after ``limit`` rows. Waiting rows are never candidates, so no per-row subquery is needed.
 _DUE = """
 SELECT id, message_id, idempotency_key, ordering_key, content_type, payload, attempts, created_at
-FROM outbox AS o
-WHERE o.destination = :destination AND o.state = 'pending' AND o.next_attempt_at <= :now
-  AND NOT EXISTS (
-    SELECT 1 FROM outbox AS earlier
-    WHERE earlier.destination = o.destination AND earlier.ordering_key = o.ordering_key
-      AND earlier.state IN ('pending', 'in_flight') AND earlier.id < o.id)
-ORDER BY o.next_attempt_at, o.id
+FROM outbox
+WHERE destination = :destination AND state = 'pending' AND next_attempt_at <= :now
+ORDER BY next_attempt_at, id
 LIMIT :limit
 """
 
 
 def claim_due(conn: sqlite3.Connection, now: float, destination: str, limit: int,
               busy_keys: frozenset[str]) -> list[Delivery]:
-    """Mark up to ``limit`` due rows in flight and return them (writer thread)."""
+    """Mark up to ``limit`` due rows in flight and return them (writer thread). At most one row
+    per person, and none of a person already in flight (a dead row an operator retried can be
+    pending beside that person's current row)."""
+    if limit <= 0:
+        return []
     rows = conn.execute(_DUE, {"destination": destination, "now": now, "limit": limit + len(busy_keys)}).fetchall()
-    claimed = [r for r in rows if r[3] not in busy_keys][:limit]
+    claimed, seen = [], set(busy_keys)
+    for r in rows:
+        if r[3] not in seen and len(claimed) < limit:
+            claimed.append(r)
+            seen.add(r[3])
     if claimed:
         conn.executemany("UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE id = ?",
                          [(now, r[0]) for r in claimed])
@@ -113,6 +160,8 @@ class Settled:
 
 
 def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled]) -> None:
+    """Record how attempts ended; a row that is finished (delivered or dead) lets its person's
+    next waiting row go."""
     conn.executemany(
         """UPDATE outbox SET state = :state, attempts = attempts + 1, updated_at = :now,
                              next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
@@ -122,13 +171,18 @@ def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled])
            WHERE id = :row_id AND state = 'in_flight'""",
         [{"state": s.state, "now": now, "next_attempt_at": s.next_attempt_at, "reason": s.reason[:2000],
           "label": s.label, "row_id": s.row_id} for s in settled])
+    finished = [{"now": now, "row_id": s.row_id} for s in settled if s.state in (DELIVERED, DEAD)]
+    if finished:
+        conn.executemany(_PROMOTE_NEXT, finished)
 
 
 def recover_in_flight(conn: sqlite3.Connection, now: float) -> int:
     """Rows a crash left in flight go back to pending: delivery is at-least-once, and the
     idempotency key makes the second delivery harmless."""
-    return conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE state = 'in_flight'",
-                        (now,)).rowcount
+    recovered = conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE state = 'in_flight'",
+                             (now,)).rowcount
+    conn.execute(_PROMOTE_ORPHANS, {"now": now})
+    return recovered
 
 
 def retry_dead(conn: sqlite3.Connection, now: float, *, row_id: int | None = None,
@@ -187,7 +241,7 @@ def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
             "SELECT destination, state, count(*), min(created_at) FROM outbox GROUP BY destination, state"):
         entry = entry_for(destination)
         entry[state] = count
-        if state in (PENDING, IN_FLIGHT) and oldest is not None:
+        if state in UNDELIVERED and oldest is not None:
             entry["oldest_pending_age_seconds"] = max(entry["oldest_pending_age_seconds"], now - oldest)
     for destination, paused, flush_requested_at in conn.execute(
             "SELECT destination, paused, flush_requested_at FROM destination_state"):
@@ -216,7 +270,7 @@ class BatchRow:
 _BATCH_ROWS = """
 SELECT o.id, o.message_id, o.idempotency_key, o.content_type, o.payload, o.created_at, m.sender
 FROM outbox AS o JOIN messages AS m ON m.id = o.message_id
-WHERE o.destination = :destination AND o.state = 'pending' AND m.received_at < :before
+WHERE o.destination = :destination AND o.state IN ('pending', 'waiting') AND m.received_at < :before
 ORDER BY o.id
 """
 
@@ -232,7 +286,7 @@ def mark_batch_delivered(conn: sqlite3.Connection, now: float, row_ids: list[int
     return conn.executemany(
         """UPDATE outbox SET state = 'delivered', attempts = attempts + 1, updated_at = :now, delivered_at = :now,
                              last_error = NULL, last_result = :label
-           WHERE id = :row_id AND state = 'pending'""",
+           WHERE id = :row_id AND state IN ('pending', 'waiting')""",
         [{"now": now, "label": label, "row_id": row_id} for row_id in row_ids]).rowcount
 
 
@@ -240,7 +294,7 @@ def record_batch_failure(conn: sqlite3.Connection, now: float, row_ids: list[int
     """The sink refused the file: its rows stay pending (a later batch carries them) and say why."""
     conn.executemany(
         """UPDATE outbox SET attempts = attempts + 1, updated_at = :now, last_error = :reason, last_result = :label
-           WHERE id = :row_id AND state = 'pending'""",
+           WHERE id = :row_id AND state IN ('pending', 'waiting')""",
         [{"now": now, "label": label, "reason": reason[:2000], "row_id": row_id} for row_id in row_ids])
 
 

@@ -5,6 +5,10 @@ frame, checks the header, asks the plugins who owns the message, normalises it a
 policy checks. It never raises: every failure becomes a :class:`Decision` with an ACK code and
 ERR issues, because a message that crashes the pipeline must still be journaled and answered.
 Routing and rendering for the outbox join this function with the delivery work.
+
+``Pipeline.decide_document`` is the same five steps for an XML 130 file: parse safely, ask
+``hssk_identify_document``, normalise into one record set per episode, validate and check each,
+route each. Its Decision names the file through a :class:`DocumentSource` instead of a message.
 """
 from __future__ import annotations
 
@@ -15,12 +19,23 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
+from gateway.core.documents import (
+    DocumentRequest,
+    DocumentSource,
+    located,
+    record_identity,
+    repeated_episodes,
+    request_issues,
+)
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
+from gateway.core.validation import validate_record_set
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
+from gateway.formats.xml130 import read_xml130
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -29,7 +44,11 @@ IGNORED = "ignored"
 
 @dataclass
 class Decision:
-    """What the pipeline concluded, before the journal commit makes it an Outcome."""
+    """What the pipeline concluded, before the journal commit makes it an Outcome.
+
+    ``message`` is the HL7 message, or ``document`` names the XML file; ``source`` is whichever
+    is set, read by the journal for sender, control id, version and charset.
+    """
 
     envelope: Envelope
     message: Hl7Message | None
@@ -39,6 +58,11 @@ class Decision:
     records_json: str | None = None
     decoded: bool = True
     outbox: tuple[OutboxItem, ...] = ()
+    document: DocumentSource | None = None
+
+    @property
+    def source(self) -> Hl7Message | DocumentSource | None:
+        return self.message if self.message is not None else self.document
 
     @property
     def status(self) -> str:
@@ -46,21 +70,26 @@ class Decision:
 
     @property
     def sender(self) -> str:
-        return self.message.sender if self.message else ""
+        source = self.source
+        return source.sender if source else ""
 
     @property
     def control_id(self) -> str:
-        return self.message.control_id if self.message else ""
+        source = self.source
+        return source.control_id if source else ""
 
     @property
     def message_type(self) -> str:
-        return self.message.message_type if self.message else ""
+        source = self.source
+        return source.message_type if source else ""
 
     @property
     def digest(self) -> str:
         """Content identity for duplicate detection; raw bytes when the text could not be decoded."""
         if self.message is not None and self.decoded:
             return self.message.content_digest
+        if self.document is not None:
+            return self.document.content_digest
         return hashlib.sha256(self.envelope.raw).hexdigest()
 
 
@@ -73,6 +102,7 @@ class Pipeline:
         self._versions = frozenset(config.pipeline.supported_versions)
         self._metrics = metrics
         self._destinations = tuple(d for d in config.destinations if d.enabled)
+        self._max_xml_bytes = config.http.max_body_bytes
 
     def decide(self, envelope: Envelope, progress=None) -> Decision:
         """``progress``, when given, gets ``progress.plugin`` set as soon as a plugin claims the
@@ -122,7 +152,8 @@ class Pipeline:
             stage = "serialize"
             records_json = json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":"))
             stage = "render"
-            outbox = () if any(i.severity == "E" for i in issues) else self._route(message, records, plugin)
+            outbox = () if any(i.severity == "E" for i in issues) else self._route(message, records, plugin,
+                                                                                     records.kind)
         except ContentError as e:
             return Decision(envelope, message, ERROR, e.issues, plugin)
         except Exception as e:  # a plugin bug must cost one message, never the gateway
@@ -136,20 +167,84 @@ class Pipeline:
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox)
 
-    def _route(self, message: Hl7Message, records, plugin: str) -> tuple[OutboxItem, ...]:
-        """One outbox item per destination whose routes take this message, rendered now so that
-        a rendering error is the sender's AE, not a dead letter days later."""
+    def decide_document(self, envelope: Envelope, progress=None, request: DocumentRequest | None = None) -> Decision:
+        """Decide about one XML 130 file (``envelope.raw``); like :meth:`decide`, never raises.
+
+        A file the sender must fix (unsafe or malformed XML, a rule broken) is AE; a file no
+        plugin claims, or one that contradicts ``request`` (the endpoint's kind, the form's
+        maCSKCB), is AR — AR is never repeated from the journal, so the same file sent correctly
+        is decided afresh.
+        """
+        try:
+            document = read_xml130(envelope.raw, max_bytes=self._max_xml_bytes)
+        except ContentError as e:
+            return Decision(envelope, None, ERROR, e.issues, document=DocumentSource.unread(envelope.raw, request))
+        except Exception as e:  # a reader bug on one odd file must cost that file, never a worker thread
+            self._metrics.plugin_exceptions.labels(plugin="core", stage="parse").inc()
+            log.error("reading an XML file raised {error_type}: {error}", error_type=type(e).__name__,
+                      error=mask_text(str(e)))
+            return Decision(envelope, None, ERROR, (Issue(
+                207, f"the gateway could not read the file ({type(e).__name__}); it is journaled and can be "
+                     f"replayed once the reader is fixed", "GIAMDINHHS"),),
+                document=DocumentSource.unread(envelope.raw, request))
+        source = DocumentSource.of_file(document, envelope.raw)
+        refusal = request_issues(document, request)
+        if refusal:
+            return Decision(envelope, None, REJECT, refusal, document=source)
+        stage, plugin = "identify", ""
+        try:
+            adapter = self._hook.hssk_identify_document(document=document, envelope=envelope)
+            if adapter is None:
+                return Decision(envelope, None, REJECT, (Issue(
+                    200, f"no plugin claims facility MACSKCB={document.facility!r} ({document.document} file); "
+                         f"the gateway's plugin config lists the facilities it takes", "THONGTINDONVI^MACSKCB"),),
+                    document=source)
+            plugin, stage = adapter.name, "normalize"
+            if progress is not None:
+                progress.plugin = plugin
+            record_sets = tuple(adapter.normalize(document))
+            stage = "check"
+            issues = list(repeated_episodes(record_sets))
+            for n, records in enumerate(record_sets, 1):
+                found = list(validate_record_set(records))
+                found += [i for answer in self._hook.hssk_check(message=None, records=records) if answer
+                          for i in answer]
+                issues += [located(i, n, len(record_sets)) for i in found]
+            stage = "serialize"
+            records_json = json.dumps([r.to_dict() for r in record_sets], ensure_ascii=False, separators=(",", ":"))
+            stage = "render"
+            outbox = () if any(i.severity == "E" for i in issues) else tuple(
+                item for records in record_sets
+                for item in self._route(source, records, plugin, record_identity(records)))
+        except ContentError as e:
+            return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
+        except Exception as e:  # a plugin bug must cost one file, never the gateway
+            self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
+            log.error("plugin {plugin} raised {error_type} in {stage} for an XML file: {error}",
+                      plugin=plugin or "unknown", stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),
+                      control_id=source.control_id)
+            return Decision(envelope, None, ERROR, (Issue(
+                207, f"plugin {plugin or 'unknown'} failed in {stage} ({type(e).__name__}); the file is "
+                     f"journaled and can be replayed once the plugin is fixed", "GIAMDINHHS"),), plugin, document=source)
+        code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
+        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=outbox, document=source)
+
+    def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str,
+               identity: str) -> tuple[OutboxItem, ...]:
+        """One outbox item per destination whose routes take this record set, rendered now so
+        that a rendering error is the sender's AE, not a dead letter days later. ``identity``
+        tells the record sets of one source apart in the idempotency key."""
         items = []
         for destination in self._destinations:
-            if not destination.matches(message.message_type, plugin):
+            if not destination.matches(source.message_type, plugin):
                 continue
-            key = idempotency_key(destination.name, message.sender, message.control_id, records.kind)
-            payload = self._hook.hssk_render(records=records, destination=destination, message=message,
+            key = idempotency_key(destination.name, source.sender, source.control_id, identity)
+            payload = self._hook.hssk_render(records=records, destination=destination, message=source,
                                              idempotency_key=key)
             if payload is None:
                 raise LookupError(f"no plugin renders format {destination.format!r} "
                                   f"for destination {destination.name!r}")
-            items.append(OutboxItem(destination.name, key, ordering_key(records, message), payload.content_type,
+            items.append(OutboxItem(destination.name, key, ordering_key(records, source), payload.content_type,
                                     payload.body))
         return tuple(items)
 

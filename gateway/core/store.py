@@ -191,6 +191,8 @@ class JournalWriter:
         self._stopped: Deferred | None = None
         #: Called on the reactor with the destinations that got new outbox rows in a commit.
         self.on_queued: Callable[[set[str]], None] | None = None
+        #: Destinations whose rows need no per-person sequencing (batch files carry a period at once).
+        self.unordered_destinations: frozenset[str] = frozenset()
 
     def start(self) -> None:
         self._conn = self._store.connect()
@@ -286,10 +288,10 @@ class JournalWriter:
         plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
         repeats: dict[int, int] = {}
         for decision in decisions:
-            message = decision.message
+            source = decision.source  # the HL7 message or the XML file's DocumentSource
             key = (decision.sender, decision.control_id)
             ack_code, issues = decision.ack_code, decision.issues
-            if message is not None and ack_code is not None and decision.control_id:
+            if source is not None and ack_code is not None and decision.control_id:
                 earlier = originals.get(key, {})
                 original = earlier.get(decision.digest)
                 if original is not None:
@@ -309,8 +311,8 @@ class JournalWriter:
             status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
             rows.append([
                 envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
-                decision.control_id, decision.message_type, message.version if message else "",
-                message.charset if message else "", decision.plugin, ack_code, status,
+                decision.control_id, decision.message_type, source.version if source else "",
+                source.charset if source else "", decision.plugin, ack_code, status,
                 json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
                 decision.digest, envelope.raw, decision.records_json, 0, None,
             ])
@@ -329,7 +331,7 @@ class JournalWriter:
             queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
                       if where == "row" and code == ACCEPT for item in decision.outbox]
             if queued:
-                insert_outbox_rows(self._conn, queued, now)
+                insert_outbox_rows(self._conn, queued, now, self.unordered_destinations)
         if repeats:
             self._conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
         return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
@@ -341,7 +343,7 @@ class JournalWriter:
         A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
         """
         keys = {(d.sender, d.control_id) for d in decisions
-                if d.message is not None and d.ack_code is not None and d.control_id}
+                if d.source is not None and d.ack_code is not None and d.control_id}
         if not keys:
             return {}
         senders = sorted({k[0] for k in keys})

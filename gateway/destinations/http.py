@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import email.utils
 import os
-from io import BytesIO
 from urllib.parse import urlsplit
 
 from twisted.internet import ssl
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError as TwistedTimeoutError
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
-from twisted.web.client import (Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, HTTPConnectionPool,
-                                ResponseDone, ResponseFailed)
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import DestinationConfig
@@ -56,6 +55,52 @@ class _ConfiguredTLS:
     def creatorForNetloc(self, hostname: bytes, port: int):
         return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust,
                                        clientCertificate=self._client)
+
+
+@implementer(IAgentEndpointFactory)
+class _CachedEndpoints:
+    """One endpoint per scheme/host/port, built once: the Agent's default factory builds a new
+    endpoint (and IDNA-encodes the host) for every request, even one that reuses a pooled
+    connection — about a tenth of the reactor's time when draining a queue."""
+
+    def __init__(self, reactor, policy, connect_timeout: float) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._timeout = connect_timeout
+        self._cache: dict[tuple[bytes, bytes, int], object] = {}
+
+    def endpointForURI(self, uri):
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+            self._cache[key] = endpoint
+        return endpoint
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """The whole payload in one write: payloads are already in memory, and FileBodyProducer
+    would spend two reactor turns per request feeding it in chunks."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer) -> Deferred:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: everything was written at once."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing to stop."""
 
 
 def parse_retry_after(value: bytes | None, now: float) -> float | None:
@@ -93,8 +138,8 @@ class HttpDestination:
         self._pool.retryAutomatically = False  # a retry is the dispatcher's decision, with backoff
         policy = (_ConfiguredTLS(config.ca_bundle, config.client_cert, config.client_key)
                   if config.ca_bundle or config.client_cert else BrowserLikePolicyForHTTPS())
-        self._agent = Agent(reactor, contextFactory=policy, connectTimeout=config.connect_timeout_seconds,
-                            pool=self._pool)
+        self._agent = Agent.usingEndpointFactory(
+            reactor, _CachedEndpoints(reactor, policy, config.connect_timeout_seconds), pool=self._pool)
         self._host = urlsplit(config.url).netloc
 
     def _headers(self, delivery: Delivery) -> Headers:
@@ -116,7 +161,7 @@ class HttpDestination:
     @inlineCallbacks
     def _post(self, delivery: Delivery):
         request = self._agent.request(b"POST", self._url, self._headers(delivery),
-                                      FileBodyProducer(BytesIO(delivery.payload)))
+                                      _BytesProducer(delivery.payload))
         request.addTimeout(self._config.response_timeout_seconds, self._reactor)
         try:
             response = yield request

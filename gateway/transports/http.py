@@ -23,6 +23,7 @@ from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
+from gateway.transports.xml_http import mount_xml_intake
 
 TRANSPORT = "http"
 RETRY_AFTER_SECONDS = 30
@@ -174,13 +175,15 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
                max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
                listener: str = "http", admin: Resource | None = None) -> Site:
-    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`)."""
+    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); XML 130
+    intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`)."""
     root = Resource()
     root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
                                                 stale_destinations))
     root.putChild(b"metrics", MetricsResource(metrics))
+    mount_xml_intake(root, intake, clock, metrics, listener)
     if admin is not None:
         root.putChild(b"admin", admin)
     site = Site(root, requestFactory=BoundedRequest)

@@ -147,7 +147,7 @@ async def test_one_row_by_id_without_payload(gw):
 
 
 @pytest.mark.parametrize(("method", "path", "code", "error"), [
-    ("GET", "/admin/outbox/rows?state=lost", 400, "state='lost' is not one of pending, in_flight, delivered, dead"),
+    ("GET", "/admin/outbox/rows?state=lost", 400, "state='lost' is not one of pending, waiting, in_flight, delivered, dead"),
     ("GET", "/admin/outbox/rows?limit=0", 400, "limit='0' must be an integer from 1 to 1000"),
     ("GET", "/admin/outbox/rows?limit=many", 400, "limit='many' must be an integer from 1 to 1000"),
     ("GET", "/admin/outbox/rows?destination=files", 400, "unknown parameter destination; this endpoint takes dest"),

@@ -1,0 +1,271 @@
+"""XML 130 intake over HTTP: a vendor-neutral ``POST /xml130``, and the BHXH portal's pair
+``POST /api/qd130/guiHoSoXmlQD4750`` (claim file) and ``POST /api/qd130/checkInKcbQd4750``
+(check-in file), so a HIS that already submits to the portal sends a copy here by changing only
+the address.
+
+Every answer that says "accepted" is given only after the journal commit (invariant 1): the
+resources hand the file to :meth:`Intake.submit_document` and answer when its Deferred fires.
+The file itself is parsed on a pipeline worker, never on the reactor; here we only check the
+size, the media type or the form fields, and base64-decode the portal's ``fileHSBase64``.
+
+``/xml130`` speaks HTTP: 200 accepted, 422 with a JSON list of errors the sender must fix
+(including refused XML: DTDs, entities, XXE, billion laughs), 403 when no plugin takes the
+facility, 413 too large, 415 not XML, 503 + Retry-After when the file was not stored.
+
+The portal pair speaks the portal's JSON (``maKetQua``, ``maGiaoDich``, ``thoiGianTiepNhan``,
+``thongDiep``) with HTTP 200, as the portal does. Only 200 (success) is documented for the 4750
+API; the other codes reuse the portal's published codes where one fits (vn-standards §2.3, §2.6)
+and are the gateway's own choice — see :data:`BHXH_CODES`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime, timedelta, timezone
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from gateway.core.documents import DocumentRequest
+from gateway.core.envelope import Envelope
+from gateway.core.intake import Intake
+from gateway.core.metrics import Metrics
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
+from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
+
+TRANSPORT = "http"
+#: Not in twisted.web.http's constants.
+UNPROCESSABLE_ENTITY = 422
+RETRY_AFTER_SECONDS = 30
+XML_CONTENT_TYPES = ("application/xml", "text/xml")
+
+#: Vietnam has kept UTC+7 without daylight saving since 1975, so a fixed offset is exact and
+#: needs no tz database on the host.
+VIETNAM_TIME = timezone(timedelta(hours=7), "ICT")
+#: ``thoiGianTiepNhan`` as the portal writes it (vn-standards §2.3: ``yyyyMMddHHmmss``).
+RECEPTION_TIME_FORMAT = "%Y%m%d%H%M%S"
+
+#: ``maKetQua`` values of the portal-compatible endpoints. "200" is the portal's success code;
+#: the rest are the gateway's choice among codes the portal is known to use (4210 list, §2.6),
+#: because the 4750 error list is not published.
+BHXH_CODES = {
+    "200": "accepted and stored (also a repeat of a file already accepted)",
+    "205": "a form field is missing or wrong: maCSKCB, loaiHoSo or fileHSBase64 (not base64, "
+           "another facility's file, the other kind of file)",
+    "123": "the file is refused as it is: not well-formed or unsafe XML, or a rule of QĐ 4750 broken",
+    "403": "no plugin of this gateway takes files of this facility",
+    "1001": "the request is larger than http.max_body_bytes",
+    "124": "not stored now (the gateway is at a bound or timed out): send the same file again later",
+}
+
+#: Form fields of the portal API. ``username`` and ``maTinh`` are accepted and not used: the
+#: gateway has no portal accounts, and the facility code says the province.
+FORM_FIELDS = ("username", "loaiHoSo", "maTinh", "maCSKCB", "fileHSBase64")
+_FORM_LOCATIONS = frozenset(FORM_FIELDS)
+
+
+class _DocumentResource(Resource):
+    """What both kinds of XML intake share: the envelope, the submit, the answer after commit."""
+
+    isLeaf = True
+
+    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
+        super().__init__()
+        self._intake = intake
+        self._clock = clock
+        self._metrics = metrics
+        self._listener = listener
+
+    def _submit(self, request: Request, raw: bytes, received_at: float, document_request: DocumentRequest | None):
+        peer = request.getClientAddress()
+        envelope = Envelope(raw, TRANSPORT, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+                            received_at, self._listener)
+        d = self._intake.submit_document(envelope, document_request)
+        d.addCallback(self._respond, request, received_at)
+        return NOT_DONE_YET
+
+    def _respond(self, outcome: Outcome, request: Request, received_at: float) -> None:
+        if request._disconnected:
+            return
+        code, body, retry = self._answer(outcome, received_at)
+        request.setResponseCode(code)
+        if retry:
+            request.setHeader("retry-after", str(RETRY_AFTER_SECONDS))
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        request.setHeader("content-type", "application/json; charset=utf-8")
+        request.setHeader("content-length", str(len(data)))
+        request.write(data)
+        request.finish()
+        self._metrics.ack_latency.labels(transport=TRANSPORT).observe(self._clock.seconds() - received_at)
+
+    def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
+        """(HTTP status, JSON body, whether to send Retry-After) for a decision."""
+        raise NotImplementedError
+
+    def _too_large(self, request: Request) -> bool:
+        if not getattr(request, "too_large", False):
+            return False
+        self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()
+        return True
+
+
+class Xml130Resource(_DocumentResource):
+    """``POST /xml130``: the GIAMDINHHS (or check-in) file as the body, answered in plain HTTP."""
+
+    def render_POST(self, request: Request):
+        if self._too_large(request):
+            limit = request.channel.site.max_body_bytes
+            return _json(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
+                "too_large", Issue(102, f"body exceeds {limit} bytes (http.max_body_bytes)", "body")))
+        media_type = (request.getHeader("content-type") or "").lower().partition(";")[0].strip()
+        if media_type not in XML_CONTENT_TYPES:
+            return _json(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
+                102, f"content type {media_type or '(none)'!r} is not XML; send an XML 130 file as "
+                     f"{' or '.join(XML_CONTENT_TYPES)}", "content-type")))
+        return self._submit(request, request.content.read(), self._clock.seconds(), None)
+
+    def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
+        if _send_again(outcome):
+            body = _errors("unavailable" if not outcome.committed else "rejected", *outcome.issues)
+            body["message_id"] = outcome.message_id
+            return http.SERVICE_UNAVAILABLE, body, True
+        if outcome.ack_code == ACCEPT:
+            return http.OK, {"status": "accepted", "message_id": outcome.message_id,
+                             "records": outcome.extra.get("records", 0), "duplicate": outcome.duplicate,
+                             "warnings": [i.to_dict() for i in outcome.issues]}, False
+        body = _errors("error" if outcome.ack_code == ERROR else "rejected", *outcome.issues)
+        body.update(message_id=outcome.message_id, duplicate=outcome.duplicate)
+        if outcome.ack_code == ERROR:
+            return UNPROCESSABLE_ENTITY, body, False
+        return http.FORBIDDEN, body, False
+
+
+class BhxhPortalResource(_DocumentResource):
+    """One of the portal's form endpoints; ``document`` is the kind of file it takes and
+    ``file_type`` the ``loaiHoSo`` value the portal expects with it (130 claim, 0 check-in)."""
+
+    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str, *, document: str,
+                 file_type: str) -> None:
+        super().__init__(intake, clock, metrics, listener)
+        self._document = document
+        self._file_type = file_type
+
+    def render_POST(self, request: Request):
+        received_at = self._clock.seconds()
+        if self._too_large(request):
+            limit = request.channel.site.max_body_bytes
+            return self._portal_json(request, "1001", received_at,
+                                     f"Dung lượng vượt quá giới hạn / request larger than {limit} bytes "
+                                     f"(http.max_body_bytes)")
+        fields = {name: _field(request, name) for name in FORM_FIELDS}
+        missing = [name for name in ("loaiHoSo", "maCSKCB", "fileHSBase64") if not fields[name]]
+        if missing:
+            return self._portal_json(request, "205", received_at, _form_problem(
+                f"missing form field(s) {', '.join(missing)}; send {', '.join(FORM_FIELDS)} as "
+                f"application/x-www-form-urlencoded or multipart/form-data"))
+        if fields["loaiHoSo"] != self._file_type:
+            return self._portal_json(request, "205", received_at, _form_problem(
+                f"loaiHoSo: {fields['loaiHoSo']!r}, this endpoint takes loaiHoSo={self._file_type} "
+                f"({self._document} file)"))
+        raw = _decode_file(fields["fileHSBase64"])
+        if raw is None:
+            return self._portal_json(request, "205", received_at, _form_problem(
+                "fileHSBase64: not valid base64 (RFC 4648 alphabet, '=' padding)"))
+        return self._submit(request, raw, received_at, DocumentRequest(self._document, fields["maCSKCB"]))
+
+    def _portal_json(self, request: Request, code: str, received_at: float, message: str) -> bytes:
+        return _json(request, http.OK, _portal_body(code, "", received_at, message))
+
+    def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
+        code = portal_code(outcome)
+        transaction = "" if outcome.message_id is None else str(outcome.message_id)
+        return http.OK, _portal_body(code, transaction, received_at, _portal_message(code, outcome)), code == "124"
+
+
+def portal_code(outcome: Outcome) -> str:
+    """The ``maKetQua`` for a decision (see :data:`BHXH_CODES`)."""
+    if _send_again(outcome):
+        return "124"
+    if outcome.ack_code == ACCEPT:
+        return "200"
+    if outcome.ack_code == ERROR:
+        return "123"
+    if any(i.location in _FORM_LOCATIONS for i in outcome.issues):
+        return "205"
+    return "403"
+
+
+def _send_again(outcome: Outcome) -> bool:
+    """Not stored, or AR 207 (a plugin or the journal too slow): the same file may succeed later."""
+    return not outcome.committed or outcome.ack_code == REJECT and any(i.code == 207 for i in outcome.issues)
+
+
+def _portal_message(code: str, outcome: Outcome) -> str:
+    if code == "200":
+        records = outcome.extra.get("records", 0)
+        repeat = " (đã tiếp nhận trước đó / already received)" if outcome.duplicate else ""
+        return f"Tiếp nhận thành công / accepted: {records} hồ sơ (records){repeat}"
+    summary = {
+        "123": "Hồ sơ không hợp lệ / file refused",
+        "124": "Chưa lưu được hồ sơ, vui lòng gửi lại sau / not stored, send again later",
+        "205": "Sai tham số / wrong parameter",
+        "403": "Cơ sở KCB không được tiếp nhận / facility not served by this gateway",
+    }[code]
+    details = "; ".join(f"{i.location}: {i.text}" if i.location else i.text for i in outcome.issues)
+    return f"{summary}: {details}" if details else summary
+
+
+def _portal_body(code: str, transaction: str, received_at: float, message: str) -> dict:
+    return {"maKetQua": code, "maGiaoDich": transaction, "thoiGianTiepNhan": reception_time(received_at),
+            "thongDiep": message}
+
+
+def reception_time(seconds: float) -> str:
+    """``thoiGianTiepNhan``: the reception time, Vietnam local time, ``yyyyMMddHHmmss``."""
+    return datetime.fromtimestamp(seconds, VIETNAM_TIME).strftime(RECEPTION_TIME_FORMAT)
+
+
+def _form_problem(text: str) -> str:
+    return f"Sai tham số / wrong parameter: {text}"
+
+
+def _field(request: Request, name: str) -> str:
+    values = request.args.get(name.encode("ascii")) or [b""]
+    return values[0].decode("utf-8", "replace").strip()
+
+
+def _decode_file(text: str) -> bytes | None:
+    """``fileHSBase64`` as bytes. A space is read as ``+``: a client that form-encodes without
+    escaping ``+`` sends base64's ``+`` as a space, and a space is never base64 itself. Line
+    breaks (MIME-style base64) are dropped."""
+    cleaned = "".join(text.replace(" ", "+").split())
+    try:
+        raw = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw or None
+
+
+def _errors(status: str, *issues: Issue) -> dict:
+    return {"status": status, "errors": [i.to_dict() for i in issues]}
+
+
+def _json(request: Request, code: int, body: dict) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader("content-type", "application/json; charset=utf-8")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
+    """Put ``/xml130`` and ``/api/qd130/{guiHoSoXmlQD4750,checkInKcbQd4750}`` under ``root``."""
+    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener))
+    api, qd130 = Resource(), Resource()
+    root.putChild(b"api", api)
+    api.putChild(b"qd130", qd130)
+    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener,
+                                                           document=CLAIM_DOCUMENT, file_type="130"))
+    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener,
+                                                           document=CHECK_IN_DOCUMENT, file_type="0"))
