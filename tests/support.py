@@ -347,3 +347,38 @@ async def wait_until(condition, timeout: float = 10.0, what: str = "condition") 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await deferLater(reactor, 0.02, lambda: None)
+
+
+# --- helpers for the vendor plugin tests (added; nothing above changed) ------------------------------
+
+
+def plugin_sample(plugin_dir: Path, name: str) -> bytes:
+    """A plugin's own sample (plugins/<name>/samples), HL7 segments ending in CR; XML as stored."""
+    raw = (plugin_dir / "samples" / name).read_bytes()
+    if name.endswith(".hl7"):
+        return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").rstrip(b"\r") + b"\r"
+    return raw
+
+
+def fresh_plugin_manager(plugin, **overrides):
+    """A plugin manager holding only ``plugin`` (and the core renderers), configured with the
+    gateway defaults plus ``overrides``: a test can reconfigure a fresh plugin object without
+    touching the bundled singleton other tests load through the entry point."""
+    return build_plugin_manager(load_config(environ={}, overrides=overrides), extra=[plugin], load_entry_points=False)
+
+
+def xml130_projection(records: RecordSet) -> dict:
+    """What an XML 130 file can say about a record set: the XML1 field texts, the identifiers
+    (system, value and card columns; the assigner has no XML field), and the XML4 result fields.
+    Two record sets with equal projections are the same claim as far as XML 130 is concerned."""
+    from gateway.formats.xml130 import xml1_values
+
+    identifiers = set()
+    if records.person is not None:
+        identifiers = {(i.system, i.value, i.valid_from, i.valid_to, i.registered_facility)
+                       for i in records.person.identifiers}
+    results = [(o.stt, o.service_code, o.code, o.name, o.value, o.unit, o.observed_at, o.reader)
+               for o in records.observations]
+    xml1 = {tag: text for tag, text in xml1_values(records).items() if text}  # empty and absent say the same
+    return {"xml1": xml1, "identifiers": identifiers, "xml4": results,
+            "xml2": len(records.medications), "xml3": len(records.services)}

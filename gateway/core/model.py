@@ -96,6 +96,9 @@ class Person:
     occupation: str = ""  # MA_NGHE_NGHIEP, 5 characters
     blood_group: str = ""  # NHOM_MAU (new in 4750)
     related: tuple[RelatedPerson, ...] = ()  # mother / father / guardian links
+    #: Identifiers this person was known by before a merge (HL7 ADT^A40 MRG-1) or a re-issue:
+    #: a receiver links or retires them. XML 130 has no place for them.
+    previous_identifiers: tuple[Identifier, ...] = ()
 
     def identifier(self, system: str) -> str:
         return next((i.value for i in self.identifiers if i.system == system), "")

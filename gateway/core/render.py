@@ -1,16 +1,25 @@
-"""The core's own renderers: canonical JSON, the format every destination can take, and ``hl7v2``,
-the original message forwarded as it came (for ``mllp`` destinations).
+"""The core's own renderers, chosen by the destination's ``format``:
 
-Registered like a plugin (``trylast``), so a vendor plugin that renders ``json`` or ``hl7v2``
-differently wins.
+- ``json``: canonical JSON, the format every destination can take;
+- ``xml130``: a QĐ 130/4750 file (GIAMDINHHS, or the check-in file for a check-in record set),
+  ``application/xml`` — what the provincial record store takes by default;
+- ``fhir``: a FHIR R4 collection Bundle, ``application/fhir+json``, for a store that says so;
+- ``hl7v2``: the original message forwarded as it came (for ``mllp`` destinations).
+
+Registered like a plugin (``trylast``), so every plugin gets them and a vendor plugin that
+renders one of these formats differently wins.
 """
 from __future__ import annotations
 
 import json
 
 from gateway.core.hookspecs import Payload, hookimpl
+from gateway.core.model import RecordSet
+from gateway.core.outcome import ContentError, Issue
 from gateway.formats.charsets import codec_for
+from gateway.formats.fhir import render_fhir_json
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, ClaimFile, write_xml130
 
 UTF8_CHARSET = "UNICODE UTF-8"
 
@@ -19,9 +28,29 @@ UTF8_CHARSET = "UNICODE UTF-8"
 def hssk_render(records, destination, message, idempotency_key) -> Payload | None:
     if destination.format == "json":
         return render_json(records, message, idempotency_key)
+    if destination.format == "xml130":
+        return render_xml130(records, message, idempotency_key)
+    if destination.format == "fhir":
+        return Payload("application/fhir+json", render_fhir_json(records, idempotency_key))
     if destination.format == "hl7v2":
         return render_hl7v2(message)
     return None
+
+
+def render_xml130(records: RecordSet, message, idempotency_key: str) -> Payload:
+    """One record set as one XML 130 file with one HOSO. An XML 130 file is an episode's file:
+    a record set without MA_LK (an ADT^A28/A31 person update, a result with no PV1-19) has no
+    place in one, so it is refused with an issue that says why rather than written invalid.
+    NGAYLAP is the message's date (MSH-7), else the episode's admission date."""
+    encounter = records.encounter
+    if encounter is None or not encounter.ma_lk:
+        raise ContentError([Issue(101, f"{records.kind}: XML 130 needs an episode key (MA_LK, HL7 PV1-19); route "
+                                       "person-only messages to a json or fhir destination", "PV1^1^19")])
+    created_on = message.msh(7)[:8] if isinstance(message, Hl7Message) else ""
+    document = CHECK_IN_DOCUMENT if records.kind == CHECK_IN_KIND else CLAIM_DOCUMENT
+    claim = ClaimFile((records,), facility=encounter.facility,
+                      created_on=created_on if created_on.isdigit() else encounter.admitted_at[:8], document=document)
+    return Payload("application/xml", write_xml130(claim, document_id=idempotency_key))
 
 
 def render_json(records, message: Hl7Message, idempotency_key: str) -> Payload:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,12 +88,28 @@ class LegacyRules:
 
 
 def _local(element: etree._Element) -> str:
-    return etree.QName(element).localname
+    """The tag without its namespace. Plain string work: ``etree.QName`` costs a C object per
+    call, and a 50-line claim file has tens of thousands of fields."""
+    tag = element.tag
+    return tag.rpartition("}")[2] if tag[0] == "{" else tag
 
 
 def _pairs(element: etree._Element) -> list[tuple[str, str]]:
-    """The record's child fields as ``(tag, text)``, text stripped (CDATA reads as text)."""
-    return [(_local(child), (child.text or "").strip()) for child in element if isinstance(child.tag, str)]
+    """The record's child fields as ``(tag, text)``, text stripped (CDATA reads as text).
+    Comments and processing instructions have a non-string tag and are skipped."""
+    pairs = []
+    for child in element:
+        tag = child.tag
+        if tag.__class__ is str:
+            pairs.append((tag.rpartition("}")[2] if tag[0] == "{" else tag, (child.text or "").strip()))
+    return pairs
+
+
+@functools.cache
+def _required_fields(cls: type) -> tuple[str, ...]:
+    """Fields without a default, which a table may leave out: they are filled with ''."""
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
 class _Reader:
@@ -125,9 +142,8 @@ class _Reader:
               location: str, **more):
         kwargs = {fm.attribute: self.typed(fm, values[fm.tag], where, location)
                   for fm in fields if fm.tag in values}
-        for f in dataclasses.fields(cls):
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                kwargs.setdefault(f.name, "")
+        for name in _required_fields(cls):
+            kwargs.setdefault(name, "")
         return cls(**kwargs, **more)
 
     # -- XML1 and the fields other tables repeat from it ------------------------------------
@@ -291,7 +307,7 @@ def _identifiers(values: Mapping[str, str]) -> tuple[Identifier, ...]:
     found = []
     personal = values.get("SO_CCCD", "")
     if personal:
-        found.append(Identifier(_personal_id_system(personal), personal))
+        found.append(Identifier(personal_id_system(personal), personal))
     cards = values.get("MA_THE_BHYT", "")
     if cards:
         def column(tag: str, i: int) -> str:
@@ -307,7 +323,7 @@ def _identifiers(values: Mapping[str, str]) -> tuple[Identifier, ...]:
     return tuple(found)
 
 
-def _personal_id_system(value: str) -> str:
+def personal_id_system(value: str) -> str:
     """SO_CCCD holds a CCCD, an old CMND, a passport or an e-ID account code (PL4750)."""
     if value.isdigit() and len(value) == 12:
         return "CCCD"

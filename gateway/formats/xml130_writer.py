@@ -155,6 +155,13 @@ def _serialise(root: etree._Element, pretty: bool = False) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=pretty)
 
 
+def _serialise_document(root: etree._Element, document_id: str) -> bytes:
+    if not document_id:
+        return _serialise(root, pretty=True)
+    root.addprevious(etree.ProcessingInstruction("hssk-id", document_id.replace("?>", "")))
+    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="utf-8", pretty_print=True)
+
+
 def record_tables(records: RecordSet, decimals: Mapping[str, int] = DEFAULT_DECIMALS) -> list[tuple[str, bytes]]:
     """The FILEHOSO tables of one record set as ``(LOAIHOSO, UTF-8 XML)``, in table order."""
     base = xml1_values(records, decimals)
@@ -173,7 +180,7 @@ def record_tables(records: RecordSet, decimals: Mapping[str, int] = DEFAULT_DECI
     return sorted(tables, key=lambda table: int(table[0][3:]))
 
 
-def _claim_document(claim: ClaimFile, decimals: Mapping[str, int]) -> bytes:
+def _claim_document(claim: ClaimFile, decimals: Mapping[str, int], document_id: str = "") -> bytes:
     facility = claim.facility or next((r.encounter.facility for r in claim.records if r.encounter), "")
     root = etree.Element("GIAMDINHHS", nsmap=_NSMAP)
     etree.SubElement(etree.SubElement(root, "THONGTINDONVI"), "MACSKCB").text = facility
@@ -188,10 +195,10 @@ def _claim_document(claim: ClaimFile, decimals: Mapping[str, int]) -> bytes:
             etree.SubElement(file, "LOAIHOSO").text = kind
             etree.SubElement(file, "NOIDUNGFILE").text = base64.b64encode(content).decode("ascii")
     etree.SubElement(root, "CHUKYDONVI").text = ""
-    return _serialise(root, pretty=True)
+    return _serialise_document(root, document_id)
 
 
-def _check_in_document(claim: ClaimFile, decimals: Mapping[str, int]) -> bytes:
+def _check_in_document(claim: ClaimFile, decimals: Mapping[str, int], document_id: str = "") -> bytes:
     root = etree.Element(CHECK_IN.root)
     listing = etree.SubElement(root, CHECK_IN.list_tag)
     for n, records in enumerate(claim.records, 1):
@@ -202,12 +209,16 @@ def _check_in_document(claim: ClaimFile, decimals: Mapping[str, int]) -> bytes:
             records.check_in.extra if records.check_in else ())
         _add_fields(listing, CHECK_IN.record, CHECK_IN_ORDER, values, extra, XML1_LEGACY_ONLY)
     etree.SubElement(root, "CHUKYDONVI").text = ""
-    return _serialise(root, pretty=True)
+    return _serialise_document(root, document_id)
 
 
-def write_xml130(claim: ClaimFile, *, decimals: Mapping[str, int] = DEFAULT_DECIMALS) -> bytes:
+def write_xml130(claim: ClaimFile, *, decimals: Mapping[str, int] = DEFAULT_DECIMALS, document_id: str = "") -> bytes:
     """Render ``claim`` as a QĐ 4750 file: the GIAMDINHHS envelope, or a check-in file when
-    ``claim.document`` is ``CHECKIN``. A claim read from a 4210 file comes out as 4750."""
+    ``claim.document`` is ``CHECKIN``. A claim read from a 4210 file comes out as 4750.
+
+    ``document_id`` (the gateway's idempotency key) goes into an ``<?hssk-id …?>`` processing
+    instruction before the root: the annex has no id field, and a processing instruction is
+    invisible to BHXH-style validators that only read elements."""
     if claim.document == CHECK_IN_DOCUMENT:
-        return _check_in_document(claim, decimals)
-    return _claim_document(claim, decimals)
+        return _check_in_document(claim, decimals, document_id)
+    return _claim_document(claim, decimals, document_id)

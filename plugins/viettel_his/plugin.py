@@ -1,54 +1,27 @@
-"""Viettel-HIS: HL7 v2 feeds claimed by MSH-3 sending application.
+"""Viettel-HIS: HL7 v2 feeds claimed by MSH-3, XML 130 files claimed by facility code.
 
-The sending applications are configuration (``[plugins.viettel_his] sending_applications``):
-Viettel does not publish its interface specification, so the defaults are our best reading.
+Viettel publishes no interface specification, so every default below is our best reading of
+what its sites send, not a published spec; each one is overridden by ``[plugins.viettel_his]``
+(see README.md beside this file and ``gateway.formats.profile``).
 """
 from __future__ import annotations
 
-from gateway.config import ConfigError, GatewayConfig
-from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.model import RecordSet
-from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
-from gateway.formats.hl7v2 import Hl7Message
+from gateway.formats.profile import ProfileDefaults, VendorPlugin
 
 NAME = "viettel_his"
 DEFAULT_SENDING_APPLICATIONS = ("VIETTEL_HIS", "VTHIS")
 
+#: Our reading: CCCD, card and BHXH number as PID-3 repeats (types NI / HC / SS); the card's
+#: validity in IN1-12/13 with the number in IN1-36; the registered facility (MA_DKBD) in PD1-3,
+#: HL7's "patient primary facility"; a ZPV segment with the visit's claim summary.
+DEFAULTS = ProfileDefaults(
+    sending_applications=DEFAULT_SENDING_APPLICATIONS,
+    field_map={
+        "IN1-36": "MA_THE_BHYT", "IN1-12": "GT_THE_TU", "IN1-13": "GT_THE_DEN", "PD1-3": "MA_DKBD",
+        "ZPV-1": "MA_LOAI_KCB", "ZPV-2": "MA_DOITUONG_KCB", "ZPV-3": "MA_KHOA", "ZPV-4": "T_THUOC",
+        "ZPV-5": "T_VTYT", "ZPV-6": "T_TONGCHI_BV", "ZPV-7": "T_TONGCHI_BH", "ZPV-8": "T_BNTT",
+        "ZPV-9": "T_BNCCT", "ZPV-10": "T_BHTT",
+    },
+)
 
-class ViettelAdapter:
-    name = NAME
-
-    def normalize(self, message: Hl7Message) -> RecordSet:
-        return RecordSet(
-            kind=message.message_type,
-            person=person_from_pid(message),
-            encounter=encounter_from_pv1(message),
-            observations=observations_from_obx(message),
-        )
-
-
-class ViettelHisPlugin:
-    def __init__(self) -> None:
-        self.sending_applications = frozenset(DEFAULT_SENDING_APPLICATIONS)
-        self.adapter = ViettelAdapter()
-
-    @hookimpl
-    def hssk_configure(self, config: GatewayConfig) -> None:
-        settings = config.plugin_settings(NAME)
-        apps = settings.get("sending_applications", DEFAULT_SENDING_APPLICATIONS)
-        if not isinstance(apps, list | tuple) or not all(isinstance(a, str) and a for a in apps):
-            raise ConfigError(f"plugins.{NAME}.sending_applications", f"must be a list of non-empty strings, got {apps!r}")
-        self.sending_applications = frozenset(a.upper() for a in apps)
-
-    @hookimpl
-    def hssk_describe(self) -> PluginDescription:
-        return PluginDescription(NAME, "HL7 v2 (ADT, ORU) with MSH-3 in " + ", ".join(sorted(self.sending_applications)))
-
-    @hookimpl
-    def hssk_identify(self, message: Hl7Message) -> ViettelAdapter | None:
-        if message.sending_application.upper() in self.sending_applications:
-            return self.adapter
-        return None
-
-
-plugin = ViettelHisPlugin()
+plugin = VendorPlugin(NAME, DEFAULTS)
