@@ -33,7 +33,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
-from gateway.core.validation import validate_record_set
+from gateway.core.validation import validate_hl7_identity, validate_record_set
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 from gateway.formats.xml130 import read_xml130
 
@@ -148,7 +148,8 @@ class Pipeline:
                 progress.plugin = plugin
             records = adapter.normalize(message)
             stage = "check"
-            issues = tuple(i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
+            issues = validate_hl7_identity(records) + tuple(
+                i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
             stage = "serialize"
             records_json = json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":"))
             stage = "render"

@@ -257,3 +257,22 @@ def require_valid(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) ->
     if errors:
         raise ContentError(errors)
     return records
+
+
+#: Where each XML1 field of the identity rules lives in an HL7 v2 message, for ERR-2.
+_HL7_LOCATIONS = {"SO_CCCD": "PID^1^3", "MA_THE_BHYT": "PID^1^3", "MA_DKBD": "IN1^1^36", "GT_THE_TU": "IN1^1^12",
+                  "GT_THE_DEN": "IN1^1^13", "NGAY_SINH": "PID^1^7", "GIOI_TINH": "PID^1^8",
+                  "MATINH_CU_TRU": "PID^1^11", "MA_BENH_CHINH": "DG1^1^3", "MA_BENH_KT": "DG1^2^3"}
+
+
+def validate_hl7_identity(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
+    """The identity and code rules that apply to any feed (CCCD structure, BHYT card, BHXH
+    number, registered facility, birth date, sex, province, ICD-10 shape), located in HL7 terms.
+    The claim rules (required XML1 fields, totals, MA_LK linkage) are for XML 130 files only: an
+    ADT message is not a claim."""
+    issues = _person_issues(records, rules)
+    if records.diagnosis is not None:
+        issues += check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
+                                        max_secondary=rules.max_secondary_diagnoses)
+    return tuple(Issue(i.code, i.text, _HL7_LOCATIONS.get(i.location.rpartition("^")[2], i.location), i.severity)
+                 for i in issues)

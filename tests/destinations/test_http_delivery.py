@@ -135,7 +135,7 @@ async def test_a_refused_connection_is_retry(store):
 # --- through the dispatcher, with time under test control ---------------------------------------
 
 PERSON_A = "PID|1||079085000111^^^BCA^NI||Nguyễn^Văn A||19850412|M"
-PERSON_B = "PID|1||079085000222^^^BCA^NI||Trần^Thị B||19900101|F"
+PERSON_B = "PID|1||079190000222^^^BCA^NI||Trần^Thị B||19900101|F"
 
 
 def outbox(gateway, **where) -> list[dict]:
@@ -273,7 +273,7 @@ async def test_circuit_opens_after_consecutive_failures_and_probes_once(deliveri
     gateway, resource, client = delivering
     dispatcher = gateway.delivery.dispatchers["store"]
     resource.behaviour.default = "500"
-    persons = [f"PID|1||0790850003{n:02d}^^^BCA^NI||Lê^Văn {n}||19800101|M" for n in range(5)]
+    persons = [f"PID|1||0790800003{n:02d}^^^BCA^NI||Lê^Văn {n}||19800101|M" for n in range(5)]
 
     for n, person in enumerate(persons):
         await send_and_receive(client, hl7(person, control_id=f"P{n}"))

@@ -30,7 +30,7 @@ def nfc(text: str) -> str:
 async def test_latin1_message_declared_8859_1_is_decoded_as_latin1(gateway):
     client = await connect_mllp(gateway)
 
-    client.send(hl7("PID|1||079085000123^^^BCA^NI||Müller^Zoë Ångström||19850412|F", charset="8859/1",
+    client.send(hl7("PID|1||079185000123^^^BCA^NI||Müller^Zoë Ångström||19850412|F", charset="8859/1",
                     control_id="LATIN1"))
 
     [ack] = await client.wait_frames(1)

@@ -1,0 +1,47 @@
+"""Identity rules on the HL7 path: a structurally wrong CCCD or BHYT card is the sender's AE,
+with ERR naming the field, the rule and the HL7 location, and the identifier masked."""
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.support import connect_mllp, err_segments, hl7, journal_rows, msa, send_and_receive
+
+
+@pytest_twisted.ensureDeferred
+async def test_cccd_whose_sex_digit_contradicts_pid8_is_answered_ae_102_at_pid3(gateway):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7("PID|1||079085000123^^^BCA^NI||Trần^Thị Hoa||19850412|F",
+                                             control_id="BADCCCD"))
+
+    assert msa(ack)[1:3] == ["AE", "BADCCCD"]
+    [err] = err_segments(ack)
+    assert err[2] == "PID^1^3" and err[3].split("^")[0] == "102"
+    assert "SO_CCCD" in err[8] and "079085000123" not in err[8]
+    assert [r["status"] for r in journal_rows(gateway)] == ["error"]
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bhyt_card_with_benefit_digit_out_of_range_is_answered_ae(gateway):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7(
+        "PID|1||079085000123^^^BCA^NI~GD9790000012345^^^BHXH^BHYT||Nguyễn^Văn An||19850412|M",
+        control_id="BADCARD"))
+
+    assert msa(ack)[1] == "AE"
+    assert any("MA_THE_BHYT" in err[8] for err in err_segments(ack))
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_consistent_identifiers_are_accepted(gateway):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7(
+        "PID|1||079185000123^^^BCA^NI~GD4790000012345^^^BHXH^BHYT||Trần^Thị Hoa||19850412|F", control_id="GOOD"))
+
+    assert msa(ack)[1:3] == ["AA", "GOOD"]
+    assert err_segments(ack) == []
+    client.transport.loseConnection()
