@@ -9,6 +9,8 @@ version has a default, so older adapters keep constructing records positionally.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -204,6 +206,12 @@ class RecordSet:
 
     def to_dict(self) -> dict:
         return as_plain(self)
+
+    @functools.cached_property
+    def json_text(self) -> str:
+        """Compact JSON of :meth:`to_dict`, built once per record set: the journal and the json
+        renderer both carry it, and serialising twice was a tenth of a message's CPU."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

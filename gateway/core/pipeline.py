@@ -13,7 +13,6 @@ route each. Its Decision names the file through a :class:`DocumentSource` instea
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -151,7 +150,7 @@ class Pipeline:
             issues = validate_hl7_identity(records) + tuple(
                 i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
             stage = "serialize"
-            records_json = json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":"))
+            records_json = records.json_text
             stage = "render"
             outbox = () if any(i.severity == "E" for i in issues) else self._route(message, records, plugin,
                                                                                      records.kind)
@@ -212,7 +211,7 @@ class Pipeline:
                           for i in answer]
                 issues += [located(i, n, len(record_sets)) for i in found]
             stage = "serialize"
-            records_json = json.dumps([r.to_dict() for r in record_sets], ensure_ascii=False, separators=(",", ":"))
+            records_json = f"[{','.join(r.json_text for r in record_sets)}]"
             stage = "render"
             outbox = () if any(i.severity == "E" for i in issues) else tuple(
                 item for records in record_sets

@@ -54,12 +54,10 @@ def render_xml130(records: RecordSet, message, idempotency_key: str) -> Payload:
 
 
 def render_json(records, message: Hl7Message, idempotency_key: str) -> Payload:
-    document = {
-        "id": idempotency_key,
-        "source": {"sender": message.sender, "control_id": message.control_id, "message_type": message.message_type},
-        "records": records.to_dict(),
-    }
-    return Payload("application/json", json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    head = json.dumps({"id": idempotency_key, "source": {
+        "sender": message.sender, "control_id": message.control_id, "message_type": message.message_type}},
+        ensure_ascii=False, separators=(",", ":"))
+    return Payload("application/json", f'{head[:-1]},"records":{records.json_text}}}'.encode("utf-8"))
 
 
 def render_hl7v2(message: Hl7Message) -> Payload:
