@@ -5,6 +5,10 @@ speaks MLLP over a real socket, so every test goes through framing, pipeline, jo
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -382,3 +386,21 @@ def xml130_projection(records: RecordSet) -> dict:
     xml1 = {tag: text for tag, text in xml1_values(records).items() if text}  # empty and absent say the same
     return {"xml1": xml1, "identifiers": identifiers, "xml4": results,
             "xml2": len(records.medications), "xml3": len(records.services)}
+
+
+# --- the CLI as an operator runs it: a subprocess of the installed console script --------------
+
+CLI = Path(sys.executable).parent / "hssk-gateway"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``hssk-gateway ARGS`` from the repository root, without any HSSK_* environment override."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
+    return subprocess.run([str(CLI), *map(str, args)], cwd=REPO, env=env, capture_output=True, timeout=60)
+
+
+def run_json(*args):
+    result = run_cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

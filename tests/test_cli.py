@@ -1,9 +1,6 @@
 """``hssk-gateway`` as operators run it: the installed console script, in a subprocess, against
 the bundled config and a journal a real gateway wrote."""
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -13,23 +10,10 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
 from gateway.core.outcome import ContentError, Issue
-from tests.support import TestPlugin, connect_mllp, hl7, msa, send_and_receive, standard_records, start_gateway
+from tests.support import run_cli, run_json, TestPlugin, connect_mllp, hl7, msa, send_and_receive, standard_records, start_gateway
 
-CLI = Path(sys.executable).parent / "hssk-gateway"
-REPO = Path(__file__).resolve().parents[1]
 DAY_1 = datetime(2025, 3, 15, 8, 0).timestamp()
 DAY_2 = datetime(2025, 3, 16, 8, 0).timestamp()
-
-
-def run_cli(*args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
-    return subprocess.run([str(CLI), *map(str, args)], cwd=REPO, env=env, capture_output=True, timeout=60)
-
-
-def run_json(*args):
-    result = run_cli(*args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def missing_cccd_for_cli_ae(message):

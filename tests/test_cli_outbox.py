@@ -3,11 +3,8 @@ against a journal whose outbox a real gateway filled — rows delivered to a fol
 because their folder cannot exist, rows pending because theirs is in the way — and, for the
 writes, against a running gateway that must pick the change up."""
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +13,8 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 
-from tests.support import TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway, wait_until
+from tests.support import run_cli, run_json, TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway, wait_until
 
-CLI = Path(sys.executable).parent / "hssk-gateway"
-REPO = Path(__file__).resolve().parents[1]
 CIRCUIT_NOTE = "n/a (see /admin/outbox or hssk_destination_circuit_state)"
 ADT_CONTROL_IDS = ("OB-1", "OB-2", "OB-3")
 
@@ -48,17 +43,6 @@ def write_config(path: Path, tables: dict[str, dict]) -> Path:
     path.write_text("".join(f"[destinations.{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
                             for name, table in tables.items()))
     return path
-
-
-def run_cli(*args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
-    return subprocess.run([str(CLI), *map(str, args)], cwd=REPO, env=env, capture_output=True, timeout=60)
-
-
-def run_json(*args):
-    result = run_cli(*args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def counts(database: Path) -> dict[tuple[str, str], int]:

@@ -2,7 +2,6 @@
 journaled once (DESIGN.md §4); anything else with a reused control id is not a repeat."""
 import json
 
-import pytest
 import pytest_twisted
 
 from gateway.core.outcome import ContentError, Issue

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock, deferLater
 from gateway.config import load_config
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
 from gateway.destinations.http import HttpDestination, parse_retry_after
-from tests.fake_store import StoreBehaviour, start_store, url_of
+from tests.fake_store import start_store, url_of
 from tests.support import TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 
-import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
