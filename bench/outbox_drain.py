@@ -346,7 +346,7 @@ def write_messages(path: Path, people: int) -> None:
     rewrites MSH-10 of every message it sends)."""
     text = SAMPLE.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").strip("\n")
     assert "079085000123" in text
-    path.write_text("\n\n".join(text.replace("079085000123", f"0790{p:08d}") for p in range(people)) + "\n",
+    path.write_text("\n\n".join(text.replace("079085000123", f"079085{p:06d}") for p in range(people)) + "\n",
                     encoding="utf-8")
 
 

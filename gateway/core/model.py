@@ -166,6 +166,26 @@ class Encounter:
 
 
 @dataclass(frozen=True)
+class Immunization:
+    """One vaccine dose given or refused (VXU RXA/RXR; the national immunization system). XML 130
+    has no immunization table, so doses travel in the json and fhir formats only."""
+
+    vaccine_code: str  # RXA-5.1
+    vaccine_system: str = ""  # RXA-5.3, e.g. CVX or the national vaccine list
+    vaccine_name: str = ""  # RXA-5.2
+    administered_at: str = ""  # RXA-3, yyyymmddHHMM
+    amount: str = ""  # RXA-6
+    unit: str = ""  # RXA-7.1
+    lot_number: str = ""  # RXA-15
+    expires_on: str = ""  # RXA-16, yyyymmdd
+    manufacturer: str = ""  # RXA-17.2 (RXA-17.1 when no text)
+    facility: str = ""  # RXA-11.4
+    completion: str = ""  # RXA-20: CP complete, PA partial, RE refused, NA not given
+    route: str = ""  # RXR-1.1
+    site: str = ""  # RXR-2.1
+
+
+@dataclass(frozen=True)
 class Observation:
     """A lab or clinical result (XML4 / ORU OBX)."""
 
@@ -194,6 +214,7 @@ class RecordSet:
     person: Person | None = None
     encounter: Encounter | None = None
     observations: tuple[Observation, ...] = ()  # XML4 / OBX
+    immunizations: tuple[Immunization, ...] = ()  # VXU RXA (no XML 130 table)
     diagnosis: Diagnosis | None = None  # XML1 MA_BENH_CHINH, MA_BENH_KT …
     claim: ClaimTotals | None = None  # XML1 T_* totals
     medications: tuple[MedicationLine, ...] = ()  # XML2

@@ -19,7 +19,7 @@ import re
 import uuid
 from decimal import Decimal
 
-from gateway.core.model import Diagnosis, Encounter, MedicationLine, Observation, Person, RecordSet
+from gateway.core.model import Diagnosis, Encounter, Immunization, MedicationLine, Observation, Person, RecordSet
 
 IDEMPOTENCY_SYSTEM = "urn:hssk:idempotency-key"
 IDENTIFIER_SYSTEMS = {
@@ -199,6 +199,38 @@ def _observation(obs: Observation, patient_ref: dict, encounter_ref: dict | None
     return resource
 
 
+#: RXA-20 completion status → FHIR Immunization.status (NA, RE: the dose was not given).
+_IMMUNIZATION_STATUS = {"CP": "completed", "PA": "completed", "RE": "not-done", "NA": "not-done"}
+_VACCINE_SYSTEMS = {"CVX": "http://hl7.org/fhir/sid/cvx"}
+
+
+def _immunization(dose: Immunization, patient_ref: dict) -> dict:
+    system = _VACCINE_SYSTEMS.get(dose.vaccine_system.upper(), f"urn:hssk:sid:vaccine:{dose.vaccine_system or 'local'}")
+    resource: dict = {
+        "resourceType": "Immunization",
+        "status": _IMMUNIZATION_STATUS.get(dose.completion, "completed"),
+        "vaccineCode": {"coding": [{"system": system, "code": dose.vaccine_code}],
+                        **({"text": dose.vaccine_name} if dose.vaccine_name else {})},
+        "patient": patient_ref,
+        "occurrenceDateTime": fhir_datetime(dose.administered_at) if dose.administered_at else "unknown",
+    }
+    if dose.lot_number:
+        resource["lotNumber"] = dose.lot_number
+    if dose.expires_on:
+        resource["expirationDate"] = fhir_datetime(dose.expires_on)
+    if dose.manufacturer:
+        resource["manufacturer"] = {"display": dose.manufacturer}
+    if dose.amount and _NUMBER.fullmatch(dose.amount):
+        resource["doseQuantity"] = {"value": float(dose.amount), **({"unit": dose.unit} if dose.unit else {})}
+    if dose.route:
+        resource["route"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0162", "code": dose.route}]}
+    if dose.site:
+        resource["site"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0163", "code": dose.site}]}
+    if dose.facility:
+        resource["location"] = {"identifier": {"system": FACILITY_SYSTEM, "value": dose.facility}}
+    return resource
+
+
 def fhir_bundle(records: RecordSet, bundle_id: str) -> dict:
     """The record set as a FHIR R4 collection Bundle whose id is ``bundle_id``."""
     entries: list[tuple[str, dict]] = []
@@ -221,6 +253,8 @@ def fhir_bundle(records: RecordSet, bundle_id: str) -> dict:
                    for n, line in enumerate(records.medications))
     entries.extend((full_url(10000 + n), _observation(obs, patient_ref, encounter_ref))
                    for n, obs in enumerate(records.observations))
+    entries.extend((full_url(20000 + n), _immunization(dose, patient_ref))
+                   for n, dose in enumerate(records.immunizations))
     return {
         "resourceType": "Bundle",
         "id": bundle_id,

@@ -25,6 +25,7 @@ from gateway.core.model import (
     Diagnosis,
     Encounter,
     Identifier,
+    Immunization,
     Observation,
     Person,
     RecordSet,
@@ -286,6 +287,35 @@ def observations_from_obx(message: Hl7Message, ma_lk: str = "") -> tuple[Observa
     return tuple(found)
 
 
+def immunizations_from_rxa(message: Hl7Message) -> tuple[Immunization, ...]:
+    """RXA (with the RXR that follows it) → Immunization, one per dose, in message order.
+    RXA-5 code^text^system, RXA-3 time, RXA-6/7 amount, RXA-15/16 lot and expiry, RXA-17
+    manufacturer, RXA-11.4 facility, RXA-20 completion status, RXR-1/2 route and site."""
+    doses: list[Immunization] = []
+    for name, fields in segments_in_order(message, frozenset({"RXA", "RXR"})):
+        if name == "RXR":
+            if doses:
+                doses[-1] = dataclasses.replace(doses[-1], route=component(message, _get(fields, 1), 1),
+                                                site=component(message, _get(fields, 2), 1))
+            continue
+        vaccine = _get(fields, 5)
+        manufacturer = _get(fields, 17)
+        doses.append(Immunization(
+            vaccine_code=component(message, vaccine, 1),
+            vaccine_system=component(message, vaccine, 3),
+            vaccine_name=component(message, vaccine, 2),
+            administered_at=hl7_time(_get(fields, 3)),
+            amount=text(message, _get(fields, 6)),
+            unit=component(message, _get(fields, 7), 1),
+            lot_number=text(message, _get(fields, 15)),
+            expires_on=hl7_time(_get(fields, 16), 8),
+            manufacturer=component(message, manufacturer, 2) or component(message, manufacturer, 1),
+            facility=component(message, _get(fields, 11), 4),
+            completion=component(message, _get(fields, 20), 1).upper(),
+        ))
+    return tuple(doses)
+
+
 def records_from_hl7(message: Hl7Message, mapping: Hl7Mapping = DEFAULT_MAPPING) -> RecordSet:
     """The whole record set of an ADT or ORU message under ``mapping``.
 
@@ -300,6 +330,7 @@ def records_from_hl7(message: Hl7Message, mapping: Hl7Mapping = DEFAULT_MAPPING)
         encounter=encounter,
         observations=observations_from_obx(message, encounter.ma_lk if encounter else ""),
         diagnosis=diagnosis_from_dg1(message),
+        immunizations=immunizations_from_rxa(message),
     )
     return apply_placements(message, records, mapping.placements)
 
