@@ -95,14 +95,13 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
 
 
 #: When a row is delivered or dead, the next waiting row of the same person becomes pending.
+#: Both lookups are prefixes of the ``outbox_by_person`` index.
 _PROMOTE_NEXT = """
 UPDATE outbox SET state = 'pending', updated_at = :now
-WHERE id = (SELECT min(w.id) FROM outbox AS w JOIN outbox AS settled ON settled.id = :row_id
-            WHERE w.destination = settled.destination AND w.ordering_key = settled.ordering_key
-              AND w.state = 'waiting')
-  AND NOT EXISTS (SELECT 1 FROM outbox AS a JOIN outbox AS settled ON settled.id = :row_id
-                  WHERE a.destination = settled.destination AND a.ordering_key = settled.ordering_key
-                    AND a.state IN ('pending', 'in_flight'))
+WHERE id = (SELECT min(id) FROM outbox
+            WHERE destination = :destination AND ordering_key = :person AND state = 'waiting')
+  AND NOT EXISTS (SELECT 1 FROM outbox
+                  WHERE destination = :destination AND ordering_key = :person AND state IN ('pending', 'in_flight'))
 """
 
 #: Waiting rows whose person has nothing pending or in flight (an operator purged or edited
@@ -171,9 +170,12 @@ def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled])
            WHERE id = :row_id AND state = 'in_flight'""",
         [{"state": s.state, "now": now, "next_attempt_at": s.next_attempt_at, "reason": s.reason[:2000],
           "label": s.label, "row_id": s.row_id} for s in settled])
-    finished = [{"now": now, "row_id": s.row_id} for s in settled if s.state in (DELIVERED, DEAD)]
+    finished = [s.row_id for s in settled if s.state in (DELIVERED, DEAD)]
     if finished:
-        conn.executemany(_PROMOTE_NEXT, finished)
+        people = conn.execute(
+            f"SELECT DISTINCT destination, ordering_key FROM outbox WHERE id IN ({', '.join('?' * len(finished))})",
+            finished).fetchall()
+        conn.executemany(_PROMOTE_NEXT, [{"now": now, "destination": d, "person": p} for d, p in people])
 
 
 def recover_in_flight(conn: sqlite3.Connection, now: float) -> int:
