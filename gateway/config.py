@@ -73,6 +73,22 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """The identifier and claim rules that the standards reference leaves uncertain
+    (``gateway.core.identity`` and ``gateway.core.validation`` say why for each)."""
+
+    province_codes: str = field(default="2024", metadata=_check(
+        "must be '2024' (63 provinces) or '2025' (34 after the 07/2025 merger)", lambda v: v in ("2024", "2025")))
+    check_cccd_birth: bool = True
+    bhyt_groups: tuple[str, ...] = ()
+    accept_bhxh_number_as_card: bool = False
+    facility_pattern: str = r"\d{5}"
+    check_facility_province: bool = False
+    totals_tolerance: float = field(default=1.0, metadata=_check("must be zero or more", lambda v: v >= 0))
+    max_secondary_diagnoses: int = field(default=12, metadata=_check("must be a positive integer", _positive))
+
+
+@dataclass(frozen=True)
 class OutboxConfig:
     max_pending: int = field(default=1_000_000, metadata=_check("must be a positive integer", _positive))
     poll_interval_seconds: float = field(default=1.0, metadata=_check("must be a positive number", _positive))
@@ -148,6 +164,7 @@ class GatewayConfig:
     pipeline: PipelineConfig = PipelineConfig()
     plugins: PluginsConfig = PluginsConfig()
     outbox: OutboxConfig = OutboxConfig()
+    validation: ValidationConfig = ValidationConfig()
     destinations: tuple[DestinationConfig, ...] = ()
 
     @property

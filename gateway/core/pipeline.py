@@ -32,7 +32,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
-from gateway.core.validation import validate_hl7_identity, validate_record_set
+from gateway.core.validation import rules_from_config, validate_hl7_identity, validate_record_set
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 from gateway.formats.xml130 import read_xml130
 
@@ -100,6 +100,7 @@ class Pipeline:
         self._default_charset = config.mllp.default_charset
         self._versions = frozenset(config.pipeline.supported_versions)
         self._metrics = metrics
+        self._rules = rules_from_config(config.validation)
         self._destinations = tuple(d for d in config.destinations if d.enabled)
         self._max_xml_bytes = config.http.max_body_bytes
 
@@ -147,7 +148,7 @@ class Pipeline:
                 progress.plugin = plugin
             records = adapter.normalize(message)
             stage = "check"
-            issues = validate_hl7_identity(records) + tuple(
+            issues = validate_hl7_identity(records, self._rules) + tuple(
                 i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
             stage = "serialize"
             records_json = records.json_text
@@ -206,7 +207,7 @@ class Pipeline:
             stage = "check"
             issues = list(repeated_episodes(record_sets))
             for n, records in enumerate(record_sets, 1):
-                found = list(validate_record_set(records))
+                found = list(validate_record_set(records, self._rules))
                 found += [i for answer in self._hook.hssk_check(message=None, records=records) if answer
                           for i in answer]
                 issues += [located(i, n, len(record_sets)) for i in found]

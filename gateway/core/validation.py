@@ -22,6 +22,8 @@ from decimal import Decimal
 
 from gateway.core.identity import (
     DEFAULT_IDENTITY_RULES,
+    PROVINCE_CODES_2024,
+    PROVINCE_CODES_2025,
     IdentityRules,
     check_bhxh_number,
     check_bhyt_card,
@@ -276,3 +278,19 @@ def validate_hl7_identity(records: RecordSet, rules: ValidationRules = DEFAULT_R
                                         max_secondary=rules.max_secondary_diagnoses)
     return tuple(Issue(i.code, i.text, _HL7_LOCATIONS.get(i.location.rpartition("^")[2], i.location), i.severity)
                  for i in issues)
+
+
+def rules_from_config(config) -> ValidationRules:
+    """The ``[validation]`` section (:class:`gateway.config.ValidationConfig`) as rules."""
+    return ValidationRules(
+        identity=IdentityRules(
+            provinces=PROVINCE_CODES_2025 if config.province_codes == "2025" else PROVINCE_CODES_2024,
+            check_cccd_birth=config.check_cccd_birth,
+            bhyt_groups=frozenset(config.bhyt_groups) or None,
+            accept_bhxh_number_as_card=config.accept_bhxh_number_as_card,
+            facility_pattern=config.facility_pattern,
+            check_facility_province=config.check_facility_province,
+        ),
+        totals_tolerance=Decimal(str(config.totals_tolerance)),
+        max_secondary_diagnoses=config.max_secondary_diagnoses,
+    )

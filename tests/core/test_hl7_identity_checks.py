@@ -45,3 +45,31 @@ async def test_consistent_identifiers_are_accepted(gateway):
     assert msa(ack)[1:3] == ["AA", "GOOD"]
     assert err_segments(ack) == []
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_validation_section_can_switch_the_cccd_birth_check_off(tmp_path):
+    """Re-issued numbers may not follow the century/sex/year rule; a province can say so."""
+    from tests.support import TestPlugin, start_gateway
+
+    gateway = await start_gateway(tmp_path, plugins=[TestPlugin()], **{"validation.check_cccd_birth": False})
+    client = await connect_mllp(gateway)
+    try:
+        ack = await send_and_receive(client, hl7("PID|1||079085000123^^^BCA^NI||Trần^Thị Hoa||19850412|F",
+                                                 control_id="REISSUED"))
+
+        assert msa(ack)[1:3] == ["AA", "REISSUED"]
+    finally:
+        client.transport.loseConnection()
+        await gateway.stop()
+
+
+def test_validation_section_rejects_an_unknown_province_list():
+    import pytest
+
+    from gateway.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"validation.province_codes": "1976"})
+
+    assert caught.value.key == "validation.province_codes"
