@@ -1,7 +1,8 @@
 """Every metric the gateway exports, defined in one place.
 
 Names follow Prometheus conventions (``hssk_`` prefix, base units, ``_total`` counters). Label
-values are bounded: transport, plugin, message type (``ADT^A04`` shape or ``other``), ACK code,
+values are bounded: transport, plugin, message type (``ADT^A04`` shape, the XML 130 kinds or
+``other``), ACK code,
 facility code (5-character shape or ``other``) — never a patient identifier. Each gateway
 instance has its own registry so that tests can run several side by side.
 """
@@ -12,6 +13,8 @@ import re
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
+
 _MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{3})?$")
 _FACILITY = re.compile(r"^[0-9A-Z]{5}$")
 
@@ -19,8 +22,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+#: XML 130 intake's message types (:mod:`gateway.core.documents`), a closed set like HL7's.
+_DOCUMENT_TYPES = frozenset({CLAIM_KIND, CHECK_IN_KIND})
+
+
 def message_type_label(message_type: str) -> str:
-    return message_type if _MESSAGE_TYPE.match(message_type or "") else "other"
+    """A bounded label: HL7 ``TYPE^EVENT`` shapes and the XML 130 kinds, anything else ``other``."""
+    if message_type in _DOCUMENT_TYPES or _MESSAGE_TYPE.match(message_type or ""):
+        return message_type
+    return "other"
 
 
 def facility_label(facility: str) -> str:

@@ -14,7 +14,7 @@ from lxml import etree
 
 from gateway.core.hookspecs import PluginDescription, hookimpl
 from gateway.core.outcome import Issue
-from tests.support import http_request, journal_rows, outbox_rows, start_gateway, wait_until
+from tests.support import http_request, journal_rows, metric_value, outbox_rows, start_gateway, wait_until
 
 SAMPLES = Path(__file__).resolve().parents[2] / "plugins" / "vnpt_his" / "samples"
 SAMPLE_MA_LK = b"79025.2024070100123"
@@ -126,6 +126,8 @@ async def test_accepted_file_is_answered_200_after_its_journal_row_and_outbox_ro
     assert rendered["source"] == {"sender": "XML|79025", "control_id": row["control_id"], "message_type": "XML130"}
     assert rendered["records"]["encounter"]["ma_lk"] == SAMPLE_MA_LK.decode()
     assert len(rendered["records"]["medications"]) == 20 and len(rendered["records"]["services"]) == 30
+    assert metric_value(xml_gateway, "hssk_messages_received_total", transport="http", plugin="test_xml",
+                        message_type="XML130") == 1
 
 
 @pytest_twisted.ensureDeferred
