@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "bench" / "messages" / "adt_a04.hl7"
+SAMPLE = REPO / "tests" / "messages" / "adt_a04.hl7"
 
 START, END = b"\x0b", b"\x1c\r"
 #: Accepting answers: AA (original mode) or CA (enhanced-mode commit accept, which the sample

@@ -24,17 +24,12 @@ from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
 from gateway.transports.framing import FrameDecoder, Violation, wrap
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "bench" / "messages"
-LOCAL_SAMPLES = Path(__file__).resolve().parent / "messages"
+SAMPLES = Path(__file__).resolve().parent / "messages"
 
 
 def sample(name: str) -> bytes:
-    """A sample message from ../shared/bench/messages (or tests/messages), segments ending in CR."""
-    for folder in (LOCAL_SAMPLES, SAMPLES):
-        path = folder / name
-        if path.exists():
-            return path.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r").rstrip(b"\r") + b"\r"
-    raise FileNotFoundError(name)
+    """A sample message from tests/messages (copies of ../shared/bench/messages), segments ending in CR."""
+    return (SAMPLES / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r").rstrip(b"\r") + b"\r"
 
 
 def hl7(*segments: str, charset: str = "UNICODE UTF-8", control_id: str = "MSG00001", sending_app: str = "TEST_HIS",

@@ -8,7 +8,7 @@ from gateway.formats.fhir import fhir_bundle
 from gateway.formats.hl7_model import immunizations_from_rxa, records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
 
-VXU = Path(__file__).resolve().parents[2].parent / "shared" / "bench" / "messages" / "vxu_v04.hl7"
+VXU = Path(__file__).resolve().parents[1] / "messages" / "vxu_v04.hl7"
 
 
 def message() -> Hl7Message:
