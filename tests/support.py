@@ -174,19 +174,26 @@ def metric_value(gateway: Gateway, name: str, **labels: str) -> float:
     return gateway.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def journal_rows(gateway: Gateway, **where) -> list[dict]:
-    """Journal rows (oldest first) read through a separate SQLite connection, as an operator would."""
+def select_rows(gateway: Gateway, select: str, where: dict, alias: str = "") -> list[dict]:
+    """Rows of ``select`` (no WHERE or ORDER BY of its own) whose columns equal ``where``, oldest
+    first, read through a separate SQLite connection as an operator would. ``alias`` qualifies the
+    filtered columns and the order (``"o."`` for ``FROM outbox o JOIN ...``)."""
     import sqlite3
 
     conn = sqlite3.connect(gateway.config.database_path)
     conn.row_factory = sqlite3.Row
     try:
-        sql = "SELECT * FROM messages"
+        sql = select
         if where:
-            sql += " WHERE " + " AND ".join(f"{key} = :{key}" for key in where)
-        return [dict(row) for row in conn.execute(sql + " ORDER BY id", where)]
+            sql += " WHERE " + " AND ".join(f"{alias}{key} = :{key}" for key in where)
+        return [dict(row) for row in conn.execute(f"{sql} ORDER BY {alias}id", where)]
     finally:
         conn.close()
+
+
+def journal_rows(gateway: Gateway, **where) -> list[dict]:
+    """Journal rows, oldest first."""
+    return select_rows(gateway, "SELECT * FROM messages", where)
 
 
 def journal_person(gateway: Gateway, control_id: str) -> dict:
@@ -315,20 +322,9 @@ def _read_body(response) -> Deferred:
 
 
 def outbox_rows(gateway: Gateway, **where) -> list[dict]:
-    """Outbox rows (oldest first, without their payload) read through a separate SQLite
-    connection, as an operator would."""
-    import sqlite3
-
-    conn = sqlite3.connect(gateway.config.database_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        sql = ("SELECT id, message_id, destination, idempotency_key, state, attempts, last_result, last_error, "
-               "content_type FROM outbox")
-        if where:
-            sql += " WHERE " + " AND ".join(f"{key} = :{key}" for key in where)
-        return [dict(row) for row in conn.execute(sql + " ORDER BY id", where)]
-    finally:
-        conn.close()
+    """Outbox rows, oldest first, without their payload."""
+    return select_rows(gateway, "SELECT id, message_id, destination, idempotency_key, state, attempts, last_result, "
+                                "last_error, content_type FROM outbox", where)
 
 
 # --- helpers for the outbox operations tests (added; nothing above changed) --------------------------
@@ -399,3 +395,16 @@ def run_json(*args):
     result = run_cli(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+async def run_clock_until(clock, condition, timeout: float = 20.0) -> None:
+    """For a gateway on a ``task.Clock``: run its zero-delay timers and let real I/O (sockets,
+    the writer thread) happen until ``condition()`` holds."""
+    from twisted.internet.task import deferLater
+
+    for _ in range(int(timeout / 0.01)):
+        clock.advance(0)
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError(f"condition not reached within {timeout} s")

@@ -16,7 +16,7 @@ from gateway.core.dispatch import Dispatcher
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import STATES, UNDELIVERED, destination_status, purge_delivered, recover_in_flight
 from gateway.core.store import JournalWriter, Store
-from gateway.destinations.batch import BatchNotDelivered, BatchRunner
+from gateway.core.batch import BatchNotDelivered, BatchRunner
 from gateway.destinations.factory import build_batch_sink, build_destination
 
 log = Logger(namespace="hssk.delivery")
@@ -166,15 +166,3 @@ class DeliveryService:
             yield dispatcher.stop()
         for runner in self.batches.values():
             yield runner.stop()
-
-    def wait_idle(self) -> Deferred:
-        """For tests and `outbox flush`: fires when no dispatcher has a delivery in flight and no
-        batch is being sent."""
-        from twisted.internet.task import deferLater
-
-        def check():
-            if any(d.in_flight for d in self.dispatchers.values()) or any(r.busy for r in self.batches.values()):
-                return deferLater(self._clock, 0.01, check)
-            return None
-
-        return deferLater(self._clock, 0, check)

@@ -236,6 +236,7 @@ class Pipeline:
         that a rendering error is the sender's AE, not a dead letter days later. ``identity``
         tells the record sets of one source apart in the idempotency key."""
         items = []
+        person = ordering_key(records, source)
         for destination in self._destinations:
             if not destination.matches(source.message_type, plugin):
                 continue
@@ -245,8 +246,7 @@ class Pipeline:
             if payload is None:
                 raise LookupError(f"no plugin renders format {destination.format!r} "
                                   f"for destination {destination.name!r}")
-            items.append(OutboxItem(destination.name, key, ordering_key(records, source), payload.content_type,
-                                    payload.body))
+            items.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
         return tuple(items)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from twisted.internet import ssl
@@ -45,12 +46,11 @@ class _ConfiguredTLS:
     certificate (mutual TLS is common between provincial systems)."""
 
     def __init__(self, ca_bundle: str, client_cert: str, client_key: str) -> None:
-        self._trust = ssl.Certificate.loadPEM(open(ca_bundle, "rb").read()) if ca_bundle else None
+        self._trust = ssl.Certificate.loadPEM(Path(ca_bundle).read_bytes()) if ca_bundle else None
         self._client = None
         if client_cert:
-            key = open(client_key or client_cert, "rb").read()
-            cert = open(client_cert, "rb").read()
-            self._client = ssl.PrivateCertificate.loadPEM(key + b"\n" + cert)
+            key = Path(client_key or client_cert).read_bytes()
+            self._client = ssl.PrivateCertificate.loadPEM(key + b"\n" + Path(client_cert).read_bytes())
 
     def creatorForNetloc(self, hostname: bytes, port: int):
         return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust,

@@ -50,7 +50,7 @@ from gateway.core.outbox import (
     with_idle_destinations,
 )
 from gateway.core.store import JournalWriter, Store
-from gateway.destinations.batch import BatchNotDelivered
+from gateway.core.batch import BatchNotDelivered
 
 if TYPE_CHECKING:
     from gateway.core.delivery import DeliveryService

@@ -8,14 +8,13 @@ delivered rows are pruned after the retention period.
 from __future__ import annotations
 
 import socket
-import sqlite3
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 
 from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, http_request, metric_value, msa,
-                           send_and_receive, start_gateway)
+                           run_clock_until, select_rows, send_and_receive, start_gateway)
 
 
 def closed_port() -> int:
@@ -33,28 +32,13 @@ def unreachable_destination(**extra) -> dict:
 
 
 def rows(gateway, table: str = "outbox") -> list[dict]:
-    conn = sqlite3.connect(gateway.config.database_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
-    finally:
-        conn.close()
+    return select_rows(gateway, f"SELECT * FROM {table}", {})
 
 
 async def refreshed(gateway, clock: Clock, condition) -> None:
     """Advance past one poll interval and wait for the refresh (a thread-pool read) to land."""
     clock.advance(gateway.config.outbox.poll_interval_seconds)
-    await settled(clock, condition)
-
-
-async def settled(clock: Clock, condition, timeout: float = 20.0) -> None:
-    """Run zero-delay timers and real I/O until ``condition()`` holds."""
-    for _ in range(int(timeout / 0.01)):
-        clock.advance(0)
-        if condition():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"condition not reached within {timeout}s")
+    await run_clock_until(clock, condition)
 
 
 def new_clock() -> Clock:
@@ -126,13 +110,13 @@ async def test_delivered_rows_and_their_journal_bodies_are_pruned_after_the_rete
     client = await connect_mllp(gateway)
     try:
         await send_and_receive(client, hl7(control_id="OLD"))
-        await settled(clock, lambda: [r["state"] for r in rows(gateway)] == ["delivered"])
+        await run_clock_until(clock, lambda: [r["state"] for r in rows(gateway)] == ["delivered"])
         clock.advance(3600)
         await deferLater(reactor, 0.1, lambda: None)
         assert len(rows(gateway)) == 1  # within the retention: kept
 
         clock.advance(86400)
-        await settled(clock, lambda: rows(gateway) == [])
+        await run_clock_until(clock, lambda: rows(gateway) == [])
 
         [message] = rows(gateway, "messages")
         assert (message["control_id"], message["raw"], message["records"]) == ("OLD", b"", None)

@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from gateway.core.outbox import request_flush, set_paused
-from gateway.destinations.batch import BatchNotDelivered
+from gateway.core.batch import BatchNotDelivered
 from tests.fake_store import StoreBehaviour, start_store, url_of
 from tests.support import TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway
 

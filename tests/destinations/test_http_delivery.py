@@ -6,7 +6,6 @@ milliseconds while the HTTP traffic is real.
 """
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 import pytest_twisted
@@ -17,7 +16,8 @@ from gateway.config import load_config
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
 from gateway.destinations.http import HttpDestination, parse_retry_after
 from tests.fake_store import start_store, url_of
-from tests.support import TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway
+from tests.support import (TestPlugin, connect_mllp, hl7, metric_value, msa, run_clock_until, select_rows,
+                           send_and_receive, start_gateway)
 
 
 def destination_config(url: str, **extra):
@@ -139,25 +139,8 @@ PERSON_B = "PID|1||079190000222^^^BCA^NI||Trần^Thị B||19900101|F"
 
 
 def outbox(gateway, **where) -> list[dict]:
-    conn = sqlite3.connect(gateway.config.database_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        sql = "SELECT o.*, m.control_id FROM outbox o JOIN messages m ON m.id = o.message_id"
-        if where:
-            sql += " WHERE " + " AND ".join(f"o.{k} = :{k}" for k in where)
-        return [dict(r) for r in conn.execute(sql + " ORDER BY o.id", where)]
-    finally:
-        conn.close()
-
-
-async def pump(clock: Clock, until, timeout: float = 10.0) -> None:
-    """Run the gateway's zero-delay timers and let real I/O happen until ``until()`` holds."""
-    for _ in range(int(timeout / 0.01)):
-        clock.advance(0)
-        if until():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("condition not reached in time")
+    return select_rows(gateway, "SELECT o.*, m.control_id FROM outbox o JOIN messages m ON m.id = o.message_id",
+                       where, alias="o.")
 
 
 def accepted_control_ids(resource, gateway) -> list[str]:
@@ -194,13 +177,13 @@ async def test_retried_row_is_redelivered_with_the_same_key_and_payload(deliveri
     resource.behaviour.queued.extend(["500", "ok"])
 
     ack = await send_and_receive(client, hl7(PERSON_A, control_id="R1"))
-    await pump(clock, lambda: outbox(gateway)[0]["attempts"] == 1)
+    await run_clock_until(clock, lambda: outbox(gateway)[0]["attempts"] == 1)
     [row] = outbox(gateway)
     assert (msa(ack)[1], row["state"], row["last_result"]) == ("AA", "pending", "5xx")
     assert row["next_attempt_at"] <= clock.seconds() + 10
 
     clock.advance(10)
-    await pump(clock, lambda: outbox(gateway)[0]["state"] == "delivered")
+    await run_clock_until(clock, lambda: outbox(gateway)[0]["state"] == "delivered")
 
     first, second = resource.received
     assert (first.answered, second.answered) == (500, 200)
@@ -220,7 +203,7 @@ async def test_a_persons_updates_stay_in_order_while_others_pass(delivering, clo
 
     for control_id, person in (("A1", PERSON_A), ("A2", PERSON_A), ("B1", PERSON_B)):
         await send_and_receive(client, hl7(person, control_id=control_id))
-    await pump(clock, lambda: {r["control_id"]: r["state"] for r in outbox(gateway)}.get("B1") == "delivered"
+    await run_clock_until(clock, lambda: {r["control_id"]: r["state"] for r in outbox(gateway)}.get("B1") == "delivered"
                and outbox(gateway, state="pending") and outbox(gateway)[0]["attempts"] == 1)
 
     states = {r["control_id"]: r["state"] for r in outbox(gateway)}
@@ -228,7 +211,7 @@ async def test_a_persons_updates_stay_in_order_while_others_pass(delivering, clo
     assert outbox(gateway)[0]["next_attempt_at"] >= clock.seconds() + 30  # Retry-After beats a shorter backoff
 
     clock.advance(30)
-    await pump(clock, lambda: all(r["state"] == "delivered" for r in outbox(gateway)))
+    await run_clock_until(clock, lambda: all(r["state"] == "delivered" for r in outbox(gateway)))
 
     assert accepted_control_ids(resource, gateway) == ["B1", "A1", "A2"]
 
@@ -240,7 +223,7 @@ async def test_a_dead_row_does_not_block_the_persons_later_rows(delivering, cloc
 
     await send_and_receive(client, hl7(PERSON_A, control_id="A1"))
     await send_and_receive(client, hl7(PERSON_A, control_id="A2"))
-    await pump(clock, lambda: [r["state"] for r in outbox(gateway)] == ["dead", "delivered"])
+    await run_clock_until(clock, lambda: [r["state"] for r in outbox(gateway)] == ["dead", "delivered"])
 
     [dead] = outbox(gateway, state="dead")
     assert dead["last_error"] == "HTTP 400: rejected with 400: invalid record"
@@ -255,7 +238,7 @@ async def test_a_row_past_max_attempts_is_dead_lettered(delivering, clock):
 
     await send_and_receive(client, hl7(PERSON_A, control_id="A1"))
     for attempt in range(1, 6):
-        await pump(clock, lambda: outbox(gateway)[0]["attempts"] == attempt)
+        await run_clock_until(clock, lambda: outbox(gateway)[0]["attempts"] == attempt)
         clock.advance(300)
 
     [row] = outbox(gateway)
@@ -277,7 +260,7 @@ async def test_circuit_opens_after_consecutive_failures_and_probes_once(deliveri
 
     for n, person in enumerate(persons):
         await send_and_receive(client, hl7(person, control_id=f"P{n}"))
-    await pump(clock, lambda: dispatcher.circuit.state == "open" and not dispatcher.in_flight)
+    await run_clock_until(clock, lambda: dispatcher.circuit.state == "open" and not dispatcher.in_flight)
     clock.advance(0)
     sent_before_opening = len(resource.received)
     assert sent_before_opening >= 3  # three failures in a row open it; requests already in flight finish
@@ -288,7 +271,7 @@ async def test_circuit_opens_after_consecutive_failures_and_probes_once(deliveri
     assert circuit_state(gateway) == 2
 
     clock.advance(1)
-    await pump(clock, lambda: len(resource.received) == sent_before_opening + 1 and not dispatcher.in_flight)
+    await run_clock_until(clock, lambda: len(resource.received) == sent_before_opening + 1 and not dispatcher.in_flight)
     await deferLater(reactor, 0.2, clock.advance, 0)
     assert len(resource.received) == sent_before_opening + 1  # one probe; it failed, so open again
     assert dispatcher.circuit.state == "open"
@@ -297,6 +280,6 @@ async def test_circuit_opens_after_consecutive_failures_and_probes_once(deliveri
     for _ in range(5):
         clock.advance(60)
         await deferLater(reactor, 0.1, clock.advance, 0)
-    await pump(clock, lambda: all(r["state"] == "delivered" for r in outbox(gateway)))
+    await run_clock_until(clock, lambda: all(r["state"] == "delivered" for r in outbox(gateway)))
     assert circuit_state(gateway) == 0
     assert sorted(accepted_control_ids(resource, gateway)) == [f"P{n}" for n in range(5)]

@@ -14,7 +14,8 @@ from gateway.config import ConfigError, load_config
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
 from gateway.destinations.mllp import MllpDestination
 from gateway.transports.framing import FrameDecoder, Violation, wrap
-from tests.support import connect_mllp, hl7, msa, outbox_rows, replace_msh_field, send_and_receive, start_gateway
+from tests.support import (connect_mllp, hl7, msa, outbox_rows, replace_msh_field, send_and_receive, start_gateway,
+                           wait_until)
 
 #: What the receiver's AE says; it quotes a CCCD, as real receivers do.
 AE_TEXT = "PID-3: CCCD 079085000123 is not registered"
@@ -379,7 +380,8 @@ async def test_gateway_forwards_an_accepted_message_to_the_mllp_receiver(tmp_pat
 
         ack = await send_and_receive(client, sent)
         await receiver.wait_frames(1)
-        await gw.delivery.wait_idle()
+        await wait_until(lambda: not any(d.in_flight for d in gw.delivery.dispatchers.values()),
+                         what="every delivery recorded")
 
         assert msa(ack)[1:3] == ["AA", "FWD00001"]
         [(_, forwarded)] = receiver.frames
@@ -404,7 +406,8 @@ async def test_gateway_forwards_a_latin1_message_re_encoded_as_utf8(tmp_path, pl
 
         await send_and_receive(client, sent)
         await receiver.wait_frames(1)
-        await gw.delivery.wait_idle()
+        await wait_until(lambda: not any(d.in_flight for d in gw.delivery.dispatchers.values()),
+                         what="every delivery recorded")
 
         [(_, forwarded)] = receiver.frames
         assert forwarded == replace_msh_field(sent, 18, "UNICODE UTF-8").decode("latin-1").encode("utf-8")
@@ -424,7 +427,8 @@ async def test_gateway_dead_letters_what_the_receiver_rejects_with_ae(tmp_path, 
 
         await send_and_receive(client, hl7(control_id="FWD00003"))
         await receiver.wait_frames(1)
-        await gw.delivery.wait_idle()
+        await wait_until(lambda: not any(d.in_flight for d in gw.delivery.dispatchers.values()),
+                         what="every delivery recorded")
 
         [row] = outbox_rows(gw)
         assert (row["state"], row["last_result"]) == ("dead", "AE")

@@ -11,7 +11,8 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 from gateway.transports.admin import is_loopback
 from tests.support import (
-    TestPlugin, connect_mllp, hl7, http_request, metric_value, msa, send_and_receive, start_gateway, wait_until,
+    TestPlugin, connect_mllp, hl7, http_request, metric_value, msa, outbox_rows, send_and_receive, start_gateway,
+    wait_until,
 )
 
 TOMORROW = (datetime.now() + timedelta(days=1)).isoformat(timespec="seconds")
@@ -46,20 +47,8 @@ async def gw(tmp_path, blocker):
     await gateway.stop()
 
 
-def rows(gateway, **where) -> list[dict]:
-    conn = sqlite3.connect(gateway.config.database_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        sql = "SELECT id, destination, state, attempts, message_id FROM outbox"
-        if where:
-            sql += " WHERE " + " AND ".join(f"{key} = :{key}" for key in where)
-        return [dict(r) for r in conn.execute(sql + " ORDER BY id", where)]
-    finally:
-        conn.close()
-
-
 def states(gateway, destination: str) -> list[str]:
-    return [r["state"] for r in rows(gateway, destination=destination)]
+    return [r["state"] for r in outbox_rows(gateway, destination=destination)]
 
 
 async def send(gateway, *control_ids: str, message_type: str = "ADT^A04^ADT_A01") -> None:
@@ -80,7 +69,7 @@ async def send_and_settle(gateway, *control_ids: str) -> None:
     n = len(control_ids)
     await wait_until(lambda: states(gateway, "files") == ["delivered"] * n
                      and states(gateway, "blocked") == ["dead"] * n
-                     and rows(gateway, destination="stuck")[0]["attempts"] >= 1
+                     and outbox_rows(gateway, destination="stuck")[0]["attempts"] >= 1
                      and "in_flight" not in states(gateway, "stuck"), what="every row's first outcome")
 
 
@@ -120,7 +109,7 @@ async def test_rows_lists_dead_rows_of_a_destination_without_payload(gw):
 
     assert response.code == 200
     listed = response.json()["rows"]
-    assert [r["id"] for r in listed] == [r["id"] for r in rows(gw, destination="blocked")]
+    assert [r["id"] for r in listed] == [r["id"] for r in outbox_rows(gw, destination="blocked")]
     assert {(r["state"], r["last_result"]) for r in listed} == {("dead", "io_error")}
     assert all("cannot write into" in r["last_error"] and "payload" not in r for r in listed)
 
@@ -131,13 +120,13 @@ async def test_rows_limit_keeps_the_oldest(gw):
 
     listed = (await http_request(gw, "GET", "/admin/outbox/rows?limit=2")).json()["rows"]
 
-    assert [r["id"] for r in listed] == [r["id"] for r in rows(gw)][:2]
+    assert [r["id"] for r in listed] == [r["id"] for r in outbox_rows(gw)][:2]
 
 
 @pytest_twisted.ensureDeferred
 async def test_one_row_by_id_without_payload(gw):
     await send_and_settle(gw, "ADM-1")
-    [dead] = rows(gw, destination="blocked")
+    [dead] = outbox_rows(gw, destination="blocked")
 
     response = await http_request(gw, "GET", f"/admin/outbox/rows/{dead['id']}")
 
@@ -201,7 +190,7 @@ async def test_pause_stops_claiming_and_sets_the_paused_metric(gw):
     await commit_barrier(gw)
 
     assert (response.code, response.json()) == (200, {"destination": "files", "paused": True})
-    assert [(r["state"], r["attempts"]) for r in rows(gw, destination="files")] == [("pending", 0)]
+    assert [(r["state"], r["attempts"]) for r in outbox_rows(gw, destination="files")] == [("pending", 0)]
     assert not (Path(gw.config.data_dir) / "outbox" / "files").exists()
     assert metric_value(gw, "hssk_destination_paused", destination="files") == 1
     assert (await http_request(gw, "GET", "/admin/outbox")).json()["destinations"]["files"]["paused"] is True
@@ -232,21 +221,21 @@ def clear_the_fault(blocker: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_retry_of_a_dead_row_delivers_it_once_the_fault_is_fixed(gw, blocker):
     await send_and_settle(gw, "ADM-1")
-    [dead] = rows(gw, destination="blocked")
+    [dead] = outbox_rows(gw, destination="blocked")
     clear_the_fault(blocker)
 
     response = await http_request(gw, "POST", f"/admin/outbox/rows/{dead['id']}/retry")
     await wait_until(lambda: states(gw, "blocked") == ["delivered"], what="the retried row delivered")
 
     assert (response.code, response.json()) == (200, {"row": dead["id"], "state": "pending"})
-    assert [(r["state"], r["attempts"]) for r in rows(gw, destination="blocked")] == [("delivered", 1)]
+    assert [(r["state"], r["attempts"]) for r in outbox_rows(gw, destination="blocked")] == [("delivered", 1)]
     assert len(list((blocker / "out").iterdir())) == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_retry_of_a_row_that_is_not_dead_is_a_conflict(gw):
     await send_and_settle(gw, "ADM-1")
-    [delivered] = rows(gw, destination="files")
+    [delivered] = outbox_rows(gw, destination="files")
 
     response = await http_request(gw, "POST", f"/admin/outbox/rows/{delivered['id']}/retry")
 

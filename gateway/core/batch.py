@@ -1,6 +1,8 @@
-"""``batch`` destination: the records of one period (``daily HH:MM`` or ``weekly DAY HH:MM`` in
-the configured zone) go out as one file, because the Ministry asks provinces that run several
-vendors to synchronise with the national center weekly rather than record by record.
+"""Scheduling for ``batch`` destinations: the records of one period (``daily HH:MM`` or
+``weekly DAY HH:MM`` in the configured zone) go out as one file, because the Ministry asks
+provinces that run several vendors to synchronise with the national center weekly rather than
+record by record. It sits in the core beside :mod:`gateway.core.dispatch` because it schedules
+outbox rows; the file itself goes out through a destination (the sink), as every delivery does.
 
 A :class:`BatchRunner` arms one timer on the injected clock for the next fire time. When it
 fires, it collects (on the writer, so the read and the later marks agree) the destination's
@@ -236,11 +238,6 @@ class BatchRunner:
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def busy(self) -> bool:
-        """A batch is being collected, sent or recorded right now (not merely waiting to retry)."""
-        return self._working
 
     @property
     def period_seconds(self) -> float:
