@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "HSSK_"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -265,9 +266,21 @@ def _build_destinations(raw: Any) -> tuple[DestinationConfig, ...]:
     return tuple(built)
 
 
+def _check_url(url: str, key: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(key, f"is not a valid URL ({e}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"must be an http:// or https:// URL with a host, got {url!r}")
+    if port == 0 or not (parts.path + parts.query).isascii():
+        raise ConfigError(key, f"needs a non-zero port and an ASCII path (percent-encode the rest), got {url!r}")
+
+
 def _check_destination(d: DestinationConfig, prefix: str) -> None:
-    if d.kind == "http" and not d.url.startswith(("http://", "https://")):
-        raise ConfigError(prefix + "url", f"must be an http:// or https:// URL, got {d.url!r}")
+    if d.kind == "http":
+        _check_url(d.url, prefix + "url")
     if d.kind == "mllp" and not d.endpoint:
         raise ConfigError(prefix + "endpoint", "is required: a Twisted client endpoint such as 'tcp:127.0.0.1:2576'")
     if d.kind == "file" and not d.directory:
@@ -281,8 +294,8 @@ def _check_destination(d: DestinationConfig, prefix: str) -> None:
             raise ConfigError(prefix + "schedule", str(e)) from None
         if bool(d.url) == bool(d.directory):
             raise ConfigError(prefix + "url", "a batch destination needs exactly one sink: url (http) or directory (file)")
-        if d.url and not d.url.startswith(("http://", "https://")):
-            raise ConfigError(prefix + "url", f"must be an http:// or https:// URL, got {d.url!r}")
+        if d.url:
+            _check_url(d.url, prefix + "url")
     if d.backoff_cap_seconds < d.backoff_base_seconds:
         raise ConfigError(prefix + "backoff_cap_seconds", "must not be below backoff_base_seconds")
 

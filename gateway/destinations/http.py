@@ -3,7 +3,7 @@ national center).
 
 The ``Idempotency-Key`` header carries the row's stable key, so a store that honours it keeps a
 record once however often a crash or a lost response makes us send it. Connections are
-persistent (one pool per destination). How a response is classified decides what the
+persistent (one pool per destination, see :mod:`gateway.destinations.http_client`). How a response is classified decides what the
 dispatcher does next:
 
 =================================================  ===========================================
@@ -22,18 +22,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from twisted.internet import ssl
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
-from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError as TwistedTimeoutError
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
+from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError as TwistedTimeoutError
+from twisted.python.failure import Failure
+from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import DestinationConfig
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.destinations.http_client import (ConnectionDropped, HttpClient, HttpResponse, MalformedResponse,
+                                              ResponseTimeout)
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 #: Enough of an error body to explain a dead letter; a store that answers megabytes is cut short.
@@ -55,52 +55,6 @@ class _ConfiguredTLS:
     def creatorForNetloc(self, hostname: bytes, port: int):
         return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust,
                                        clientCertificate=self._client)
-
-
-@implementer(IAgentEndpointFactory)
-class _CachedEndpoints:
-    """One endpoint per scheme/host/port, built once: the Agent's default factory builds a new
-    endpoint (and IDNA-encodes the host) for every request, even one that reuses a pooled
-    connection — about a tenth of the reactor's time when draining a queue."""
-
-    def __init__(self, reactor, policy, connect_timeout: float) -> None:
-        self._reactor = reactor
-        self._policy = policy
-        self._timeout = connect_timeout
-        self._cache: dict[tuple[bytes, bytes, int], object] = {}
-
-    def endpointForURI(self, uri):
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._cache.get(key)
-        if endpoint is None:
-            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
-            if uri.scheme == b"https":
-                endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-            self._cache[key] = endpoint
-        return endpoint
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """The whole payload in one write: payloads are already in memory, and FileBodyProducer
-    would spend two reactor turns per request feeding it in chunks."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer) -> Deferred:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        """Nothing to pause: everything was written at once."""
-
-    def resumeProducing(self) -> None:
-        """Nothing to resume."""
-
-    def stopProducing(self) -> None:
-        """Nothing to stop."""
 
 
 def parse_retry_after(value: bytes | None, now: float) -> float | None:
@@ -132,90 +86,57 @@ class HttpDestination:
         self.name = config.name
         self._config = config
         self._reactor = reactor
-        self._url = config.url.encode("ascii")
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = config.max_in_flight
-        self._pool.retryAutomatically = False  # a retry is the dispatcher's decision, with backoff
-        policy = (_ConfiguredTLS(config.ca_bundle, config.client_cert, config.client_key)
-                  if config.ca_bundle or config.client_cert else BrowserLikePolicyForHTTPS())
-        self._agent = Agent.usingEndpointFactory(
-            reactor, _CachedEndpoints(reactor, policy, config.connect_timeout_seconds), pool=self._pool)
-        self._host = urlsplit(config.url).netloc
+        url = urlsplit(config.url)
+        self._target = ((url.path or "/") + (f"?{url.query}" if url.query else "")).encode("ascii")
+        self._host = url.netloc
+        port = url.port or (443 if url.scheme == "https" else 80)
+        endpoint = HostnameEndpoint(reactor, url.hostname, port, timeout=config.connect_timeout_seconds)
+        if url.scheme == "https":
+            policy = (_ConfiguredTLS(config.ca_bundle, config.client_cert, config.client_key)
+                      if config.ca_bundle or config.client_cert else BrowserLikePolicyForHTTPS())
+            endpoint = wrapClientTLS(policy.creatorForNetloc(url.hostname.encode("idna"), port), endpoint)
+        self._client = HttpClient(endpoint, reactor, url.netloc, max_idle=config.max_in_flight)
 
-    def _headers(self, delivery: Delivery) -> Headers:
-        headers = Headers({
-            "content-type": [delivery.content_type],
-            "idempotency-key": [delivery.idempotency_key],
-            "user-agent": ["hssk-gateway"],
-        })
+    def _headers(self, delivery: Delivery) -> list[tuple[bytes, bytes]]:
+        headers = [(b"Content-Type", delivery.content_type.encode("latin-1")),
+                   (b"Idempotency-Key", delivery.idempotency_key.encode("ascii")),
+                   (b"User-Agent", b"hssk-gateway")]
         if self._config.auth_header_env:
             # Read on every request so a rotated token takes effect without a restart; never logged.
             token = os.environ.get(self._config.auth_header_env, "")
             if token:
-                headers.setRawHeaders("authorization", [token])
+                headers.append((b"Authorization", token.encode("latin-1")))
         return headers
 
     def deliver(self, delivery: Delivery) -> Deferred:
-        return self._post(delivery)
-
-    @inlineCallbacks
-    def _post(self, delivery: Delivery):
-        request = self._agent.request(b"POST", self._url, self._headers(delivery),
-                                      _BytesProducer(delivery.payload))
-        request.addTimeout(self._config.response_timeout_seconds, self._reactor)
         try:
-            response = yield request
-            body = yield read_bounded(response, MAX_REASON_BYTES).addTimeout(
-                self._config.response_timeout_seconds, self._reactor)
-        except (CancelledError, TwistedTimeoutError):
+            headers = self._headers(delivery)
+        except UnicodeEncodeError as e:
+            return succeed(DeliveryResult(RETRY, "error", f"a request header cannot be sent: {e}"))
+        d = self._client.post(self._target, headers, delivery.payload,
+                              timeout=self._config.response_timeout_seconds, body_limit=MAX_REASON_BYTES)
+        return d.addCallbacks(self._classify, self._failed)
+
+    def _classify(self, response: HttpResponse) -> DeliveryResult:
+        retry_after = parse_retry_after(response.headers.get(b"retry-after"), self._reactor.seconds())
+        return classify(response.code, response.body, retry_after)
+
+    def _failed(self, failure: Failure) -> DeliveryResult:
+        """A destination answers with a result; the dispatcher must not see errbacks."""
+        error = failure.value
+        if failure.check(ResponseTimeout, TwistedTimeoutError):
             return DeliveryResult(RETRY, "timeout", f"no complete answer from {self._host} within "
                                                     f"{self._config.response_timeout_seconds:g} s")
-        except (ConnectError, ConnectingCancelledError) as e:
-            return DeliveryResult(RETRY, "connection", f"cannot connect to {self._host}: {_describe(e)}")
-        except ResponseFailed as e:
-            if any(r.check(CancelledError) for r in getattr(e, "reasons", ())):
-                return DeliveryResult(RETRY, "timeout", f"no answer from {self._host} within "
-                                                        f"{self._config.response_timeout_seconds:g} s")
-            return DeliveryResult(RETRY, "connection", f"{self._host} dropped the connection: {_describe(e)}")
-        except Exception as e:  # a destination answers with a result; the dispatcher must not see errbacks
-            return DeliveryResult(RETRY, "error", f"{type(e).__name__}: {_describe(e)}")
-        retry_after = parse_retry_after(response.headers.getRawHeaders(b"retry-after", [None])[0],
-                                        self._reactor.seconds())
-        return classify(response.code, body, retry_after)
+        if failure.check(ConnectError, ConnectingCancelledError):
+            return DeliveryResult(RETRY, "connection", f"cannot connect to {self._host}: {_describe(error)}")
+        if failure.check(ConnectionDropped):
+            return DeliveryResult(RETRY, "connection", f"{self._host} dropped the connection: {error}")
+        if failure.check(MalformedResponse):
+            return DeliveryResult(RETRY, "connection", f"{self._host} answered something that is not HTTP: {error}")
+        return DeliveryResult(RETRY, "error", f"{type(error).__name__}: {_describe(error)}")
 
     def close(self) -> Deferred:
-        return self._pool.closeCachedConnections()
-
-
-class _BoundedBody(Protocol):
-    """Keeps the first ``limit`` bytes of a response body and discards the rest: we only ever
-    need the body to explain a rejection, and a store must not be able to fill our memory."""
-
-    def __init__(self, done: Deferred, limit: int) -> None:
-        self._done = done
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._size < self._limit:
-            self._parts.append(data[: self._limit - self._size])
-            self._size += len(self._parts[-1])
-
-    def connectionLost(self, reason) -> None:
-        if self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._parts))
-        else:
-            self._done.errback(reason)
-
-
-def read_bounded(response, limit: int) -> Deferred:
-    """The body (its first ``limit`` bytes); cancelling stops reading and drops the connection."""
-    done: Deferred = Deferred(lambda _: response._transport.stopProducing())
-    response.deliverBody(_BoundedBody(done, limit))
-    return done
+        return self._client.close()
 
 
 def _describe(error: Exception) -> str:
