@@ -142,10 +142,6 @@ class OperatorError(Exception):
     it and exits 1 without a traceback."""
 
 
-#: Only the running gateway knows its circuit breakers; this CLI reads the journal offline.
-CIRCUIT_NOTE = "n/a (see /admin/outbox or hssk_destination_circuit_state)"
-
-
 def _outbox(args: argparse.Namespace) -> tuple[GatewayConfig, sqlite3.Connection]:
     """The config (for destination names and kinds) and a connection of this process's own,
     configured like the gateway's (WAL, busy timeout), so writes wait for the gateway's writer
@@ -230,12 +226,13 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
     config, conn = _outbox(args)
     try:
-        status = with_idle_destinations(destination_status(conn, time.time()), [d.name for d in config.destinations])
+        now = time.time()
+        status = with_idle_destinations(destination_status(conn, now), [d.name for d in config.destinations])
     finally:
         conn.close()
     kinds = {d.name: d.kind for d in config.destinations}
     for name, entry in status.items():
-        entry.update(kind=kinds.get(name), configured=name in kinds, circuit_state=None)
+        entry.update(kind=kinds.get(name), configured=name in kinds)
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0
@@ -243,13 +240,20 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
         print("no destinations configured or queued (pass --config with the gateway's configuration file)")
         return 0
     print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'WAITING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
-          f"{'OLDEST':>7}  {'CIRCUIT':7}  PAUSED")
+          f"{'OLDEST':>7}  {'CIRCUIT':16}  PAUSED")
     for name, e in status.items():
         print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['waiting']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
-              f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {'n/a':7}  "
+              f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {_circuit(e, now):16}  "
               f"{'yes' if e['paused'] else 'no'}")
-    print(f"circuit: {CIRCUIT_NOTE}")
     return 0
+
+
+def _circuit(entry: dict, now: float) -> str:
+    """The circuit as the running gateway last recorded it, and for how long: ``open 2m10s``."""
+    state = entry["circuit_state"]
+    if not state:
+        return "-"
+    return f"{state} {_age(now - entry['circuit_since'])}" if state != "closed" else state
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:

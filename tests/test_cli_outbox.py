@@ -15,19 +15,18 @@ from twisted.internet.threads import deferToThread
 
 from tests.support import run_cli, run_json, TestPlugin, connect_mllp, hl7, metric_value, msa, send_and_receive, start_gateway, wait_until
 
-CIRCUIT_NOTE = "n/a (see /admin/outbox or hssk_destination_circuit_state)"
 ADT_CONTROL_IDS = ("OB-1", "OB-2", "OB-3")
 
 
 def destinations(blocker: Path) -> dict[str, dict]:
     """``blocker`` is a regular file: a folder inside it cannot exist (NotADirectoryError, dead at
     once) and a folder at its path cannot be made (FileExistsError, retried after a backoff that
-    is an hour long, so the rows stay pending)."""
+    is an hour long, so the rows stay pending; its circuit opens on that first failure)."""
     return {
         "delivered_here": {"kind": "file", "directory": "outbox/ok"},
         "dead_end": {"kind": "file", "directory": str(blocker / "out"), "message_types": ["ADT^*"]},
         "stuck": {"kind": "file", "directory": str(blocker), "message_types": ["ADT^*"],
-                  "backoff_base_seconds": 3600, "backoff_cap_seconds": 3600},
+                  "backoff_base_seconds": 3600, "backoff_cap_seconds": 3600, "circuit_failures": 1},
         "weekly": {"kind": "batch", "directory": "outbox/weekly", "schedule": "weekly MON 02:00",
                    "message_types": ["ZZZ^Z99"]},
     }
@@ -63,14 +62,25 @@ def attempts_of(database: Path, destination: str) -> list[int]:
         conn.close()
 
 
+def recorded_circuit(database: Path, destination: str) -> str | None:
+    conn = sqlite3.connect(database)
+    try:
+        row = conn.execute("SELECT circuit_state FROM destination_state WHERE destination = ?",
+                           (destination,)).fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
 def settled(database: Path) -> bool:
     """Every row has had its first outcome: 4 delivered, 3 dead, the stuck person's first row tried
-    (their two later rows wait behind it)."""
+    (their two later rows wait behind it) and the open circuit recorded."""
     found = counts(database)
     return (found.get(("delivered_here", "delivered")) == 4 and found.get(("dead_end", "dead")) == 3
             and found.get(("stuck", "pending")) == 1 and found.get(("stuck", "waiting")) == 2
             and attempts_of(database, "stuck")[0] >= 1
-            and not any(state == "in_flight" for _, state in found))
+            and not any(state == "in_flight" for _, state in found)
+            and recorded_circuit(database, "stuck") == "open")
 
 
 async def fill_outbox(data_dir: Path, tables: dict[str, dict]) -> None:
@@ -128,15 +138,15 @@ def test_status_table_shows_counts_oldest_age_circuit_and_paused_per_destination
     lines = result.stdout.decode().splitlines()
     assert lines[0].split() == ["DESTINATION", "KIND", "PENDING", "WAITING", "IN", "FLIGHT", "DEAD", "DELIVERED",
                                 "OLDEST", "CIRCUIT", "PAUSED"]
-    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
-    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "0", "4", "-", "n/a", "no"]
-    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "0", "3", "0", "-", "n/a", "no"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "0", "4", "-", "closed", "no"]
+    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "0", "3", "0", "-", "closed", "no"]
     assert rows["stuck"][:7] == ["stuck", "file", "1", "2", "0", "0", "0"] and rows["stuck"][7] != "-"
-    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "0", "-", "n/a", "no"]
-    assert lines[-1] == f"circuit: {CIRCUIT_NOTE}"
+    assert rows["stuck"][8] == "open" and rows["stuck"][9][-1] == "s" and rows["stuck"][10] == "no"
+    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "0", "-", "-", "no"]
 
 
-def test_status_json_gives_numbers_and_no_circuit_state(filled):
+def test_status_json_gives_numbers_and_the_recorded_circuit_state(filled):
     data_dir, config = filled
 
     status = run_json("outbox", "status", "--config", config, "--data-dir", data_dir)
@@ -145,8 +155,10 @@ def test_status_json_gives_numbers_and_no_circuit_state(filled):
     stuck = status["stuck"]
     assert (stuck["pending"], stuck["waiting"], stuck["in_flight"], stuck["dead"], stuck["delivered"]) == (1, 2, 0, 0, 0)
     assert stuck["oldest_pending_age_seconds"] > 0
-    assert (stuck["kind"], stuck["configured"], stuck["paused"], stuck["circuit_state"]) == ("file", True, False, None)
-    assert status["weekly"]["pending"] == 0 and status["weekly"]["kind"] == "batch"
+    assert (stuck["kind"], stuck["configured"], stuck["paused"], stuck["circuit_state"]) == ("file", True, False, "open")
+    assert 0 < stuck["circuit_since"] <= datetime.now().timestamp()
+    assert status["delivered_here"]["circuit_state"] == "closed"
+    assert status["weekly"]["pending"] == 0 and status["weekly"]["circuit_state"] is None
 
 
 def test_status_without_the_config_still_lists_destinations_the_outbox_knows(filled):

@@ -54,6 +54,8 @@ class DeliveryService:
         recovered = yield self._writer.run(recover_in_flight)
         if recovered:
             log.info("{count} outbox rows left in flight by the last run are pending again", count=recovered)
+        for dispatcher in self.dispatchers.values():
+            yield dispatcher.record_circuit()  # closed: what a circuit recorded by the last run said is over
         yield self.refresh()
         for runner in self.batches.values():
             runner.start()

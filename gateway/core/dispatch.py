@@ -3,6 +3,7 @@ per-person ordering on top of the outbox table (:mod:`gateway.core.outbox`)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -10,7 +11,7 @@ from twisted.logger import Logger
 
 from gateway.config import DestinationConfig
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import PENDING, Settled, claim_due, record_results
+from gateway.core.outbox import PENDING, Settled, claim_due, record_circuit, record_results
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
 
 log = Logger(namespace="hssk.dispatch")
@@ -27,13 +28,27 @@ class CircuitBreaker:
 
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
-    def __init__(self, failures: int, open_seconds: float, clock: IReactorTime) -> None:
+    def __init__(self, failures: int, open_seconds: float, clock: IReactorTime,
+                 on_change: Callable[[str], None] | None = None) -> None:
         self._threshold = failures
         self._open_seconds = open_seconds
         self._clock = clock
         self._failures = 0
         self._opened_at = 0.0
-        self.state = self.CLOSED
+        self._state = self.CLOSED
+        #: Told every new state, so operators outside this process can see it.
+        self._on_change = on_change
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            if self._on_change is not None:
+                self._on_change(state)
 
     def allowance(self, in_flight: int, capacity: int) -> int:
         """How many new deliveries may start now."""
@@ -78,7 +93,8 @@ class Dispatcher:
         self._clock = clock
         self._metrics = metrics
         self._rng = rng or random.Random()
-        self.circuit = CircuitBreaker(config.circuit_failures, config.circuit_open_seconds, clock)
+        self.circuit = CircuitBreaker(config.circuit_failures, config.circuit_open_seconds, clock,
+                                      on_change=self._circuit_changed)
         self.paused = False
         self._in_flight: dict[int, Delivery] = {}
         self._cycling = False
@@ -112,7 +128,6 @@ class Dispatcher:
         if not (self._stopping or self.paused):
             running = len(self._in_flight) - len(settled)
             claim = self.circuit.allowance(running, self.config.max_in_flight - running)
-            self._circuit_gauge.set(_CIRCUIT_VALUES[self.circuit.state])
             if claim <= 0 and self.circuit.state == CircuitBreaker.OPEN:
                 self._wake_at(self.circuit.reopens_at)
         if not settled and claim <= 0:
@@ -159,6 +174,17 @@ class Dispatcher:
             return
         self._settled = settled + self._settled
         self._soon(1.0)
+
+    def record_circuit(self) -> Deferred:
+        """Write the circuit's state where ``outbox status`` reads it (the journal)."""
+        state = self.circuit.state
+        return self._writer.run(lambda conn, now: record_circuit(conn, self._clock.seconds(), self.name, state))
+
+    def _circuit_changed(self, state: str) -> None:
+        self._circuit_gauge.set(_CIRCUIT_VALUES[state])
+        self.record_circuit().addErrback(lambda f: log.error(
+            "recording the circuit state of {destination} failed: {error}", destination=self.name,
+            error=f.getErrorMessage()))
 
     def _delivered(self, result, delivery: Delivery) -> None:
         if not isinstance(result, DeliveryResult):

@@ -229,15 +229,25 @@ def purge_delivered(conn: sqlite3.Connection, before: float, limit: int) -> int:
     return len(ids)
 
 
+def record_circuit(conn: sqlite3.Connection, now: float, destination: str, state: str) -> None:
+    """The running gateway's circuit breaker for ``destination`` is now in ``state`` (since ``now``)."""
+    conn.execute(
+        "INSERT INTO destination_state (destination, paused, circuit_state, circuit_since, updated_at) "
+        "VALUES (:d, 0, :state, :now, :now) ON CONFLICT (destination) DO UPDATE SET circuit_state = :state, "
+        "circuit_since = :now, updated_at = :now", {"d": destination, "state": state, "now": now})
+
+
 def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
-    """Per destination: rows by state, age of the oldest pending row, paused flag and the last
-    flush request (read-only). ``flush_requested_at`` is None until ``outbox flush`` asks once;
-    the delivery service runs a batch when it sees a newer value than the one it handled."""
+    """Per destination: rows by state, age of the oldest pending row, paused flag, the circuit
+    state the running gateway last recorded (and since when), and the last flush request
+    (read-only). ``flush_requested_at`` is None until ``outbox flush`` asks once; the delivery
+    service runs a batch when it sees a newer value than the one it handled."""
     status: dict[str, dict] = {}
 
     def entry_for(destination: str) -> dict:
         return status.setdefault(destination, {s: 0 for s in STATES} | {
-            "oldest_pending_age_seconds": 0.0, "paused": False, "flush_requested_at": None})
+            "oldest_pending_age_seconds": 0.0, "paused": False, "circuit_state": None, "circuit_since": None,
+            "flush_requested_at": None})
 
     for destination, state, count, oldest in conn.execute(
             "SELECT destination, state, count(*), min(created_at) FROM outbox GROUP BY destination, state"):
@@ -245,11 +255,11 @@ def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
         entry[state] = count
         if state in UNDELIVERED and oldest is not None:
             entry["oldest_pending_age_seconds"] = max(entry["oldest_pending_age_seconds"], now - oldest)
-    for destination, paused, flush_requested_at in conn.execute(
-            "SELECT destination, paused, flush_requested_at FROM destination_state"):
+    for destination, paused, circuit_state, circuit_since, flush_requested_at in conn.execute(
+            "SELECT destination, paused, circuit_state, circuit_since, flush_requested_at FROM destination_state"):
         entry = entry_for(destination)
-        entry["paused"] = bool(paused)
-        entry["flush_requested_at"] = flush_requested_at
+        entry.update(paused=bool(paused), circuit_state=circuit_state, circuit_since=circuit_since,
+                     flush_requested_at=flush_requested_at)
     return status
 
 
@@ -356,5 +366,6 @@ def retry_dead_row(conn: sqlite3.Connection, now: float, row_id: int) -> str | N
 def with_idle_destinations(status: dict[str, dict], names: Iterable[str]) -> dict[str, dict]:
     """``destination_status`` plus an all-zero entry for each named destination that has no rows
     yet, so a newly configured destination is listed before its first message; sorted by name."""
-    idle = {s: 0 for s in STATES} | {"oldest_pending_age_seconds": 0.0, "paused": False, "flush_requested_at": None}
+    idle = {s: 0 for s in STATES} | {"oldest_pending_age_seconds": 0.0, "paused": False, "circuit_state": None,
+                                     "circuit_since": None, "flush_requested_at": None}
     return {name: idle | status.get(name, {}) for name in sorted(set(status) | set(names))}

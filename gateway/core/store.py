@@ -87,10 +87,18 @@ def _create_outbox(db: sqlite_utils.Database) -> None:
     }, pk="destination", defaults={"paused": 0})
 
 
+def _add_circuit_state(db: sqlite_utils.Database) -> None:
+    """The running gateway records its circuit breakers here, so ``outbox status`` in another
+    process can show them."""
+    db["destination_state"].add_column("circuit_state", str)
+    db["destination_state"].add_column("circuit_since", float)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
     ("0002_create_outbox", _create_outbox),
+    ("0003_destination_circuit_state", _add_circuit_state),
 )
 
 
