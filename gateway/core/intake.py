@@ -37,6 +37,9 @@ log = Logger(namespace="hssk.intake")
 
 QUEUED, PROCESSING, DECIDED, TIMED_OUT, ABANDONED, ANSWERED = range(6)
 _STOP = object()
+#: Worker threads in all, stuck ones included, as a multiple of ``pipeline.workers``: a thread
+#: stuck in a plugin cannot be killed, so it is replaced, but not without bound.
+MAX_THREADS_PER_WORKER = 4
 
 #: Stage timestamps per message for performance work (``HSSK_TRACE_STAGES=path``): a summary
 #: goes to ``path`` when the intake stops. Off by default; costs one attribute test when off.
@@ -90,8 +93,11 @@ class Intake:
         self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work_loop, name=f"hssk-pipeline-{n}", daemon=True)
-                         for n in range(workers)]
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._started = 0
+        #: Threads still inside a plugin call whose message timed out (they hold no job we wait for).
+        self._stuck = 0
         self._in_flight = 0
         self._drained: Deferred | None = None
         self._traces: list[list[float]] = []
@@ -106,12 +112,23 @@ class Intake:
         return self._in_flight
 
     def start(self) -> None:
-        for thread in self._threads:
+        with self._lock:
+            threads = [self._new_thread() for _ in range(self._workers)]
+        for thread in threads:
             thread.start()
+
+    def _new_thread(self) -> threading.Thread:
+        """A worker thread, counted in ``_threads``; call with the lock held, start it after."""
+        thread = threading.Thread(target=self._work_loop, name=f"hssk-pipeline-{self._started}", daemon=True)
+        self._started += 1
+        self._threads.append(thread)
+        return thread
 
     def stop(self) -> Deferred:
         """Let the messages already taken finish (each has its timer), then stop the workers."""
-        for _ in self._threads:
+        with self._lock:
+            count = len(self._threads)
+        for _ in range(count):
             self._work.put(_STOP)
         if _TRACE_PATH and self._traces:
             _write_trace_summary(_TRACE_PATH, self._traces)
@@ -186,6 +203,8 @@ class Intake:
                     log.error("building the ACK failed: {error}", error=str(e))
             with self._lock:
                 if job.state != PROCESSING:
+                    if self._leave_after_timeout():
+                        return
                     continue
                 job.state = DECIDED
                 job.decision = decision
@@ -194,15 +213,46 @@ class Intake:
                 job.trace.append(time.perf_counter())
             self._writer.submit(job)
 
+    def _leave_after_timeout(self) -> bool:
+        """A worker came back from a plugin call that had timed out (lock held): it is no longer
+        stuck, and it leaves if its replacement keeps the pool at ``pipeline.workers``."""
+        self._stuck -= 1
+        self._metrics.stuck_workers.set(self._stuck)
+        if len(self._threads) - self._stuck > self._workers:
+            self._threads.remove(threading.current_thread())
+            return True
+        return False
+
+    def _replace_stuck_worker(self) -> threading.Thread | None:
+        """The job's worker is stuck in a plugin (lock held): count it, and return a new thread
+        to start when the healthy ones fell below ``pipeline.workers`` and the cap allows."""
+        self._stuck += 1
+        self._metrics.stuck_workers.set(self._stuck)
+        if len(self._threads) - self._stuck >= self._workers:
+            return None
+        if len(self._threads) >= self._workers * MAX_THREADS_PER_WORKER:
+            log.error("{stuck} pipeline workers are stuck in plugin calls and the limit of {limit} threads is "
+                      "reached; messages wait for a worker to come back", stuck=self._stuck,
+                      limit=self._workers * MAX_THREADS_PER_WORKER)
+            return None
+        return self._new_thread()
+
     def _timed_out(self, job: _Job) -> None:
+        replacement = None
         with self._lock:
             state = job.state
             if state in (QUEUED, PROCESSING):
                 job.state = TIMED_OUT
+                if state == PROCESSING:
+                    replacement = self._replace_stuck_worker()
             elif state == DECIDED:
                 job.state = ABANDONED
             else:
                 return
+        if replacement is not None:
+            log.warn("a pipeline worker is stuck in plugin {plugin}; started {name} in its place",
+                     plugin=job.plugin or "unknown", name=replacement.name)
+            replacement.start()
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:

@@ -69,6 +69,9 @@ class Metrics:
         self.plugin_timeouts = Counter(
             "hssk_plugin_timeouts_total", "Messages answered AR because the pipeline did not decide in time.",
             ["plugin"], registry=r)
+        self.stuck_workers = Gauge(
+            "hssk_pipeline_stuck_workers", "Pipeline worker threads still inside a plugin call that timed out "
+            "(each has been replaced, up to 4 x pipeline.workers threads in all).", registry=r)
         self.open_connections = Gauge(
             "hssk_open_connections", "Open inbound connections.", ["transport"], registry=r)
         self.connections_refused = Counter(

@@ -5,12 +5,12 @@ import threading
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import Clock, deferLater
 
 from gateway.core.hookspecs import hookimpl
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, send_and_receive, \
-    standard_records, start_gateway
+    standard_records, start_gateway, wait_until
 
 TIMEOUT = 5.0
 
@@ -147,4 +147,85 @@ async def test_timed_out_message_resent_after_recovery_is_processed_again(slow_g
     assert msa(accepted)[1:3] == ["AA", "SLOW1"]
     assert [(r["status"], r["repeat_count"]) for r in journal_rows(gw, control_id="SLOW1")] == [
         ("rejected", 0), ("accepted", 0)]
+    client.transport.loseConnection()
+
+
+class Trap:
+    """Holds every message whose control id starts with SLOW until released, and tells the
+    reactor each time a worker walks in."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.entered = DeferredQueue()
+
+    def __call__(self, message):
+        if message.control_id.startswith("SLOW"):
+            reactor.callFromThread(self.entered.put, message.control_id)
+            self.release.wait(30)
+        return standard_records(message)
+
+
+def pipeline_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("hssk-pipeline-"))
+
+
+@pytest_twisted.async_yield_fixture
+async def trapped(tmp_path, plugin):
+    trap = Trap()
+    plugin.behaviour = trap
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], clock=Clock(),
+                             **{"pipeline.timeout_seconds": TIMEOUT, "pipeline.workers": 1})
+    yield gw, trap
+    trap.release.set()
+    gw.clock.advance(TIMEOUT)
+    await gw.stop()
+
+
+async def hang_one(gw, trap, client, control_id: str) -> bytes:
+    """Send a message the plugin hangs on, wait until a worker is inside, let it time out."""
+    expected = len(client.frames) + 1
+    client.send(hl7(control_id=control_id))
+    assert await trap.entered.get() == control_id
+    gw.clock.advance(TIMEOUT)
+    return (await client.wait_frames(expected))[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_stuck_in_a_plugin_is_replaced_so_intake_goes_on(trapped):
+    gw, trap = trapped
+    client = await connect_mllp(gw)
+
+    refused = [await hang_one(gw, trap, client, f"SLOW{n}") for n in (1, 2)]
+    accepted = await send_and_receive(client, hl7(control_id="FAST1"))
+
+    assert [msa(ack)[1:3] for ack in refused] == [["AR", "SLOW1"], ["AR", "SLOW2"]]
+    assert msa(accepted)[1:3] == ["AA", "FAST1"]
+    assert metric_value(gw, "hssk_pipeline_stuck_workers") == 2
+    assert len(pipeline_threads()) == 3
+
+    trap.release.set()  # the plugin calls return; the spare threads leave
+    await wait_until(lambda: metric_value(gw, "hssk_pipeline_stuck_workers") == 0 and len(pipeline_threads()) == 1,
+                     what="stuck workers back and the pool at pipeline.workers")
+    assert msa(await send_and_receive(client, hl7(control_id="FAST2")))[1:3] == ["AA", "FAST2"]
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replacements_stop_at_four_threads_per_worker(trapped):
+    gw, trap = trapped
+    client = await connect_mllp(gw)
+    for n in range(1, 5):
+        await hang_one(gw, trap, client, f"SLOW{n}")
+    assert len(pipeline_threads()) == 4
+
+    client.send(hl7(control_id="FAST1"))  # no worker is free and none may be added
+    await deferLater(reactor, 0.2, lambda: None)
+    gw.clock.advance(TIMEOUT)
+    [*_, waited] = await client.wait_frames(5)
+
+    assert msa(waited)[1:3] == ["AR", "FAST1"]
+    assert metric_value(gw, "hssk_pipeline_stuck_workers") == 4
+    trap.release.set()
+    await wait_until(lambda: len(pipeline_threads()) == 1, what="the pool back at one worker")
+    assert msa(await send_and_receive(client, hl7(control_id="FAST2")))[1:3] == ["AA", "FAST2"]
     client.transport.loseConnection()
