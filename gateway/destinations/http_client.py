@@ -118,7 +118,7 @@ class ResponseParser:
             del buffer[:end + 4]
             self._read_head(head)
             return True
-        if state == self._LENGTH:
+        if state == self._LENGTH or state == self._CHUNK_DATA:
             if not buffer:
                 return False
             take = min(self._remaining, len(buffer))
@@ -126,7 +126,10 @@ class ResponseParser:
             del buffer[:take]
             self._remaining -= take
             if self._remaining == 0:
-                self.done = True
+                if state == self._LENGTH:
+                    self.done = True
+                else:
+                    self._state = self._CHUNK_END
             return True
         if state == self._UNTIL_CLOSE:
             if buffer:
@@ -134,16 +137,6 @@ class ResponseParser:
                 buffer.clear()
             return False
         end = buffer.find(b"\r\n")
-        if state == self._CHUNK_DATA:
-            if not buffer:
-                return False
-            take = min(self._remaining, len(buffer))
-            self._keep(buffer[:take])
-            del buffer[:take]
-            self._remaining -= take
-            if self._remaining == 0:
-                self._state = self._CHUNK_END
-            return True
         if end < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise MalformedResponse("chunk framing line too long")
