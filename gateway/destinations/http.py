@@ -11,7 +11,7 @@ dispatcher does next:
 408, 429, 5xx, connect/response timeout, a         retry (``Retry-After`` honoured)
 connection refused or dropped mid-response
 any other status (4xx, and 3xx: we never follow    dead letter at once, the response body as
-a redirect with patient data)                      the reason
+a redirect with patient data)                      the reason (identifiers masked)
 =================================================  ===========================================
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import DestinationConfig
+from gateway.core.masking import mask_text
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.destinations.http_client import (ConnectionDropped, HttpClient, HttpResponse, MalformedResponse,
                                               ResponseTimeout)
@@ -75,7 +76,8 @@ def classify(status: int, body: bytes, retry_after: float | None) -> DeliveryRes
     label = f"{status // 100}xx"
     if 200 <= status < 300:
         return DeliveryResult(DELIVERED, label)
-    reason = f"HTTP {status}: {body[:MAX_REASON_BYTES].decode('utf-8', 'replace').strip()}"
+    # Masked: stores quote the identifiers they reject, and the reason goes to logs and the CLI.
+    reason = f"HTTP {status}: {mask_text(body[:MAX_REASON_BYTES].decode('utf-8', 'replace').strip())}"
     if status in RETRYABLE_STATUSES or status >= 500:
         return DeliveryResult(RETRY, str(status) if status in RETRYABLE_STATUSES else label, reason, retry_after)
     return DeliveryResult(DEAD, label, reason)

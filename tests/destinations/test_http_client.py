@@ -207,13 +207,13 @@ async def test_a_fresh_connection_closed_without_an_answer_is_a_retry_not_a_rese
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_chunked_rejection_is_read_as_the_reason(scripted):
+async def test_a_chunked_rejection_is_read_as_the_reason_with_identifiers_masked(scripted):
     server, url = scripted(lambda n: b"HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                     b"8\r\nmissing \r\n4\r\nCCCD\r\n0\r\n\r\n")
+                                     b"5\r\nCCCD \r\n16\r\n079085000123 not known\r\n0\r\n\r\n")
 
     [result] = await deliver_all(destination(url), 1)
 
-    assert result.reason == "HTTP 422: missing CCCD"
+    assert result.reason == "HTTP 422: CCCD 0790*****123 not known"  # masked: it goes to logs and the CLI
 
 
 @pytest_twisted.ensureDeferred
