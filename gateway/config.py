@@ -269,6 +269,13 @@ def _build_destinations(raw: Any) -> tuple[DestinationConfig, ...]:
 def _check_url(url: str, key: str) -> None:
     try:
         parts = urlsplit(url)
+        credentials = parts.username is not None or parts.password is not None
+    except ValueError as e:
+        raise ConfigError(key, f"is not a valid URL ({e})") from None
+    if credentials:
+        raise ConfigError(key, "must not carry credentials (they would reach logs and the Host header); "
+                               "put the Authorization value in the environment variable named by auth_header_env")
+    try:
         port = parts.port
     except ValueError as e:
         raise ConfigError(key, f"is not a valid URL ({e}): {url!r}") from None

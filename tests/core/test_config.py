@@ -201,3 +201,20 @@ def test_bad_plugin_setting_stops_start_up_naming_the_key(tmp_path):
 
     assert caught.value.key == "plugins.viettel_his.sending_applications"
     assert "must be a list of non-empty strings" in caught.value.rule
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://store.example/records", "must be an http:// or https:// URL with a host"),
+    ("https:///records", "must be an http:// or https:// URL with a host"),
+    ("https://store.example:99999/records", "is not a valid URL"),
+    ("https://store.example:0/records", "needs a non-zero port"),
+    ("https://user:secret@store.example/records", "must not carry credentials"),
+    ("https://user:secret@store.example:99999/records", "must not carry credentials"),
+])
+def test_destination_url_errors_name_the_key_and_never_echo_credentials(url, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={}, overrides={"destinations.store.kind": "http", "destinations.store.url": url})
+
+    assert raised.value.key == "destinations.store.url"
+    assert message in str(raised.value)
+    assert "secret" not in str(raised.value)
