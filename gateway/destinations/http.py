@@ -63,7 +63,7 @@ def parse_retry_after(value: bytes | None, now: float) -> float | None:
     if not value:
         return None
     text = value.decode("latin-1").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -126,9 +126,12 @@ class HttpDestination:
     def _failed(self, failure: Failure) -> DeliveryResult:
         """A destination answers with a result; the dispatcher must not see errbacks."""
         error = failure.value
-        if failure.check(ResponseTimeout, TwistedTimeoutError):
+        if failure.check(ResponseTimeout):
             return DeliveryResult(RETRY, "timeout", f"no complete answer from {self._host} within "
                                                     f"{self._config.response_timeout_seconds:g} s")
+        if failure.check(TwistedTimeoutError):
+            return DeliveryResult(RETRY, "timeout", f"cannot connect to {self._host} within "
+                                                    f"{self._config.connect_timeout_seconds:g} s")
         if failure.check(ConnectError, ConnectingCancelledError):
             return DeliveryResult(RETRY, "connection", f"cannot connect to {self._host}: {_describe(error)}")
         if failure.check(ConnectionDropped):

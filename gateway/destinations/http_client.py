@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -26,6 +27,9 @@ from twisted.python.failure import Failure
 MAX_HEAD_BYTES = 64 * 1024
 #: Past this many body bytes we stop reading and drop the connection instead.
 MAX_DRAINED_BODY = 1024 * 1024
+#: A kept connection unused this long is closed: firewalls and NAT forget quiet flows without a
+#: word, and a request sent on a forgotten flow waits the whole response timeout for nothing.
+MAX_IDLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,11 @@ class ResponseParser:
             raise MalformedResponse(f"bad status line {lines[0][:80]!r}")
         code = int(parts[1])
         headers: dict[bytes, bytes] = {}
+        key = b""
         for line in lines[1:]:
+            if line[:1] in (b" ", b"\t") and key:  # obs-fold: a continuation of the previous header
+                headers[key] = (headers[key] + b" " + line.strip()).strip()
+                continue
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
                 raise MalformedResponse(f"bad header line {line[:80]!r}")
@@ -188,9 +196,11 @@ class ResponseParser:
                 raise MalformedResponse(f"unsupported transfer-encoding {encoding[:40]!r}")
             self._state = self._CHUNK_SIZE
         elif length is not None:
-            if not length.isdigit():
+            values = {v.strip() for v in length.split(b",")}  # the same length repeated is allowed
+            value = values.pop() if len(values) == 1 else b""
+            if not (value.isdigit() and value.isascii() and len(value) <= 18):
                 raise MalformedResponse(f"bad content-length {length[:40]!r}")
-            self._remaining = int(length)
+            self._remaining = int(value)
             self._state = self._LENGTH
             self.done = self._remaining == 0
         else:
@@ -215,6 +225,8 @@ class _Connection(Protocol):
         self._parser: ResponseParser | None = None
         self._waiting: Deferred | None = None
         self.lost: Deferred = Deferred()
+        #: Drops the connection once it has been idle too long (see :data:`MAX_IDLE_SECONDS`).
+        self.idle_timer = None
 
     def send(self, request: bytes, body_limit: int) -> Deferred:
         self._parser = ResponseParser(body_limit)
@@ -243,6 +255,8 @@ class _Connection(Protocol):
             try:
                 parser.finish()
             except ConnectionDropped as e:
+                if not reason.check(ConnectionDone):  # e.g. a TLS certificate the store's CA did not sign
+                    e = ConnectionDropped(f"{e} ({reason.getErrorMessage()})", e.started)
                 self._fail(e)
             else:
                 self._respond(parser)
@@ -269,7 +283,8 @@ class _Connection(Protocol):
 
 
 class HttpClient:
-    """Persistent connections to one origin (``endpoint``), at most ``max_idle`` kept idle.
+    """Persistent connections to one origin (``endpoint``), at most ``max_idle`` kept idle, each
+    for at most :data:`MAX_IDLE_SECONDS`.
 
     ``post`` returns a Deferred that fires with an :class:`HttpResponse`, or fails with
     :class:`ResponseTimeout`, :class:`ConnectionDropped`, :class:`MalformedResponse` or the
@@ -283,10 +298,14 @@ class HttpClient:
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._exchanges: set[_Exchange] = set()
+        self._closed = False
         self._factory = Factory.forProtocol(lambda: _Connection(self))
 
     def post(self, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, *, timeout: float,
              body_limit: int) -> Deferred:
+        if self._closed:
+            return fail(ConnectionDropped("the client is closed"))
         lines = [b"POST ", target, b" HTTP/1.1\r\nHost: ", self._host, b"\r\nContent-Length: ",
                  str(len(body)).encode("ascii"), b"\r\n"]
         for name, value in headers:
@@ -297,15 +316,28 @@ class HttpClient:
         return _Exchange(self, b"".join(lines), body_limit, timeout).start()
 
     def close(self) -> Deferred:
-        """Close every connection, idle or busy; fires when all are gone."""
+        """Abort every connection and every request still going; fires when all are gone.
+
+        Aborting rather than closing politely: a TLS close waits for the peer's answer, and a
+        store that no longer answers would hold up the gateway's shutdown. A request cut short
+        here is reported as dropped, and its row is delivered again after the restart."""
+        self._closed = True
+        for exchange in list(self._exchanges):
+            exchange.cancel_connect()
         connections = list(self._all)
         self._idle.clear()
         for connection in connections:
-            connection.transport.loseConnection()
+            connection.transport.abortConnection()
         return DeferredList([c.lost for c in connections])
 
     def _take_idle(self) -> _Connection | None:
-        return self._idle.pop() if self._idle else None
+        if not self._idle:
+            return None
+        connection = self._idle.pop()
+        if connection.idle_timer is not None and connection.idle_timer.active():
+            connection.idle_timer.cancel()
+        connection.idle_timer = None
+        return connection
 
     def _connect(self) -> Deferred:
         return self._endpoint.connect(self._factory)
@@ -314,15 +346,18 @@ class HttpClient:
         self._all.add(connection)
 
     def _release(self, connection: _Connection) -> None:
-        if len(self._idle) < self._max_idle:
-            self._idle.append(connection)
-        else:
+        if self._closed or len(self._idle) >= self._max_idle:
             connection.transport.loseConnection()
+            return
+        self._idle.append(connection)
+        connection.idle_timer = self._clock.callLater(MAX_IDLE_SECONDS, connection.transport.abortConnection)
 
     def _forget(self, connection: _Connection) -> None:
         self._all.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
+        if connection.idle_timer is not None and connection.idle_timer.active():
+            connection.idle_timer.cancel()
 
 
 class _Exchange:
@@ -338,12 +373,20 @@ class _Exchange:
         self._timer = client._clock.callLater(timeout, self._timed_out)
 
     def start(self) -> Deferred:
+        self._client._exchanges.add(self)
         connection = self._client._take_idle()
         if connection is not None:
             self._send(connection, reused=True)
         else:
             self._open()
         return self._result
+
+    def cancel_connect(self) -> None:
+        """The client is closing: a connection still being made is not wanted any more."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            self._finish(Failure(ConnectionDropped("the client closed before the connection was made")))
+            connecting.cancel()
 
     def _open(self) -> None:
         self._connecting = self._client._connect()
@@ -352,8 +395,9 @@ class _Exchange:
     def _connected(self, connection: _Connection) -> None:
         self._connecting = None
         self._client._opened(connection)
-        if self._result.called:  # timed out while connecting
-            connection.transport.loseConnection()
+        if self._result.called or self._client._closed:  # timed out, or the client closed, meanwhile
+            connection.transport.abortConnection()
+            self._finish(Failure(ConnectionDropped("the client closed before the request was sent")))
             return
         self._send(connection, reused=False)
 
@@ -370,7 +414,8 @@ class _Exchange:
         self._connection = None
         if self._result.called:
             return
-        if reused and failure.check(ConnectionDropped) and not failure.value.started:
+        if (reused and not self._client._closed and failure.check(ConnectionDropped)
+                and not failure.value.started):
             self._open()  # the server closed an idle connection as we reused it
             return
         self._finish(failure)
@@ -391,6 +436,7 @@ class _Exchange:
             connection.abort()
 
     def _finish(self, result: HttpResponse | Failure) -> None:
+        self._client._exchanges.discard(self)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

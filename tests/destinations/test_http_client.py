@@ -14,12 +14,15 @@ import pytest
 import pytest_twisted
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor, ssl
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
 
 from gateway.config import load_config
 from gateway.destinations import DELIVERED, RETRY, Delivery
 from gateway.destinations.http import HttpDestination
-from gateway.destinations.http_client import MAX_DRAINED_BODY, MalformedResponse, ResponseParser
+from gateway.destinations.http_client import (MAX_DRAINED_BODY, MAX_IDLE_SECONDS, ConnectionDropped, HttpClient,
+                                              MalformedResponse, ResponseParser)
 
 RESPONSES = {
     "length": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", 200, b"hello", True),
@@ -30,6 +33,7 @@ RESPONSES = {
     "close": (b"HTTP/1.1 503 Busy\r\nConnection: close\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n", 503, b"", False),
     "http10": (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", False),
     "no_content": (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", True),
+    "folded": (b"HTTP/1.1 200 OK\r\nX-Note: first\r\n  second\r\nContent-Length: 2, 2\r\n\r\nok", 200, b"ok", True),
 }
 
 
@@ -51,6 +55,11 @@ def test_any_split_of_a_response_parses_the_same(name, cuts):
 
     assert parser.done and not parser.leftover
     assert (parser.code, parser.response.body, parser.keep_alive) == (code, body, keep_alive)
+
+
+def test_a_folded_header_is_joined():
+    parser = parse([RESPONSES["folded"][0]])
+    assert parser.headers[b"x-note"] == b"first second"
 
 
 def test_a_body_without_length_ends_with_the_connection():
@@ -79,7 +88,8 @@ def test_bytes_after_a_complete_response_are_noticed():
 @pytest.mark.parametrize("raw", [
     b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"])
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"])
 def test_what_is_not_an_http_response_is_refused(raw):
     with pytest.raises(MalformedResponse):
         parse([raw])
@@ -238,6 +248,62 @@ async def test_a_token_with_a_line_break_is_never_sent(scripted, monkeypatch):
     assert server.requests == []
 
 
+def client_for(url: str, clock=reactor) -> HttpClient:
+    port = int(url.split(":")[2].split("/")[0])
+    return HttpClient(TCP4ClientEndpoint(reactor, "127.0.0.1", port), clock, f"127.0.0.1:{port}", max_idle=4)
+
+
+def post(client: HttpClient, n: int):
+    """The request is on its way when this returns (a Deferred, not a coroutine)."""
+    return client.post(b"/records", [(b"Idempotency-Key", b"key-%d" % n)], b"{}", timeout=5, body_limit=100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_connection_is_closed_after_it_idled_too_long(scripted):
+    server, url = scripted(lambda n: OK)
+    clock = Clock()
+    client = client_for(url, clock)
+
+    await post(client, 1)
+    clock.advance(MAX_IDLE_SECONDS + 1)
+    await post(client, 2)
+    await client.close()
+
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_while_connecting_fails_the_request_and_sends_nothing(scripted):
+    server, url = scripted(lambda n: OK)
+    client = client_for(url)
+
+    pending = post(client, 1)
+    await client.close()
+
+    with pytest.raises(ConnectionDropped):
+        await pending
+    await deferLater(reactor, 0.1, lambda: None)
+    assert server.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_during_a_request_on_a_kept_connection_does_not_resend_it(scripted):
+    server, url = scripted(lambda n: OK if n == 1 else b"")  # the second request is never answered
+    client = client_for(url)
+    await post(client, 1)
+
+    pending = post(client, 2)
+    await deferLater(reactor, 0.1, lambda: None)
+    await client.close()
+
+    with pytest.raises(ConnectionDropped):
+        await pending
+    await deferLater(reactor, 0.1, lambda: None)
+    assert len(server.requests) == 2 and server.connections == 1
+    with pytest.raises(ConnectionDropped):
+        await post(client, 3)  # a closed client opens nothing new
+
+
 # --- TLS with our client certificate ------------------------------------------------------------
 
 def _certificates(tmp_path):
@@ -300,4 +366,5 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(tmp_path):
 
     assert [r.outcome for r in trusted] == [DELIVERED, DELIVERED]
     assert [(r.outcome, r.label) for r in without_client_cert + system_trust_only] == [(RETRY, "connection")] * 2
+    assert "certificate verify failed" in system_trust_only[0].reason  # the cause, not just "dropped"
     assert len(server.requests) == 2 and server.connections >= 2

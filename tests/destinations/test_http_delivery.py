@@ -98,6 +98,7 @@ async def test_503_retry_after_is_passed_to_the_dispatcher(store):
 def test_retry_after_as_http_date():
     assert parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT", 1445412420.0) == 60.0
     assert parse_retry_after(b"soon", 0.0) is None
+    assert parse_retry_after(b"\xb2", 0.0) is None  # "²" is a digit to str.isdigit, not to HTTP
 
 
 @pytest_twisted.ensureDeferred
