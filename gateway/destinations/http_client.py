@@ -27,8 +27,9 @@ from twisted.python.failure import Failure
 MAX_HEAD_BYTES = 64 * 1024
 #: Past this many body bytes we stop reading and drop the connection instead.
 MAX_DRAINED_BODY = 1024 * 1024
-#: A kept connection unused this long is closed: firewalls and NAT forget quiet flows without a
-#: word, and a request sent on a forgotten flow waits the whole response timeout for nothing.
+#: A kept connection unused this long is never used again (it is closed when the pool next looks
+#: at it): firewalls and NAT forget quiet flows without a word, and a request sent on a forgotten
+#: flow waits the whole response timeout for nothing.
 MAX_IDLE_SECONDS = 60.0
 
 
@@ -225,8 +226,8 @@ class _Connection(Protocol):
         self._parser: ResponseParser | None = None
         self._waiting: Deferred | None = None
         self.lost: Deferred = Deferred()
-        #: Drops the connection once it has been idle too long (see :data:`MAX_IDLE_SECONDS`).
-        self.idle_timer = None
+        #: When the connection went back to the pool (see :data:`MAX_IDLE_SECONDS`).
+        self.idle_since = 0.0
 
     def send(self, request: bytes, body_limit: int) -> Deferred:
         self._parser = ResponseParser(body_limit)
@@ -283,8 +284,8 @@ class _Connection(Protocol):
 
 
 class HttpClient:
-    """Persistent connections to one origin (``endpoint``), at most ``max_idle`` kept idle, each
-    for at most :data:`MAX_IDLE_SECONDS`.
+    """Persistent connections to one origin (``endpoint``), at most ``max_idle`` kept idle, none
+    reused after :data:`MAX_IDLE_SECONDS`.
 
     ``post`` returns a Deferred that fires with an :class:`HttpResponse`, or fails with
     :class:`ResponseTimeout`, :class:`ConnectionDropped`, :class:`MalformedResponse` or the
@@ -331,13 +332,15 @@ class HttpClient:
         return DeferredList([c.lost for c in connections])
 
     def _take_idle(self) -> _Connection | None:
-        if not self._idle:
-            return None
-        connection = self._idle.pop()
-        if connection.idle_timer is not None and connection.idle_timer.active():
-            connection.idle_timer.cancel()
-        connection.idle_timer = None
-        return connection
+        """The most recently used idle connection; ones idle too long are dropped on the way
+        (checked here rather than by a timer per request, which would cost every delivery)."""
+        now = self._clock.seconds()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.idle_since <= MAX_IDLE_SECONDS:
+                return connection
+            connection.transport.abortConnection()
+        return None
 
     def _connect(self) -> Deferred:
         return self._endpoint.connect(self._factory)
@@ -349,15 +352,13 @@ class HttpClient:
         if self._closed or len(self._idle) >= self._max_idle:
             connection.transport.loseConnection()
             return
+        connection.idle_since = self._clock.seconds()
         self._idle.append(connection)
-        connection.idle_timer = self._clock.callLater(MAX_IDLE_SECONDS, connection.transport.abortConnection)
 
     def _forget(self, connection: _Connection) -> None:
         self._all.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
-        if connection.idle_timer is not None and connection.idle_timer.active():
-            connection.idle_timer.cancel()
 
 
 class _Exchange:
