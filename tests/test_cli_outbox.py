@@ -161,6 +161,41 @@ def test_status_json_gives_numbers_and_the_recorded_circuit_state(filled):
     assert status["weekly"]["pending"] == 0 and status["weekly"]["circuit_state"] is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_restart_without_a_destination_forgets_its_circuit(journal):
+    data_dir, config = journal
+    tables = destinations(Path("unused"))
+    tables["stuck"]["enabled"] = False
+    gw = await start_gateway(data_dir, plugins=[TestPlugin()], **overrides_for(tables))
+    await gw.stop()
+
+    status = await deferToThread(run_json, "outbox", "status", "--config", config, "--data-dir", data_dir)
+
+    assert status["stuck"]["circuit_state"] is None and status["stuck"]["pending"] == 1
+    assert status["delivered_here"]["circuit_state"] == "closed"
+
+
+def test_status_reads_a_journal_the_gateway_has_not_migrated_yet(tmp_path):
+    """The CLI of a newer version, before the gateway was restarted on it (journal at 0002)."""
+    import sqlite_utils
+
+    from gateway.core.store import MIGRATIONS
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    db = sqlite_utils.Database(data_dir / "gateway.db")
+    db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+    for name, step in MIGRATIONS[:2]:
+        step(db)
+        db["_migrations"].insert({"name": name, "applied_at": 0.0})
+    db["destination_state"].insert({"destination": "lab", "paused": 1, "updated_at": 0.0})
+    db.close()
+
+    status = run_json("outbox", "status", "--data-dir", data_dir)
+
+    assert (status["lab"]["paused"], status["lab"]["circuit_state"]) == (True, None)
+
+
 def test_status_without_the_config_still_lists_destinations_the_outbox_knows(filled):
     data_dir, _ = filled
 

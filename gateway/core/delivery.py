@@ -14,7 +14,8 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.core.dispatch import Dispatcher
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import STATES, UNDELIVERED, destination_status, purge_delivered, recover_in_flight
+from gateway.core.outbox import (STATES, UNDELIVERED, destination_status, purge_delivered, recover_in_flight,
+                                 reset_circuits)
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered, BatchRunner
 from gateway.destinations.factory import build_batch_sink, build_destination
@@ -54,8 +55,8 @@ class DeliveryService:
         recovered = yield self._writer.run(recover_in_flight)
         if recovered:
             log.info("{count} outbox rows left in flight by the last run are pending again", count=recovered)
-        for dispatcher in self.dispatchers.values():
-            yield dispatcher.record_circuit()  # closed: what a circuit recorded by the last run said is over
+        names = list(self.dispatchers)
+        yield self._writer.run(lambda conn, now: reset_circuits(conn, self._clock.seconds(), names))
         yield self.refresh()
         for runner in self.batches.values():
             runner.start()

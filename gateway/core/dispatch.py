@@ -175,14 +175,11 @@ class Dispatcher:
         self._settled = settled + self._settled
         self._soon(1.0)
 
-    def record_circuit(self) -> Deferred:
-        """Write the circuit's state where ``outbox status`` reads it (the journal)."""
-        state = self.circuit.state
-        return self._writer.run(lambda conn, now: record_circuit(conn, self._clock.seconds(), self.name, state))
-
     def _circuit_changed(self, state: str) -> None:
+        """Shown by the gauge, and written where ``outbox status`` reads it (the journal)."""
         self._circuit_gauge.set(_CIRCUIT_VALUES[state])
-        self.record_circuit().addErrback(lambda f: log.error(
+        d = self._writer.run(lambda conn, now: record_circuit(conn, self._clock.seconds(), self.name, state))
+        d.addErrback(lambda f: log.error(
             "recording the circuit state of {destination} failed: {error}", destination=self.name,
             error=f.getErrorMessage()))
 

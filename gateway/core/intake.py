@@ -249,10 +249,6 @@ class Intake:
                 job.state = ABANDONED
             else:
                 return
-        if replacement is not None:
-            log.warn("a pipeline worker is stuck in plugin {plugin}; started {name} in its place",
-                     plugin=job.plugin or "unknown", name=replacement.name)
-            replacement.start()
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:
@@ -271,6 +267,22 @@ class Intake:
             job.decision = Decision(job.envelope, _best_header(job.envelope), REJECT, (Issue(207, text, "MSH^1^9"),),
                                     plugin if job.plugin else "")
         self._writer.submit(job)
+        if replacement is not None:
+            self._start_replacement(replacement, plugin)
+
+    def _start_replacement(self, thread: threading.Thread, plugin: str) -> None:
+        """Started after the timed-out message is on its way, so that a thread the system refuses
+        (a process or memory limit) costs no answer; such a thread is forgotten again."""
+        try:
+            thread.start()
+        except RuntimeError as e:
+            with self._lock:
+                self._threads.remove(thread)
+            log.error("a pipeline worker is stuck in plugin {plugin} and no thread could replace it: {error}",
+                      plugin=plugin, error=str(e))
+            return
+        log.warn("a pipeline worker is stuck in plugin {plugin}; started {name} in its place", plugin=plugin,
+                 name=thread.name)
 
     def _outcome_for(self, decision: Decision, result: Committed | Exception,
                      prebuilt: tuple[str, ...] | None = None) -> Outcome:

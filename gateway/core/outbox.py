@@ -237,6 +237,17 @@ def record_circuit(conn: sqlite3.Connection, now: float, destination: str, state
         "circuit_since = :now, updated_at = :now", {"d": destination, "state": state, "now": now})
 
 
+def reset_circuits(conn: sqlite3.Connection, now: float, destinations: Iterable[str]) -> None:
+    """At start: these destinations' circuits are closed, and any other one recorded by an
+    earlier run (a destination since disabled or removed) has no circuit any more."""
+    names = list(destinations)
+    conn.execute(f"UPDATE destination_state SET circuit_state = NULL, circuit_since = NULL, updated_at = ? "
+                 f"WHERE circuit_state IS NOT NULL AND destination NOT IN ({', '.join('?' * len(names))})",
+                 [now, *names])
+    for name in names:
+        record_circuit(conn, now, name, "closed")
+
+
 def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
     """Per destination: rows by state, age of the oldest pending row, paused flag, the circuit
     state the running gateway last recorded (and since when), and the last flush request
@@ -255,8 +266,11 @@ def destination_status(conn: sqlite3.Connection, now: float) -> dict[str, dict]:
         entry[state] = count
         if state in UNDELIVERED and oldest is not None:
             entry["oldest_pending_age_seconds"] = max(entry["oldest_pending_age_seconds"], now - oldest)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(destination_state)")}
+    # A journal the gateway has not migrated yet (the CLI of a newer version) has no circuit columns.
+    circuit = "circuit_state, circuit_since" if "circuit_state" in columns else "NULL, NULL"
     for destination, paused, circuit_state, circuit_since, flush_requested_at in conn.execute(
-            "SELECT destination, paused, circuit_state, circuit_since, flush_requested_at FROM destination_state"):
+            f"SELECT destination, paused, {circuit}, flush_requested_at FROM destination_state"):
         entry = entry_for(destination)
         entry.update(paused=bool(paused), circuit_state=circuit_state, circuit_since=circuit_since,
                      flush_requested_at=flush_requested_at)

@@ -229,3 +229,27 @@ async def test_replacements_stop_at_four_threads_per_worker(trapped):
     await wait_until(lambda: len(pipeline_threads()) == 1, what="the pool back at one worker")
     assert msa(await send_and_receive(client, hl7(control_id="FAST2")))[1:3] == ["AA", "FAST2"]
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replacement_thread_the_system_refuses_costs_no_answer(trapped, monkeypatch):
+    gw, trap = trapped
+    client = await connect_mllp(gw)
+    real_start = threading.Thread.start
+
+    def refuse_pipeline_threads(thread):
+        if thread.name.startswith("hssk-pipeline-"):
+            raise RuntimeError("can't start new thread")  # what CPython raises at a process limit
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_pipeline_threads)
+
+    refused = await hang_one(gw, trap, client, "SLOW1")
+    trap.release.set()
+    await wait_until(lambda: metric_value(gw, "hssk_pipeline_stuck_workers") == 0, what="the stuck worker back")
+    accepted = await send_and_receive(client, hl7(control_id="FAST1"))
+
+    assert msa(refused)[1:3] == ["AR", "SLOW1"]
+    assert msa(accepted)[1:3] == ["AA", "FAST1"]  # the worker that came back stayed: the pool is not empty
+    assert len(pipeline_threads()) == 1
+    client.transport.loseConnection()
