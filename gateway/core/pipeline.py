@@ -157,7 +157,8 @@ class Pipeline:
                                                                                      records.kind)
         except ContentError as e:
             return Decision(envelope, message, ERROR, e.issues, plugin)
-        except Exception as e:  # a plugin bug must cost one message, never the gateway
+        except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
+            # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
             self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
             log.error("plugin {plugin} raised {error_type} in {stage}: {error}", plugin=plugin or "unknown",
                       stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),
@@ -219,7 +220,7 @@ class Pipeline:
                 for item in self._route(source, records, plugin, record_identity(records)))
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
-        except Exception as e:  # a plugin bug must cost one file, never the gateway
+        except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
             self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
             log.error("plugin {plugin} raised {error_type} in {stage} for an XML file: {error}",
                       plugin=plugin or "unknown", stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),

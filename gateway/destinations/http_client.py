@@ -15,6 +15,7 @@ when it closes without a single byte of answer, the request goes once more on a 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, DeferredList, fail
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 #: A status line and headers larger than this are not a record store's answer.
 MAX_HEAD_BYTES = 64 * 1024
 #: Past this many body bytes we stop reading and drop the connection instead.
@@ -153,12 +155,10 @@ class ResponseParser:
                 raise MalformedResponse("chunk data longer than its size line said")
             self._state = self._CHUNK_SIZE
         elif state == self._CHUNK_SIZE:
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise MalformedResponse(f"bad chunk size line {line[:40]!r}") from None
-            if size < 0:
+            digits = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(digits):  # int(x, 16) alone would take "0x2", "+2" and "1_0"
                 raise MalformedResponse(f"bad chunk size line {line[:40]!r}")
+            size = int(digits, 16)
             self._remaining = size
             self._state = self._CHUNK_DATA if size else self._TRAILERS
         elif not line:  # the empty line that ends the trailers

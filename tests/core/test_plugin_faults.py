@@ -1,6 +1,7 @@
 """Faults stay small (DESIGN.md §3.5): a plugin that raises costs one message an AE/207, a plugin
 that hangs costs one message an AR/207 at pipeline.timeout_seconds; other messages go on."""
 import json
+import sys
 import threading
 
 import pytest_twisted
@@ -50,6 +51,21 @@ async def test_plugin_exception_does_not_stop_other_connections_or_the_same_one(
     assert [msa(a)[1:3] for a in (failed, elsewhere, afterwards)] == [["AE", "BOOM2"], ["AA", "FINE1"], ["AA", "FINE2"]]
     failing.transport.loseConnection()
     other.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plugin_calling_sys_exit_costs_one_message_not_a_worker(tmp_path, plugin):
+    plugin.behaviour = lambda message: sys.exit(3) if message.control_id.startswith("EXIT") else standard_records(message)
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.workers": 1})
+    client = await connect_mllp(gw)
+
+    exits = [await send_and_receive(client, hl7(control_id=f"EXIT{n}")) for n in (1, 2)]
+    fine = await send_and_receive(client, hl7(control_id="FINE1"))
+
+    assert [msa(a)[1] for a in exits] == ["AE", "AE"] and "SystemExit" in err_segments(exits[0])[0][8]
+    assert msa(fine)[1:3] == ["AA", "FINE1"]
+    client.transport.loseConnection()
+    await gw.stop()
 
 
 class ExplodingIdentify:
