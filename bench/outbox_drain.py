@@ -43,6 +43,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.mllp_throughput import build_load, cpu_seconds, free_port, log  # noqa: E402  (after the path insert)
+
 SHARED_BENCH = REPO.parent / "shared" / "bench"
 LOAD = SHARED_BENCH / "mllp-load"
 SAMPLE = SHARED_BENCH / "messages" / "adt_a04.hl7"
@@ -159,24 +161,6 @@ def run_client(port: int, conns: int, duration: float, body_bytes: int) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
 
 def sched_wait_seconds(pid: int) -> float:
     """Seconds the process's threads spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat):
@@ -610,8 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                                         if os.access(REPO / ".venv" / "bin" / "py-spy", os.X_OK) else None)
     args.py_spy = py_spy
 
-    if not (os.access(LOAD, os.X_OK) and LOAD.stat().st_mtime >= (SHARED_BENCH / "mllp-load.c").stat().st_mtime):
-        subprocess.run(["make", "-C", str(SHARED_BENCH), "mllp-load"], check=True, stdout=sys.stderr)
+    build_load()
     OUT.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(args)
     log(f"taskset: {'gateway on CPU 1, sink + mllp-load on CPU 0' if ctx.taskset else 'not used'}; raw: {ctx.raw}")

@@ -19,3 +19,9 @@ class Envelope:
     listener: str = ""
     facility: str | None = None
     forced_charset: str = ""
+
+
+def peer_of(address) -> str:
+    """``host:port`` of a transport's peer address, ``?`` for what the address type lacks (a
+    UNIX socket has no port), as envelopes and logs name the sender's end."""
+    return f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"

@@ -159,13 +159,8 @@ class Pipeline:
             return Decision(envelope, message, ERROR, e.issues, plugin)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
             # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
-            self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
-            log.error("plugin {plugin} raised {error_type} in {stage}: {error}", plugin=plugin or "unknown",
-                      stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),
-                      control_id=message.control_id)
-            return Decision(envelope, message, ERROR, (Issue(
-                207, f"plugin {plugin or 'unknown'} failed in {stage} ({type(e).__name__}); the message is "
-                     f"journaled and can be replayed once the plugin is fixed", "MSH^1^9"),), plugin)
+            issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id)
+            return Decision(envelope, message, ERROR, (issue,), plugin)
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox)
 
@@ -221,15 +216,20 @@ class Pipeline:
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
-            self._metrics.plugin_exceptions.labels(plugin=plugin or "unknown", stage=stage).inc()
-            log.error("plugin {plugin} raised {error_type} in {stage} for an XML file: {error}",
-                      plugin=plugin or "unknown", stage=stage, error_type=type(e).__name__, error=mask_text(str(e)),
-                      control_id=source.control_id)
-            return Decision(envelope, None, ERROR, (Issue(
-                207, f"plugin {plugin or 'unknown'} failed in {stage} ({type(e).__name__}); the file is "
-                     f"journaled and can be replayed once the plugin is fixed", "GIAMDINHHS"),), plugin, document=source)
+            issue = self._plugin_failed(e, plugin, stage, "file", "GIAMDINHHS", source.control_id)
+            return Decision(envelope, None, ERROR, (issue,), plugin, document=source)
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=outbox, document=source)
+
+    def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
+                       control_id: str) -> Issue:
+        """Count and log a plugin's failure (identifiers masked), and say it as the sender's ERR 207."""
+        name = plugin or "unknown"
+        self._metrics.plugin_exceptions.labels(plugin=name, stage=stage).inc()
+        log.error("plugin {plugin} raised {error_type} in {stage} for a {what}: {error}", plugin=name, stage=stage,
+                  what=what, error_type=type(error).__name__, error=mask_text(str(error)), control_id=control_id)
+        return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
+                          f"can be replayed once the plugin is fixed", location)
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str,
                identity: str) -> tuple[OutboxItem, ...]:

@@ -29,7 +29,6 @@ the delivery service refreshes at once, so a pause or a retry takes effect befor
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import sqlite3
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from gateway.core.outbox import (
 )
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered
+from gateway.transports.web import json_reply
 
 if TYPE_CHECKING:
     from gateway.core.delivery import DeliveryService
@@ -121,7 +121,7 @@ class AdminResource(Resource):
 
     def render(self, request: Request):
         if not is_loopback(request.getClientAddress()):
-            return _json(request, http.FORBIDDEN, {
+            return json_reply(request, http.FORBIDDEN, {
                 "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) until authentication "
                          "exists; run the request on the gateway host"})
         path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
@@ -139,15 +139,15 @@ class AdminResource(Resource):
             return NOT_DONE_YET
         if allowed:
             request.setHeader("allow", ", ".join(sorted(set(allowed))))
-            return _json(request, http.NOT_ALLOWED, {
+            return json_reply(request, http.NOT_ALLOWED, {
                 "error": f"{method} is not allowed on /admin/{path}; use {' or '.join(sorted(set(allowed)))}"})
-        return _json(request, http.NOT_FOUND, {
+        return json_reply(request, http.NOT_FOUND, {
             "error": f"no admin endpoint /admin/{path}",
             "endpoints": [f"{m} /admin/{p}" for m, p, _ in _ROUTES]})
 
     def _answer(self, body: dict, request: Request) -> None:
         if not request._disconnected:
-            request.write(_json(request, http.OK, body))
+            request.write(json_reply(request, http.OK, body))
             request.finish()
 
     def _failed(self, failure, request: Request) -> None:
@@ -157,7 +157,7 @@ class AdminResource(Resource):
             log.failure("admin request {method} {uri} failed", failure, method=request.method, uri=request.uri)
             code, body = http.INTERNAL_SERVER_ERROR, {"error": f"internal error: {failure.getErrorMessage()}"}
         if not request._disconnected:
-            request.write(_json(request, code, body))
+            request.write(json_reply(request, code, body))
             request.finish()
 
     # --- reads -----------------------------------------------------------------------------
@@ -319,8 +319,3 @@ def _parse_row_id(text: str) -> int:
         raise AdminError(http.BAD_REQUEST, f"{text!r} is not an outbox row id (a positive integer)")
     return int(text)
 
-
-def _json(request: Request, code: int, body: dict) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader("content-type", "application/json; charset=utf-8")
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")

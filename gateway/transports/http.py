@@ -18,15 +18,15 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from gateway.core.envelope import Envelope
+from gateway.core.ack import encode_reply
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
+from gateway.formats.charsets import codec_for
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource
 from gateway.transports.xml_http import mount_xml_intake
 
-TRANSPORT = "http"
-RETRY_AFTER_SECONDS = 30
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 
 
@@ -54,19 +54,10 @@ class BoundedRequest(Request):
         super().handleContentChunk(data)
 
 
-class Hl7Resource(Resource):
-    isLeaf = True
-
-    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
-        super().__init__()
-        self._intake = intake
-        self._clock = clock
-        self._metrics = metrics
-        self._listener = listener
-
+class Hl7Resource(IntakeResource):
     def render_POST(self, request: BoundedRequest):
         if request.too_large:
-            self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()
+            self._refuse_too_large()
             return _text(request, http.REQUEST_ENTITY_TOO_LARGE,
                          f"body exceeds {request.channel.site.max_body_bytes} bytes (http.max_body_bytes)\n")
         content_type = (request.getHeader("content-type") or "").lower()
@@ -75,20 +66,14 @@ class Hl7Resource(Resource):
             return _text(request, http.UNSUPPORTED_MEDIA_TYPE,
                          f"content type {media_type.strip() or '(none)'!r} is not HL7 v2; send one of "
                          f"{', '.join(HL7_CONTENT_TYPES)}\n")
-        charset = _charset_param(params)
-        peer = request.getClientAddress()
         received_at = self._clock.seconds()
-        envelope = Envelope(request.content.read(), TRANSPORT, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
-                            received_at, self._listener, None, charset)
-        d = self._intake.submit(envelope)
+        d = self._intake.submit(self._envelope(request, request.content.read(), received_at, _charset_param(params)))
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
     def _respond(self, outcome: Outcome, request: Request, received_at: float) -> None:
         if request._disconnected:
             return
-        from gateway.core.ack import encode_reply
-
         body = b"".join(encode_reply(text, outcome.charset) for text in outcome.replies)
         if outcome.committed:
             request.setResponseCode(http.OK)
@@ -100,7 +85,7 @@ class Hl7Resource(Resource):
         request.setHeader("content-type", f"application/hl7-v2; charset={_mime_charset(outcome.charset)}")
         request.write(body)
         request.finish()
-        self._metrics.ack_latency.labels(transport=TRANSPORT).observe(self._clock.seconds() - received_at)
+        self._observe_latency(received_at)
 
 
 class HealthResource(Resource):
@@ -213,6 +198,4 @@ def _charset_param(params: str) -> str:
 
 
 def _mime_charset(hl7_charset: str) -> str:
-    from gateway.formats.charsets import codec_for
-
     return codec_for(hl7_charset) or "utf-8"

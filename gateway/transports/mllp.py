@@ -14,7 +14,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
-from gateway.core.envelope import Envelope
+from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
@@ -47,8 +47,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self._closing = False
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.peer = peer_of(self.transport.getPeer())
         self.factory.opened(self)
         self.setTimeout(self.factory.config.idle_timeout_seconds)
 

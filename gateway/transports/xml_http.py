@@ -30,16 +30,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.core.documents import DocumentRequest
-from gateway.core.envelope import Envelope
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, json_reply
 
-TRANSPORT = "http"
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
-RETRY_AFTER_SECONDS = 30
 XML_CONTENT_TYPES = ("application/xml", "text/xml")
 
 #: Vietnam has kept UTC+7 without daylight saving since 1975, so a fixed offset is exact and
@@ -67,23 +65,11 @@ FORM_FIELDS = ("username", "loaiHoSo", "maTinh", "maCSKCB", "fileHSBase64")
 _FORM_LOCATIONS = frozenset(FORM_FIELDS)
 
 
-class _DocumentResource(Resource):
-    """What both kinds of XML intake share: the envelope, the submit, the answer after commit."""
-
-    isLeaf = True
-
-    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
-        super().__init__()
-        self._intake = intake
-        self._clock = clock
-        self._metrics = metrics
-        self._listener = listener
+class _DocumentResource(IntakeResource):
+    """What both kinds of XML intake share: the submit, the answer after commit."""
 
     def _submit(self, request: Request, raw: bytes, received_at: float, document_request: DocumentRequest | None):
-        peer = request.getClientAddress()
-        envelope = Envelope(raw, TRANSPORT, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
-                            received_at, self._listener)
-        d = self._intake.submit_document(envelope, document_request)
+        d = self._intake.submit_document(self._envelope(request, raw, received_at), document_request)
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
@@ -99,7 +85,7 @@ class _DocumentResource(Resource):
         request.setHeader("content-length", str(len(data)))
         request.write(data)
         request.finish()
-        self._metrics.ack_latency.labels(transport=TRANSPORT).observe(self._clock.seconds() - received_at)
+        self._observe_latency(received_at)
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
         """(HTTP status, JSON body, whether to send Retry-After) for a decision."""
@@ -108,7 +94,7 @@ class _DocumentResource(Resource):
     def _too_large(self, request: Request) -> bool:
         if not getattr(request, "too_large", False):
             return False
-        self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()
+        self._refuse_too_large()
         return True
 
 
@@ -118,11 +104,11 @@ class Xml130Resource(_DocumentResource):
     def render_POST(self, request: Request):
         if self._too_large(request):
             limit = request.channel.site.max_body_bytes
-            return _json(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
+            return json_reply(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
                 "too_large", Issue(102, f"body exceeds {limit} bytes (http.max_body_bytes)", "body")))
         media_type = (request.getHeader("content-type") or "").lower().partition(";")[0].strip()
         if media_type not in XML_CONTENT_TYPES:
-            return _json(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
+            return json_reply(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
                 102, f"content type {media_type or '(none)'!r} is not XML; send an XML 130 file as "
                      f"{' or '.join(XML_CONTENT_TYPES)}", "content-type")))
         return self._submit(request, request.content.read(), self._clock.seconds(), None)
@@ -177,7 +163,7 @@ class BhxhPortalResource(_DocumentResource):
         return self._submit(request, raw, received_at, DocumentRequest(self._document, fields["maCSKCB"]))
 
     def _portal_json(self, request: Request, code: str, received_at: float, message: str) -> bytes:
-        return _json(request, http.OK, _portal_body(code, "", received_at, message))
+        return json_reply(request, http.OK, _portal_body(code, "", received_at, message))
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
         code = portal_code(outcome)
@@ -252,11 +238,6 @@ def _decode_file(text: str) -> bytes | None:
 def _errors(status: str, *issues: Issue) -> dict:
     return {"status": status, "errors": [i.to_dict() for i in issues]}
 
-
-def _json(request: Request, code: int, body: dict) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader("content-type", "application/json; charset=utf-8")
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
