@@ -28,7 +28,8 @@ MESSAGE = SHARED_BENCH / "messages" / "adt_a04.hl7"
 OUT = REPO / "bench" / "out"
 VENV_BIN = REPO / ".venv" / "bin"
 HOST = "127.0.0.1"
-ACCEPT_CODES = {"gateway": ("CA", "AA"), "baseline": ("AA",)}
+ACCEPT_CODES = {"gateway": ("CA", "AA"), "baseline": ("AA",), "floor": ("AA",), "floor-journal": ("AA",)}
+FLOORS = ("floor", "floor-journal")
 SERVER_CPU, LOAD_CPU = "1", "0"
 WARMUP_S = 2.0
 
@@ -155,6 +156,11 @@ def bench_server(name: str, conns_list: list[int], duration: float, use_taskset:
         cmd = [str(VENV_BIN / "hssk-gateway"), "serve", "--config", str(REPO / "config" / "gateway.toml"),
                "--data-dir", tmp, "--mllp-listen", f"tcp:{port}:interface={HOST}",
                "--http-listen", f"tcp:0:interface={HOST}"]
+    elif name in FLOORS:
+        cmd = [str(VENV_BIN / "python"), str(REPO / "bench" / "mllp_floor.py"), str(port)]
+        if name == "floor-journal":
+            tmp = tempfile.mkdtemp(prefix="hssk-floor-")
+            cmd += ["--journal", tmp]
     else:
         cmd = [str(VENV_BIN / "python"), str(REPO / "bench" / "hl7_asyncio_baseline.py"), str(port)]
     proc = None
@@ -205,6 +211,24 @@ def table(conns_list: list[int], gw: dict[int, dict], base: dict[int, dict]) -> 
     return "\n".join(lines)
 
 
+def floor_table(conns_list: list[int], gw: dict[int, dict], floors: dict[str, dict[int, dict]]) -> str:
+    """The gateway beside what Twisted alone (``floor``) and Twisted plus the commit
+    (``floor-journal``) do on the same machine and pinning: see bench/mllp_floor.py."""
+    head = (f"{'conns':>5} | {'floor msgs/s':>12} {'p99':>6} | {'floor+journal msgs/s':>20} {'p99':>6} | "
+            f"{'gw / floor+journal':>18}")
+    lines = [head, "-" * len(head)]
+    for c in conns_list:
+        bare, journal = floors["floor"][c], floors["floor-journal"][c]
+        share = gw[c]["msgs_per_s"] / journal["msgs_per_s"] if journal["msgs_per_s"] else float("nan")
+        lines.append(f"{c:>5} | {bare['msgs_per_s']:>12.0f} {bare['latency_ms']['p99']:>6.2f} | "
+                     f"{journal['msgs_per_s']:>20.0f} {journal['latency_ms']['p99']:>6.2f} | {share:>18.2f}")
+    problems = [f"  {name} conns={c}: {'; '.join(r['problems'])}"
+                for name, res in floors.items() for c, r in res.items() if r["problems"]]
+    if problems:
+        lines.append("PROBLEMS:\n" + "\n".join(problems))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
@@ -216,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="pause every destination before the gateway starts: rows are rendered and queued, "
                         "not delivered, so the run measures intake alone")
     p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
+    p.add_argument("--floors", action="store_true",
+                   help="also measure bench/mllp_floor.py: Twisted answering without any work, and with only "
+                        "the SQLite group commit, to show what the stack leaves for the gateway's own work")
     args = p.parse_args(argv)
     if args.duration <= 0 or any(c < 1 for c in args.conns):
         p.error("--duration and --conns must be positive")
@@ -237,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         base = {c: dict(empty) for c in args.conns}
     else:
         base = bench_server("baseline", args.conns, args.duration, use_taskset, stamp, raw)
-    ok = not any(r["problems"] for res in (gw, base) for r in res.values())
+    floors = {name: bench_server(name, args.conns, args.duration, use_taskset, stamp, raw)
+              for name in FLOORS} if args.floors else {}
+    ok = not any(r["problems"] for res in (gw, base, *floors.values()) for r in res.values())
 
     if args.json:
         print(json.dumps({
@@ -248,12 +277,16 @@ def main(argv: list[str] | None = None) -> int:
                       "baseline": {k: base[c].get(k) for k in ("msgs_per_s", "latency_ms", "by_code", "errors",
                                                                 "timeouts", "lost", "mismatches", "server_cpu_pct",
                                                                 "problems")},
-                      "ratio": round(gw[c]["msgs_per_s"] / base[c]["msgs_per_s"], 3) if base[c]["msgs_per_s"] else None}
+                      "ratio": round(gw[c]["msgs_per_s"] / base[c]["msgs_per_s"], 3) if base[c]["msgs_per_s"] else None,
+                      **{name: {k: res[c].get(k) for k in ("msgs_per_s", "latency_ms", "server_cpu_pct", "problems")}
+                         for name, res in floors.items()}}
                      for c in args.conns]}))
     else:
         print(f"MLLP throughput, {MESSAGE.name}, window 1, {args.duration:g} s per run, "
               f"taskset {'on' if use_taskset else 'off'}; raw: {raw.relative_to(REPO)}")
         print(table(args.conns, gw, base))
+        if floors:
+            print(floor_table(args.conns, gw, floors))
     return 0 if ok else 1
 
 
