@@ -142,7 +142,7 @@ def pause_destinations(data_dir: str, env: dict[str, str]) -> None:
 
 def bench_server(name: str, conns_list: list[int], duration: float, use_taskset: bool,
                  stamp: str, raw: Path, extra_env: dict[str, str] | None = None,
-                 paused: bool = False) -> dict[int, dict]:
+                 paused: bool = False, cpus: str = SERVER_CPU) -> dict[int, dict]:
     port = free_port()
     logfile = OUT / f"{stamp}-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
@@ -167,7 +167,7 @@ def bench_server(name: str, conns_list: list[int], duration: float, use_taskset:
     results: dict[int, dict] = {}
     try:
         with logfile.open("wb") as logf:
-            proc = subprocess.Popen(pinned(cmd, SERVER_CPU, use_taskset), cwd=REPO, env=env,
+            proc = subprocess.Popen(pinned(cmd, cpus, use_taskset), cwd=REPO, env=env,
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
         wait_for_port(port, proc, logfile)
         log(f"{name}: pid {proc.pid} on {HOST}:{port}" + (f", data dir {tmp}" if tmp else ""))
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="pause every destination before the gateway starts: rows are rendered and queued, "
                         "not delivered, so the run measures intake alone")
     p.add_argument("--no-baseline", action="store_true", help="measure the gateway only")
+    p.add_argument("--gateway-cpus", default=SERVER_CPU, metavar="LIST",
+                   help=f"taskset CPU list for the gateway and its child processes (default {SERVER_CPU}; the peers "
+                        f"stay on CPU {SERVER_CPU}), e.g. 0,1 with HSSK_PIPELINE__ISOLATION=processes")
     p.add_argument("--floors", action="store_true",
                    help="also measure bench/mllp_floor.py: Twisted answering without any work, and with only "
                         "the SQLite group commit, to show what the stack leaves for the gateway's own work")
@@ -255,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     raw = OUT / f"{stamp}-mllp-load.jsonl"
     use_taskset = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    log(f"taskset: {'server on CPU 1, generator on CPU 0' if use_taskset else 'not used'}; raw results: {raw}")
+    pinning = f"gateway on CPU {args.gateway_cpus}, peers on CPU {SERVER_CPU}, generator on CPU {LOAD_CPU}"
+    log(f"taskset: {pinning if use_taskset else 'not used'}; raw results: {raw}")
 
-    gw = bench_server("gateway", args.conns, args.duration, use_taskset, stamp, raw, extra_env, args.pause_delivery)
+    gw = bench_server("gateway", args.conns, args.duration, use_taskset, stamp, raw, extra_env, args.pause_delivery,
+                      args.gateway_cpus)
     if args.no_baseline:
         empty = {"msgs_per_s": 0.0, "latency_ms": {"p50": float("nan"), "p99": float("nan")}, "by_code": {},
                  "problems": []}

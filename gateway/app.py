@@ -8,11 +8,12 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
+from gateway.core.pipeline_process import ProcessPool
 from gateway.core.plugins import build_plugin_manager, describe_plugins
 from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
@@ -38,9 +39,10 @@ class Gateway:
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
         self.store = Store(config.database_path, config.store.synchronous)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
-        self.pipeline = Pipeline(self.plugins.hook, config, self.metrics)
+        self.pipeline = Pipeline(self.plugins.hook, config)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
-                             timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight)
+                             timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
+                             pool=self._process_pool(plugins, extra_plugins))
         self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
         self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
@@ -54,6 +56,16 @@ class Gateway:
             stale_destinations=self.delivery.stale_destinations,
             admin=AdminResource(self.delivery, self.writer, self.store, reactor))
         self.ports: dict[str, object] = {}
+
+    def _process_pool(self, plugins: pluggy.PluginManager | None,
+                      extra_plugins: Iterable[object]) -> ProcessPool | None:
+        """The child processes that decide when ``pipeline.isolation = "processes"``."""
+        if self.config.pipeline.isolation != "processes":
+            return None
+        if plugins is not None or extra_plugins:
+            raise ConfigError("pipeline.isolation", "'processes' loads plugins from the entry-point group in each "
+                                                    "child; plugins registered in-process cannot follow")
+        return ProcessPool(self.reactor, self.config, self.config.pipeline.workers, self.metrics)
 
     @inlineCallbacks
     def start(self):

@@ -66,6 +66,10 @@ class StoreConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     workers: int = field(default=2, metadata=_check("must be between 1 and 64", lambda v: 1 <= v <= 64))
+    #: "threads": workers decide in the gateway's process; "processes": each worker asks a child
+    #: process of its own (gateway.core.pipeline_process).
+    isolation: str = field(default="threads", metadata=_check(
+        "must be 'threads' or 'processes'", lambda v: v in ("threads", "processes")))
     timeout_seconds: float = field(default=10.0, metadata=_check("must be a positive number", _positive))
     max_in_flight: int = field(default=10000, metadata=_check("must be a positive integer", _positive))
     supported_versions: tuple[str, ...] = (

@@ -21,7 +21,10 @@ plugins. A minimal plugin::
 The hooks run on a pipeline worker thread, never on the reactor: they may take milliseconds, but
 not seconds — an answer slower than ``pipeline.timeout_seconds`` is answered AR with ERR 207 and
 dropped. An exception is answered AE with ERR 207 and counted per plugin; neither stops the
-gateway. Version notes: all hooks are as of 0.1.
+gateway. With ``pipeline.isolation = "processes"`` the worker is a child process: every plugin is
+loaded and ``hssk_configure`` called in each child, so a plugin keeps no state it expects the
+gateway's process, or another child, to see; what a hook returns (records, issues, payloads) is
+pickled back, so it holds plain data. Version notes: all hooks are as of 0.1.
 """
 from __future__ import annotations
 

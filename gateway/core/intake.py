@@ -25,13 +25,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.core.ack import acknowledgements
-from gateway.core.documents import DocumentRequest, DocumentSource
+from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics, facility_label, message_type_label
 from gateway.core.outcome import REJECT, Issue, Outcome
-from gateway.core.pipeline import Decision, Pipeline
+from gateway.core.pipeline import Decision, Pipeline, best_header, undecided
+from gateway.core.pipeline_process import ProcessPool
 from gateway.core.store import Committed, JournalWriter
-from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 
 log = Logger(namespace="hssk.intake")
 
@@ -84,8 +84,13 @@ class _Job:
 
 class Intake:
     def __init__(self, pipeline: Pipeline, writer: JournalWriter, clock: IReactorTime, metrics: Metrics,
-                 workers: int = 2, timeout: float = 10.0, max_in_flight: int = 10000) -> None:
+                 workers: int = 2, timeout: float = 10.0, max_in_flight: int = 10000,
+                 pool: ProcessPool | None = None) -> None:
         self._pipeline = pipeline
+        #: With ``pipeline.isolation = "processes"``: child processes decide instead of threads.
+        self._pool = pool
+        if pool is not None:
+            pool.take, pool.decided = self._take, self._decided
         self._writer = writer
         self._clock = clock
         self._metrics = metrics
@@ -111,7 +116,17 @@ class Intake:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def pipeline_status(self) -> dict:
+        """For ``/readyz``: with child processes, ready while at least one of them is."""
+        if self._pool is None:
+            return {"ok": True, "isolation": "threads", "workers": self._workers}
+        ready = self._pool.ready_children
+        return {"ok": ready > 0, "isolation": "processes", "ready_processes": ready, "processes": self._pool.size}
+
     def start(self) -> None:
+        if self._pool is not None:
+            self._pool.start()
+            return
         with self._lock:
             threads = [self._new_thread() for _ in range(self._workers)]
         for thread in threads:
@@ -133,9 +148,13 @@ class Intake:
         if _TRACE_PATH and self._traces:
             _write_trace_summary(_TRACE_PATH, self._traces)
         if self._in_flight == 0:
-            return succeed(None)
-        self._drained = Deferred()
-        return self._drained
+            drained = succeed(None)
+        else:
+            drained = self._drained = Deferred()
+        if self._pool is not None:
+            pool = self._pool
+            drained.addCallback(lambda _: pool.stop())
+        return drained
 
     def submit(self, envelope: Envelope) -> Deferred:
         """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound)."""
@@ -159,7 +178,10 @@ class Intake:
         self._in_flight += 1
         self._metrics.in_flight.inc()
         job.timer = self._clock.callLater(self._timeout, self._timed_out, job)
-        self._work.put(job)
+        if self._pool is not None:
+            self._pool.submit(job)
+        else:
+            self._work.put(job)
         return job.deferred
 
     def _refusal_for(self, job: _Job, reason: str) -> Outcome:
@@ -172,7 +194,7 @@ class Intake:
 
     def refusal(self, envelope: Envelope, reason: str) -> Outcome:
         """An AR for a message we will not store (a bound was reached); the sender should retry."""
-        message = _best_header(envelope)
+        message = best_header(envelope)
         issues = (Issue(207, reason, ""),)
         return Outcome(REJECT, issues, None, tuple(acknowledgements(message, REJECT, issues, self._clock.seconds())),
                        charset=message.charset if message else "utf-8", committed=False,
@@ -184,12 +206,8 @@ class Intake:
             job = self._work.get()
             if job is _STOP:
                 return
-            with self._lock:
-                if job.state != QUEUED:
-                    continue
-                job.state = PROCESSING
-            if job.trace is not None:
-                job.trace.append(time.perf_counter())
+            if not self._take(job):
+                continue
             if job.document:
                 decision = self._pipeline.decide_document(job.envelope, job, job.request)
             else:
@@ -201,17 +219,40 @@ class Intake:
                                                      self._clock.seconds()))
                 except Exception as e:  # the writer tries again, and a failure there costs this message only
                     log.error("building the ACK failed: {error}", error=str(e))
-            with self._lock:
-                if job.state != PROCESSING:
+            if not self._decided(job, decision, replies):
+                with self._lock:
                     if self._leave_after_timeout():
                         return
-                    continue
-                job.state = DECIDED
-                job.decision = decision
-                job.replies = replies
-            if job.trace is not None:
-                job.trace.append(time.perf_counter())
-            self._writer.submit(job)
+
+    def _take(self, job: _Job) -> bool:
+        """A worker (or a child process) starts on ``job``, unless it timed out while queued."""
+        with self._lock:
+            if job.state != QUEUED:
+                return False
+            job.state = PROCESSING
+        if job.trace is not None:
+            job.trace.append(time.perf_counter())
+        return True
+
+    def _decided(self, job: _Job, decision: Decision, replies: tuple[str, ...] | None) -> bool:
+        """Hand the decision to the journal writer; False when the job timed out meanwhile."""
+        self._count_faults(decision)
+        with self._lock:
+            if job.state != PROCESSING:
+                return False
+            job.state = DECIDED
+            job.decision = decision
+            job.replies = replies
+        if job.trace is not None:
+            job.trace.append(time.perf_counter())
+        self._writer.submit(job)
+        return True
+
+    def _count_faults(self, decision: Decision) -> None:
+        if decision.fault is not None:
+            self._metrics.plugin_exceptions.labels(plugin=decision.fault[0], stage=decision.fault[1]).inc()
+        if not decision.decoded:
+            self._metrics.charset_errors.labels(transport=decision.envelope.transport).inc()
 
     def _leave_after_timeout(self) -> bool:
         """A worker came back from a plugin call that had timed out (lock held): it is no longer
@@ -243,12 +284,14 @@ class Intake:
             state = job.state
             if state in (QUEUED, PROCESSING):
                 job.state = TIMED_OUT
-                if state == PROCESSING:
+                if state == PROCESSING and self._pool is None:
                     replacement = self._replace_stuck_worker()
             elif state == DECIDED:
                 job.state = ABANDONED
             else:
                 return
+        if state == PROCESSING and self._pool is not None:
+            self._pool.abandon(job)
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:
@@ -256,16 +299,16 @@ class Intake:
             self._finish(job, self._refusal_for(job, f"the journal did not commit within {self._timeout:g} s; "
                                                     f"send again later"))
             return
-        log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
-        text = (f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
-                f"send again later")
-        if job.document:
-            job.decision = Decision(job.envelope, None, REJECT, (Issue(207, text, "GIAMDINHHS"),),
-                                    plugin if job.plugin else "",
-                                    document=DocumentSource.unread(job.envelope.raw, job.request))
+        if state == QUEUED:
+            log.warn("no pipeline worker was free within {timeout}s", timeout=self._timeout)
+            text = (f"no pipeline worker was free within {self._timeout:g} s (pipeline.timeout_seconds): all "
+                    f"pipeline.workers were busy or not started; send again later")
         else:
-            job.decision = Decision(job.envelope, _best_header(job.envelope), REJECT, (Issue(207, text, "MSH^1^9"),),
-                                    plugin if job.plugin else "")
+            log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
+            text = (f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
+                    f"send again later")
+        job.decision = undecided(job.envelope, REJECT, Issue(207, text, "GIAMDINHHS" if job.document else "MSH^1^9"),
+                                 job.plugin, job.document, job.request)
         self._writer.submit(job)
         if replacement is not None:
             self._start_replacement(replacement, plugin)
@@ -371,10 +414,3 @@ def _write_trace_summary(path: str, traces: list[list[float]]) -> None:
         f.write("\n".join(lines) + "\n")
     traces.clear()
 
-
-def _best_header(envelope: Envelope) -> Hl7Message | None:
-    """The message decoded if possible, else its MSH read as Latin-1: enough to address an answer."""
-    try:
-        return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset)
-    except (MessageFormatError, CharsetError):
-        return peek_header(envelope.raw)

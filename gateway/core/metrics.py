@@ -72,6 +72,13 @@ class Metrics:
         self.stuck_workers = Gauge(
             "hssk_pipeline_stuck_workers", "Pipeline worker threads still inside a plugin call that timed out "
             "(each has been replaced, up to 4 x pipeline.workers threads in all).", registry=r)
+        self.pipeline_processes = Gauge(
+            "hssk_pipeline_processes_ready", "Child processes ready to decide (pipeline.isolation = \"processes\").",
+            registry=r)
+        self.pipeline_process_restarts = Counter(
+            "hssk_pipeline_process_restarts_total", "Pipeline child processes started again, by why the previous "
+            "one ended: timeout (killed), crash (ended while deciding), idle (ended between messages), "
+            "start (ended or failed before it was ready).", ["reason"], registry=r)
         self.open_connections = Gauge(
             "hssk_open_connections", "Open inbound connections.", ["transport"], registry=r)
         self.connections_refused = Counter(

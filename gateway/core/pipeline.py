@@ -28,7 +28,6 @@ from gateway.core.documents import (
 )
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text
-from gateway.core.metrics import Metrics
 from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
@@ -58,6 +57,9 @@ class Decision:
     decoded: bool = True
     outbox: tuple[OutboxItem, ...] = ()
     document: DocumentSource | None = None
+    #: ``(plugin, stage)`` when a plugin (or the core's file reader) raised: the intake counts it,
+    #: because a decision may be made in a child process whose metrics nobody scrapes.
+    fault: tuple[str, str] | None = None
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -93,13 +95,13 @@ class Decision:
 
 
 class Pipeline:
-    """Holds what every decision needs: the plugin hooks, the limits from config, the metrics."""
+    """Holds what every decision needs: the plugin hooks and the limits from config. It counts
+    nothing itself (see :attr:`Decision.fault`), so it runs the same in a child process."""
 
-    def __init__(self, hook, config: GatewayConfig, metrics: Metrics) -> None:
+    def __init__(self, hook, config: GatewayConfig) -> None:
         self._hook = hook
         self._default_charset = config.mllp.default_charset
         self._versions = frozenset(config.pipeline.supported_versions)
-        self._metrics = metrics
         self._rules = rules_from_config(config.validation)
         self._destinations = tuple(d for d in config.destinations if d.enabled)
         self._max_xml_bytes = config.http.max_body_bytes
@@ -112,7 +114,6 @@ class Pipeline:
         except MessageFormatError as e:
             return Decision(envelope, None, REJECT, (Issue(100, f"MSH: {e}", "MSH^1"),))
         except CharsetError as e:
-            self._metrics.charset_errors.labels(transport=envelope.transport).inc()
             text = (f"{e}; MSH-18 (or the listener's forced charset) must name the character set the "
                     f"bytes are written in")
             return Decision(envelope, _header_of(envelope.raw, e.charset), ERROR,
@@ -160,7 +161,7 @@ class Pipeline:
         except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
             # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
             issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id)
-            return Decision(envelope, message, ERROR, (issue,), plugin)
+            return Decision(envelope, message, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox)
 
@@ -177,13 +178,12 @@ class Pipeline:
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, document=DocumentSource.unread(envelope.raw, request))
         except Exception as e:  # a reader bug on one odd file must cost that file, never a worker thread
-            self._metrics.plugin_exceptions.labels(plugin="core", stage="parse").inc()
             log.error("reading an XML file raised {error_type}: {error}", error_type=type(e).__name__,
                       error=mask_text(str(e)))
             return Decision(envelope, None, ERROR, (Issue(
                 207, f"the gateway could not read the file ({type(e).__name__}); it is journaled and can be "
                      f"replayed once the reader is fixed", "GIAMDINHHS"),),
-                document=DocumentSource.unread(envelope.raw, request))
+                document=DocumentSource.unread(envelope.raw, request), fault=("core", "parse"))
         source = DocumentSource.of_file(document, envelope.raw)
         refusal = request_issues(document, request)
         if refusal:
@@ -217,15 +217,15 @@ class Pipeline:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
             issue = self._plugin_failed(e, plugin, stage, "file", "GIAMDINHHS", source.control_id)
-            return Decision(envelope, None, ERROR, (issue,), plugin, document=source)
+            return Decision(envelope, None, ERROR, (issue,), plugin, document=source,
+                            fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=outbox, document=source)
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str) -> Issue:
-        """Count and log a plugin's failure (identifiers masked), and say it as the sender's ERR 207."""
+        """Log a plugin's failure (identifiers masked), and say it as the sender's ERR 207."""
         name = plugin or "unknown"
-        self._metrics.plugin_exceptions.labels(plugin=name, stage=stage).inc()
         log.error("plugin {plugin} raised {error_type} in {stage} for a {what}: {error}", plugin=name, stage=stage,
                   what=what, error_type=type(error).__name__, error=mask_text(str(error)), control_id=control_id)
         return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
@@ -249,6 +249,24 @@ class Pipeline:
                                   f"for destination {destination.name!r}")
             items.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
         return tuple(items)
+
+
+def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", document: bool = False,
+              request: DocumentRequest | None = None, fault: tuple[str, str] | None = None) -> Decision:
+    """The decision for a message or file the pipeline did not decide (too slow, its process
+    lost): journaled under whatever names its bytes give, so operators can find and replay it."""
+    if document:
+        return Decision(envelope, None, code, (issue,), plugin, document=DocumentSource.unread(envelope.raw, request),
+                        fault=fault)
+    return Decision(envelope, best_header(envelope), code, (issue,), plugin, fault=fault)
+
+
+def best_header(envelope: Envelope) -> Hl7Message | None:
+    """The message decoded if possible, else its MSH read as Latin-1: enough to address an answer."""
+    try:
+        return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset)
+    except (MessageFormatError, CharsetError):
+        return peek_header(envelope.raw)
 
 
 def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:

@@ -55,6 +55,11 @@ class Hl7Message:
         self._parsed = None
         self._digest: str | None = None
 
+    def __reduce__(self):
+        """Pickled as text, charset and digest: a decision made in a child process travels back
+        without the segment index or python-hl7 tree, which the receiver rebuilds if it asks."""
+        return _restored, (self.text, self.charset, self._digest)
+
     @classmethod
     def from_bytes(cls, raw: bytes, forced_charset: str = "", default_charset: str = "utf-8") -> Hl7Message:
         """Decode a frame's bytes: strip a UTF-8 BOM, take the charset from MSH-18 (unless forced),
@@ -177,6 +182,12 @@ class Hl7Message:
         if self._parsed is None:
             self._parsed = hl7.parse(self.text)
         return self._parsed
+
+
+def _restored(text: str, charset: str, digest: str | None) -> Hl7Message:
+    message = Hl7Message(text, charset)
+    message._digest = digest
+    return message
 
 
 def normalize_segment_ends(text: str) -> str:

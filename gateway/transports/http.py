@@ -99,15 +99,17 @@ class HealthResource(Resource):
 
 class ReadyResource(Resource):
     """``/readyz``: the journal takes a write lock, free disk is above the floor, plugins are loaded,
+    the pipeline can decide (a child process is ready, with ``pipeline.isolation = "processes"``),
     and no destination's oldest undelivered row is older than its alert threshold."""
 
     isLeaf = True
 
     def __init__(self, writer: JournalWriter, data_dir: str, min_free_disk_bytes: int,
                  plugin_names: Callable[[], list[str]], probe_timeout: float, clock: IReactorTime,
-                 stale_destinations: Callable[[], dict[str, float]]) -> None:
+                 stale_destinations: Callable[[], dict[str, float]], pipeline_status: Callable[[], dict]) -> None:
         super().__init__()
         self._stale_destinations = stale_destinations
+        self._pipeline_status = pipeline_status
         self._writer = writer
         self._data_dir = data_dir
         self._floor = min_free_disk_bytes
@@ -126,6 +128,7 @@ class ReadyResource(Resource):
         checks["disk"] = {"ok": free >= self._floor, "free_bytes": free, "floor_bytes": self._floor}
         plugins = self._plugin_names()
         checks["plugins"] = {"ok": bool(plugins), "loaded": plugins}
+        checks["pipeline"] = self._pipeline_status()
         stale = self._stale_destinations()
         checks["outbox"] = {"ok": not stale, "stale_destinations": stale}
         writable = False
@@ -166,7 +169,7 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
-                                                stale_destinations))
+                                                stale_destinations, intake.pipeline_status))
     root.putChild(b"metrics", MetricsResource(metrics))
     mount_xml_intake(root, intake, clock, metrics, listener)
     if admin is not None:

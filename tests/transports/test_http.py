@@ -144,8 +144,9 @@ async def test_readyz_is_200_when_store_disk_and_plugins_are_ok(gateway):
     body = response.json()
     assert body["status"] == "ready"
     assert {name: check["ok"] for name, check in body["checks"].items()} == {"store": True, "disk": True, "outbox": True,
-                                                                            "plugins": True}
+                                                                            "plugins": True, "pipeline": True}
     assert body["checks"]["plugins"]["loaded"] == ["test_his"]
+    assert body["checks"]["pipeline"] == {"ok": True, "isolation": "threads", "workers": 2}
 
 
 @pytest_twisted.ensureDeferred

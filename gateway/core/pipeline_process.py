@@ -1,0 +1,316 @@
+"""Deciding in child processes: ``pipeline.isolation = "processes"``.
+
+Threads share one interpreter lock, so with threads the pipeline and the reactor take turns on
+one core however many workers there are. With processes, ``pipeline.workers`` child processes
+decide and build the ACKs on the other cores, and the gateway's reactor only hands them
+envelopes and takes back decisions, with no thread waiting on either side. A plugin that hangs,
+leaks or crashes the interpreter costs its child, which is killed and started again, never the
+gateway.
+
+The price: one pickled envelope out and one pickled decision back per message, a second or so
+to start each child, and plugins must be installed through the entry-point group, because an
+object registered in the parent cannot follow it into a new interpreter.
+
+A child is ``python -m gateway.core.pipeline_process``. It reads frames on its standard input
+and writes frames to descriptor 3 (its standard output and error are the gateway's, for logs).
+Each frame is a 4-byte length and a body. The first frame in is the config; the child loads the
+plugins and answers ``R`` (ready). Then for each question (a pickled envelope) it answers ``P``
+with the name of the plugin that claimed it, at once, so that a timeout can name the plugin,
+and ``D`` with the pickled decision and ACKs. End of input ends the child, so it also ends when
+the gateway is killed.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+from gateway.config import GatewayConfig
+from gateway.core.ack import acknowledgements
+from gateway.core.metrics import Metrics
+from gateway.core.outcome import ERROR, Issue
+from gateway.core.pipeline import Decision, Pipeline, undecided
+
+log = Logger(namespace="hssk.pipeline")
+
+#: A child that ended before it was ready is started again after this many seconds (doubling up
+#: to a minute), so a plugin that cannot load does not make the gateway spin.
+RESTART_DELAY_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 60.0
+#: How long a child may take to end after its input closed, at shutdown, before it is killed.
+STOP_TIMEOUT_SECONDS = 5.0
+_HEADER = struct.Struct("!I")
+_READY, _CLAIMED, _DECIDED = b"R", b"P", b"D"
+_CHILD_INPUT, _CHILD_OUTPUT = 0, 3
+
+
+def frame(body: bytes) -> bytes:
+    return _HEADER.pack(len(body)) + body
+
+
+def frames(buffer: bytearray) -> Iterator[bytes]:
+    """Take every complete frame off the front of ``buffer``."""
+    while len(buffer) >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer)
+        end = _HEADER.size + size
+        if len(buffer) < end:
+            return
+        body = bytes(buffer[_HEADER.size:end])
+        del buffer[:end]
+        yield body
+
+
+class _Child(ProcessProtocol):
+    """One child process as the reactor sees it: a frame buffer and the job it is deciding."""
+
+    def __init__(self, pool: ProcessPool, config: bytes) -> None:
+        self.pool = pool
+        self.config = config
+        self.buffer = bytearray()
+        self.ready = False
+        self.job: Any = None
+        self.abandoned = False
+        self.ended: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.writeToChild(_CHILD_INPUT, frame(self.config))
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd != _CHILD_OUTPUT:
+            return
+        self.buffer += data
+        for body in frames(self.buffer):
+            self.pool.received(self, body)
+
+    def processEnded(self, reason) -> None:
+        self.pool.ended(self, reason.value)
+        self.ended.callback(None)
+
+
+class ProcessPool:
+    """``size`` children deciding for the intake, driven by the reactor.
+
+    The intake sets :attr:`take` (called just before a queued job goes to a child; False when
+    the job timed out while it waited) and :attr:`decided` (called with the job, its decision
+    and the ACKs the child built).
+    """
+
+    def __init__(self, reactor, config: GatewayConfig, size: int, metrics: Metrics) -> None:
+        self._reactor = reactor
+        self._metrics = metrics
+        self._config = pickle.dumps(config, pickle.HIGHEST_PROTOCOL)
+        self._size = size
+        self._children: set[_Child] = set()
+        self._idle: deque[_Child] = deque()
+        self._queue: deque = deque()
+        self._stopping = False
+        self._restart_delay = RESTART_DELAY_SECONDS
+        self._restart = None
+        self.take: Callable[[Any], bool] = lambda job: True
+        self.decided: Callable[[Any, Decision, tuple[str, ...] | None], None] = lambda job, decision, replies: None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def ready_children(self) -> int:
+        return sum(1 for child in self._children if child.ready)
+
+    def start(self) -> None:
+        for _ in range(self._size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        if self._stopping:
+            return
+        child = _Child(self, self._config)
+        self._children.add(child)
+        try:
+            self._reactor.spawnProcess(
+                child, sys.executable, [sys.executable, "-m", "gateway.core.pipeline_process"], env=os.environ,
+                childFDs={_CHILD_INPUT: "w", 1: 1, 2: 2, _CHILD_OUTPUT: "r"})
+        except OSError as e:
+            self._children.discard(child)
+            self._metrics.pipeline_process_restarts.labels(reason="start").inc()
+            log.error("a pipeline process could not start: {error}; trying again in {delay:g} s", error=str(e),
+                      delay=self._restart_delay)
+            self._restart_later()
+
+    def _restart_later(self) -> None:
+        self._restart = self._reactor.callLater(self._restart_delay, self._spawn)
+        self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY_SECONDS)
+
+    def submit(self, job) -> None:
+        """Decide ``job`` (``envelope``, ``document``, ``request``) in the next idle child."""
+        self._queue.append(job)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._idle and self._queue:
+            job = self._queue.popleft()
+            if not self.take(job):
+                continue
+            child = self._idle.popleft()
+            child.job = job
+            question = (job.document, job.envelope, job.request, self._reactor.seconds())
+            child.transport.writeToChild(_CHILD_INPUT, frame(pickle.dumps(question, pickle.HIGHEST_PROTOCOL)))
+
+    def abandon(self, job) -> None:
+        """``job`` timed out: its child is in an unknown state, so it is killed and replaced."""
+        for child in self._children:
+            if child.job is job:
+                child.abandoned = True
+                child.transport.signalProcess("KILL")
+                return
+
+    def received(self, child: _Child, body: bytes) -> None:
+        kind = body[:1]
+        if kind == _READY and not child.ready:
+            child.ready = True
+            self._metrics.pipeline_processes.inc()
+            self._restart_delay = RESTART_DELAY_SECONDS
+            self._idle.append(child)
+            self._dispatch()
+        elif kind == _CLAIMED and child.job is not None:
+            child.job.plugin = body[1:].decode()
+        elif kind == _DECIDED and child.job is not None:
+            try:
+                decision, replies = pickle.loads(body[1:])
+            except Exception as e:  # a decision that does not unpickle (a plugin's odd object): the child is suspect
+                log.error("pipeline process {pid} sent a decision that could not be read ({error}); stopping it",
+                          pid=child.transport.pid, error=f"{type(e).__name__}: {e}")
+                child.transport.signalProcess("KILL")
+                return
+            job, child.job = child.job, None
+            decision.envelope = job.envelope
+            self._idle.append(child)
+            self.decided(job, decision, replies)
+            self._dispatch()
+        else:
+            log.error("pipeline process {pid} sent an unexpected {kind!r} frame; stopping it",
+                      pid=child.transport.pid, kind=kind)
+            child.transport.signalProcess("KILL")
+
+    def ended(self, child: _Child, why: BaseException) -> None:
+        self._children.discard(child)
+        if child in self._idle:
+            self._idle.remove(child)
+        if child.ready:
+            self._metrics.pipeline_processes.dec()
+        job = child.job
+        if job is not None and not child.abandoned:
+            plugin = job.plugin or "unknown"
+            log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}",
+                      pid=child.transport.pid, plugin=plugin, why=str(why))
+            text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
+                    f"(plugin {plugin}); it is journaled and can be replayed")
+            self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, "GIAMDINHHS" if job.document
+                                                                   else "MSH^1^9"),
+                                        job.plugin, job.document, job.request, fault=(plugin, "process")), None)
+        if self._stopping:
+            return
+        reason = "timeout" if child.abandoned else "crash" if job is not None else "idle" if child.ready else "start"
+        self._metrics.pipeline_process_restarts.labels(reason=reason).inc()
+        if child.ready:
+            self._spawn()
+        else:
+            log.error("a pipeline process ended before it was ready ({why}); trying again in {delay:g} s",
+                      why=str(why), delay=self._restart_delay)
+            self._restart_later()
+
+    def stop(self) -> Deferred:
+        """Close every child's input, which ends it once idle; kill what is left after a while."""
+        self._stopping = True
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
+        children = list(self._children)
+        for child in children:
+            child.transport.closeChildFD(_CHILD_INPUT)
+        done = DeferredList([child.ended for child in children])
+
+        def kill_stragglers() -> None:
+            for child in children:
+                if not child.ended.called:
+                    child.transport.signalProcess("KILL")
+
+        timer = self._reactor.callLater(STOP_TIMEOUT_SECONDS, kill_stragglers)
+        done.addCallback(lambda _: timer.cancel() if timer.active() else None)
+        return done
+
+
+def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
+    """The child's life: config, plugins, ready, then one decision per question until EOF."""
+    from gateway.core.plugins import build_plugin_manager
+    from gateway.logs import start_logging
+
+    buffer = bytearray()
+
+    def questions() -> Iterator[bytes]:
+        while True:
+            chunk = read(1 << 20)
+            if not chunk:
+                return
+            buffer.extend(chunk)
+            yield from frames(buffer)
+
+    incoming = questions()
+    config: GatewayConfig = pickle.loads(next(incoming))
+    start_logging(config.log_format)
+    pipeline = Pipeline(build_plugin_manager(config).hook, config)
+    write(frame(_READY))
+    progress = _Progress(write)
+    for question in incoming:
+        document, envelope, request, now = pickle.loads(question)
+        if document:
+            decision = pipeline.decide_document(envelope, progress, request)
+        else:
+            decision = pipeline.decide(envelope, progress)
+        replies = None
+        if decision.ack_code is not None and not document:
+            try:
+                replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
+            except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
+                log.error("building the ACK failed: {error}", error=str(e))
+        decision.envelope = None  # the gateway has it
+        write(frame(_DECIDED + pickle.dumps((decision, replies), pickle.HIGHEST_PROTOCOL)))
+
+
+class _Progress:
+    """Stands in for the intake's job: the claiming plugin's name goes to the gateway at once."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self._write = write
+
+    @property
+    def plugin(self) -> str:
+        return ""
+
+    @plugin.setter
+    def plugin(self, name: str) -> None:
+        self._write(frame(_CLAIMED + name.encode()))
+
+
+def _write_all(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_CHILD_OUTPUT, view):]
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the gateway stops its children itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(lambda size: os.read(_CHILD_INPUT, size), _write_all)
+
+
+if __name__ == "__main__":
+    main()

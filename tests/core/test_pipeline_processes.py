@@ -1,0 +1,270 @@
+"""``pipeline.isolation = "processes"``: child processes decide, and a plugin that crashes or hangs
+its interpreter costs one message and one child, never the gateway.
+
+The misbehaving plugin is installed the way an integrator's is, through the entry-point group: a
+module and a ``.dist-info`` in a temporary directory on ``sys.path`` (this process) and on
+``PYTHONPATH`` (the children). Its adapter writes its process id to a file before it decides, so
+the tests can see which process decided and that a killed one is gone.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from gateway.config import ConfigError
+from tests.support import (TestPlugin, connect_mllp, err_segments, gateway_config, hl7, http_request, journal_rows,
+                           metric_value, msa, send_and_receive, start_gateway, wait_until)
+
+FAULT_PLUGIN = '''
+import os
+import time
+
+from gateway.core.hookspecs import PluginDescription, hookimpl
+from gateway.formats.hl7_model import records_from_hl7
+
+
+class Adapter:
+    name = "fault_his"
+
+    def normalize(self, message):
+        with open(os.environ["HSSK_TEST_PID_FILE"], "a") as f:
+            f.write(f"{message.control_id} {os.getpid()}\\n")
+        if message.control_id.startswith("CRASH"):
+            os._exit(3)
+        if message.control_id.startswith("HANG"):
+            time.sleep(600)
+        return records_from_hl7(message)
+
+
+@hookimpl
+def hssk_describe():
+    return PluginDescription("fault_his", "MSH-3 FAULT_HIS")
+
+
+@hookimpl
+def hssk_identify(message):
+    return Adapter() if message.sending_application == "FAULT_HIS" else None
+'''
+
+
+@pytest.fixture
+def fault_plugin(tmp_path, monkeypatch):
+    """Installs ``fault_his`` for this process and its children; returns the pid file."""
+    site = tmp_path / "site"
+    info = site / "hssk_fault_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "hssk_fault_plugin.py").write_text(FAULT_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hssk-fault-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[hssk_gateway.plugins]\nfault_his = hssk_fault_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    pid_file = tmp_path / "deciders.txt"
+    pid_file.touch()
+    monkeypatch.setenv("HSSK_TEST_PID_FILE", str(pid_file))
+    return pid_file
+
+
+def decided_by(pid_file: Path) -> dict[str, int]:
+    """control id → the process id that decided it."""
+    return {cid: int(pid) for cid, pid in (line.split() for line in pid_file.read_text().splitlines())}
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie no one has reaped yet (an orphan in a container
+    whose first process does not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def fault_message(control_id: str) -> bytes:
+    return hl7(control_id=control_id, sending_app="FAULT_HIS")
+
+
+async def start_isolated(tmp_path, **overrides):
+    from twisted.internet import reactor
+
+    from gateway.app import Gateway
+
+    config = gateway_config(tmp_path / "data", **{"pipeline.isolation": "processes", "pipeline.workers": 1,
+                                                  **overrides})
+    gateway = Gateway(config, reactor)
+    await gateway.start()
+    await wait_until(lambda: metric_value(gateway, "hssk_pipeline_processes_ready") == config.pipeline.workers,
+                     timeout=60, what="the pipeline processes to be ready")
+    return gateway
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_process_decides_and_the_gateway_journals_and_answers(tmp_path, fault_plugin):
+    gw = await start_isolated(tmp_path)
+    try:
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, fault_message("OK1"))
+
+        assert msa(ack)[1:3] == ["AA", "OK1"]
+        [row] = journal_rows(gw, control_id="OK1")
+        assert (row["status"], row["plugin"]) == ("accepted", "fault_his")
+        assert json.loads(row["records"])["person"]["family"] == "Nguyễn"
+        pid = decided_by(fault_plugin)["OK1"]
+        assert pid != os.getpid() and alive(pid)
+        ready = await http_request(gw, "GET", "/readyz")
+        assert json.loads(ready.body)["checks"]["pipeline"] == {"ok": True, "isolation": "processes",
+                                                                "ready_processes": 1, "processes": 1}
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+    await wait_until(lambda: not alive(pid), what="the child to end when the gateway stops")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plugin_that_kills_its_process_costs_one_message_ae_207(tmp_path, fault_plugin):
+    gw = await start_isolated(tmp_path)
+    try:
+        client = await connect_mllp(gw)
+
+        crashed = await send_and_receive(client, fault_message("CRASH1"))
+        afterwards = await send_and_receive(client, fault_message("OK2"))
+
+        assert msa(crashed)[1:3] == ["AE", "CRASH1"]
+        [err] = err_segments(crashed)
+        assert err[3] == "207^Application internal error^HL70357"
+        assert "pipeline process" in err[8] and "fault_his" in err[8]
+        assert msa(afterwards)[1:3] == ["AA", "OK2"]
+        pids = decided_by(fault_plugin)
+        assert not alive(pids["CRASH1"]) and pids["OK2"] != pids["CRASH1"]
+        assert metric_value(gw, "hssk_plugin_exceptions_total", plugin="fault_his", stage="process") == 1
+        assert metric_value(gw, "hssk_pipeline_process_restarts_total", reason="crash") == 1
+        [row] = journal_rows(gw, control_id="CRASH1")
+        assert (row["status"], row["plugin"]) == ("error", "fault_his")
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_plugin_is_answered_ar_and_its_process_killed(tmp_path, fault_plugin):
+    gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 1})
+    try:
+        client = await connect_mllp(gw)
+
+        hung = await send_and_receive(client, fault_message("HANG1"))
+        await wait_until(lambda: metric_value(gw, "hssk_pipeline_processes_ready") == 1, timeout=60,
+                         what="a new pipeline process")
+        afterwards = await send_and_receive(client, fault_message("OK3"))
+
+        assert msa(hung)[1:3] == ["AR", "HANG1"]
+        [err] = err_segments(hung)
+        assert err[3].startswith("207^") and "plugin fault_his did not answer within 1 s" in err[8]
+        pids = decided_by(fault_plugin)
+        await wait_until(lambda: not alive(pids["HANG1"]), what="the hung process to be killed")
+        assert msa(afterwards)[1:3] == ["AA", "OK3"] and pids["OK3"] != pids["HANG1"]
+        assert metric_value(gw, "hssk_pipeline_process_restarts_total", reason="timeout") == 1
+        assert metric_value(gw, "hssk_plugin_timeouts_total", plugin="fault_his") == 1
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_wait_for_a_free_process_and_keep_their_order(tmp_path, fault_plugin):
+    gw = await start_isolated(tmp_path, **{"pipeline.workers": 2})
+    try:
+        client = await connect_mllp(gw)
+        for n in range(20):
+            client.send(fault_message(f"ORDER{n}"))
+        acks = await client.wait_frames(20, timeout=30)
+
+        assert [msa(a)[1:3] for a in acks] == [["AA", f"ORDER{n}"] for n in range(20)]
+        assert len(set(decided_by(fault_plugin).values())) == 2
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_ready_process_the_gateway_is_not_ready_and_answers_ar(tmp_path, monkeypatch):
+    """A child that cannot even import the gateway (here a broken ``gateway`` package first on
+    its path) is started again with a growing delay; meanwhile /readyz says why and messages get
+    AR rather than waiting for ever."""
+    broken = tmp_path / "broken" / "gateway"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this gateway cannot start')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    monkeypatch.chdir(tmp_path)  # ``python -m`` puts the working directory first on the path
+    from twisted.internet import reactor
+
+    from gateway.app import Gateway
+
+    gw = Gateway(gateway_config(tmp_path / "data", **{"pipeline.isolation": "processes", "pipeline.workers": 1,
+                                                      "pipeline.timeout_seconds": 1}), reactor)
+    await gw.start()
+    try:
+        await wait_until(lambda: metric_value(gw, "hssk_pipeline_process_restarts_total", reason="start") >= 1,
+                         timeout=30, what="the failed start to be counted")
+        ready = await http_request(gw, "GET", "/readyz")
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, hl7(control_id="NOPROC1", sending_app="FAULT_HIS"))
+
+        assert ready.code == 503
+        assert json.loads(ready.body)["checks"]["pipeline"] == {"ok": False, "isolation": "processes",
+                                                                "ready_processes": 0, "processes": 1}
+        assert msa(ack)[1:3] == ["AR", "NOPROC1"]
+        [err] = err_segments(ack)
+        assert "no pipeline worker was free within 1 s" in err[8]
+        assert metric_value(gw, "hssk_pipeline_processes_ready") == 0
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+def test_isolation_must_be_threads_or_processes(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        gateway_config(tmp_path, **{"pipeline.isolation": "fork"})
+    assert raised.value.key == "pipeline.isolation"
+
+
+@pytest_twisted.ensureDeferred
+async def test_processes_refuse_plugins_registered_in_process(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        await start_gateway(tmp_path / "data", plugins=[TestPlugin()], **{"pipeline.isolation": "processes"})
+    assert raised.value.key == "pipeline.isolation" and "entry-point group" in raised.value.rule
+
+
+def test_children_end_when_the_gateway_is_killed(tmp_path, fault_plugin):
+    """SIGKILL gives the gateway no chance to stop its children: they end on their own, because
+    their input closes."""
+    env = {**os.environ, "HSSK_PIPELINE__ISOLATION": "processes", "HSSK_PIPELINE__WORKERS": "2"}
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "data"),
+         "--mllp-listen", "tcp:0:interface=127.0.0.1", "--http-listen", "tcp:0:interface=127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            children = _children_of(gateway.pid)
+        assert len(children) == 2, "the gateway did not start its two pipeline processes"
+    finally:
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in children)
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
