@@ -65,7 +65,7 @@ class Gateway:
         if plugins is not None or extra_plugins:
             raise ConfigError("pipeline.isolation", "'processes' loads plugins from the entry-point group in each "
                                                     "child; plugins registered in-process cannot follow")
-        return ProcessPool(self.reactor, self.config, self.config.pipeline.workers, self.metrics)
+        return ProcessPool(self.reactor, self.config, self.config.pipeline.workers, self.metrics, self.clock)
 
     @inlineCallbacks
     def start(self):

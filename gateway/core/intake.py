@@ -53,7 +53,7 @@ class _Job:
     """One message on its way through workers and writer; ``state`` moves under the intake lock."""
 
     __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin", "trace",
-                 "replies", "document", "request")
+                 "replies", "document", "request", "resent")
 
     def __init__(self, intake: Intake, envelope: Envelope, document: bool = False,
                  request: DocumentRequest | None = None) -> None:
@@ -68,6 +68,8 @@ class _Job:
         self.decision: Decision | None = None
         self.outcome: Outcome | None = None
         self.plugin = ""
+        #: Sent to a second child process because the first died before any plugin claimed it.
+        self.resent = False
         #: The ACKs for ``decision`` as decided, built on the worker so that the writer thread,
         #: which every commit waits on, only has to check that the journal agreed.
         self.replies: tuple[str, ...] | None = None
@@ -121,7 +123,8 @@ class Intake:
         if self._pool is None:
             return {"ok": True, "isolation": "threads", "workers": self._workers}
         ready = self._pool.ready_children
-        return {"ok": ready > 0, "isolation": "processes", "ready_processes": ready, "processes": self._pool.size}
+        return {"ok": ready > 0, "isolation": "processes", "ready_processes": ready, "processes": self._pool.size,
+                "waiting": self._pool.waiting}
 
     def start(self) -> None:
         if self._pool is not None:
@@ -290,8 +293,10 @@ class Intake:
                 job.state = ABANDONED
             else:
                 return
-        if state == PROCESSING and self._pool is not None:
+        if self._pool is not None and state == PROCESSING:
             self._pool.abandon(job)
+        elif self._pool is not None and state == QUEUED:
+            self._pool.forget(job)
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
@@ -77,7 +79,10 @@ class _Child(ProcessProtocol):
         self.config = config
         self.buffer = bytearray()
         self.ready = False
+        #: Decisions it made: a child that dies before its first one is restarted with a delay.
+        self.decisions = 0
         self.job: Any = None
+        #: Killed because its job timed out; whatever it still sends is ignored.
         self.abandoned = False
         self.ended: Deferred = Deferred()
 
@@ -91,9 +96,18 @@ class _Child(ProcessProtocol):
         for body in frames(self.buffer):
             self.pool.received(self, body)
 
-    def processEnded(self, reason) -> None:
+    def processExited(self, reason) -> None:
+        # Not processEnded, which waits for the pipes to close: a process the plugin started may
+        # hold them open after the child died.
+        self.transport.loseConnection()
         self.pool.ended(self, reason.value)
         self.ended.callback(None)
+
+    def kill(self) -> None:
+        try:
+            self.transport.signalProcess("KILL")
+        except ProcessExitedAlready:  # processExited is on its way
+            pass
 
 
 class ProcessPool:
@@ -101,20 +115,24 @@ class ProcessPool:
 
     The intake sets :attr:`take` (called just before a queued job goes to a child; False when
     the job timed out while it waited) and :attr:`decided` (called with the job, its decision
-    and the ACKs the child built).
+    and the ACKs the child built). ``clock`` times the ACKs, the restarts and the stop.
     """
 
-    def __init__(self, reactor, config: GatewayConfig, size: int, metrics: Metrics) -> None:
+    def __init__(self, reactor, config: GatewayConfig, size: int, metrics: Metrics,
+                 clock: IReactorTime | None = None) -> None:
         self._reactor = reactor
+        self._clock = clock or reactor
         self._metrics = metrics
         self._config = pickle.dumps(config, pickle.HIGHEST_PROTOCOL)
         self._size = size
         self._children: set[_Child] = set()
         self._idle: deque[_Child] = deque()
         self._queue: deque = deque()
+        #: Jobs whose child died before any plugin claimed them: they go first, without ``take``.
+        self._retry: deque = deque()
         self._stopping = False
         self._restart_delay = RESTART_DELAY_SECONDS
-        self._restart = None
+        self._restarts: set[IDelayedCall] = set()
         self.take: Callable[[Any], bool] = lambda job: True
         self.decided: Callable[[Any, Decision, tuple[str, ...] | None], None] = lambda job, decision, replies: None
 
@@ -123,8 +141,13 @@ class ProcessPool:
         return self._size
 
     @property
+    def waiting(self) -> int:
+        """Messages waiting for a free child."""
+        return len(self._queue) + len(self._retry)
+
+    @property
     def ready_children(self) -> int:
-        return sum(1 for child in self._children if child.ready)
+        return sum(1 for child in self._children if child.ready and not child.abandoned)
 
     def start(self) -> None:
         for _ in range(self._size):
@@ -147,7 +170,12 @@ class ProcessPool:
             self._restart_later()
 
     def _restart_later(self) -> None:
-        self._restart = self._reactor.callLater(self._restart_delay, self._spawn)
+        def restart() -> None:
+            self._restarts.discard(call)
+            self._spawn()
+
+        call = self._clock.callLater(self._restart_delay, restart)
+        self._restarts.add(call)
         self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY_SECONDS)
 
     def submit(self, job) -> None:
@@ -155,30 +183,47 @@ class ProcessPool:
         self._queue.append(job)
         self._dispatch()
 
+    def forget(self, job) -> None:
+        """``job`` timed out before a child took it: drop it now, not when a child is free, so
+        the queue stays within the intake's bound even while no child is ready."""
+        try:
+            self._queue.remove(job)
+        except ValueError:
+            pass
+
     def _dispatch(self) -> None:
-        while self._idle and self._queue:
-            job = self._queue.popleft()
-            if not self.take(job):
-                continue
+        while self._idle and (self._retry or self._queue):
+            if self._retry:
+                job = self._retry.popleft()
+            else:
+                job = self._queue.popleft()
+                if not self.take(job):
+                    continue
             child = self._idle.popleft()
             child.job = job
-            question = (job.document, job.envelope, job.request, self._reactor.seconds())
+            question = (job.document, job.envelope, job.request, self._clock.seconds())
             child.transport.writeToChild(_CHILD_INPUT, frame(pickle.dumps(question, pickle.HIGHEST_PROTOCOL)))
 
     def abandon(self, job) -> None:
         """``job`` timed out: its child is in an unknown state, so it is killed and replaced."""
+        if job in self._retry:
+            self._retry.remove(job)
+            return
         for child in self._children:
             if child.job is job:
                 child.abandoned = True
-                child.transport.signalProcess("KILL")
+                child.job = None
+                self._metrics.pipeline_processes.dec()
+                child.kill()
                 return
 
     def received(self, child: _Child, body: bytes) -> None:
         kind = body[:1]
+        if child.abandoned:
+            return
         if kind == _READY and not child.ready:
             child.ready = True
             self._metrics.pipeline_processes.inc()
-            self._restart_delay = RESTART_DELAY_SECONDS
             self._idle.append(child)
             self._dispatch()
         elif kind == _CLAIMED and child.job is not None:
@@ -189,9 +234,12 @@ class ProcessPool:
             except Exception as e:  # a decision that does not unpickle (a plugin's odd object): the child is suspect
                 log.error("pipeline process {pid} sent a decision that could not be read ({error}); stopping it",
                           pid=child.transport.pid, error=f"{type(e).__name__}: {e}")
-                child.transport.signalProcess("KILL")
+                child.kill()
                 return
             job, child.job = child.job, None
+            child.decisions += 1
+            if child.decisions == 1:
+                self._restart_delay = RESTART_DELAY_SECONDS
             decision.envelope = job.envelope
             self._idle.append(child)
             self.decided(job, decision, replies)
@@ -199,40 +247,52 @@ class ProcessPool:
         else:
             log.error("pipeline process {pid} sent an unexpected {kind!r} frame; stopping it",
                       pid=child.transport.pid, kind=kind)
-            child.transport.signalProcess("KILL")
+            child.kill()
 
     def ended(self, child: _Child, why: BaseException) -> None:
         self._children.discard(child)
         if child in self._idle:
             self._idle.remove(child)
-        if child.ready:
+        if child.ready and not child.abandoned:
             self._metrics.pipeline_processes.dec()
-        job = child.job
-        if job is not None and not child.abandoned:
-            plugin = job.plugin or "unknown"
-            log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}",
-                      pid=child.transport.pid, plugin=plugin, why=str(why))
-            text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
-                    f"(plugin {plugin}); it is journaled and can be replayed")
-            self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, "GIAMDINHHS" if job.document
-                                                                   else "MSH^1^9"),
-                                        job.plugin, job.document, job.request, fault=(plugin, "process")), None)
+        job, child.job = child.job, None
+        if job is not None:
+            self._lost(job, child, why)
         if self._stopping:
             return
         reason = "timeout" if child.abandoned else "crash" if job is not None else "idle" if child.ready else "start"
         self._metrics.pipeline_process_restarts.labels(reason=reason).inc()
-        if child.ready:
+        if child.decisions:
             self._spawn()
         else:
-            log.error("a pipeline process ended before it was ready ({why}); trying again in {delay:g} s",
+            log.error("a pipeline process ended before its first decision ({why}); trying again in {delay:g} s",
                       why=str(why), delay=self._restart_delay)
             self._restart_later()
+
+    def _lost(self, job, child: _Child, why: BaseException) -> None:
+        """The child died holding ``job``. No plugin had claimed it yet (the child may have died
+        idle, just as the job was sent): it goes to the next child, once. Otherwise it is AE 207,
+        journaled for replay, as when a plugin raises."""
+        if not job.plugin and not job.resent:
+            job.resent = True
+            self._retry.append(job)
+            return
+        plugin = job.plugin or "unknown"
+        log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}",
+                  pid=child.transport.pid, plugin=plugin, why=str(why))
+        text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
+                f"(plugin {plugin}); it is journaled and can be replayed")
+        location = "GIAMDINHHS" if job.document else "MSH^1^9"
+        self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, location), job.plugin, job.document,
+                                    job.request, fault=(plugin, "process")), None)
 
     def stop(self) -> Deferred:
         """Close every child's input, which ends it once idle; kill what is left after a while."""
         self._stopping = True
-        if self._restart is not None and self._restart.active():
-            self._restart.cancel()
+        for call in self._restarts:
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
         children = list(self._children)
         for child in children:
             child.transport.closeChildFD(_CHILD_INPUT)
@@ -241,9 +301,9 @@ class ProcessPool:
         def kill_stragglers() -> None:
             for child in children:
                 if not child.ended.called:
-                    child.transport.signalProcess("KILL")
+                    child.kill()
 
-        timer = self._reactor.callLater(STOP_TIMEOUT_SECONDS, kill_stragglers)
+        timer = self._clock.callLater(STOP_TIMEOUT_SECONDS, kill_stragglers)
         done.addCallback(lambda _: timer.cancel() if timer.active() else None)
         return done
 
@@ -275,14 +335,33 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
             decision = pipeline.decide_document(envelope, progress, request)
         else:
             decision = pipeline.decide(envelope, progress)
-        replies = None
-        if decision.ack_code is not None and not document:
-            try:
-                replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
-            except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
-                log.error("building the ACK failed: {error}", error=str(e))
-        decision.envelope = None  # the gateway has it
-        write(frame(_DECIDED + pickle.dumps((decision, replies), pickle.HIGHEST_PROTOCOL)))
+        try:
+            answer = _answer(decision, document, now)
+        except Exception as e:  # what a plugin put in the decision does not pickle: the sender's AE, not a dead child
+            plugin = decision.plugin or "unknown"
+            log.error("the decision of plugin {plugin} could not be sent to the gateway: {error}", plugin=plugin,
+                      error=f"{type(e).__name__}: {e}")
+            text = (f"plugin {plugin} returned data the gateway cannot carry ({type(e).__name__}); the "
+                    f"{'file' if document else 'message'} is journaled and can be replayed once the plugin is fixed")
+            decision = undecided(envelope, ERROR, Issue(207, text, "GIAMDINHHS" if document else "MSH^1^9"),
+                                 decision.plugin, document, request, fault=(plugin, "serialize"))
+            answer = _answer(decision, document, now)
+        write(frame(answer))
+
+
+def _answer(decision: Decision, document: bool, now: float) -> bytes:
+    """The ``D`` frame's body: the decision without its envelope (the gateway has it) and its ACKs."""
+    replies = None
+    if decision.ack_code is not None and not document:
+        try:
+            replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
+        except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
+            log.error("building the ACK failed: {error}", error=str(e))
+    envelope, decision.envelope = decision.envelope, None
+    try:
+        return _DECIDED + pickle.dumps((decision, replies), pickle.HIGHEST_PROTOCOL)
+    finally:
+        decision.envelope = envelope
 
 
 class _Progress:
@@ -300,16 +379,23 @@ class _Progress:
         self._write(frame(_CLAIMED + name.encode()))
 
 
-def _write_all(data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(_CHILD_OUTPUT, view):]
+        view = view[os.write(fd, view):]
 
 
 def main() -> None:
     # Ctrl-C reaches the whole process group; the gateway stops its children itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(lambda size: os.read(_CHILD_INPUT, size), _write_all)
+    # Talk through private copies of the two pipes (os.dup's are not inherited), so a process a
+    # plugin starts cannot hold them open after this one ends.
+    read_fd, write_fd = os.dup(_CHILD_INPUT), os.dup(_CHILD_OUTPUT)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, _CHILD_INPUT)
+    os.close(null)
+    os.close(_CHILD_OUTPUT)
+    serve(lambda size: os.read(read_fd, size), lambda data: _write_all(write_fd, data))
 
 
 if __name__ == "__main__":

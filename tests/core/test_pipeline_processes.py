@@ -18,14 +18,20 @@ import pytest
 import pytest_twisted
 
 from gateway.config import ConfigError
+from twisted.internet.task import deferLater
+
 from tests.support import (TestPlugin, connect_mllp, err_segments, gateway_config, hl7, http_request, journal_rows,
-                           metric_value, msa, send_and_receive, start_gateway, wait_until)
+                           metric_value, msa, segments_of, send_and_receive, start_gateway, wait_until)
 
 FAULT_PLUGIN = '''
 import os
+import subprocess
+import sys
+import threading
 import time
 
 from gateway.core.hookspecs import PluginDescription, hookimpl
+from gateway.core.outcome import Issue
 from gateway.formats.hl7_model import records_from_hl7
 
 
@@ -39,7 +45,31 @@ class Adapter:
             os._exit(3)
         if message.control_id.startswith("HANG"):
             time.sleep(600)
+        if message.control_id.startswith("HELPER"):  # a helper program that outlives its parent
+            subprocess.Popen(["sleep", "5"])
+            os._exit(3)
+        if message.control_id.startswith("FORK"):  # a forked copy holds every descriptor for a while
+            if os.fork() == 0:
+                time.sleep(5)
+                os._exit(0)
+            os._exit(3)
         return records_from_hl7(message)
+
+
+@hookimpl
+def hssk_configure(config):
+    # A plugin that kills its process soon after loading (only in a child, not in the test's own).
+    if os.environ.get("HSSK_TEST_DIE_AFTER") and "pipeline_process" in sys.argv[0]:
+        threading.Timer(float(os.environ["HSSK_TEST_DIE_AFTER"]), os._exit, (4,)).start()
+
+
+@hookimpl
+def hssk_check(message, records):
+    if message is not None and message.control_id.startswith("ODD"):
+        class LocalIssue(Issue):  # defined here, so it cannot be pickled
+            pass
+        return [LocalIssue(0, "a warning of a class only this function knows", "PID^1", "W")]
+    return None
 
 
 @hookimpl
@@ -118,7 +148,7 @@ async def test_a_child_process_decides_and_the_gateway_journals_and_answers(tmp_
         assert pid != os.getpid() and alive(pid)
         ready = await http_request(gw, "GET", "/readyz")
         assert json.loads(ready.body)["checks"]["pipeline"] == {"ok": True, "isolation": "processes",
-                                                                "ready_processes": 1, "processes": 1}
+                                                                "ready_processes": 1, "processes": 1, "waiting": 0}
         client.transport.loseConnection()
     finally:
         await gw.stop()
@@ -175,6 +205,97 @@ async def test_a_hung_plugin_is_answered_ar_and_its_process_killed(tmp_path, fau
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("control_id", ["HELPER1", "FORK1"])
+async def test_a_child_that_dies_leaving_a_process_behind_still_costs_one_message(tmp_path, fault_plugin,
+                                                                                  control_id):
+    """A program the plugin started (``subprocess``) or a forked copy outlives the child; it must
+    not keep the gateway waiting for pipes it holds: the message is still AE, a new child decides
+    the next one, and the gateway stops."""
+    gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 4})
+    try:
+        client = await connect_mllp(gw)
+
+        crashed = await send_and_receive(client, fault_message(control_id))
+        afterwards = await send_and_receive(client, fault_message("OK5"))
+
+        assert msa(crashed)[1:3] == ["AE", control_id]
+        assert "pipeline process" in err_segments(crashed)[0][8]
+        assert msa(afterwards)[1:3] == ["AA", "OK5"]
+        assert metric_value(gw, "hssk_pipeline_processes_ready") == 1
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_decision_that_cannot_be_pickled_is_ae_207_and_the_child_lives(tmp_path, fault_plugin):
+    gw = await start_isolated(tmp_path)
+    try:
+        client = await connect_mllp(gw)
+
+        odd = await send_and_receive(client, fault_message("ODD1"))
+        afterwards = await send_and_receive(client, fault_message("OK6"))
+
+        assert msa(odd)[1:3] == ["AE", "ODD1"]
+        [err] = err_segments(odd)
+        assert err[3].startswith("207^") and "plugin fault_his returned data the gateway cannot carry" in err[8]
+        assert msa(afterwards)[1:3] == ["AA", "OK6"]
+        pids = decided_by(fault_plugin)
+        assert pids["ODD1"] == pids["OK6"]
+        assert metric_value(gw, "hssk_plugin_exceptions_total", plugin="fault_his", stage="serialize") == 1
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_are_timed_by_the_injected_clock(tmp_path, fault_plugin):
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
+    from gateway.app import Gateway
+
+    clock = Clock()
+    clock.advance(300_000_000)  # July 1979
+    gw = Gateway(gateway_config(tmp_path / "data", **{"pipeline.isolation": "processes", "pipeline.workers": 1}),
+                 reactor, clock=clock)
+    await gw.start()
+    try:
+        await wait_until(lambda: metric_value(gw, "hssk_pipeline_processes_ready") == 1, timeout=60,
+                         what="the pipeline process")
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, fault_message("CLOCK1"))
+
+        assert msa(ack)[1:3] == ["AA", "CLOCK1"]
+        assert segments_of(ack)["MSH"][0][6].startswith("1979")
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_that_dies_soon_after_it_is_ready_is_restarted_with_a_growing_delay(tmp_path, fault_plugin,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("HSSK_TEST_DIE_AFTER", "0.05")
+    from twisted.internet import reactor
+
+    from gateway.app import Gateway
+
+    gw = Gateway(gateway_config(tmp_path / "data", **{"pipeline.isolation": "processes", "pipeline.workers": 1}),
+                 reactor)
+    await gw.start()
+    try:
+        await wait_until(lambda: metric_value(gw, "hssk_pipeline_process_restarts_total", reason="idle") >= 2,
+                         timeout=30, what="two restarts")
+        await deferLater(reactor, 3.0, lambda: None)
+        # Without the delay a child dying 50 ms after it is ready would be restarted tens of times.
+        assert metric_value(gw, "hssk_pipeline_process_restarts_total", reason="idle") <= 4
+    finally:
+        await gw.stop()
+    assert not [call for call in reactor.getDelayedCalls() if "ProcessPool" in call.func.__qualname__]
+
+
+@pytest_twisted.ensureDeferred
 async def test_messages_wait_for_a_free_process_and_keep_their_order(tmp_path, fault_plugin):
     gw = await start_isolated(tmp_path, **{"pipeline.workers": 2})
     try:
@@ -216,11 +337,12 @@ async def test_without_a_ready_process_the_gateway_is_not_ready_and_answers_ar(t
 
         assert ready.code == 503
         assert json.loads(ready.body)["checks"]["pipeline"] == {"ok": False, "isolation": "processes",
-                                                                "ready_processes": 0, "processes": 1}
+                                                                "ready_processes": 0, "processes": 1, "waiting": 0}
         assert msa(ack)[1:3] == ["AR", "NOPROC1"]
         [err] = err_segments(ack)
         assert "no pipeline worker was free within 1 s" in err[8]
         assert metric_value(gw, "hssk_pipeline_processes_ready") == 0
+        assert gw.intake.pipeline_status()["waiting"] == 0  # the timed-out message left the queue
         client.transport.loseConnection()
     finally:
         await gw.stop()
