@@ -119,6 +119,16 @@ def fault_message(control_id: str) -> bytes:
     return hl7(control_id=control_id, sending_app="FAULT_HIS")
 
 
+async def fault_then_fine(gw, fault_id: str, fine_id: str) -> tuple[bytes, bytes]:
+    """Send a misbehaving message, then a good one, on one connection; return both ACKs."""
+    client = await connect_mllp(gw)
+    try:
+        return (await send_and_receive(client, fault_message(fault_id)),
+                await send_and_receive(client, fault_message(fine_id)))
+    finally:
+        client.transport.loseConnection()
+
+
 async def start_isolated(tmp_path, **overrides):
     from twisted.internet import reactor
 
@@ -159,10 +169,7 @@ async def test_a_child_process_decides_and_the_gateway_journals_and_answers(tmp_
 async def test_a_plugin_that_kills_its_process_costs_one_message_ae_207(tmp_path, fault_plugin):
     gw = await start_isolated(tmp_path)
     try:
-        client = await connect_mllp(gw)
-
-        crashed = await send_and_receive(client, fault_message("CRASH1"))
-        afterwards = await send_and_receive(client, fault_message("OK2"))
+        crashed, afterwards = await fault_then_fine(gw, "CRASH1", "OK2")
 
         assert msa(crashed)[1:3] == ["AE", "CRASH1"]
         [err] = err_segments(crashed)
@@ -175,7 +182,6 @@ async def test_a_plugin_that_kills_its_process_costs_one_message_ae_207(tmp_path
         assert metric_value(gw, "hssk_pipeline_process_restarts_total", reason="crash") == 1
         [row] = journal_rows(gw, control_id="CRASH1")
         assert (row["status"], row["plugin"]) == ("error", "fault_his")
-        client.transport.loseConnection()
     finally:
         await gw.stop()
 
@@ -213,16 +219,12 @@ async def test_a_child_that_dies_leaving_a_process_behind_still_costs_one_messag
     the next one, and the gateway stops."""
     gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 4})
     try:
-        client = await connect_mllp(gw)
-
-        crashed = await send_and_receive(client, fault_message(control_id))
-        afterwards = await send_and_receive(client, fault_message("OK5"))
+        crashed, afterwards = await fault_then_fine(gw, control_id, "OK5")
 
         assert msa(crashed)[1:3] == ["AE", control_id]
         assert "pipeline process" in err_segments(crashed)[0][8]
         assert msa(afterwards)[1:3] == ["AA", "OK5"]
         assert metric_value(gw, "hssk_pipeline_processes_ready") == 1
-        client.transport.loseConnection()
     finally:
         await gw.stop()
 
@@ -231,10 +233,7 @@ async def test_a_child_that_dies_leaving_a_process_behind_still_costs_one_messag
 async def test_a_decision_that_cannot_be_pickled_is_ae_207_and_the_child_lives(tmp_path, fault_plugin):
     gw = await start_isolated(tmp_path)
     try:
-        client = await connect_mllp(gw)
-
-        odd = await send_and_receive(client, fault_message("ODD1"))
-        afterwards = await send_and_receive(client, fault_message("OK6"))
+        odd, afterwards = await fault_then_fine(gw, "ODD1", "OK6")
 
         assert msa(odd)[1:3] == ["AE", "ODD1"]
         [err] = err_segments(odd)
@@ -243,7 +242,6 @@ async def test_a_decision_that_cannot_be_pickled_is_ae_207_and_the_child_lives(t
         pids = decided_by(fault_plugin)
         assert pids["ODD1"] == pids["OK6"]
         assert metric_value(gw, "hssk_plugin_exceptions_total", plugin="fault_his", stage="serialize") == 1
-        client.transport.loseConnection()
     finally:
         await gw.stop()
 
