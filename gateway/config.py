@@ -70,6 +70,11 @@ class PipelineConfig:
     #: process of its own (gateway.core.pipeline_process).
     isolation: str = field(default="threads", metadata=_check(
         "must be 'threads' or 'processes'", lambda v: v in ("threads", "processes")))
+    #: With "processes": the CPUs the child processes may run on (empty: the gateway's own), so
+    #: they can be kept off the core the gateway's reactor and journal writer use.
+    process_cpus: tuple[int, ...] = field(default=(), metadata=_check(
+        f"must list CPU numbers this machine has (0 to {(os.cpu_count() or 1) - 1})",
+        lambda v: all(0 <= c < (os.cpu_count() or 1) for c in v)))
     timeout_seconds: float = field(default=10.0, metadata=_check("must be a positive number", _positive))
     max_in_flight: int = field(default=10000, metadata=_check("must be a positive integer", _positive))
     supported_versions: tuple[str, ...] = (
@@ -356,6 +361,11 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a string, got {value!r}")
         return value
+    if kind == "tuple[int, ...]":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+            raise ConfigError(key, f"must be a list of integers, got {value!r}")
+        return tuple(value)
     if kind.startswith("tuple"):
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, f"must be a list of strings, got {value!r}")

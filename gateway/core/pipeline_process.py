@@ -326,6 +326,8 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
     incoming = questions()
     config: GatewayConfig = pickle.loads(next(incoming))
     start_logging(config.log_format)
+    if config.pipeline.process_cpus:
+        os.sched_setaffinity(0, config.pipeline.process_cpus)
     pipeline = Pipeline(build_plugin_manager(config).hook, config)
     write(frame(_READY))
     progress = _Progress(write)

@@ -346,6 +346,28 @@ async def test_without_a_ready_process_the_gateway_is_not_ready_and_answers_ar(t
         await gw.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_children_run_on_the_cpus_named_in_process_cpus(tmp_path, fault_plugin):
+    cpu = max(os.sched_getaffinity(0))
+    gw = await start_isolated(tmp_path, **{"pipeline.process_cpus": [cpu]})
+    try:
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, fault_message("CPU1"))
+        client.transport.loseConnection()
+
+        assert msa(ack)[1:3] == ["AA", "CPU1"]
+        assert os.sched_getaffinity(decided_by(fault_plugin)["CPU1"]) == {cpu}
+    finally:
+        await gw.stop()
+
+
+def test_process_cpus_must_be_cpus_of_this_machine(tmp_path):
+    for wrong in ([os.cpu_count()], [-1], ["0"]):
+        with pytest.raises(ConfigError) as raised:
+            gateway_config(tmp_path, **{"pipeline.process_cpus": wrong})
+        assert raised.value.key == "pipeline.process_cpus"
+
+
 def test_isolation_must_be_threads_or_processes(tmp_path):
     with pytest.raises(ConfigError) as raised:
         gateway_config(tmp_path, **{"pipeline.isolation": "fork"})
