@@ -408,3 +408,12 @@ async def run_clock_until(clock, condition, timeout: float = 20.0) -> None:
             return
         await deferLater(reactor, 0.01, lambda: None)
     raise AssertionError(f"condition not reached within {timeout} s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -107,6 +107,7 @@ class Intake:
         self._stuck = 0
         self._in_flight = 0
         self._drained: Deferred | None = None
+        self._stopping = False
         self._traces: list[list[float]] = []
         # Labelled metric children, looked up once per label set instead of once per message.
         self._received_children: dict[tuple[str, str, str], Any] = {}
@@ -143,7 +144,9 @@ class Intake:
         return thread
 
     def stop(self) -> Deferred:
-        """Let the messages already taken finish (each has its timer), then stop the workers."""
+        """Let the messages already taken finish (each has its timer), then stop the workers;
+        what arrives meanwhile is answered AR at once."""
+        self._stopping = True
         with self._lock:
             count = len(self._threads)
         for _ in range(count):
@@ -170,6 +173,9 @@ class Intake:
 
     def _admit(self, job: _Job) -> Deferred:
         envelope = job.envelope
+        if self._stopping:
+            self._metrics.connections_refused.labels(transport=envelope.transport, reason="stopping").inc()
+            return succeed(self._refusal_for(job, "the gateway is stopping; send again later"))
         if self._in_flight >= self._max_in_flight:
             self._metrics.connections_refused.labels(transport=envelope.transport, reason="max_in_flight").inc()
             return succeed(self._refusal_for(job, f"the gateway has {self._in_flight} messages in flight, its limit "

@@ -11,16 +11,17 @@ The price: one pickled envelope out and one pickled decision back per message, a
 to start each child, and plugins must be installed through the entry-point group, because an
 object registered in the parent cannot follow it into a new interpreter.
 
-A child is ``python -m gateway.core.pipeline_process``. It reads frames on its standard input
+A child is ``python -m gateway.core.pipeline_process GATEWAY_PID``. It reads frames on its standard input
 and writes frames to descriptor 3 (its standard output and error are the gateway's, for logs).
 Each frame is a 4-byte length and a body. The first frame in is the config; the child loads the
 plugins and answers ``R`` (ready). Then for each question (a pickled envelope) it answers ``P``
 with the name of the plugin that claimed it, at once, so that a timeout can name the plugin,
-and ``D`` with the pickled decision and ACKs. End of input ends the child, so it also ends when
-the gateway is killed.
+and ``D`` with the pickled decision and ACKs. End of input ends the child; on Linux it is also
+killed when the gateway dies, even in the middle of a plugin call.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import signal
@@ -53,6 +54,7 @@ STOP_TIMEOUT_SECONDS = 5.0
 _HEADER = struct.Struct("!I")
 _READY, _CLAIMED, _DECIDED = b"R", b"P", b"D"
 _CHILD_INPUT, _CHILD_OUTPUT = 0, 3
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def frame(body: bytes) -> bytes:
@@ -82,11 +84,15 @@ class _Child(ProcessProtocol):
         #: Decisions it made: a child that dies before its first one is restarted with a delay.
         self.decisions = 0
         self.job: Any = None
-        #: Killed because its job timed out; whatever it still sends is ignored.
-        self.abandoned = False
+        #: Being killed (its job timed out, or it sent what is not a frame): not counted as
+        #: ready, never given a job, and whatever it still sends is ignored.
+        self.retired = False
+        self.timed_out = False
+        self.pid: int | None = None
         self.ended: Deferred = Deferred()
 
     def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # Twisted forgets it before processExited
         self.transport.writeToChild(_CHILD_INPUT, frame(self.config))
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
@@ -147,7 +153,7 @@ class ProcessPool:
 
     @property
     def ready_children(self) -> int:
-        return sum(1 for child in self._children if child.ready and not child.abandoned)
+        return sum(1 for child in self._children if child.ready and not child.retired)
 
     def start(self) -> None:
         for _ in range(self._size):
@@ -160,7 +166,8 @@ class ProcessPool:
         self._children.add(child)
         try:
             self._reactor.spawnProcess(
-                child, sys.executable, [sys.executable, "-m", "gateway.core.pipeline_process"], env=os.environ,
+                child, sys.executable, [sys.executable, "-m", "gateway.core.pipeline_process", str(os.getpid())],
+                env=os.environ,
                 childFDs={_CHILD_INPUT: "w", 1: 1, 2: 2, _CHILD_OUTPUT: "r"})
         except OSError as e:
             self._children.discard(child)
@@ -192,7 +199,7 @@ class ProcessPool:
             pass
 
     def _dispatch(self) -> None:
-        while self._idle and (self._retry or self._queue):
+        while self._idle and (self._retry or self._queue) and not self._stopping:
             if self._retry:
                 job = self._retry.popleft()
             else:
@@ -200,9 +207,13 @@ class ProcessPool:
                 if not self.take(job):
                     continue
             child = self._idle.popleft()
-            child.job = job
             question = (job.document, job.envelope, job.request, self._clock.seconds())
-            child.transport.writeToChild(_CHILD_INPUT, frame(pickle.dumps(question, pickle.HIGHEST_PROTOCOL)))
+            try:
+                child.transport.writeToChild(_CHILD_INPUT, frame(pickle.dumps(question, pickle.HIGHEST_PROTOCOL)))
+            except KeyError:  # its input is already gone: it is ending, and the job goes to the next one
+                self._retry.appendleft(job)
+                continue
+            child.job = job
 
     def abandon(self, job) -> None:
         """``job`` timed out: its child is in an unknown state, so it is killed and replaced."""
@@ -211,15 +222,24 @@ class ProcessPool:
             return
         for child in self._children:
             if child.job is job:
-                child.abandoned = True
                 child.job = None
-                self._metrics.pipeline_processes.dec()
-                child.kill()
+                child.timed_out = True
+                self._retire(child)
                 return
+
+    def _retire(self, child: _Child) -> None:
+        """Kill ``child`` and stop counting on it at once, not when its exit is noticed."""
+        if not child.retired:
+            child.retired = True
+            if child in self._idle:
+                self._idle.remove(child)
+            if child.ready:
+                self._metrics.pipeline_processes.dec()
+        child.kill()
 
     def received(self, child: _Child, body: bytes) -> None:
         kind = body[:1]
-        if child.abandoned:
+        if child.retired:
             return
         if kind == _READY and not child.ready:
             child.ready = True
@@ -233,8 +253,8 @@ class ProcessPool:
                 decision, replies = pickle.loads(body[1:])
             except Exception as e:  # a decision that does not unpickle (a plugin's odd object): the child is suspect
                 log.error("pipeline process {pid} sent a decision that could not be read ({error}); stopping it",
-                          pid=child.transport.pid, error=f"{type(e).__name__}: {e}")
-                child.kill()
+                          pid=child.pid, error=f"{type(e).__name__}: {e}")
+                self._retire(child)
                 return
             job, child.job = child.job, None
             child.decisions += 1
@@ -245,22 +265,23 @@ class ProcessPool:
             self.decided(job, decision, replies)
             self._dispatch()
         else:
-            log.error("pipeline process {pid} sent an unexpected {kind!r} frame; stopping it",
-                      pid=child.transport.pid, kind=kind)
-            child.kill()
+            log.error("pipeline process {pid} sent an unexpected {kind!r} frame; stopping it", pid=child.pid,
+                      kind=kind)
+            self._retire(child)
 
     def ended(self, child: _Child, why: BaseException) -> None:
         self._children.discard(child)
         if child in self._idle:
             self._idle.remove(child)
-        if child.ready and not child.abandoned:
+        if child.ready and not child.retired:
             self._metrics.pipeline_processes.dec()
         job, child.job = child.job, None
         if job is not None:
             self._lost(job, child, why)
         if self._stopping:
             return
-        reason = "timeout" if child.abandoned else "crash" if job is not None else "idle" if child.ready else "start"
+        self._dispatch()  # a job sent back by _lost may find another child idle now
+        reason = "timeout" if child.timed_out else "crash" if job is not None else "idle" if child.ready else "start"
         self._metrics.pipeline_process_restarts.labels(reason=reason).inc()
         if child.decisions:
             self._spawn()
@@ -273,13 +294,13 @@ class ProcessPool:
         """The child died holding ``job``. No plugin had claimed it yet (the child may have died
         idle, just as the job was sent): it goes to the next child, once. Otherwise it is AE 207,
         journaled for replay, as when a plugin raises."""
-        if not job.plugin and not job.resent:
+        if not job.plugin and not job.resent and not self._stopping:
             job.resent = True
             self._retry.append(job)
             return
         plugin = job.plugin or "unknown"
-        log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}",
-                  pid=child.transport.pid, plugin=plugin, why=str(why))
+        log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}", pid=child.pid, plugin=plugin,
+                  why=str(why))
         text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
                 f"(plugin {plugin}); it is journaled and can be replayed")
         location = "GIAMDINHHS" if job.document else "MSH^1^9"
@@ -293,6 +314,7 @@ class ProcessPool:
             if call.active():
                 call.cancel()
         self._restarts.clear()
+        self._idle.clear()
         children = list(self._children)
         for child in children:
             child.transport.closeChildFD(_CHILD_INPUT)
@@ -327,7 +349,11 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
     config: GatewayConfig = pickle.loads(next(incoming))
     start_logging(config.log_format)
     if config.pipeline.process_cpus:
-        os.sched_setaffinity(0, config.pipeline.process_cpus)
+        try:
+            os.sched_setaffinity(0, config.pipeline.process_cpus)
+        except OSError as e:  # a container's cpuset may forbid CPUs the machine has: run unpinned, say why
+            log.error("pipeline.process_cpus {cpus} could not be applied ({error}); this pipeline process runs "
+                      "on the gateway's CPUs", cpus=list(config.pipeline.process_cpus), error=str(e))
     pipeline = Pipeline(build_plugin_manager(config).hook, config)
     write(frame(_READY))
     progress = _Progress(write)
@@ -387,7 +413,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def main() -> None:
+def _die_with(parent: int) -> None:
+    """Be killed when the gateway dies (Linux), even while a plugin holds this process: the end
+    of input only ends a child between two messages."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the gateway died before that took effect
+        os._exit(1)
+
+
+def main(argv: list[str]) -> None:
+    _die_with(int(argv[0]))
     # Ctrl-C reaches the whole process group; the gateway stops its children itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Talk through private copies of the two pipes (os.dup's are not inherited), so a process a
@@ -401,4 +437,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -9,6 +9,7 @@ the tests can see which process decided and that a killed one is gone.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,10 +19,11 @@ import pytest
 import pytest_twisted
 
 from gateway.config import ConfigError
+from gateway.transports.framing import wrap
 from twisted.internet.task import deferLater
 
-from tests.support import (TestPlugin, connect_mllp, err_segments, gateway_config, hl7, http_request, journal_rows,
-                           metric_value, msa, segments_of, send_and_receive, start_gateway, wait_until)
+from tests.support import (TestPlugin, connect_mllp, err_segments, free_port, gateway_config, hl7, http_request,
+                           journal_rows, metric_value, msa, segments_of, send_and_receive, start_gateway, wait_until)
 
 FAULT_PLUGIN = '''
 import os
@@ -294,6 +296,27 @@ async def test_a_child_that_dies_soon_after_it_is_ready_is_restarted_with_a_grow
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_message_sent_to_a_child_that_just_died_goes_to_another_idle_child(tmp_path, fault_plugin):
+    """The child died idle, unnoticed, as the message was written to it; no plugin claimed the
+    message, so it goes to the other child, which is idle, rather than waiting for a new one."""
+    from gateway.core.envelope import Envelope
+
+    gw = await start_isolated(tmp_path, **{"pipeline.workers": 2, "pipeline.timeout_seconds": 5})
+    try:
+        first, second = list(gw.intake._pool._idle)
+        os.kill(first.pid, signal.SIGKILL)
+        # In the same reactor turn, so the pool cannot yet know: the message is written to the dead child.
+        outcome = await gw.intake.submit(Envelope(fault_message("RESENT1"), "mllp", "127.0.0.1:1", time.time()))
+
+        assert (outcome.ack_code, outcome.plugin) == ("AA", "fault_his")
+        assert decided_by(fault_plugin)["RESENT1"] == second.pid
+        # Answered before the dead child's replacement, started a second later, was ready.
+        assert metric_value(gw, "hssk_pipeline_processes_ready") == 1
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_messages_wait_for_a_free_process_and_keep_their_order(tmp_path, fault_plugin):
     gw = await start_isolated(tmp_path, **{"pipeline.workers": 2})
     try:
@@ -382,12 +405,13 @@ async def test_processes_refuse_plugins_registered_in_process(tmp_path):
 
 
 def test_children_end_when_the_gateway_is_killed(tmp_path, fault_plugin):
-    """SIGKILL gives the gateway no chance to stop its children: they end on their own, because
-    their input closes."""
+    """SIGKILL gives the gateway no chance to stop its children: an idle one ends because its
+    input closes, one stuck in a plugin because the kernel kills it with its parent."""
+    port = free_port()
     env = {**os.environ, "HSSK_PIPELINE__ISOLATION": "processes", "HSSK_PIPELINE__WORKERS": "2"}
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "data"),
-         "--mllp-listen", "tcp:0:interface=127.0.0.1", "--http-listen", "tcp:0:interface=127.0.0.1"],
+         "--mllp-listen", f"tcp:{port}:interface=127.0.0.1", "--http-listen", "tcp:0:interface=127.0.0.1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         children: list[int] = []
@@ -396,12 +420,19 @@ def test_children_end_when_the_gateway_is_killed(tmp_path, fault_plugin):
             time.sleep(0.1)
             children = _children_of(gateway.pid)
         assert len(children) == 2, "the gateway did not start its two pipeline processes"
+        sender = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sender.sendall(wrap(fault_message("HANG9")))
+        deadline = time.monotonic() + 30
+        while "HANG9" not in decided_by(fault_plugin) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert decided_by(fault_plugin)["HANG9"] in children
     finally:
         gateway.send_signal(signal.SIGKILL)
         gateway.wait()
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
+    sender.close()
     assert not any(alive(pid) for pid in children)
 
 
