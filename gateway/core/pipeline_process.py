@@ -105,9 +105,24 @@ class _Child(ProcessProtocol):
     def processExited(self, reason) -> None:
         # Not processEnded, which waits for the pipes to close: a process the plugin started may
         # hold them open after the child died.
-        self.transport.loseConnection()
+        self._drain_output()
+        self.transport.closeChildFD(_CHILD_INPUT)
+        self.transport.closeChildFD(_CHILD_OUTPUT)
         self.pool.ended(self, reason.value)
         self.ended.callback(None)
+
+    def _drain_output(self) -> None:
+        """Read what the child wrote before it exited, which Twisted would otherwise deliver a
+        piece per reactor turn after this: a decision sent just before dying still counts."""
+        reader = self.transport.pipes.get(_CHILD_OUTPUT)
+        while reader is not None:
+            try:
+                data = os.read(reader.fileno(), 1 << 20)
+            except OSError:  # EAGAIN: nothing more was written
+                return
+            if not data:
+                return
+            self.childDataReceived(_CHILD_OUTPUT, data)
 
     def kill(self) -> None:
         try:
@@ -239,7 +254,7 @@ class ProcessPool:
 
     def received(self, child: _Child, body: bytes) -> None:
         kind = body[:1]
-        if child.retired:
+        if child.retired or child not in self._children:
             return
         if kind == _READY and not child.ready:
             child.ready = True
@@ -424,8 +439,10 @@ def _die_with(parent: int) -> None:
 
 def main(argv: list[str]) -> None:
     _die_with(int(argv[0]))
-    # Ctrl-C reaches the whole process group; the gateway stops its children itself.
+    # Ctrl-C, and systemd's SIGTERM to the whole unit, reach every process in the group: the
+    # gateway lets the children finish the messages they hold, then closes their input.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Talk through private copies of the two pipes (os.dup's are not inherited), so a process a
     # plugin starts cannot hold them open after this one ends.
     read_fd, write_fd = os.dup(_CHILD_INPUT), os.dup(_CHILD_OUTPUT)

@@ -47,6 +47,10 @@ class Adapter:
             os._exit(3)
         if message.control_id.startswith("HANG"):
             time.sleep(600)
+        if message.control_id.startswith("SLOW"):
+            time.sleep(2)
+        if message.control_id.startswith("LAST"):  # dies as soon as its decision is written
+            threading.Thread(target=exit_once_waiting_for_input, daemon=True).start()
         if message.control_id.startswith("HELPER"):  # a helper program that outlives its parent
             subprocess.Popen(["sleep", "5"])
             os._exit(3)
@@ -56,6 +60,13 @@ class Adapter:
                 os._exit(0)
             os._exit(3)
         return records_from_hl7(message)
+
+
+def exit_once_waiting_for_input():
+    main = threading.main_thread().ident
+    while sys._current_frames()[main].f_code.co_name != "<lambda>":  # the child's read of the next question
+        time.sleep(0.0005)
+    os._exit(0)
 
 
 @hookimpl
@@ -317,6 +328,35 @@ async def test_a_message_sent_to_a_child_that_just_died_goes_to_another_idle_chi
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_decision_written_just_before_the_child_died_still_counts(tmp_path, fault_plugin):
+    """Twisted hands over a pipe's data a piece per reactor turn, so the child's exit can be
+    seen while the end of its last, large decision is still in the pipe; a busy reactor makes
+    that likely. The decision must stand (AA), not become 'the process ended' (AE)."""
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    busy = LoopingCall(time.sleep, 0.001)
+    gw = await start_isolated(tmp_path, **{"pipeline.workers": 2})
+    busy.start(0, now=False)
+    try:
+        client = await connect_mllp(gw)
+        big_note = "OBX|1|TX|NOTE^Note||" + "x" * 600_000
+        ack = await send_and_receive(client, hl7("PID|1||079085000123^^^BCA^NI||Nguyễn^Văn Thử||19850412|M",
+                                                 big_note, control_id="LAST1", sending_app="FAULT_HIS"))
+        await wait_until(lambda: metric_value(gw, "hssk_pipeline_process_restarts_total", reason="idle") == 1,
+                         what="the child's exit to be seen")
+        await deferLater(reactor, 0.2, lambda: None)
+
+        assert msa(ack)[1:3] == ["AA", "LAST1"]
+        assert metric_value(gw, "hssk_pipeline_processes_ready") == len(gw.intake._pool._idle) <= 2
+        client.transport.loseConnection()
+    finally:
+        busy.stop()
+        await gw.stop()
+    assert metric_value(gw, "hssk_pipeline_processes_ready") == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_messages_wait_for_a_free_process_and_keep_their_order(tmp_path, fault_plugin):
     gw = await start_isolated(tmp_path, **{"pipeline.workers": 2})
     try:
@@ -434,6 +474,49 @@ def test_children_end_when_the_gateway_is_killed(tmp_path, fault_plugin):
         time.sleep(0.05)
     sender.close()
     assert not any(alive(pid) for pid in children)
+
+
+def test_sigterm_to_the_process_group_lets_children_finish_what_they_hold(tmp_path, fault_plugin):
+    """systemd (KillMode=control-group) and Ctrl-C signal every process of the gateway: a child
+    in the middle of a decision must finish it, as a thread would, so the sender gets AA."""
+    port = free_port()
+    env = {**os.environ, "HSSK_PIPELINE__ISOLATION": "processes", "HSSK_PIPELINE__WORKERS": "1"}
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "data"),
+         "--mllp-listen", f"tcp:{port}:interface=127.0.0.1", "--http-listen", "tcp:0:interface=127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children_of(gateway.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sender = _connect(port, deadline)
+        sender.sendall(wrap(fault_message("SLOW1")))
+        while "SLOW1" not in decided_by(fault_plugin) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(gateway.pid, signal.SIGTERM)
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = sender.recv(65536)
+            assert chunk, f"the connection closed after {answer!r}"
+            answer += chunk
+        sender.close()
+        assert gateway.wait(30) == 0
+    finally:
+        if gateway.poll() is None:
+            os.killpg(gateway.pid, signal.SIGKILL)
+            gateway.wait()
+
+    assert msa(answer.strip(b"\x0b\x1c\r"))[1:3] == ["AA", "SLOW1"]
+
+
+def _connect(port: int, deadline: float) -> socket.socket:
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=30)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _children_of(pid: int) -> list[int]:
