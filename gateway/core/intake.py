@@ -35,7 +35,7 @@ from gateway.core.store import Committed, JournalWriter
 
 log = Logger(namespace="hssk.intake")
 
-QUEUED, PROCESSING, DECIDED, TIMED_OUT, ABANDONED, ANSWERED = range(6)
+QUEUED, PROCESSING, DECIDED, COMMITTING, TIMED_OUT, ABANDONED, ANSWERED = range(7)
 _STOP = object()
 #: Worker threads in all, stuck ones included, as a multiple of ``pipeline.workers``: a thread
 #: stuck in a plugin cannot be killed, so it is replaced, but not without bound.
@@ -74,6 +74,9 @@ class _Job:
         #: which every commit waits on, only has to check that the journal agreed.
         self.replies: tuple[str, ...] | None = None
         self.trace: list[float] | None = [time.perf_counter()] if _TRACE_PATH else None
+
+    def begin_commit(self) -> None:
+        self.intake._begin_commit(self)
 
     def record_commit(self, result: Committed | Exception) -> None:
         if self.trace is not None:
@@ -257,6 +260,23 @@ class Intake:
         self._writer.submit(job)
         return True
 
+    def _begin_commit(self, job: _Job) -> None:
+        """Writer thread, just before the commit. A job whose timer already answered AR while it
+        waited for the writer is journaled as that AR, so journal and answer agree (AR is not
+        kept as an original: a resend is decided afresh). Any other job is committed as decided."""
+        with self._lock:
+            if job.state == DECIDED:
+                job.state = COMMITTING
+                return
+            abandoned = job.state == ABANDONED
+        if abandoned:
+            job.decision = undecided(job.envelope, REJECT, Issue(207, self._late_commit_text(), ""), job.plugin,
+                                     job.document, job.request)
+            job.replies = None
+
+    def _late_commit_text(self) -> str:
+        return f"the journal did not commit within {self._timeout:g} s; send again later"
+
     def _count_faults(self, decision: Decision) -> None:
         if decision.fault is not None:
             self._metrics.plugin_exceptions.labels(plugin=decision.fault[0], stage=decision.fault[1]).inc()
@@ -295,7 +315,7 @@ class Intake:
                 job.state = TIMED_OUT
                 if state == PROCESSING and self._pool is None:
                     replacement = self._replace_stuck_worker()
-            elif state == DECIDED:
+            elif state in (DECIDED, COMMITTING):
                 job.state = ABANDONED
             else:
                 return
@@ -305,10 +325,9 @@ class Intake:
             self._pool.forget(job)
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
-        if state == DECIDED:
+        if state in (DECIDED, COMMITTING):
             log.warn("journal commit took longer than {timeout}s; answering AR", timeout=self._timeout)
-            self._finish(job, self._refusal_for(job, f"the journal did not commit within {self._timeout:g} s; "
-                                                    f"send again later"))
+            self._finish(job, self._refusal_for(job, self._late_commit_text()))
             return
         if state == QUEUED:
             log.warn("no pipeline worker was free within {timeout}s", timeout=self._timeout)

@@ -84,6 +84,11 @@ class _Child(ProcessProtocol):
         #: Decisions it made: a child that dies before its first one is restarted with a delay.
         self.decisions = 0
         self.job: Any = None
+        self.given_at = 0.0
+        #: The intake answered ``job`` AR (it timed out, partly while queued): whatever the child
+        #: says about it is dropped, and it is killed if it holds it a full timeout.
+        self.job_abandoned = False
+        self.expiry: IDelayedCall | None = None
         #: Being killed (its job timed out, or it sent what is not a frame): not counted as
         #: ready, never given a job, and whatever it still sends is ignored.
         self.retired = False
@@ -142,6 +147,7 @@ class ProcessPool:
     def __init__(self, reactor, config: GatewayConfig, size: int, metrics: Metrics,
                  clock: IReactorTime | None = None) -> None:
         self._reactor = reactor
+        self._timeout = config.pipeline.timeout_seconds
         self._clock = clock or reactor
         self._metrics = metrics
         self._config = pickle.dumps(config, pickle.HIGHEST_PROTOCOL)
@@ -229,18 +235,30 @@ class ProcessPool:
                 self._retry.appendleft(job)
                 continue
             child.job = job
+            child.given_at = self._clock.seconds()
 
     def abandon(self, job) -> None:
-        """``job`` timed out: its child is in an unknown state, so it is killed and replaced."""
+        """``job`` timed out and was answered AR. Its child is killed and replaced once it has
+        held the job for the whole timeout; the time the job spent queued is not the child's
+        fault, so until then it may still finish, and its decision is dropped."""
         if job in self._retry:
             self._retry.remove(job)
             return
         for child in self._children:
             if child.job is job:
-                child.job = None
-                child.timed_out = True
-                self._retire(child)
+                child.job_abandoned = True
+                held = self._clock.seconds() - child.given_at
+                if held >= self._timeout:
+                    self._expire(child, job)
+                else:
+                    child.expiry = self._clock.callLater(self._timeout - held, self._expire, child, job)
                 return
+
+    def _expire(self, child: _Child, job) -> None:
+        if child.job is job:
+            child.job = None
+            child.timed_out = True
+            self._retire(child)
 
     def _retire(self, child: _Child) -> None:
         """Kill ``child`` and stop counting on it at once, not when its exit is noticed."""
@@ -272,6 +290,9 @@ class ProcessPool:
                 self._retire(child)
                 return
             job, child.job = child.job, None
+            if child.expiry is not None and child.expiry.active():
+                child.expiry.cancel()
+            child.expiry, child.job_abandoned = None, False
             child.decisions += 1
             if child.decisions == 1:
                 self._restart_delay = RESTART_DELAY_SECONDS
@@ -291,14 +312,16 @@ class ProcessPool:
         if child.ready and not child.retired:
             self._metrics.pipeline_processes.dec()
         job, child.job = child.job, None
-        if job is not None:
+        if child.expiry is not None and child.expiry.active():
+            child.expiry.cancel()
+        if job is not None and not child.job_abandoned:
             self._lost(job, child, why)
         if self._stopping:
             return
         self._dispatch()  # a job sent back by _lost may find another child idle now
         reason = "timeout" if child.timed_out else "crash" if job is not None else "idle" if child.ready else "start"
         self._metrics.pipeline_process_restarts.labels(reason=reason).inc()
-        if child.decisions:
+        if child.decisions or child.timed_out:  # it loaded and worked: no reason to wait
             self._spawn()
         else:
             log.error("a pipeline process ended before its first decision ({why}); trying again in {delay:g} s",
@@ -331,6 +354,9 @@ class ProcessPool:
         self._restarts.clear()
         self._idle.clear()
         children = list(self._children)
+        for child in children:
+            if child.expiry is not None and child.expiry.active():
+                child.expiry.cancel()
         for child in children:
             child.transport.closeChildFD(_CHILD_INPUT)
         done = DeferredList([child.ended for child in children])

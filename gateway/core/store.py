@@ -155,6 +155,9 @@ class WriteJob(Protocol):
 
     decision: Any
 
+    def begin_commit(self) -> None:
+        """Called on the writer thread just before the commit that will hold ``decision``."""
+
     def record_commit(self, result: Committed | Exception) -> None:
         """Called on the writer thread right after the commit (or its failure)."""
 
@@ -254,6 +257,7 @@ class JournalWriter:
         jobs = [i for i in items if not isinstance(i, _Task)]
         started = time.perf_counter()
         for job in jobs:
+            job.begin_commit()
             trace = getattr(job, "trace", None)
             if trace is not None:
                 trace.append(started)

@@ -48,7 +48,7 @@ class Adapter:
         if message.control_id.startswith("HANG"):
             time.sleep(600)
         if message.control_id.startswith("SLOW"):
-            time.sleep(2)
+            time.sleep(float(os.environ.get("HSSK_TEST_SLOW", "2")))
         if message.control_id.startswith("LAST"):  # dies as soon as its decision is written
             threading.Thread(target=exit_once_waiting_for_input, daemon=True).start()
         if message.control_id.startswith("HELPER"):  # a helper program that outlives its parent
@@ -176,6 +176,30 @@ async def test_a_child_process_decides_and_the_gateway_journals_and_answers(tmp_
     finally:
         await gw.stop()
     await wait_until(lambda: not alive(pid), what="the child to end when the gateway stops")
+
+
+@pytest_twisted.ensureDeferred
+async def test_time_a_message_waited_for_a_child_does_not_get_the_child_killed(tmp_path, fault_plugin, monkeypatch):
+    """SLOWB waits 0.6 s behind SLOWA, so its second runs out 0.4 s after the child took it: it
+    is answered AR, but the child, 0.6 s per message, is healthy and keeps working."""
+    monkeypatch.setenv("HSSK_TEST_SLOW", "0.6")
+    gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 1})
+    try:
+        client = await connect_mllp(gw)
+        client.send(fault_message("SLOWA"))
+        client.send(fault_message("SLOWB"))
+        first, second = await client.wait_frames(2)
+        afterwards = await send_and_receive(client, fault_message("OK7"))
+
+        assert msa(first)[1:3] == ["AA", "SLOWA"]
+        assert msa(second)[1:3] == ["AR", "SLOWB"] and "did not answer within 1 s" in err_segments(second)[0][8]
+        assert msa(afterwards)[1:3] == ["AA", "OK7"]
+        pids = decided_by(fault_plugin)
+        assert pids["SLOWA"] == pids["SLOWB"] == pids["OK7"]
+        assert metric_value(gw, "hssk_pipeline_process_restarts_total", reason="timeout") == 0
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
 
 
 @pytest_twisted.ensureDeferred

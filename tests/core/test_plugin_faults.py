@@ -269,3 +269,30 @@ async def test_a_replacement_thread_the_system_refuses_costs_no_answer(trapped, 
     assert msa(accepted)[1:3] == ["AA", "FAST1"]  # the worker that came back stayed: the pool is not empty
     assert len(pipeline_threads()) == 1
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_answered_ar_while_it_waited_for_the_journal_is_journaled_as_that_ar(tmp_path, plugin):
+    """The writer is busy for 1.5 s; the message is decided at once but its 1 s runs out while it
+    waits to be committed. It is answered AR, so the journal must say AR too, not the AA it was
+    decided as, and a resend is decided afresh."""
+    import time
+
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.timeout_seconds": 1})
+    try:
+        busy = gw.writer.run(lambda conn, now: time.sleep(1.5))
+        client = await connect_mllp(gw)
+        late = await send_and_receive(client, hl7(control_id="LATEJ1"))
+        await busy
+        await wait_until(lambda: journal_rows(gw, control_id="LATEJ1"), what="the row")
+        again = await send_and_receive(client, hl7(control_id="LATEJ1"))
+
+        assert msa(late)[1:3] == ["AR", "LATEJ1"]
+        assert "the journal did not commit within 1 s" in err_segments(late)[0][8]
+        first, second = journal_rows(gw, control_id="LATEJ1")
+        assert (first["status"], first["ack_code"]) == ("rejected", "AR")
+        assert "the journal did not commit within 1 s" in json.loads(first["errors"])[0]["text"]
+        assert msa(again)[1:3] == ["AA", "LATEJ1"] and (second["status"], second["ack_code"]) == ("accepted", "AA")
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
