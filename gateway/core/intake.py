@@ -315,8 +315,13 @@ class Intake:
                 job.state = TIMED_OUT
                 if state == PROCESSING and self._pool is None:
                     replacement = self._replace_stuck_worker()
-            elif state in (DECIDED, COMMITTING):
+            elif state == DECIDED:
                 job.state = ABANDONED
+            elif state == COMMITTING:
+                # The commit is under way and normally ends within milliseconds: its result is the
+                # answer, so that the journal and the sender agree. Only a stalled disk gets AR.
+                job.timer = self._clock.callLater(self._timeout, self._commit_stalled, job)
+                return
             else:
                 return
         if self._pool is not None and state == PROCESSING:
@@ -325,7 +330,7 @@ class Intake:
             self._pool.forget(job)
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
-        if state in (DECIDED, COMMITTING):
+        if state == DECIDED:
             log.warn("journal commit took longer than {timeout}s; answering AR", timeout=self._timeout)
             self._finish(job, self._refusal_for(job, self._late_commit_text()))
             return
@@ -342,6 +347,18 @@ class Intake:
         self._writer.submit(job)
         if replacement is not None:
             self._start_replacement(replacement, plugin)
+
+    def _commit_stalled(self, job: _Job) -> None:
+        """The commit holding ``job`` has run for a whole timeout: the disk is stalled. Answer AR
+        so the connection is not held; if the commit still lands, a resend gets its answer."""
+        with self._lock:
+            if job.state != COMMITTING:
+                return
+            job.state = ABANDONED
+        log.warn("a journal commit has run for {timeout}s; answering AR", timeout=self._timeout)
+        self._metrics.connections_refused.labels(transport=job.envelope.transport, reason="store").inc()
+        self._finish(job, self._refusal_for(job, f"the journal did not commit within {2 * self._timeout:g} s; "
+                                                f"send again later"))
 
     def _start_replacement(self, thread: threading.Thread, plugin: str) -> None:
         """Started after the timed-out message is on its way, so that a thread the system refuses
