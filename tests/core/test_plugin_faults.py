@@ -296,3 +296,47 @@ async def test_a_message_answered_ar_while_it_waited_for_the_journal_is_journale
         client.transport.loseConnection()
     finally:
         await gw.stop()
+
+
+async def _commit_straddling_the_deadline(gw, control_id: str, commit_seconds: float) -> bytes:
+    """Hold the writer 0.5 s, let the message be decided behind it, then make the commit that
+    holds the message last ``commit_seconds`` (a task in the same transaction): with a 1 s
+    timeout, the message's deadline falls while its commit is under way."""
+    import time
+
+    first = gw.writer.run(lambda conn, now: time.sleep(0.5))
+    client = await connect_mllp(gw)
+    client.send(hl7(control_id=control_id))
+    await deferLater(reactor, 0.2, lambda: None)
+    second = gw.writer.run(lambda conn, now: time.sleep(commit_seconds))
+    [ack] = await client.wait_frames(1)
+    await first
+    await second
+    client.transport.loseConnection()
+    return ack
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_under_way_at_the_deadline_gives_the_answer(tmp_path, plugin):
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.timeout_seconds": 1})
+    try:
+        ack = await _commit_straddling_the_deadline(gw, "STRADDLE1", 1.2)
+
+        assert msa(ack)[1:3] == ["AA", "STRADDLE1"]
+        [row] = journal_rows(gw, control_id="STRADDLE1")
+        assert (row["status"], row["ack_code"]) == ("accepted", "AA")
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_stalled_a_second_timeout_is_answered_ar(tmp_path, plugin):
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.timeout_seconds": 1})
+    try:
+        ack = await _commit_straddling_the_deadline(gw, "STALLED1", 2.5)
+
+        assert msa(ack)[1:3] == ["AR", "STALLED1"]
+        assert "the journal did not commit within 2 s" in err_segments(ack)[0][8]
+        assert metric_value(gw, "hssk_connections_refused_total", transport="mllp", reason="store") == 1
+    finally:
+        await gw.stop()
