@@ -276,11 +276,9 @@ async def test_a_message_answered_ar_while_it_waited_for_the_journal_is_journale
     """The writer is busy for 1.5 s; the message is decided at once but its 1 s runs out while it
     waits to be committed. It is answered AR, so the journal must say AR too, not the AA it was
     decided as, and a resend is decided afresh."""
-    import time
-
     gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.timeout_seconds": 1})
     try:
-        busy = gw.writer.run(lambda conn, now: time.sleep(1.5))
+        busy = await _hold_the_writer(gw, 1.5)
         client = await connect_mllp(gw)
         late = await send_and_receive(client, hl7(control_id="LATEJ1"))
         await busy
@@ -298,13 +296,29 @@ async def test_a_message_answered_ar_while_it_waited_for_the_journal_is_journale
         await gw.stop()
 
 
+async def _hold_the_writer(gw, seconds: float) -> Deferred:
+    """Make the journal writer sleep ``seconds`` inside a commit, and return once it has begun:
+    a message sent after that waits for the next commit instead of joining this one."""
+    import time
+
+    begun = threading.Event()
+
+    def hold(conn, now):
+        begun.set()
+        time.sleep(seconds)
+
+    done = gw.writer.run(hold)
+    await wait_until(begun.is_set, what="the writer to be held")
+    return done
+
+
 async def _commit_straddling_the_deadline(gw, control_id: str, commit_seconds: float) -> bytes:
     """Hold the writer 0.5 s, let the message be decided behind it, then make the commit that
     holds the message last ``commit_seconds`` (a task in the same transaction): with a 1 s
     timeout, the message's deadline falls while its commit is under way."""
     import time
 
-    first = gw.writer.run(lambda conn, now: time.sleep(0.5))
+    first = await _hold_the_writer(gw, 0.5)
     client = await connect_mllp(gw)
     client.send(hl7(control_id=control_id))
     await deferLater(reactor, 0.2, lambda: None)
