@@ -29,7 +29,7 @@ from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics, facility_label, message_type_label
 from gateway.core.outcome import REJECT, Issue, Outcome
-from gateway.core.pipeline import Decision, Pipeline, best_header, undecided
+from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.store import Committed, JournalWriter
 
@@ -342,8 +342,8 @@ class Intake:
             log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
             text = (f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
                     f"send again later")
-        job.decision = undecided(job.envelope, REJECT, Issue(207, text, "GIAMDINHHS" if job.document else "MSH^1^9"),
-                                 job.plugin, job.document, job.request)
+        job.decision = undecided(job.envelope, REJECT, Issue(207, text, source_location(job.document)), job.plugin,
+                                 job.document, job.request)
         self._writer.submit(job)
         if replacement is not None:
             self._start_replacement(replacement, plugin)

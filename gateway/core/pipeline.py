@@ -251,6 +251,11 @@ class Pipeline:
         return tuple(items)
 
 
+def source_location(document: bool) -> str:
+    """ERR-2 for a fault about the whole message (its MSH-9) or the whole XML 130 file."""
+    return "GIAMDINHHS" if document else "MSH^1^9"
+
+
 def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", document: bool = False,
               request: DocumentRequest | None = None, fault: tuple[str, str] | None = None) -> Decision:
     """The decision for a message or file the pipeline did not decide (too slow, its process

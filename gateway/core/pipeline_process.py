@@ -41,7 +41,7 @@ from gateway.config import GatewayConfig
 from gateway.core.ack import acknowledgements
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ERROR, Issue
-from gateway.core.pipeline import Decision, Pipeline, undecided
+from gateway.core.pipeline import Decision, Pipeline, source_location, undecided
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -128,6 +128,11 @@ class _Child(ProcessProtocol):
             if not data:
                 return
             self.childDataReceived(_CHILD_OUTPUT, data)
+
+    def cancel_expiry(self) -> None:
+        if self.expiry is not None and self.expiry.active():
+            self.expiry.cancel()
+        self.expiry = None
 
     def kill(self) -> None:
         try:
@@ -290,9 +295,8 @@ class ProcessPool:
                 self._retire(child)
                 return
             job, child.job = child.job, None
-            if child.expiry is not None and child.expiry.active():
-                child.expiry.cancel()
-            child.expiry, child.job_abandoned = None, False
+            child.cancel_expiry()
+            child.job_abandoned = False
             child.decisions += 1
             if child.decisions == 1:
                 self._restart_delay = RESTART_DELAY_SECONDS
@@ -312,8 +316,7 @@ class ProcessPool:
         if child.ready and not child.retired:
             self._metrics.pipeline_processes.dec()
         job, child.job = child.job, None
-        if child.expiry is not None and child.expiry.active():
-            child.expiry.cancel()
+        child.cancel_expiry()
         if job is not None and not child.job_abandoned:
             self._lost(job, child, why)
         if self._stopping:
@@ -341,9 +344,8 @@ class ProcessPool:
                   why=str(why))
         text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
                 f"(plugin {plugin}); it is journaled and can be replayed")
-        location = "GIAMDINHHS" if job.document else "MSH^1^9"
-        self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, location), job.plugin, job.document,
-                                    job.request, fault=(plugin, "process")), None)
+        self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, source_location(job.document)), job.plugin,
+                                    job.document, job.request, fault=(plugin, "process")), None)
 
     def stop(self) -> Deferred:
         """Close every child's input, which ends it once idle; kill what is left after a while."""
@@ -355,9 +357,7 @@ class ProcessPool:
         self._idle.clear()
         children = list(self._children)
         for child in children:
-            if child.expiry is not None and child.expiry.active():
-                child.expiry.cancel()
-        for child in children:
+            child.cancel_expiry()
             child.transport.closeChildFD(_CHILD_INPUT)
         done = DeferredList([child.ended for child in children])
 
@@ -412,7 +412,7 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
                       error=f"{type(e).__name__}: {e}")
             text = (f"plugin {plugin} returned data the gateway cannot carry ({type(e).__name__}); the "
                     f"{'file' if document else 'message'} is journaled and can be replayed once the plugin is fixed")
-            decision = undecided(envelope, ERROR, Issue(207, text, "GIAMDINHHS" if document else "MSH^1^9"),
+            decision = undecided(envelope, ERROR, Issue(207, text, source_location(document)),
                                  decision.plugin, document, request, fault=(plugin, "serialize"))
             answer = _answer(decision, document, now)
         write(frame(answer))
