@@ -7,7 +7,8 @@ The first reads MLLP frames with a Twisted protocol and answers each with a mini
 MSA-2 is the frame's MSH-10: the cost of the reactor, the sockets and the framing. The second
 first stores each frame's sender, control id and bytes in SQLite (WAL, synchronous=FULL) through
 one writer thread that commits whatever is queued in one transaction, and answers after the
-commit: the cost of invariant 1's commit on this disk. Neither decodes, validates, normalises,
+commit: the cost of invariant 1's commit on this disk. Like the gateway's journal writer, it
+leaves WAL checkpoints to gateway.core.checkpoint's thread. Neither decodes, validates, normalises,
 renders or queues anything, so the gateway's throughput divided by theirs says how much of a
 core is left for that work. Listens on 127.0.0.1 only; stops on SIGTERM/SIGINT.
 """
@@ -21,6 +22,9 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+
+from gateway.core.checkpoint import Checkpointer
+from gateway.core.metrics import Metrics
 
 START, END = b"\x0b", b"\x1c\r"
 
@@ -43,6 +47,10 @@ class Journal:
         self.conn.execute("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, sender TEXT, control_id TEXT,"
                           " raw BLOB)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS by_sender ON messages (sender, control_id)")
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointer = Checkpointer(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
+                                         Metrics())
+        self.checkpointer.start()
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self.run, daemon=True).start()
 
@@ -63,6 +71,8 @@ class Journal:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany("INSERT INTO messages (sender, control_id, raw) VALUES (?, ?, ?)", rows)
             self.conn.execute("COMMIT")
+            self.checkpointer.committed()
+            self.checkpointer.catch_up(self.conn)
             reactor.callFromThread(answer_all, batch)
 
 

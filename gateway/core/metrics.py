@@ -58,6 +58,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.commit_failures = Counter(
             "hssk_commit_failures_total", "Journal commits that failed; their messages were answered AR.", registry=r)
+        self.checkpoint_duration = Histogram(
+            "hssk_journal_checkpoint_duration_seconds",
+            "Time one WAL checkpoint takes, by who ran it: the checkpoint thread, or the journal writer between "
+            "commits when the WAL grew too long.", ["by"], buckets=LATENCY_BUCKETS, registry=r)
+        self.checkpoint_failures = Counter(
+            "hssk_journal_checkpoint_failures_total", "WAL checkpoints that raised an SQLite error.", registry=r)
+        self.wal_frames = Gauge(
+            "hssk_journal_wal_frames", "Pages in the journal's WAL file at the last checkpoint.", registry=r)
+        self.wal_frames_not_copied = Gauge(
+            "hssk_journal_wal_frames_not_copied",
+            "WAL pages the last checkpoint could not copy into the database file: a value that stays high "
+            "means a reader holds an old snapshot and the WAL keeps growing.", registry=r)
         self.framing_violations = Counter(
             "hssk_mllp_framing_violations_total", "MLLP framing problems, by kind.", ["kind"], registry=r)
         self.charset_errors = Counter(

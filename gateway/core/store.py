@@ -3,7 +3,8 @@
 One database file under the data dir, in WAL mode. All writes go through :class:`JournalWriter`,
 one thread that takes whatever is queued, commits it in one transaction (one fsync for the group)
 and hands the results back to the reactor in one call. The reactor thread never touches the
-write connection, so an fsync never stalls a socket.
+write connection, so an fsync never stalls a socket. Copying the WAL back into the database file
+is not part of any commit: see :mod:`gateway.core.checkpoint`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sqlite_utils
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows
 from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
@@ -189,8 +191,10 @@ _STOP = object()
 class JournalWriter:
     """The single writer thread. ``submit`` from any thread; results arrive on the reactor."""
 
-    def __init__(self, store: Store, reactor, metrics: Metrics, max_batch: int = 512, clock=None) -> None:
+    def __init__(self, store: Store, reactor, metrics: Metrics, max_batch: int = 512, clock=None,
+                 checkpointer: Checkpointer | None = None) -> None:
         self._store = store
+        self._checkpointer = checkpointer or Checkpointer(store.connect, metrics)
         self._reactor = reactor
         # Timestamps come from the injected clock (IReactorTime.seconds is a plain read, safe from
         # this thread), so outbox due times and the dispatcher agree when tests drive time.
@@ -207,6 +211,8 @@ class JournalWriter:
 
     def start(self) -> None:
         self._conn = self._store.connect()
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer copies the WAL instead
+        self._checkpointer.start()
         self._thread = threading.Thread(target=self._run, name="hssk-journal-writer", daemon=True)
         self._thread.start()
 
@@ -247,7 +253,9 @@ class JournalWriter:
             jobs = [item for item in batch if item is not _STOP]
             if jobs:
                 self._commit(jobs)
+                self._checkpointer.catch_up(self._conn)
             if stop:
+                self._checkpointer.stop()
                 self._conn.close()
                 self._reactor.callFromThread(self._stopped.callback, None)
                 return
@@ -277,6 +285,7 @@ class JournalWriter:
             results = [e] * len(jobs)
             task_results = [e] * len(tasks)
         else:
+            self._checkpointer.committed()
             if jobs:
                 self._metrics.commit_batch_size.observe(len(jobs))
                 self._metrics.commit_duration.observe(time.perf_counter() - started)
