@@ -192,7 +192,9 @@ class ProcessPool:
         self._children.add(child)
         try:
             self._reactor.spawnProcess(
-                child, sys.executable, [sys.executable, "-m", "gateway.core.pipeline_process", str(os.getpid())],
+                # -P: with -m, Python would put the working directory first on the child's path,
+                # and a gateway/ folder there would replace the installed code.
+                child, sys.executable, [sys.executable, "-P", "-m", "gateway.core.pipeline_process", str(os.getpid())],
                 env=os.environ,
                 childFDs={_CHILD_INPUT: "w", 1: 1, 2: 2, _CHILD_OUTPUT: "r"})
         except OSError as e:

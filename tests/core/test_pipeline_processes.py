@@ -46,6 +46,25 @@ async def test_a_child_process_decides_and_the_gateway_journals_and_answers(tmp_
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_gateway_folder_in_the_working_directory_does_not_replace_the_childs_code(tmp_path, fault_plugin,
+                                                                                          monkeypatch):
+    shadow = tmp_path / "cwd" / "gateway" / "core"
+    shadow.mkdir(parents=True)
+    (shadow.parent / "__init__.py").write_text("")
+    (shadow / "__init__.py").write_text("")
+    (shadow / "pipeline_process.py").write_text("raise SystemExit('a gateway/ folder in the working directory ran')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    gw = await start_isolated(tmp_path)
+    try:
+        client = await connect_mllp(gw)
+        ack = await send_and_receive(client, fault_message("CWD1"))
+        assert msa(ack)[1:3] == ["AA", "CWD1"]
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_time_a_message_waited_for_a_child_does_not_get_the_child_killed(tmp_path, fault_plugin, monkeypatch):
     """SLOWB waits 0.6 s behind SLOWA, so its second runs out 0.4 s after the child took it: it
     is answered AR, but the child, 0.6 s per message, is healthy and keeps working."""
