@@ -19,6 +19,7 @@ from twisted.internet.protocol import Protocol
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.core.hookspecs import PluginDescription, hookimpl
+from gateway.core.metrics import Metrics
 from gateway.core.model import RecordSet
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
@@ -171,7 +172,12 @@ def err_segments(frame: bytes, charset: str = "utf-8") -> list[list[str]]:
 
 def metric_value(gateway: Gateway, name: str, **labels: str) -> float:
     """A sample of the gateway's own registry, 0 when it was never touched."""
-    return gateway.metrics.registry.get_sample_value(name, labels) or 0.0
+    return sample_value(gateway.metrics, name, **labels)
+
+
+def sample_value(metrics: Metrics, name: str, **labels: str) -> float:
+    """The same for a component tested without a whole gateway."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def select_rows(gateway: Gateway, select: str, where: dict, alias: str = "") -> list[dict]:

@@ -253,6 +253,7 @@ class JournalWriter:
             jobs = [item for item in batch if item is not _STOP]
             if jobs:
                 self._commit(jobs)
+                # After _commit handed the answers to the reactor, so they never wait for it.
                 self._checkpointer.catch_up(self._conn)
             if stop:
                 self._checkpointer.stop()

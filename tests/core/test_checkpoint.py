@@ -11,7 +11,7 @@ from twisted.internet.defer import gatherResults
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.store import JournalWriter, Store
-from tests.support import wait_until
+from tests.support import sample_value, wait_until
 
 ROW = 8192  # two pages of WAL per row at least
 
@@ -29,10 +29,6 @@ def start_writer(tmp_path, **checkpointer_options) -> tuple[JournalWriter, Store
                            checkpointer=Checkpointer(store.connect, metrics, **checkpointer_options))
     writer.start()
     return writer, store, metrics
-
-
-def sample(metrics: Metrics, name: str, **labels) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def rows_in_database_file(store: Store, tmp_path) -> int:
@@ -57,9 +53,9 @@ async def test_commits_leave_the_copy_to_the_checkpoint_thread(tmp_path):
 
         # The database file alone, without its WAL, comes to hold every row.
         await wait_until(lambda: rows_in_database_file(store, tmp_path) == 50, what="the WAL copied back")
-        assert sample(metrics, "hssk_journal_wal_frames") >= 100
-        assert sample(metrics, "hssk_journal_wal_frames_not_copied") == 0
-        assert sample(metrics, "hssk_journal_checkpoint_duration_seconds_count", by="background") >= 1
+        assert sample_value(metrics, "hssk_journal_wal_frames") >= 100
+        assert sample_value(metrics, "hssk_journal_wal_frames_not_copied") == 0
+        assert sample_value(metrics, "hssk_journal_checkpoint_duration_seconds_count", by="background") >= 1
     finally:
         await writer.stop()
     assert checkpoint_threads() == []
@@ -78,6 +74,6 @@ async def test_the_writer_catches_up_so_the_wal_starts_over_under_sustained_load
         probe.close()
     finally:
         await writer.stop()
-    assert sample(metrics, "hssk_journal_checkpoint_duration_seconds_count", by="writer") >= 1
+    assert sample_value(metrics, "hssk_journal_checkpoint_duration_seconds_count", by="writer") >= 1
     assert wal_frames < 1600, wal_frames
     assert rows_in_database_file(store, tmp_path) == 1600
