@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,7 +107,30 @@ class OutboxConfig:
     prune_batch: int = field(default=500, metadata=_check("must be a positive integer", _positive))
 
 
+_ICD10_PREFIXES = _check("must list ICD-10 codes or prefixes such as 'B20' or 'O98.7'",
+                         lambda v: all(re.fullmatch(r"[A-Za-z]\d\d(\.?[0-9A-Za-z]{1,2})?", c) for c in v))
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The lists behind the privacy policy (``gateway.core.privacy``, which holds the defaults and
+    says where they come from). A list left unset keeps the default; a list given replaces it,
+    so a code the standards reference got wrong can be taken out as well as one added."""
+
+    hiv_codes: tuple[str, ...] | None = field(default=None, metadata=_ICD10_PREFIXES)
+    drug_use_codes: tuple[str, ...] | None = field(default=None, metadata=_ICD10_PREFIXES)
+    sex_work_codes: tuple[str, ...] | None = field(default=None, metadata=_ICD10_PREFIXES)
+    hiv_terms: tuple[str, ...] | None = None
+    drug_use_terms: tuple[str, ...] | None = None
+    sex_work_terms: tuple[str, ...] | None = None
+    hiv_drugs: tuple[str, ...] | None = None
+    drug_use_drugs: tuple[str, ...] | None = None
+    sex_work_drugs: tuple[str, ...] | None = None
+    hiv_shared_drugs: tuple[str, ...] | None = None
+
+
 DESTINATION_KINDS = ("http", "mllp", "file", "batch")
+PRIVACY_LEVELS = ("filtered", "full")
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,10 @@ class DestinationConfig:
     message_types: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
     enabled: bool = True
+    #: "filtered": HIV, drug-use and sex-work data removed first (gateway.core.privacy); "full":
+    #: everything, for the BHXH appraisal path only, which the law lets see it.
+    privacy: str = field(default="filtered", metadata=_check("must be 'filtered' or 'full'",
+                                                             lambda v: v in PRIVACY_LEVELS))
     max_in_flight: int = field(default=4, metadata=_check("must be between 1 and 256", lambda v: 1 <= v <= 256))
     max_attempts: int = field(default=20, metadata=_check("must be a positive integer", _positive))
     max_age_seconds: float = field(default=7 * 86400.0, metadata=_check("must be a positive number", _positive))
@@ -175,6 +203,7 @@ class GatewayConfig:
     plugins: PluginsConfig = PluginsConfig()
     outbox: OutboxConfig = OutboxConfig()
     validation: ValidationConfig = ValidationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     destinations: tuple[DestinationConfig, ...] = ()
 
     @property

@@ -170,6 +170,10 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
     renderer runs last. Put ``idempotency_key`` inside the payload's own id so a receiver can
     deduplicate even without the HTTP header.
 
+    Render from ``records``, never from ``message``'s segments: for a destination with
+    ``privacy = "filtered"`` (the default), ``records`` is what the privacy policy left
+    (:mod:`gateway.core.privacy`), while ``message`` is still the message as received.
+
     For a record set read from an XML 130 file, ``message`` is a
     :class:`gateway.core.documents.DocumentSource`: it has ``sender`` (``XML|<MACSKCB>``),
     ``control_id`` (a hash of the file), ``message_type`` (``XML130`` or ``XML130^CHECKIN``) and

@@ -283,6 +283,16 @@ class Intake:
         if not decision.decoded:
             self._metrics.charset_errors.labels(transport=decision.envelope.transport).inc()
 
+    def _count_privacy(self, decision: Decision, message_id: int) -> None:
+        """Once the filtered rows are committed: counted, and logged by part and number only,
+        never by what was removed."""
+        for destination, removal in decision.privacy:
+            self._metrics.privacy_removed.labels(destination=destination, category=removal.category,
+                                                 part=removal.part).inc(removal.count)
+        log.info("privacy policy removed {removed} before queueing message {message_id} ({control_id})",
+                 removed=", ".join(f"{r.count} {r.category} {r.part} for {d}" for d, r in decision.privacy),
+                 message_id=message_id, control_id=decision.control_id)
+
     def _leave_after_timeout(self) -> bool:
         """A worker came back from a plugin call that had timed out (lock held): it is no longer
         stuck, and it leaves if its replacement keeps the pool at ``pipeline.workers``."""
@@ -395,6 +405,8 @@ class Intake:
             replies = tuple(acknowledgements(message, code, issues, self._clock.seconds()))
         if duplicate:
             self._metrics.duplicates_suppressed.labels(transport=transport).inc()
+        elif decision.privacy and code == decision.ack_code and message_id is not None:
+            self._count_privacy(decision, message_id)
         message_type = decision.message_type
         source = decision.source
         facility = source.sending_facility if source else ""

@@ -99,6 +99,11 @@ class Metrics:
         self.duplicates_suppressed = Counter(
             "hssk_duplicates_suppressed_total", "Repeated messages answered from the journal without processing.",
             ["transport"], registry=r)
+        self.privacy_removed = Counter(
+            "hssk_privacy_removed_total", "Items the privacy policy removed from accepted records before they were "
+            "queued for a destination (privacy = \"filtered\"), by category (hiv, drug_use, sex_work) and part "
+            "(diagnosis, text, encounter, medication, service, observation, note, table, message).",
+            ["destination", "category", "part"], registry=r)
         self.in_flight = Gauge(
             "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
 

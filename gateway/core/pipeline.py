@@ -31,6 +31,7 @@ from gateway.core.masking import mask_text
 from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
+from gateway.core.privacy import PrivacyPolicy, Removal
 from gateway.core.validation import rules_from_config, validate_hl7_identity, validate_record_set
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 from gateway.formats.xml130 import read_xml130
@@ -60,6 +61,9 @@ class Decision:
     #: ``(plugin, stage)`` when a plugin (or the core's file reader) raised: the intake counts it,
     #: because a decision may be made in a child process whose metrics nobody scrapes.
     fault: tuple[str, str] | None = None
+    #: ``(destination, removal)`` for what the privacy policy took out before rendering; counted
+    #: by the intake once the outbox rows are committed.
+    privacy: tuple[tuple[str, Removal], ...] = ()
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -104,6 +108,7 @@ class Pipeline:
         self._versions = frozenset(config.pipeline.supported_versions)
         self._rules = rules_from_config(config.validation)
         self._destinations = tuple(d for d in config.destinations if d.enabled)
+        self._privacy = PrivacyPolicy.from_config(config.privacy)
         self._max_xml_bytes = config.http.max_body_bytes
 
     def decide(self, envelope: Envelope, progress=None) -> Decision:
@@ -154,8 +159,8 @@ class Pipeline:
             stage = "serialize"
             records_json = records.json_text
             stage = "render"
-            outbox = () if any(i.severity == "E" for i in issues) else self._route(message, records, plugin,
-                                                                                     records.kind)
+            outbox, privacy = ((), ()) if any(i.severity == "E" for i in issues) else self._route(
+                message, records, plugin, records.kind)
         except ContentError as e:
             return Decision(envelope, message, ERROR, e.issues, plugin)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
@@ -163,7 +168,7 @@ class Pipeline:
             issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id)
             return Decision(envelope, message, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox)
+        return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox, privacy=privacy)
 
     def decide_document(self, envelope: Envelope, progress=None, request: DocumentRequest | None = None) -> Decision:
         """Decide about one XML 130 file (``envelope.raw``); like :meth:`decide`, never raises.
@@ -210,9 +215,12 @@ class Pipeline:
             stage = "serialize"
             records_json = f"[{','.join(r.json_text for r in record_sets)}]"
             stage = "render"
-            outbox = () if any(i.severity == "E" for i in issues) else tuple(
-                item for records in record_sets
-                for item in self._route(source, records, plugin, record_identity(records)))
+            outbox, privacy = [], []
+            if not any(i.severity == "E" for i in issues):
+                for records in record_sets:
+                    items, removed = self._route(source, records, plugin, record_identity(records))
+                    outbox += items
+                    privacy += removed
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
@@ -220,7 +228,8 @@ class Pipeline:
             return Decision(envelope, None, ERROR, (issue,), plugin, document=source,
                             fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=outbox, document=source)
+        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=tuple(outbox),
+                        document=source, privacy=tuple(privacy))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str) -> Issue:
@@ -232,23 +241,38 @@ class Pipeline:
                           f"can be replayed once the plugin is fixed", location)
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str,
-               identity: str) -> tuple[OutboxItem, ...]:
+               identity: str) -> tuple[tuple[OutboxItem, ...], tuple[tuple[str, Removal], ...]]:
         """One outbox item per destination whose routes take this record set, rendered now so
         that a rendering error is the sender's AE, not a dead letter days later. ``identity``
-        tells the record sets of one source apart in the idempotency key."""
-        items = []
+        tells the record sets of one source apart in the idempotency key.
+
+        A destination with ``privacy = "filtered"`` is rendered from the record set the privacy
+        policy left; one of format ``hl7v2`` forwards the message as received, which cannot be
+        cut, so a message the policy would cut is withheld from it."""
+        items, privacy = [], []
         person = ordering_key(records, source)
+        filtered = None
         for destination in self._destinations:
             if not destination.matches(source.message_type, plugin):
                 continue
+            sent = records
+            if destination.privacy == "filtered":
+                if filtered is None:
+                    filtered = self._privacy.filter(records)
+                sent, removed = filtered
+                if removed and destination.format == "hl7v2":
+                    privacy += [(destination.name, Removal(c, "message", 1))
+                                for c in dict.fromkeys(r.category for r in removed)]
+                    continue
+                privacy += [(destination.name, r) for r in removed]
             key = idempotency_key(destination.name, source.sender, source.control_id, identity)
-            payload = self._hook.hssk_render(records=records, destination=destination, message=source,
+            payload = self._hook.hssk_render(records=sent, destination=destination, message=source,
                                              idempotency_key=key)
             if payload is None:
                 raise LookupError(f"no plugin renders format {destination.format!r} "
                                   f"for destination {destination.name!r}")
             items.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
-        return tuple(items)
+        return tuple(items), tuple(privacy)
 
 
 def source_location(document: bool) -> str:
