@@ -29,7 +29,7 @@ import dataclasses
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from lxml import etree
@@ -93,14 +93,25 @@ def _normal_code(code: str) -> str:
     return _CODE_NOISE.sub("", code.upper())
 
 
-def _words(items: Iterable[str], stem: bool = False) -> re.Pattern | None:
-    """One pattern for the whole words (or, with ``stem``, word starts) in ``items``."""
-    items = [unicodedata.normalize("NFC", i.strip()) for i in items if i.strip()]
-    if not items:
+def _words(lists: Mapping[str, Iterable[str]], stem: bool = False) -> re.Pattern | None:
+    """One pattern for the whole words (or, with ``stem``, word starts) of every list, with a
+    group named after each list's key, so one search says which category matched."""
+    groups = []
+    for name, items in lists.items():
+        items = sorted({unicodedata.normalize("NFC", i.strip()) for i in items if i.strip()}, key=len, reverse=True)
+        if items:
+            groups.append(f"(?P<{name}>{'|'.join(re.escape(i) for i in items)})")
+    if not groups:
         return None
-    alternatives = "|".join(re.escape(i) for i in sorted(items, key=len, reverse=True))
     end = "" if stem else r"(?!\w)"
-    return re.compile(rf"(?<!\w)(?:{alternatives}){end}", re.IGNORECASE)
+    return re.compile(rf"(?<!\w)(?:{'|'.join(groups)}){end}", re.IGNORECASE)
+
+
+def _search(pattern: re.Pattern | None, text: str) -> str | None:
+    if pattern is None or not text:
+        return None
+    found = pattern.search(text if text.isascii() else unicodedata.normalize("NFC", text))
+    return found.lastgroup if found else None
 
 
 class PrivacyPolicy:
@@ -111,9 +122,9 @@ class PrivacyPolicy:
                  drugs: Mapping[str, Iterable[str]] = DEFAULT_DRUGS,
                  shared_hiv_drugs: Iterable[str] = DEFAULT_SHARED_HIV_DRUGS) -> None:
         self._codes = tuple((c, tuple(_normal_code(p) for p in codes.get(c, ()) if p.strip())) for c in CATEGORIES)
-        self._terms = tuple((c, p) for c in CATEGORIES if (p := _words(terms.get(c, ()))) is not None)
-        self._drugs = tuple((c, p) for c in CATEGORIES if (p := _words(drugs.get(c, ()), stem=True)) is not None)
-        self._shared = _words(shared_hiv_drugs, stem=True)
+        self._terms = _words({c: terms.get(c, ()) for c in CATEGORIES})
+        self._drugs = _words({c: drugs.get(c, ()) for c in CATEGORIES}, stem=True)
+        self._shared = _words({HIV: shared_hiv_drugs}, stem=True)
 
     @classmethod
     def from_config(cls, config) -> PrivacyPolicy:
@@ -136,44 +147,32 @@ class PrivacyPolicy:
         return next((c for c, prefixes in self._codes if prefixes and code.startswith(prefixes)), None)
 
     def text_category(self, text: str) -> str | None:
-        if not text:
-            return None
-        if not text.isascii():
-            text = unicodedata.normalize("NFC", text)
-        return next((c for c, pattern in self._terms if pattern.search(text)), None)
+        return _search(self._terms, text)
 
-    def drug_category(self, name: str, says_hiv: bool) -> str | None:
-        if not name:
-            return None
-        if not name.isascii():
-            name = unicodedata.normalize("NFC", name)
-        found = next((c for c, pattern in self._drugs if pattern.search(name)), None)
-        if found is None and says_hiv and self._shared is not None and self._shared.search(name):
+    def drug_category(self, name: str, says_hiv: Callable[[], bool]) -> str | None:
+        """``says_hiv`` is asked only for a shared ARV: it may have to look at the whole record set."""
+        found = _search(self._drugs, name) or self.text_category(name)
+        if found is None and _search(self._shared, name) and says_hiv():
             return HIV
-        return found or self.text_category(name)
+        return found
 
     def filter(self, records: RecordSet) -> tuple[RecordSet, tuple[Removal, ...]]:
         """``records`` without what the policy covers, and what was removed. When nothing was,
         the same object comes back, so its cached JSON is reused."""
-        cut = _Cut(self, self._says_hiv(records))
-        changes = {name: value for name, value in (
-            ("encounter", cut.encounter(records.encounter)),
-            ("diagnosis", cut.diagnosis(records.diagnosis)),
-            ("medications", cut.lines(records.medications, "medication", cut.medication)),
-            ("services", cut.lines(records.services, "service", cut.service)),
-            ("observations", cut.lines(records.observations, "observation", cut.observation)),
-            ("notes", cut.lines(records.notes, "note", cut.note)),
-            ("referral", cut.letter(records.referral, _REFERRAL_TEXTS)),
-            ("appointment", cut.letter(records.appointment, ())),
-            ("check_in", cut.check_in(records.check_in)),
-            ("other_tables", cut.tables(records.other_tables)),
-        ) if value is not _SAME}
+        cut = _Cut(self, records)
+        changes = {}
+        for name, step in _STEPS:
+            part = getattr(records, name)
+            if part:
+                kept = step(cut, part)
+                if kept is not part:
+                    changes[name] = kept
         if not cut.counts:
             return records, ()
         removed = tuple(Removal(category, part, n) for (category, part), n in sorted(cut.counts.items()))
         return dataclasses.replace(records, **changes), removed
 
-    def _says_hiv(self, records: RecordSet) -> bool:
+    def says_hiv(self, records: RecordSet) -> bool:
         """Whether anything but a shared ARV already marks the record set as HIV care."""
         encounter, diagnosis = records.encounter, records.diagnosis
         codes = [*(diagnosis.secondary if diagnosis else ()), diagnosis.main if diagnosis else ""]
@@ -181,24 +180,32 @@ class PrivacyPolicy:
         return ((encounter is not None and encounter.patient_class == HIV_PATIENT_CLASS)
                 or any(t.kind == HIV_TABLE for t in records.other_tables)
                 or any(self.code_category(c) == HIV for c in codes)
-                or any(self.drug_category(m.name, False) == HIV for m in records.medications))
+                or any(self.drug_category(m.name, _never) == HIV for m in records.medications))
 
 
-#: Returned by a :class:`_Cut` step that changed nothing.
-_SAME = object()
+def _never() -> bool:
+    return False
+
+
 _ENCOUNTER_TEXTS = ("admission_reason", "inpatient_reason", "treatment_method", "note")
 _REFERRAL_TEXTS = ("clinical_signs", "history", "results_summary", "treatment_given", "services_used",
                    "drugs_used", "treatment_method", "treatment_direction")
 
 
 class _Cut:
-    """One record set's filtering: each step returns the part to keep (or ``_SAME``) and counts
-    what it took out."""
+    """One record set's filtering: each step gets a part that is not empty, returns it as it
+    was when nothing in it matched (or the part to keep), and counts what it took out."""
 
-    def __init__(self, policy: PrivacyPolicy, says_hiv: bool) -> None:
+    def __init__(self, policy: PrivacyPolicy, records: RecordSet) -> None:
         self.policy = policy
-        self.says_hiv = says_hiv
+        self.records = records
+        self._says_hiv: bool | None = None
         self.counts: Counter[tuple[str, str]] = Counter()
+
+    def says_hiv(self) -> bool:
+        if self._says_hiv is None:
+            self._says_hiv = self.policy.says_hiv(self.records)
+        return self._says_hiv
 
     def text(self, value: str) -> str:
         category = self.policy.text_category(value)
@@ -238,23 +245,25 @@ class _Cut:
 
     def fields(self, record, names: Iterable[str]):
         """``record`` with its free-text ``names`` and its unmapped fields filtered."""
-        before = sum(self.counts.values())
-        changes = {name: self.text(getattr(record, name)) for name in names}
-        changes["extra"] = self.extra(record.extra)
-        return record if sum(self.counts.values()) == before else dataclasses.replace(record, **changes)
+        changes = {}
+        for name in names:
+            value = getattr(record, name)
+            if value and self.text(value) != value:
+                changes[name] = ""
+        if record.extra:
+            extra = self.extra(record.extra)
+            if extra != record.extra:
+                changes["extra"] = extra
+        return dataclasses.replace(record, **changes) if changes else record
 
     def encounter(self, encounter):
-        if encounter is None:
-            return _SAME
         kept = self.fields(encounter, _ENCOUNTER_TEXTS)
         if kept.patient_class == HIV_PATIENT_CLASS:
             self.counts[HIV, "encounter"] += 1
             kept = dataclasses.replace(kept, patient_class="")
-        return _SAME if kept is encounter else kept
+        return kept
 
     def diagnosis(self, diagnosis):
-        if diagnosis is None:
-            return _SAME
         main, removed = self.codes([diagnosis.main] if diagnosis.main else [])
         secondary, removed_secondary = self.codes(diagnosis.secondary)
         removed += removed_secondary
@@ -266,14 +275,12 @@ class _Cut:
                 value = ""
             texts[name] = self.text(value)
         if not removed and texts == {name: getattr(diagnosis, name) for name in texts}:
-            return _SAME
+            return diagnosis
         return dataclasses.replace(diagnosis, main=main[0] if main else "", secondary=tuple(secondary), **texts)
 
     def lines(self, lines: tuple, part: str, keep):
         """Each line through ``keep``, which returns the line to keep (maybe changed) or the
         category that drops it."""
-        if not lines:
-            return _SAME
         kept, changed = [], False
         for line in lines:
             result = keep(line)
@@ -283,7 +290,7 @@ class _Cut:
             else:
                 changed = changed or result is not line
                 kept.append(result)
-        return tuple(kept) if changed else _SAME
+        return tuple(kept) if changed else lines
 
     def _first(self, *categories: str | None) -> str | None:
         return next((c for c in categories if c is not None), None)
@@ -314,15 +321,7 @@ class _Cut:
                               for name in ("progress", "stage", "consultation", "surgery")))
         return found or self.fields(line, ())
 
-    def letter(self, letter, texts: tuple[str, ...]):
-        if letter is None:
-            return _SAME
-        kept = self.fields(letter, texts)
-        return _SAME if kept is letter else kept
-
     def check_in(self, check_in):
-        if check_in is None:
-            return _SAME
         changes = {}
         drug = self.policy.drug_category(check_in.drug_name, self.says_hiv)
         if drug is not None:
@@ -334,13 +333,9 @@ class _Cut:
                 self.counts[found, "service"] += 1
                 changes.update({f"{kind}_code": "", f"{kind}_name": ""})
         kept = self.fields(check_in, ())
-        if not changes:
-            return _SAME if kept is check_in else kept
-        return dataclasses.replace(kept, **changes)
+        return dataclasses.replace(kept, **changes) if changes else kept
 
     def tables(self, tables: tuple[RawTable, ...]):
-        if not tables:
-            return _SAME
         kept, changed = [], False
         for table in tables:
             if table.kind == HIV_TABLE:
@@ -350,7 +345,7 @@ class _Cut:
             filtered = self.table(table)
             changed = changed or filtered is not table
             kept.append(filtered)
-        return tuple(kept) if changed else _SAME
+        return tuple(kept) if changed else tables
 
     def table(self, table: RawTable) -> RawTable:
         """A table the model does not map, field by field: its leaf elements are the fields."""
@@ -366,3 +361,18 @@ class _Cut:
         content = table.content
         declaration = content[:content.index("?>") + 2] if content.startswith("<?xml") else ""
         return RawTable(table.kind, declaration + etree.tostring(root, encoding="unicode"))
+
+
+#: Record-set attribute → the step that filters it, in the order the parts are visited.
+_STEPS = (
+    ("encounter", _Cut.encounter),
+    ("diagnosis", _Cut.diagnosis),
+    ("medications", lambda cut, lines: cut.lines(lines, "medication", cut.medication)),
+    ("services", lambda cut, lines: cut.lines(lines, "service", cut.service)),
+    ("observations", lambda cut, lines: cut.lines(lines, "observation", cut.observation)),
+    ("notes", lambda cut, lines: cut.lines(lines, "note", cut.note)),
+    ("referral", lambda cut, letter: cut.fields(letter, _REFERRAL_TEXTS)),
+    ("appointment", lambda cut, letter: cut.fields(letter, ())),
+    ("check_in", _Cut.check_in),
+    ("other_tables", _Cut.tables),
+)
