@@ -140,6 +140,26 @@ async def test_accepted_file_is_delivered_to_the_file_destination_with_its_ma_lk
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_file_with_hiv_care_data_reaches_a_filtered_destination_without_it(xml_gateway):
+    from tests.formats.support import edit_table
+
+    body = edit_table(noi_tru(), "XML1", lambda t: t.replace("<MA_BENH_KT>E11.9;I10<", "<MA_BENH_KT>E11.9;B20;I10<"))
+    body = edit_table(body, "XML6", lambda _: (
+        '<?xml version="1.0" encoding="utf-8"?><CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>'
+        "<MA_LK>79025.2024070100123</MA_LK></CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>"))
+
+    response = await http_request(xml_gateway, "POST", "/xml130", body, "application/xml")
+
+    assert response.code == 200
+    [payload] = outbox_payloads(xml_gateway)
+    records = json.loads(payload)["records"]
+    assert records["diagnosis"]["secondary"] == ["E11.9", "I10"] and "other_tables" not in records
+    assert metric_value(xml_gateway, "hssk_privacy_removed_total", destination="files", category="hiv",
+                        part="table") == 1
+    assert "B20" in json.loads(journal_rows(xml_gateway)[0]["records"])[0]["diagnosis"]["secondary"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_policy_checks_run_with_message_none_and_their_warnings_ride_on_the_200(xml_gateway):
     response = await http_request(xml_gateway, "POST", "/xml130", noi_tru(), "application/xml")
 
