@@ -234,11 +234,8 @@ class _Cut:
         if tag in HIV_FIELDS:
             self.counts[HIV, "table"] += 1
             return ""
-        if ";" in text or _CODE_SHAPE.fullmatch(text.strip().upper()):
-            kept, removed = self.codes(text.split(";"))
-            if removed:
-                return ";".join(kept)
-        return self.text(text)
+        kept, removed = self.codes(text.split(";"))
+        return ";".join(kept) if removed else self.text(text)
 
     def extra(self, extra: Extra) -> Extra:
         return tuple((tag, self.value(tag, text)) for tag, text in extra)

@@ -9,7 +9,7 @@ from gateway.core.privacy import PrivacyPolicy, Removal
 from gateway.formats.hl7_model import records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130 import ClaimFile, read_xml130, write_xml130
-from tests.formats.support import INPATIENT_4750, edit_table, inner_tables, sample
+from tests.formats.support import HIV_CARE_TABLE, INPATIENT_4750, edit_table, inner_tables, sample
 
 MSH = "MSH|^~\\&|TEST_HIS|79001|HSSK_GW|SYT_79|20250315083000||ORU^R01^ORU_R01|C1|P|2.5|||||VNM|UNICODE UTF-8"
 
@@ -82,10 +82,7 @@ def hiv_care_file(xml2_drug: str = "Tenofovir disoproxil fumarat", main: str = "
     document = edit_table(document, "XML2", lambda t: t.replace("Paracetamol]]", f"{xml2_drug}]]"))
     if not hiv_table:
         return document
-    document = edit_table(document, "XML6", lambda _: (
-        '<?xml version="1.0" encoding="utf-8"?><CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>'
-        "<MA_LK>79025.2024070100123</MA_LK><NHOM_DOI_TUONG>0</NHOM_DOI_TUONG>"
-        "</CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>"))
+    document = edit_table(document, "XML6", lambda _: HIV_CARE_TABLE)
     return edit_table(document, "XML15", lambda _: (
         '<?xml version="1.0" encoding="utf-8"?><CHI_TIEU_DIEU_TRI_BENH_LAO><DSACH_CHI_TIET_DIEU_TRI_BENH_LAO>'
         "<CHI_TIET_DIEU_TRI_BENH_LAO><MA_LK>79025.2024070100123</MA_LK><NGAYKD_HIV>20240301</NGAYKD_HIV>"

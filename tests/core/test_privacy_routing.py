@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from gateway.formats.hl7_model import records_from_hl7
-from tests.support import (TestPlugin, connect_mllp, hl7, metric_value, msa, select_rows, send_and_receive,
-                           start_gateway)
+from tests.support import (TestPlugin, connect_mllp, free_port, hl7, metric_value, msa, select_rows,
+                           send_and_receive, start_gateway)
 
 HIV_VISIT = ("PID|1||079085000123^^^BCA^NI||Nguyễn^Văn Thử||19850412|M",
              "PV1|1|O|KKB^^^79001||||||||||||||||KCB1^^^79001",
              "DG1|1||B20.7^Bệnh HIV^ICD10|Bệnh do HIV||F|||||||||1",
              "DG1|2||J18.9^Viêm phổi^ICD10|Viêm phổi||F")
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start(tmp_path):
@@ -32,7 +25,7 @@ async def start(tmp_path):
         "destinations.bhxh.kind": "file", "destinations.bhxh.directory": str(tmp_path / "bhxh"),
         "destinations.bhxh.privacy": "full",
         "destinations.lab.kind": "mllp", "destinations.lab.format": "hl7v2",
-        "destinations.lab.endpoint": f"tcp:127.0.0.1:{unused_port()}",
+        "destinations.lab.endpoint": f"tcp:127.0.0.1:{free_port()}",
         "destinations.lab.backoff_base_seconds": 3600, "destinations.lab.backoff_cap_seconds": 3600,
     }
     return await start_gateway(tmp_path / "data", plugins=[plugin], **destinations)

@@ -14,6 +14,12 @@ CHECK_IN_4750 = SAMPLES / "xml4750_checkin.xml"
 OUTPATIENT_4210 = SAMPLES / "xml4210_ngoai_tru.xml"
 
 
+#: A minimal XML6 (HIV care record) for the sample episode, which the privacy policy must drop.
+HIV_CARE_TABLE = ('<?xml version="1.0" encoding="utf-8"?><CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>'
+                  "<MA_LK>79025.2024070100123</MA_LK><NHOM_DOI_TUONG>0</NHOM_DOI_TUONG>"
+                  "</CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>")
+
+
 def sample(path: Path) -> bytes:
     return path.read_bytes()
 

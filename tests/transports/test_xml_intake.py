@@ -141,12 +141,10 @@ async def test_accepted_file_is_delivered_to_the_file_destination_with_its_ma_lk
 
 @pytest_twisted.ensureDeferred
 async def test_a_file_with_hiv_care_data_reaches_a_filtered_destination_without_it(xml_gateway):
-    from tests.formats.support import edit_table
+    from tests.formats.support import HIV_CARE_TABLE, edit_table
 
     body = edit_table(noi_tru(), "XML1", lambda t: t.replace("<MA_BENH_KT>E11.9;I10<", "<MA_BENH_KT>E11.9;B20;I10<"))
-    body = edit_table(body, "XML6", lambda _: (
-        '<?xml version="1.0" encoding="utf-8"?><CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>'
-        "<MA_LK>79025.2024070100123</MA_LK></CHI_TIEU_HO_SO_BENH_AN_CHAM_SOC_VA_DIEU_TRI_HIV_AIDS>"))
+    body = edit_table(body, "XML6", lambda _: HIV_CARE_TABLE)
 
     response = await http_request(xml_gateway, "POST", "/xml130", body, "application/xml")
 
