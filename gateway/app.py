@@ -1,6 +1,7 @@
 """Wiring: builds the gateway from its configuration. Nothing else knows the whole."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import pluggy
@@ -9,6 +10,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway.config import ConfigError, GatewayConfig
+from gateway.core.clients import ClientRegistry
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
@@ -47,14 +49,16 @@ class Gateway:
         self.writer.on_queued = self.delivery.rows_committed
         self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
         self.intake.admission = self.delivery.refusal_reason
-        self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock)
+        self.clients = ClientRegistry.from_config(config.clients, config.auth)
+        self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock, clients=self.clients)
         self.site = build_site(
             self.intake, self.writer, self.metrics, self.clock, data_dir=config.data_dir,
             max_body_bytes=config.http.max_body_bytes, min_free_disk_bytes=config.store.min_free_disk_bytes,
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
             stale_destinations=self.delivery.stale_destinations,
-            admin=AdminResource(self.delivery, self.writer, self.store, reactor))
+            admin=AdminResource(self.delivery, self.writer, self.store, reactor, _admin_token(config)),
+            clients=self.clients)
         self.ports: dict[str, object] = {}
 
     def _process_pool(self, plugins: pluggy.PluginManager | None,
@@ -98,3 +102,9 @@ class Gateway:
             protocol.transport.loseConnection()
         yield self.delivery.stop()
         yield self.writer.stop()
+
+
+def _admin_token(config: GatewayConfig) -> str:
+    """The admin API's token from the variable ``auth.admin_token_env`` names ("" when unset:
+    loopback only). An unset variable is a config error at start-up (``validate_runtime``)."""
+    return os.environ.get(config.auth.admin_token_env, "") if config.auth.admin_token_env else ""

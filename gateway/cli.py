@@ -74,6 +74,36 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clients_list(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    rows = [{"name": c.name, "facilities": list(c.facilities), "tokens": len(c.token_sha256),
+             "addresses": list(c.addresses)} for c in config.clients]
+    if args.json:
+        print(json.dumps({"required": config.auth.required, "clients": rows}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"auth.required = {str(config.auth.required).lower()}: a sender that is no client is "
+          f"{'refused' if config.auth.required else 'let in anonymously'}")
+    for r in rows:
+        print(f"{r['name']:<24} facilities {','.join(r['facilities']):<16} tokens {r['tokens']}  "
+              f"addresses {','.join(r['addresses']) or '-'}")
+    if not rows:
+        print("no [clients.NAME] tables")
+    return 0
+
+
+def cmd_clients_new_token(args: argparse.Namespace) -> int:
+    """A fresh token for a client, and the digest its config table keeps: the token itself is
+    shown once, here, and never stored by the gateway."""
+    import secrets
+
+    from gateway.core.clients import token_digest
+
+    token = secrets.token_urlsafe(32)
+    print(f"token (give it to the client, it is not shown again): {token}")
+    print(f'config line: token_sha256 = ["{token_digest(token)}"]')
+    return 0
+
+
 def _parse_time(text: str) -> float:
     try:
         return datetime.fromisoformat(text).timestamp()
@@ -408,6 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", parents=[common], help="list loaded plugins, versions and claims")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
+
+    clients = sub.add_parser("clients", help="who may send: configured clients, new tokens").add_subparsers(
+        dest="action", required=True)
+    client_list = clients.add_parser("list", parents=[common], help="configured clients, their facilities and means")
+    client_list.add_argument("--json", action="store_true")
+    client_list.set_defaults(func=cmd_clients_list)
+    clients.add_parser("new-token", help="make a bearer token and the token_sha256 line for its client").set_defaults(
+        func=cmd_clients_new_token)
 
     messages = sub.add_parser("messages", help="inspect the journal").add_subparsers(dest="action", required=True)
     listing = messages.add_parser("list", parents=[common], help="journaled messages, newest first")

@@ -7,10 +7,11 @@ it is an operator at a provincial data centre, not the author of this module.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,37 @@ class PrivacyConfig:
     hiv_shared_drugs: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may send and who may operate (``gateway.core.clients`` says how a client is known).
+
+    ``required`` false lets a sender that names no client in (the embedded default, so a fresh
+    ``make run`` takes the sample messages); true refuses it. ``admin_token_env`` names the
+    environment variable holding the ``/admin`` API's bearer token; unset, ``/admin`` answers
+    loopback clients only."""
+
+    required: bool = False
+    admin_token_env: str = ""
+
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """One ``[clients.NAME]`` table: a system that sends to the gateway."""
+
+    name: str
+    facilities: tuple[str, ...] = field(default=(), metadata=_check(
+        "must list the facility codes (MSH-4, MACSKCB) this client may send for, e.g. ['79001']",
+        lambda v: bool(v) and all(c.strip() and c == c.strip() for c in v)))
+    token_sha256: tuple[str, ...] = field(default=(), metadata=_check(
+        "must list SHA-256 digests (64 hex digits) of the client's bearer tokens; "
+        "'hssk-gateway clients new-token' makes a token and its digest",
+        lambda v: all(_SHA256_HEX.fullmatch(d) for d in v)))
+    addresses: tuple[str, ...] = ()
+
+
 DESTINATION_KINDS = ("http", "mllp", "file", "batch")
 PRIVACY_LEVELS = ("filtered", "full")
 
@@ -204,7 +236,9 @@ class GatewayConfig:
     outbox: OutboxConfig = OutboxConfig()
     validation: ValidationConfig = ValidationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    auth: AuthConfig = AuthConfig()
     destinations: tuple[DestinationConfig, ...] = ()
+    clients: tuple[ClientConfig, ...] = ()
 
     @property
     def database_path(self) -> Path:
@@ -277,25 +311,63 @@ def _build(raw: Mapping[str, Any]) -> GatewayConfig:
             values["plugins"] = _build_plugins(value)
         elif key == "destinations":
             values["destinations"] = _build_destinations(value)
+        elif key == "clients":
+            values["clients"] = _build_clients(value)
         elif key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(key, "must be a table")
             values[key] = _build_dataclass(_SECTIONS[key], value, key + ".")
         else:
             values[key] = value
-    return _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins", "destinations"})
+    config = _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins", "destinations", "clients"})
+    if config.auth.required and not config.clients:
+        raise ConfigError("auth.required", "is true but no [clients.NAME] table says who may send")
+    return config
+
+
+def _named_tables(raw: Any, section: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(name, key prefix, table)`` of each ``[section.NAME]``, with the shape checked."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(section, f"must be a table of [{section}.NAME] tables")
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{section}.{name}", "must be a table")
+        if "name" in table:
+            raise ConfigError(f"{section}.{name}.name", "is the table's own name; do not set it")
+        yield name, f"{section}.{name}.", table
+
+
+def _build_clients(raw: Any) -> tuple[ClientConfig, ...]:
+    built, digests, networks = [], {}, []
+    for name, prefix, table in _named_tables(raw, "clients"):
+        if "facilities" not in table:
+            raise ConfigError(prefix + "facilities", "is required: the facility codes this client may send for")
+        client = _build_dataclass(ClientConfig, {"name": name, **table}, prefix)
+        if not client.token_sha256 and not client.addresses:
+            raise ConfigError(prefix + "token_sha256", "a client needs token_sha256 or addresses (or both), "
+                                                       "or it can never be recognised")
+        for digest in client.token_sha256:
+            if digest.lower() in digests:
+                raise ConfigError(prefix + "token_sha256", f"a token digest is also clients.{digests[digest.lower()]}'s")
+            digests[digest.lower()] = name
+        for address in client.addresses:
+            try:
+                network = ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ConfigError(prefix + "addresses", f"must list IP addresses or networks such as "
+                                                        f"'10.1.0.7' or '10.1.0.0/24', got {address!r}") from None
+            other = next((n for n, owner in networks if n.version == network.version and n.overlaps(network)), None)
+            if other is not None:
+                raise ConfigError(prefix + "addresses", f"{address} overlaps {other} of "
+                                                        f"clients.{dict(networks)[other]}; an address names one client")
+            networks.append((network, name))
+        built.append(client)
+    return tuple(built)
 
 
 def _build_destinations(raw: Any) -> tuple[DestinationConfig, ...]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError("destinations", "must be a table of [destinations.NAME] tables")
     built = []
-    for name, table in raw.items():
-        prefix = f"destinations.{name}."
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"destinations.{name}", "must be a table")
-        if "name" in table:
-            raise ConfigError(prefix + "name", "is the table's own name; do not set it")
+    for name, prefix, table in _named_tables(raw, "destinations"):
         if "kind" not in table:
             raise ConfigError(prefix + "kind", f"is required (one of {', '.join(DESTINATION_KINDS)})")
         destination = _build_dataclass(DestinationConfig, {"name": name, **table}, prefix)
@@ -423,6 +495,9 @@ def validate_runtime(config: GatewayConfig, reactor) -> None:
             if codec_for(name) is None:
                 raise ConfigError(key, f"unknown character set {name!r}")
             codecs.lookup(codec_for(name))
+    if config.auth.admin_token_env and not os.environ.get(config.auth.admin_token_env):
+        raise ConfigError("auth.admin_token_env", f"names {config.auth.admin_token_env}, which is not set or empty; "
+                                                  f"set it to the admin API's token, or remove the key")
     data_dir = Path(config.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

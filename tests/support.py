@@ -272,10 +272,12 @@ class HttpResponse:
 
 
 async def http_request(gateway: Gateway, method: str, path: str, body: bytes | None = None,
-                       content_type: str | None = None, chunked: bool = False) -> HttpResponse:
+                       content_type: str | None = None, chunked: bool = False,
+                       headers: dict[str, str] | None = None) -> HttpResponse:
     """One real HTTP request to the gateway's listener (twisted.web Agent, no connection reuse).
 
-    ``chunked`` sends the body without Content-Length, as a streaming client would."""
+    ``chunked`` sends the body without Content-Length, as a streaming client would; ``headers``
+    are added as given (e.g. Authorization)."""
     from io import BytesIO
 
     from twisted.web.client import Agent, FileBodyProducer
@@ -283,16 +285,18 @@ async def http_request(gateway: Gateway, method: str, path: str, body: bytes | N
     from twisted.web.iweb import UNKNOWN_LENGTH
 
     host, port = gateway.address("http")
-    headers = Headers()
+    sent = Headers()
     if content_type is not None:
-        headers.addRawHeader(b"content-type", content_type.encode("latin-1"))
+        sent.addRawHeader(b"content-type", content_type.encode("latin-1"))
+    for name, value in (headers or {}).items():
+        sent.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
     producer = None
     if body is not None:
         producer = FileBodyProducer(BytesIO(body))
         if chunked:
             producer.length = UNKNOWN_LENGTH
     response = await Agent(reactor).request(method.encode("ascii"), f"http://{host}:{port}{path}".encode("ascii"),
-                                            headers, producer)
+                                            sent, producer)
     data = await _read_body(response)
     found = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
              for name, values in response.headers.getAllRawHeaders()}

@@ -9,6 +9,7 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
+from gateway.config import load_config
 from gateway.core.outcome import ContentError, Issue
 from tests.support import run_cli, run_json, TestPlugin, connect_mllp, hl7, msa, send_and_receive, standard_records, start_gateway
 
@@ -95,6 +96,25 @@ def test_check_config_with_a_bad_plugin_setting_names_the_key(tmp_path):
 
     assert result.returncode != 0
     assert b"plugins.viettel_his.sending_applications: must be a list of non-empty strings" in result.stderr
+
+
+def test_clients_new_token_prints_a_token_and_the_digest_a_client_table_keeps(tmp_path):
+    from gateway.core.clients import ClientRegistry, token_digest
+
+    result = run_cli("clients", "new-token")
+
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.decode().splitlines()
+    token = first.rsplit(" ", 1)[1]
+    assert len(token) >= 40 and second == f'config line: token_sha256 = ["{token_digest(token)}"]'
+    path = tmp_path / "clients.toml"
+    path.write_text(f'[clients.bv_q1]\nfacilities = ["79001"]\n{second.split(": ", 1)[1]}\n')
+    listed = run_json("clients", "list", "--config", path)
+    assert listed == {"required": False, "clients": [
+        {"name": "bv_q1", "facilities": ["79001"], "tokens": 1, "addresses": []}]}
+    config = load_config(path, environ={})
+    assert ClientRegistry.from_config(config.clients, config.auth).by_token(token).name == "bv_q1"
+    assert token.encode() not in path.read_bytes()
 
 
 def test_plugins_lists_viettel_his_with_its_version_and_claims():

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 class Envelope:
     """One inbound message as received, before anyone has looked inside.
 
-    ``facility`` is the facility code the transport authenticated (HTTP credentials, TLS client
-    certificate); None when the transport cannot vouch for the sender.
+    ``client`` names the configured client the transport authenticated (``[clients.NAME]``, by
+    token or address; see :mod:`gateway.core.clients`) and ``facilities`` holds the facility
+    codes it may send for; both are empty for an anonymous sender. ``facility`` is the one
+    facility code when the client has exactly one, else None.
     """
 
     raw: bytes
@@ -19,6 +21,8 @@ class Envelope:
     listener: str = ""
     facility: str | None = None
     forced_charset: str = ""
+    client: str = ""
+    facilities: frozenset[str] = frozenset()
 
 
 def peer_of(address) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
+from gateway.core.clients import facility_refusal
 from gateway.core.documents import (
     DocumentRequest,
     DocumentSource,
@@ -128,6 +129,9 @@ class Pipeline:
             return Decision(envelope, message, REJECT, (refusal,))
         if message.message_code == "ACK":
             return Decision(envelope, message, None)
+        refusal = facility_refusal(envelope, message.sending_facility, "MSH-4", "MSH^1^4")
+        if refusal is not None:
+            return Decision(envelope, message, REJECT, (refusal,))
         return self._run_plugins(envelope, message, progress)
 
     def _check_header(self, message: Hl7Message) -> Issue | None:
@@ -190,7 +194,8 @@ class Pipeline:
                      f"replayed once the reader is fixed", "GIAMDINHHS"),),
                 document=DocumentSource.unread(envelope.raw, request), fault=("core", "parse"))
         source = DocumentSource.of_file(document, envelope.raw)
-        refusal = request_issues(document, request)
+        refusal = request_issues(document, request) or tuple(
+            i for i in [facility_refusal(envelope, document.facility, "MACSKCB", "THONGTINDONVI^MACSKCB")] if i)
         if refusal:
             return Decision(envelope, None, REJECT, refusal, document=source)
         stage, plugin = "identify", ""

@@ -1,12 +1,14 @@
 """``/admin/``: the outbox operations of ``hssk-gateway outbox`` as JSON over HTTP, answered by the
 running gateway, which alone knows its circuit breakers and deliveries in flight.
 
-There is no authentication yet (it arrives with the security work), so every request whose peer
-is not a loopback address (127.0.0.0/8, ::1, or IPv4-mapped 127.x) is refused with 403 before
-anything else is looked at, whatever interface ``http.listen`` binds. Until authentication
-exists, keep ``http.listen`` on 127.0.0.1 (the default) and reach the API from the host itself.
+With ``auth.admin_token_env`` set, every request must carry ``Authorization: Bearer <token>``
+(the token is the named environment variable's value), from any address; a missing or wrong
+token is 401. Without it, every request whose peer is not a loopback address (127.0.0.0/8, ::1,
+or IPv4-mapped 127.x) is refused with 403, whatever interface ``http.listen`` binds. Either
+check comes before anything else is looked at.
 
-Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 403 not loopback,
+Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 401 no or wrong
+token, 403 not loopback,
 404 unknown endpoint, row or destination, 405 wrong method, 409 row not dead or destination
 paused, 502 batch refused by its sink):
 
@@ -28,7 +30,7 @@ the delivery service refreshes at once, so a pause or a retry takes effect befor
 """
 from __future__ import annotations
 
-import ipaddress
+import hmac
 import re
 import sqlite3
 from collections.abc import Callable
@@ -44,6 +46,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.clients import ip_of
 from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
     with_idle_destinations,
@@ -65,13 +68,8 @@ def is_loopback(address: object) -> bool:
     Anything else — another host, a UNIX socket, an address that does not parse — is refused."""
     if not isinstance(address, IPv4Address | IPv6Address):
         return False
-    try:
-        ip = ipaddress.ip_address(address.host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = ip_of(address.host)
+    return ip is not None and ip.is_loopback
 
 
 class AdminError(Exception):
@@ -108,22 +106,36 @@ _COMPILED = tuple((method, _compile(pattern), handler) for method, pattern, hand
 
 class AdminResource(Resource):
     """One leaf for all of ``/admin/``: routing here rather than in a Resource tree keeps every
-    answer — including 404 and 405 — JSON, and puts the loopback check in front of all of it."""
+    answer — including 404 and 405 — JSON, and puts the token (or loopback) check in front of
+    all of it."""
 
     isLeaf = True
 
-    def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor) -> None:
+    def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor,
+                 token: str = "") -> None:
         super().__init__()
+        self._token = token.encode("utf-8")
         self._delivery = delivery
         self._writer = writer
         self._store = store
         self._reactor = reactor
 
     def render(self, request: Request):
-        if not is_loopback(request.getClientAddress()):
+        if self._token:
+            scheme, _, presented = (request.getHeader("authorization") or "").strip().partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode("utf-8"), self._token):
+                log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
+                         method=request.method.decode("ascii", "replace"),
+                         path=request.path.decode("ascii", "replace"), host=getattr(request.getClientAddress(),
+                                                                                    "host", "?"))
+                request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="hssk-gateway-admin"'])
+                return json_reply(request, http.UNAUTHORIZED, {
+                    "error": "the admin API needs 'Authorization: Bearer <token>' with the token in the variable "
+                             "auth.admin_token_env names"})
+        elif not is_loopback(request.getClientAddress()):
             return json_reply(request, http.FORBIDDEN, {
-                "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) until authentication "
-                         "exists; run the request on the gateway host"})
+                "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) while auth.admin_token_env "
+                         "is unset; run the request on the gateway host, or set a token"})
         path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
         method = request.method.decode("ascii", "replace")
         allowed = []

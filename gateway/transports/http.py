@@ -4,7 +4,8 @@
 decision in the ACK, not the status); HTTP status codes are kept for what HTTP itself is about:
 415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``, and 503 with
 ``Retry-After`` (the AR still in the body) when the message was not stored because the gateway
-is at a bound — too many in flight, outbox too deep, disk too full.
+is at a bound — too many in flight, outbox too deep, disk too full — and 401 for a sender that is
+not a known client (see :mod:`gateway.core.clients`).
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.core.ack import encode_reply
+from gateway.core.clients import ClientRegistry, Refusal
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import codec_for
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, challenge
 from gateway.transports.xml_http import mount_xml_intake
 
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
@@ -56,6 +58,10 @@ class BoundedRequest(Request):
 
 class Hl7Resource(IntakeResource):
     def render_POST(self, request: BoundedRequest):
+        client = self._authenticate(request)
+        if isinstance(client, Refusal):
+            challenge(request)
+            return _text(request, http.UNAUTHORIZED, client.text + "\n")
         if request.too_large:
             self._refuse_too_large()
             return _text(request, http.REQUEST_ENTITY_TOO_LARGE,
@@ -67,7 +73,8 @@ class Hl7Resource(IntakeResource):
                          f"content type {media_type.strip() or '(none)'!r} is not HL7 v2; send one of "
                          f"{', '.join(HL7_CONTENT_TYPES)}\n")
         received_at = self._clock.seconds()
-        d = self._intake.submit(self._envelope(request, request.content.read(), received_at, _charset_param(params)))
+        d = self._intake.submit(self._envelope(request, request.content.read(), received_at, _charset_param(params),
+                                               client))
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
@@ -162,16 +169,17 @@ class MetricsResource(Resource):
 def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
                max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
-               listener: str = "http", admin: Resource | None = None) -> Site:
+               listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None) -> Site:
     """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); XML 130
-    intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`)."""
+    intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`). ``clients``
+    are who the intake endpoints recognise; health and metrics answer anyone."""
     root = Resource()
-    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener))
+    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener, clients))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
                                                 stale_destinations, intake.pipeline_status))
     root.putChild(b"metrics", MetricsResource(metrics))
-    mount_xml_intake(root, intake, clock, metrics, listener)
+    mount_xml_intake(root, intake, clock, metrics, listener, clients)
     if admin is not None:
         root.putChild(b"admin", admin)
     site = Site(root, requestFactory=BoundedRequest)

@@ -14,6 +14,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
+from gateway.core.clients import Client, ClientRegistry, Refusal
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
@@ -38,16 +39,23 @@ class _Slot:
 
 
 class MLLPProtocol(Protocol, TimeoutMixin):
-    def __init__(self, factory: MLLPFactory, refuse_reason: str = "") -> None:
+    def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None) -> None:
         self.factory = factory
         self.decoder = FrameDecoder(factory.config.max_frame_bytes)
         self.callLater = factory.clock.callLater
         self._answers: deque[_Slot] = deque()
-        self._refuse_reason = refuse_reason
+        self._refusal = refusal
         self._closing = False
+        self.client: Client | None = None
 
     def connectionMade(self) -> None:
-        self.peer = peer_of(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = peer_of(address)
+        found = self.factory.clients.authenticate(getattr(address, "host", ""), None)
+        if isinstance(found, Refusal):
+            self._refusal = self._refusal or found
+        else:
+            self.client = found
         self.factory.opened(self)
         self.setTimeout(self.factory.config.idle_timeout_seconds)
 
@@ -66,8 +74,8 @@ class MLLPProtocol(Protocol, TimeoutMixin):
                     self._refuse(item.head, f"frame exceeds the {self.factory.config.max_frame_bytes}-byte limit "
                                             f"(mllp.max_frame_bytes)", "frame_too_large")
                     return
-            elif self._refuse_reason:
-                self._refuse(item, self._refuse_reason, "max_connections")
+            elif self._refusal is not None:
+                self._refuse(item, self._refusal.text, self._refusal.reason)
                 return
             else:
                 self._submit(item)
@@ -76,7 +84,10 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         now = self.factory.clock.seconds()
         slot = _Slot(now)
         self._answers.append(slot)
-        envelope = Envelope(frame, TRANSPORT, self.peer, now, self.factory.listener, None, self.factory.config.charset)
+        client = self.client
+        envelope = Envelope(frame, TRANSPORT, self.peer, now, self.factory.listener,
+                            client.facility if client else None, self.factory.config.charset,
+                            client.name if client else "", client.facilities if client else frozenset())
         self.factory.intake.submit(envelope).addCallback(self._answered, slot)
 
     def _answered(self, outcome: Outcome, slot: _Slot) -> None:
@@ -133,11 +144,13 @@ class MLLPProtocol(Protocol, TimeoutMixin):
 
 
 class MLLPFactory(Factory):
-    """Shared by every connection of one listener: config, intake, metrics, clock, the count."""
+    """Shared by every connection of one listener: config, intake, metrics, clock, the clients
+    it may recognise by address, the count."""
 
     def __init__(self, config: MllpConfig, intake: Intake, metrics: Metrics, clock: IReactorTime,
-                 listener: str = "mllp") -> None:
+                 listener: str = "mllp", clients: ClientRegistry | None = None) -> None:
         self.config = config
+        self.clients = clients or ClientRegistry(())
         self.intake = intake
         self.metrics = metrics
         self.clock = clock
@@ -147,8 +160,8 @@ class MLLPFactory(Factory):
 
     def buildProtocol(self, addr) -> MLLPProtocol:
         if len(self.connections) >= self.config.max_connections:
-            return MLLPProtocol(self, refuse_reason=(
-                f"the listener already has {len(self.connections)} connections, its limit (mllp.max_connections)"))
+            return MLLPProtocol(self, Refusal("max_connections", (
+                f"the listener already has {len(self.connections)} connections, its limit (mllp.max_connections)")))
         return MLLPProtocol(self)
 
     def opened(self, protocol: MLLPProtocol) -> None:

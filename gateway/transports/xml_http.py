@@ -10,7 +10,8 @@ size, the media type or the form fields, and base64-decode the portal's ``fileHS
 
 ``/xml130`` speaks HTTP: 200 accepted, 422 with a JSON list of errors the sender must fix
 (including refused XML: DTDs, entities, XXE, billion laughs), 403 when no plugin takes the
-facility, 413 too large, 415 not XML, 503 + Retry-After when the file was not stored.
+facility (or the client may not send for it), 401 not a known client, 413 too large, 415 not XML,
+503 + Retry-After when the file was not stored.
 
 The portal pair speaks the portal's JSON (``maKetQua``, ``maGiaoDich``, ``thoiGianTiepNhan``,
 ``thongDiep``) with HTTP 200, as the portal does. Only 200 (success) is documented for the 4750
@@ -29,12 +30,13 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.clients import Client, ClientRegistry, Refusal
 from gateway.core.documents import DocumentRequest
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, json_reply
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, challenge, json_reply
 
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
@@ -54,7 +56,8 @@ BHXH_CODES = {
     "205": "a form field is missing or wrong: maCSKCB, loaiHoSo or fileHSBase64 (not base64, "
            "another facility's file, the other kind of file)",
     "123": "the file is refused as it is: not well-formed or unsafe XML, or a rule of QĐ 4750 broken",
-    "403": "no plugin of this gateway takes files of this facility",
+    "401": "the sender is not a known client (no or wrong credentials, an address no client has)",
+    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it",
     "1001": "the request is larger than http.max_body_bytes",
     "124": "not stored now (the gateway is at a bound or timed out): send the same file again later",
 }
@@ -68,8 +71,9 @@ _FORM_LOCATIONS = frozenset(FORM_FIELDS)
 class _DocumentResource(IntakeResource):
     """What both kinds of XML intake share: the submit, the answer after commit."""
 
-    def _submit(self, request: Request, raw: bytes, received_at: float, document_request: DocumentRequest | None):
-        d = self._intake.submit_document(self._envelope(request, raw, received_at), document_request)
+    def _submit(self, request: Request, raw: bytes, received_at: float, document_request: DocumentRequest | None,
+                client: Client | None):
+        d = self._intake.submit_document(self._envelope(request, raw, received_at, client=client), document_request)
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
@@ -102,6 +106,11 @@ class Xml130Resource(_DocumentResource):
     """``POST /xml130``: the GIAMDINHHS (or check-in) file as the body, answered in plain HTTP."""
 
     def render_POST(self, request: Request):
+        client = self._authenticate(request)
+        if isinstance(client, Refusal):
+            challenge(request)
+            return json_reply(request, http.UNAUTHORIZED, _errors("unauthenticated", Issue(204, client.text,
+                                                                                           "Authorization")))
         if self._too_large(request):
             limit = request.channel.site.max_body_bytes
             return json_reply(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
@@ -111,7 +120,7 @@ class Xml130Resource(_DocumentResource):
             return json_reply(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
                 102, f"content type {media_type or '(none)'!r} is not XML; send an XML 130 file as "
                      f"{' or '.join(XML_CONTENT_TYPES)}", "content-type")))
-        return self._submit(request, request.content.read(), self._clock.seconds(), None)
+        return self._submit(request, request.content.read(), self._clock.seconds(), None, client)
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
         if _send_again(outcome):
@@ -133,14 +142,18 @@ class BhxhPortalResource(_DocumentResource):
     """One of the portal's form endpoints; ``document`` is the kind of file it takes and
     ``file_type`` the ``loaiHoSo`` value the portal expects with it (130 claim, 0 check-in)."""
 
-    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str, *, document: str,
-                 file_type: str) -> None:
-        super().__init__(intake, clock, metrics, listener)
+    def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
+                 clients: ClientRegistry | None = None, *, document: str, file_type: str) -> None:
+        super().__init__(intake, clock, metrics, listener, clients)
         self._document = document
         self._file_type = file_type
 
     def render_POST(self, request: Request):
         received_at = self._clock.seconds()
+        client = self._authenticate(request)
+        if isinstance(client, Refusal):
+            # The portal answers HTTP 200 with its own code (vn-standards §2.3: 401 unauthenticated).
+            return self._portal_json(request, "401", received_at, f"Chưa xác thực / not authenticated: {client.text}")
         if self._too_large(request):
             limit = request.channel.site.max_body_bytes
             return self._portal_json(request, "1001", received_at,
@@ -160,7 +173,7 @@ class BhxhPortalResource(_DocumentResource):
         if raw is None:
             return self._portal_json(request, "205", received_at, _form_problem(
                 "fileHSBase64: not valid base64 (RFC 4648 alphabet, '=' padding)"))
-        return self._submit(request, raw, received_at, DocumentRequest(self._document, fields["maCSKCB"]))
+        return self._submit(request, raw, received_at, DocumentRequest(self._document, fields["maCSKCB"]), client)
 
     def _portal_json(self, request: Request, code: str, received_at: float, message: str) -> bytes:
         return json_reply(request, http.OK, _portal_body(code, "", received_at, message))
@@ -198,7 +211,7 @@ def _portal_message(code: str, outcome: Outcome) -> str:
         "123": "Hồ sơ không hợp lệ / file refused",
         "124": "Chưa lưu được hồ sơ, vui lòng gửi lại sau / not stored, send again later",
         "205": "Sai tham số / wrong parameter",
-        "403": "Cơ sở KCB không được tiếp nhận / facility not served by this gateway",
+        "403": "Cơ sở KCB không được tiếp nhận / facility not served by this gateway or not this client's",
     }[code]
     details = "; ".join(f"{i.location}: {i.text}" if i.location else i.text for i in outcome.issues)
     return f"{summary}: {details}" if details else summary
@@ -240,13 +253,14 @@ def _errors(status: str, *issues: Issue) -> dict:
 
 
 
-def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str) -> None:
+def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
+                     clients: ClientRegistry | None = None) -> None:
     """Put ``/xml130`` and ``/api/qd130/{guiHoSoXmlQD4750,checkInKcbQd4750}`` under ``root``."""
-    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener))
+    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener, clients))
     api, qd130 = Resource(), Resource()
     root.putChild(b"api", api)
     api.putChild(b"qd130", qd130)
-    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener,
+    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener, clients,
                                                            document=CLAIM_DOCUMENT, file_type="130"))
-    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener,
+    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener, clients,
                                                            document=CHECK_IN_DOCUMENT, file_type="0"))

@@ -218,3 +218,60 @@ def test_destination_url_errors_name_the_key_and_never_echo_credentials(url, mes
     assert raised.value.key == "destinations.store.url"
     assert message in str(raised.value)
     assert "secret" not in str(raised.value)
+
+
+# --- clients and auth -------------------------------------------------------------------------------
+
+DIGEST = "ab" * 32
+
+
+def test_client_tables_load_with_their_facilities_tokens_and_addresses(tmp_path):
+    config = load_config(write_toml(tmp_path, f"""
+[auth]
+required = true
+[clients.bv_q1]
+facilities = ["79001"]
+token_sha256 = ["{DIGEST}"]
+addresses = ["10.79.1.0/24", "2001:db8::/64"]
+"""), environ={})
+
+    [client] = config.clients
+    assert (client.name, client.facilities, client.token_sha256) == ("bv_q1", ("79001",), (DIGEST,))
+    assert client.addresses == ("10.79.1.0/24", "2001:db8::/64")
+    assert config.auth.required is True
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("[auth]\nrequired = true", "auth.required", "no [clients.NAME] table"),
+    (f'[clients.a]\ntoken_sha256 = ["{DIGEST}"]', "clients.a.facilities", "is required"),
+    (f'[clients.a]\nfacilities = []\ntoken_sha256 = ["{DIGEST}"]', "clients.a.facilities", "must list the facility"),
+    ('[clients.a]\nfacilities = ["79001"]', "clients.a.token_sha256", "needs token_sha256 or addresses"),
+    ('[clients.a]\nfacilities = ["79001"]\ntoken_sha256 = ["secret"]', "clients.a.token_sha256", "64 hex digits"),
+    ('[clients.a]\nfacilities = ["79001"]\naddresses = ["10.1.0.300"]', "clients.a.addresses", "'10.1.0.300'"),
+    ('[clients.a]\nfacilities = ["79001"]\naddresses = ["10.1.0.0/16"]\n'
+     '[clients.b]\nfacilities = ["79002"]\naddresses = ["10.1.2.0/24"]', "clients.b.addresses",
+     "10.1.2.0/24 overlaps 10.1.0.0/16 of clients.a"),
+    (f'[clients.a]\nfacilities = ["79001"]\ntoken_sha256 = ["{DIGEST}"]\n'
+     f'[clients.b]\nfacilities = ["79002"]\ntoken_sha256 = ["{DIGEST.upper()}"]', "clients.b.token_sha256",
+     "also clients.a's"),
+    ('[clients.a]\nname = "b"\nfacilities = ["79001"]\naddresses = ["10.0.0.1"]', "clients.a.name", "own name"),
+])
+def test_client_table_errors_name_the_key_and_the_rule(tmp_path, text, key, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(write_toml(tmp_path, text), environ={})
+
+    assert error.value.key == key
+    assert message in error.value.rule
+
+
+def test_admin_token_variable_that_is_not_set_fails_runtime_validation(tmp_path, monkeypatch):
+    monkeypatch.delenv("HSSK_TEST_ADMIN_TOKEN", raising=False)
+    config = load_config(environ={}, overrides={"data_dir": str(tmp_path), "auth.admin_token_env": "HSSK_TEST_ADMIN_TOKEN"})
+
+    with pytest.raises(ConfigError) as error:
+        validate_runtime(config, reactor)
+
+    assert error.value.key == "auth.admin_token_env"
+    assert "HSSK_TEST_ADMIN_TOKEN, which is not set" in error.value.rule
+    monkeypatch.setenv("HSSK_TEST_ADMIN_TOKEN", "t")
+    validate_runtime(config, reactor)

@@ -1,0 +1,153 @@
+"""Who is sending: the ``[clients.NAME]`` of the config, and how a transport's evidence names one.
+
+A client is a HIS, LIS or immunization system that sends to the gateway, with the facility codes
+it may send for. It is known by a bearer token over HTTP (the config holds only the token's
+SHA-256, so a leaked config file leaks no credential) or by the network it connects from, which
+is how a provincial WAN already tells hospitals apart and how BHXH itself admits facilities
+(registered public IPs, vn-standards §2.1). MLLP has no credentials of its own, so an MLLP
+client is known by its address.
+
+The transports ask :meth:`ClientRegistry.authenticate`; the pipeline then refuses a message
+whose facility (MSH-4, THONGTINDONVI/MACSKCB) is not one of the client's, because a hospital's
+credentials must not let it write another hospital's records.
+
+    >>> from gateway.config import ClientConfig
+    >>> registry = ClientRegistry([ClientConfig("bv_q1", facilities=("79001",), addresses=("10.1.0.0/24",))])
+    >>> registry.authenticate("10.1.0.7", None).name
+    'bv_q1'
+    >>> registry.authenticate("10.2.0.7", None) is None
+    True
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.config import AuthConfig, ClientConfig
+from gateway.core.envelope import Envelope
+from gateway.core.outcome import Issue
+
+ANONYMOUS_NOT_ALLOWED = "unauthenticated"
+BAD_CREDENTIALS = "bad_credentials"
+
+
+@dataclass(frozen=True)
+class Client:
+    """An authenticated sender: its config name and the facility codes it may send for."""
+
+    name: str
+    facilities: frozenset[str]
+
+    @property
+    def facility(self) -> str | None:
+        """The facility code when the client has only one, for plugins that claim by it."""
+        return next(iter(self.facilities)) if len(self.facilities) == 1 else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is not let in: ``reason`` is the metric label, ``text`` the answer."""
+
+    reason: str
+    text: str
+
+
+def token_digest(token: str) -> str:
+    """What ``clients.NAME.token_sha256`` holds for ``token``."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's IP, an IPv4-mapped IPv6 address read as the IPv4 it carries; None when
+    ``host`` is not an IP (a UNIX socket)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+class ClientRegistry:
+    """The configured clients, looked up by token digest or by network.
+
+    ``required`` (``auth.required``) decides what happens to a request that names no client:
+    let in anonymously (the default, so ``make run`` works on a fresh machine), or refused.
+    Credentials that are presented but wrong are refused either way, because a sender who
+    believes it is authenticated must hear that it is not.
+    """
+
+    def __init__(self, clients: Iterable[ClientConfig], required: bool = False) -> None:
+        self.required = required
+        self._by_digest: dict[str, Client] = {}
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Client]] = []
+        self._by_name: dict[str, Client] = {}
+        for config in clients:
+            client = Client(config.name, frozenset(config.facilities))
+            self._by_name[config.name] = client
+            for digest in config.token_sha256:
+                self._by_digest[digest.lower()] = client
+            for network in config.addresses:
+                self._networks.append((ipaddress.ip_network(network, strict=False), client))
+
+    @classmethod
+    def from_config(cls, clients: Iterable[ClientConfig], auth: AuthConfig) -> ClientRegistry:
+        return cls(clients, auth.required)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def by_address(self, host: str) -> Client | None:
+        ip = ip_of(host)
+        if ip is None:
+            return None
+        return next((client for network, client in self._networks
+                     if network.version == ip.version and ip in network), None)
+
+    def by_token(self, token: str) -> Client | None:
+        return self._by_digest.get(token_digest(token))
+
+    def authenticate(self, host: str, authorization: str | None) -> Client | Refusal | None:
+        """The client an HTTP ``Authorization`` header (Bearer token, or Basic with the client
+        name as user and the token as password) or else the peer's address names; None for an
+        anonymous sender the config lets in."""
+        if authorization:
+            client = self._from_header(authorization)
+            if client is None:
+                return Refusal(BAD_CREDENTIALS, "the Authorization header names no client: send 'Bearer <token>' "
+                                                "or Basic with the client name and its token")
+            return client
+        client = self.by_address(host)
+        if client is None and self.required:
+            return Refusal(ANONYMOUS_NOT_ALLOWED, f"{host} is not a known client's address and no credentials were "
+                                                  f"sent (auth.required; see clients.NAME.addresses and token_sha256)")
+        return client
+
+    def _from_header(self, authorization: str) -> Client | None:
+        scheme, _, value = authorization.strip().partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == "bearer":
+            return self.by_token(value)
+        if scheme == "basic":
+            try:
+                user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            client = self.by_token(password)
+            return client if client is not None and client.name == user else None
+        return None
+
+
+def facility_refusal(envelope: Envelope, facility: str, field: str, location: str) -> Issue | None:
+    """The AR issue when an authenticated client sends for a facility that is not its own
+    (ERR-3 204, unknown key, as for a form's maCSKCB that differs from the file's)."""
+    if not envelope.client or facility in envelope.facilities:
+        return None
+    return Issue(204, f"{field}: client {envelope.client!r} may send for facility "
+                      f"{', '.join(sorted(envelope.facilities))} only, not {facility!r} "
+                      f"(clients.{envelope.client}.facilities)", location)
