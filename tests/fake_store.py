@@ -40,6 +40,8 @@ class StoreBehaviour:
     queued: deque = field(default_factory=deque)
     fail_every: int = 0
     retry_after: str = "1"
+    #: The body of a 4xx answer; a real store's often quotes the record it refused.
+    reject_body: str = ""
 
     def next(self, count: int) -> str:
         if self.queued:
@@ -83,7 +85,7 @@ class StoreResource(Resource):
             return b"store busy\n"
         if code == 200:
             return b'{"status": "stored"}'
-        return f"rejected with {code}: invalid record\n".encode()
+        return (self.behaviour.reject_body or f"rejected with {code}: invalid record\n").encode()
 
     def accepted_keys(self) -> list[str]:
         return [r.idempotency_key for r in self.received if r.answered == 200]

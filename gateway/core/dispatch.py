@@ -198,8 +198,11 @@ class Dispatcher:
         if settled.state == DELIVERED:
             self._latency.observe(max(0.0, now - delivery.created_at))
         elif settled.state == DEAD:
-            log.warn("row {row_id} for {destination} dead-lettered: {reason}", row_id=delivery.row_id,
-                     destination=self.name, reason=settled.reason[:300])
+            # The reason often quotes the store's answer, which may name the patient: it stays on
+            # the row (outbox show / the admin API), and the log says where to read it.
+            log.warn("row {row_id} for {destination} dead-lettered ({result}); the reason is on the row: "
+                     "hssk-gateway outbox show {row_id}", row_id=delivery.row_id, destination=self.name,
+                     result=result.label)
         self.circuit.record(result.outcome != RETRY)
         self._settled.append(settled)
         if self._stopping:

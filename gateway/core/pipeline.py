@@ -304,7 +304,9 @@ def best_header(envelope: Envelope) -> Hl7Message | None:
 
 
 def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:
-    message = peek_header(raw)
+    """The MSH of a message whose body did not decode, in the charset it declares, so the AE
+    goes back in that charset with the sender's header mirrored as the sender wrote it."""
+    message = peek_header(raw, declared_charset)
     if message is not None:
         message.charset = declared_charset
     return message

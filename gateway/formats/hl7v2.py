@@ -223,15 +223,22 @@ def _segment_at(raw: bytes, offset: int) -> tuple[str, int]:
     return name, max(sequence, 1)
 
 
-def peek_header(raw: bytes) -> Hl7Message | None:
-    """The MSH of a frame that could not be decoded (or was cut short), read as Latin-1 so that
-    every byte maps; enough to address an AE/AR back to its sender. None when there is no MSH."""
+def peek_header(raw: bytes, charset: str = "") -> Hl7Message | None:
+    """The MSH of a frame that could not be decoded (or was cut short); enough to address an
+    AE/AR back to its sender. None when there is no MSH.
+
+    Read in ``charset`` (the one the message declares), a byte it cannot decode becoming U+FFFD,
+    so the ACK mirrors the sender's own ``Thử`` rather than its bytes read as Latin-1; without a
+    known charset, read as Latin-1 so that every byte maps."""
     if raw.startswith(UTF8_BOM):
         raw = raw[len(UTF8_BOM):]
     raw = raw.lstrip(b"\r\n")
     end = min((i for i in (raw.find(b"\r"), raw.find(b"\n")) if i >= 0), default=len(raw))
+    codec = codec_for(charset) if charset else None
     try:
-        return Hl7Message(raw[:end].decode("latin-1"), "latin-1")
+        if codec is None:
+            return Hl7Message(raw[:end].decode("latin-1"), "latin-1")
+        return Hl7Message(raw[:end].decode(codec, errors="replace"), charset)
     except MessageFormatError:
         return None
 

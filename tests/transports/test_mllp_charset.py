@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest_twisted
 
-from tests.support import (TestPlugin, connect_mllp, encode_windows_1258, err_segments, hl7, journal_person,
+from tests.support import (TestPlugin, connect_mllp, encode_windows_1258, err_segments, hl7, segments_of, journal_person,
                            journal_rows, metric_value, msa_codes, start_gateway)
 
 VIETNAMESE_FAMILY = "Nguyễn"
@@ -110,3 +110,18 @@ async def test_undecodable_bytes_get_ae_102_naming_the_segment_and_the_connectio
     frames = await client.wait_frames(2)
     assert msa_codes(frames[1:]) == [("AA", "AFTERBAD")]
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ae_for_undecodable_bytes_mirrors_the_senders_header_as_written(gateway):
+    client = await connect_mllp(gateway)
+    broken = hl7("PID|1||079085000123^^^BCA^NI||BROKEN^Văn||19850412|M", control_id="BADMSH").replace(
+        b"|79001|", "|79001^BV Thử Nghiệm|".encode()).replace(b"BROKEN", b"\xff\xfe")
+
+    client.send(broken)
+    [ack] = await client.wait_frames(1)
+    client.transport.loseConnection()
+
+    header = segments_of(ack)["MSH"][0]
+    assert msa_codes([ack]) == [("AE", "BADMSH")]
+    assert (header[4], header[5], header[17]) == ("TEST_HIS", "79001^BV Thử Nghiệm", "UNICODE UTF-8")
