@@ -117,6 +117,16 @@ def test_clients_new_token_prints_a_token_and_the_digest_a_client_table_keeps(tm
     assert token.encode() not in path.read_bytes()
 
 
+def test_check_config_with_a_misspelt_disabled_plugin_names_the_key(tmp_path):
+    path = tmp_path / "disabled.toml"
+    path.write_text('[plugins]\ndisabled = ["viettel"]\n')
+
+    result = run_cli("check-config", "--config", path)
+
+    assert result.returncode == 2
+    assert b"plugins.disabled: names no installed plugin: viettel (installed: viettel_his, vnpt_his" in result.stderr
+
+
 def test_plugins_lists_viettel_his_with_its_version_and_claims():
     result = run_cli("plugins", "--config", "config/gateway.toml")
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import pluggy
 
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 
 
@@ -33,6 +34,7 @@ def build_plugin_manager(
     for name in config.plugins.disabled:
         pm.set_blocked(name)
     if load_entry_points:
+        _check_disabled(config.plugins.disabled)
         try:
             pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
         except Exception as e:  # an integrator's import error must name the plugin, not crash bare
@@ -42,6 +44,15 @@ def build_plugin_manager(
         pm.register(plugin)
     pm.hook.hssk_configure(config=config)
     return pm
+
+
+def _check_disabled(disabled: Iterable[str]) -> None:
+    """A misspelt name in ``plugins.disabled`` would disable nothing, silently."""
+    installed = {ep.name for ep in entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    unknown = [name for name in disabled if name not in installed]
+    if unknown:
+        raise ConfigError("plugins.disabled", f"names no installed plugin: {', '.join(unknown)} "
+                                              f"(installed: {', '.join(sorted(installed)) or 'none'})")
 
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
