@@ -33,7 +33,12 @@ from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
 from gateway.core.privacy import PrivacyPolicy, Removal
-from gateway.core.validation import rules_from_config, validate_hl7_identity, validate_record_set
+from gateway.core.validation import (
+    check_hl7_structure,
+    rules_from_config,
+    validate_hl7_identity,
+    validate_record_set,
+)
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
 from gateway.formats.xml130 import read_xml130
 
@@ -154,6 +159,9 @@ class Pipeline:
                          f"{message.sending_application!r} (MSH-3), facility {message.sending_facility!r} (MSH-4)",
                     "MSH^1^3"),))
             plugin, stage = adapter.name, "normalize"
+            structure = check_hl7_structure(message)
+            if structure:
+                return Decision(envelope, message, ERROR, structure, plugin)
             if progress is not None:
                 progress.plugin = plugin
             records = adapter.normalize(message)

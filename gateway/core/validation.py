@@ -34,6 +34,7 @@ from gateway.core.identity import (
 from gateway.core.masking import mask_identifier
 from gateway.core.model import RecordSet
 from gateway.core.outcome import ContentError, Issue
+from gateway.formats.hl7v2 import Hl7Message
 
 _ICD10 = re.compile(r"[A-Z][0-9]{2}(\.?[0-9A-Z]{1,2})?[†*]?")
 _LINK_TABLES = (("XML2", "medications"), ("XML3", "services"), ("XML4", "observations"), ("XML5", "notes"))
@@ -170,7 +171,10 @@ def _person_issues(records: RecordSet, rules: ValidationRules) -> list[Issue]:
     if person.sex and person.sex not in rules.sex_codes:
         issues.append(Issue(103, f"GIOI_TINH: {person.sex!r} is not 1 (Nam), 2 (Nữ) or 3 (chưa xác định)",
                             loc + "GIOI_TINH"))
-    issues += check_datetime(person.birth_date, field="NGAY_SINH", location=loc + "NGAY_SINH", lengths=(8, 12),
+    birth = person.birth_date
+    if len(birth) == 4 and birth.isdigit():  # a known year only, written 0000 for day and month
+        birth += "0000"
+    issues += check_datetime(birth, field="NGAY_SINH", location=loc + "NGAY_SINH", lengths=(8, 12),
                              allow_unknown_day_month=True, sensitive=True)
     cards = [i for i in person.identifiers if i.system == "BHYT"]
     for i in person.identifiers:
@@ -259,6 +263,17 @@ def require_valid(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) ->
     if errors:
         raise ContentError(errors)
     return records
+
+
+def check_hl7_structure(message: Hl7Message) -> tuple[Issue, ...]:
+    """The one structural rule every ADT and VXU feed must keep: a PID, without which there is
+    nobody to file the message under. (HL7 v2.5 ADT_A01 … ADT_A39 and VXU_V04 require it; an
+    ORU's patient group is optional, and ADT^A20, a bed status, has none.)"""
+    code = message.message_code
+    if (code == "VXU" or code == "ADT" and message.trigger_event != "A20") and not message.segments("PID"):
+        return (Issue(100, f"PID: the segment is required in {message.message_type} (HL7 v2.5 message structure) "
+                           f"and is missing", "PID^1"),)
+    return ()
 
 
 #: Where each XML1 field of the identity rules lives in an HL7 v2 message, for ERR-2.

@@ -69,6 +69,8 @@ RELATIONSHIPS: Mapping[str, str] = {"MTH": "mother", "FTH": "father", "GRD": "gu
 _SEX = {"M": "1", "F": "2", "1": "1", "2": "2", "3": "3"}
 _CODED_TYPES = frozenset({"CE", "CWE", "CNE", "CF"})
 _BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
+#: An HL7 TS/DTM: 4 to 14 digits, fractions, a time zone.
+_HL7_TIMESTAMP = re.compile(r"\d{4}(?:\d{2}){0,5}(?:\.\d{1,4})?(?:[+-]\d{4})?")
 
 #: XML1 tags that become identifiers rather than plain attributes.
 CARD_COLUMNS = {"GT_THE_TU": "valid_from", "GT_THE_DEN": "valid_to", "MA_DKBD": "registered_facility"}
@@ -192,13 +194,21 @@ def person_from_pid(message: Hl7Message, identifier_types: Mapping[str, str] = D
         family=family,
         middle=middle,
         given=given,
-        birth_date=hl7_time(message.field("PID", 7)),
+        birth_date=_birth_date(message, message.field("PID", 7)),
         sex=_SEX.get(sex, "3" if sex else ""),
         address=_address(message, message.field("PID", 11)),
         phone=_phone(message, message.field("PID", 13)),
         related=_related(message, identifier_types),
         previous_identifiers=previous,
     )
+
+
+def _birth_date(message: Hl7Message, value: str) -> str:
+    """PID-7 cut to NGAY_SINH, or kept as sent when it is no HL7 timestamp (``12/04/1985``,
+    ``1985-04-12``), so the birth-date rule answers AE 102 at PID-7 instead of the date being
+    dropped (or cut to its year) without a word."""
+    sent = text(message, value)
+    return hl7_time(sent) if not sent or _HL7_TIMESTAMP.fullmatch(sent) else sent
 
 
 def with_bhxh_from_cards(identifiers: tuple[Identifier, ...]) -> tuple[Identifier, ...]:

@@ -2,9 +2,10 @@
 with ERR naming the field, the rule and the HL7 location, and the identifier masked."""
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
-from tests.support import connect_mllp, err_segments, hl7, journal_rows, msa, send_and_receive
+from tests.support import connect_mllp, err_segments, hl7, journal_person, journal_rows, msa, send_and_receive
 
 
 @pytest_twisted.ensureDeferred
@@ -73,3 +74,43 @@ def test_validation_section_rejects_an_unknown_province_list():
         load_config(environ={}, overrides={"validation.province_codes": "1976"})
 
     assert caught.value.key == "validation.province_codes"
+
+
+@pytest.mark.parametrize("birth, answer", [
+    ("19850412", "AA"), ("1985", "AA"), ("198504121030+0700", "AA"),
+    ("12/04/1985", "AE"), ("1985-04-12", "AE"), ("không rõ", "AE"), ("19851304", "AE"),
+])
+@pytest_twisted.ensureDeferred
+async def test_pid7_that_is_no_hl7_date_is_ae_102_rather_than_dropped(gateway, birth, answer):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7(f"PID|1||079085000123^^^BCA^NI||Nguyễn^Văn An||{birth}|M",
+                                             control_id="BIRTH"))
+    client.transport.loseConnection()
+
+    assert msa(ack)[1] == answer
+    if answer == "AE":
+        [err] = err_segments(ack)
+        assert (err[2], err[3].split("^")[0]) == ("PID^1^7", "102")
+        assert "NGAY_SINH" in err[8] and birth not in err[8]
+    else:
+        assert journal_person(gateway, "BIRTH")["birth_date"] == birth[:12].split("+")[0]
+
+
+@pytest.mark.parametrize("message_type, answer", [
+    ("ADT^A04^ADT_A01", "AE"), ("VXU^V04^VXU_V04", "AE"), ("ADT^A20^ADT_A20", "AA"), ("ORU^R01^ORU_R01", "AA"),
+])
+@pytest_twisted.ensureDeferred
+async def test_adt_and_vxu_without_a_pid_are_ae_100(gateway, message_type, answer):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7("EVN|A04|20250315083000", control_id="NOPID", message_type=message_type))
+    client.transport.loseConnection()
+
+    assert msa(ack)[1] == answer
+    if answer == "AE":
+        [err] = err_segments(ack)
+        assert (err[2], err[3].split("^")[0]) == ("PID^1", "100")
+        escaped = message_type.rsplit("^", 1)[0].replace("^", "\\S\\")  # ERR-8 is HL7 text: ^ is escaped
+        assert f"PID: the segment is required in {escaped}" in err[8]
+    assert [r["status"] for r in journal_rows(gateway)] == ["accepted" if answer == "AA" else "error"]
