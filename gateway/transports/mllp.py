@@ -24,6 +24,10 @@ from gateway.transports.framing import FrameDecoder, Violation, wrap
 log = Logger(namespace="hssk.mllp")
 
 TRANSPORT = "mllp"
+#: How long a connection that will be refused (over max_connections, or no client while
+#: auth.required) may take to send the frame its AR answers, before it is closed without one:
+#: it holds a socket, and the idle timeout (minutes) is for connections we serve.
+REFUSAL_GRACE_SECONDS = 10.0
 
 
 class _Slot:
@@ -57,7 +61,8 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         else:
             self.client = found
         self.factory.opened(self)
-        self.setTimeout(self.factory.config.idle_timeout_seconds)
+        idle = self.factory.config.idle_timeout_seconds
+        self.setTimeout(idle if self._refusal is None else min(idle, REFUSAL_GRACE_SECONDS))
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
@@ -134,7 +139,9 @@ class MLLPProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         head = self.decoder.pending
-        if head:
+        if self._refusal is not None:
+            self._refuse(head, self._refusal.text, self._refusal.reason)
+        elif head:
             self.factory.metrics.framing_violations.labels(kind="incomplete_frame_at_timeout").inc()
             self._refuse(head, f"frame incomplete after {self.factory.config.idle_timeout_seconds:g} s idle "
                                f"(mllp.idle_timeout_seconds)", "idle_timeout")

@@ -9,8 +9,9 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from gateway.transports.framing import wrap
+from gateway.transports.mllp import REFUSAL_GRACE_SECONDS
 from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, journal_rows, metric_value, msa_codes,
-                           start_gateway)
+                           start_gateway, wait_until)
 
 REFUSED = "hssk_connections_refused_total"
 MiB = 1024 * 1024
@@ -123,6 +124,27 @@ async def test_connection_over_max_connections_gets_ar_then_close_and_the_first_
         first.send(hl7(control_id="FIRST2"))
         frames = await first.wait_frames(2)
         assert msa_codes(frames) == [("AA", "FIRST1"), ("AA", "FIRST2")]
+        first.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_over_max_connections_that_sends_nothing_is_closed_after_the_grace(tmp_path):
+    clock = Clock()
+    gw = await start_limited(tmp_path, clock=clock, **{"mllp.max_connections": 1, "mllp.idle_timeout_seconds": 300})
+    try:
+        first = await connect_mllp(gw)
+        second = await connect_mllp(gw)
+        await wait_until(lambda: len(gw.mllp_factory.connections) == 2, what="both connections seen")
+
+        clock.advance(REFUSAL_GRACE_SECONDS - 1)
+        assert not second.closed.called
+        clock.advance(1)
+        await second.closed
+
+        assert second.frames == [] and not first.closed.called
+        assert metric_value(gw, REFUSED, transport="mllp", reason="max_connections") == 1
         first.transport.loseConnection()
     finally:
         await gw.stop()
