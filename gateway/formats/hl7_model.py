@@ -66,7 +66,9 @@ DEFAULT_PATIENT_CLASSES: Mapping[str, str] = {"E": "2"}
 #: NK1-3 relationship (HL7 table 0063) → the model's related-person links.
 RELATIONSHIPS: Mapping[str, str] = {"MTH": "mother", "FTH": "father", "GRD": "guardian"}
 
-_SEX = {"M": "1", "F": "2", "1": "1", "2": "2", "3": "3"}
+#: PID-8 (HL7 table 0001, the 1/2/3 of GIOI_TINH some HIS send, and the Vietnamese words) → GIOI_TINH.
+_SEX = {"M": "1", "F": "2", "O": "3", "U": "3", "A": "3", "N": "3", "1": "1", "2": "2", "3": "3",
+        "NAM": "1", "NỮ": "2", "NU": "2"}
 _CODED_TYPES = frozenset({"CE", "CWE", "CNE", "CF"})
 _BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
 #: An HL7 TS/DTM: 4 to 14 digits, fractions, a time zone.
@@ -195,7 +197,7 @@ def person_from_pid(message: Hl7Message, identifier_types: Mapping[str, str] = D
         middle=middle,
         given=given,
         birth_date=_birth_date(message, message.field("PID", 7)),
-        sex=_SEX.get(sex, "3" if sex else ""),
+        sex=_SEX.get(sex, sex),  # any other value is kept, so the GIOI_TINH rule answers AE 103 at PID-8
         address=_address(message, message.field("PID", 11)),
         phone=_phone(message, message.field("PID", 13)),
         related=_related(message, identifier_types),

@@ -114,3 +114,23 @@ async def test_adt_and_vxu_without_a_pid_are_ae_100(gateway, message_type, answe
         escaped = message_type.rsplit("^", 1)[0].replace("^", "\\S\\")  # ERR-8 is HL7 text: ^ is escaped
         assert f"PID: the segment is required in {escaped}" in err[8]
     assert [r["status"] for r in journal_rows(gateway)] == ["accepted" if answer == "AA" else "error"]
+
+
+@pytest.mark.parametrize("sex, answer, stored", [
+    ("M", "AA", "1"), ("F", "AA", "2"), ("U", "AA", "3"), ("Nữ", "AA", "2"), ("nam", "AA", "1"),
+    ("X", "AE", None), ("Male", "AE", None),
+])
+@pytest_twisted.ensureDeferred
+async def test_pid8_outside_table_0001_is_ae_103_rather_than_unknown(gateway, sex, answer, stored):
+    client = await connect_mllp(gateway)
+
+    ack = await send_and_receive(client, hl7(f"PID|1||BN25000123^^^79001^MR||Lê^Thị Hoa||19850412|{sex}",
+                                             control_id="SEX"))
+    client.transport.loseConnection()
+
+    assert msa(ack)[1] == answer
+    if stored:
+        assert journal_person(gateway, "SEX")["sex"] == stored
+    else:
+        [err] = err_segments(ack)
+        assert (err[2], err[3].split("^")[0]) == ("PID^1^8", "103") and "GIOI_TINH" in err[8]
