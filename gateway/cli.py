@@ -133,7 +133,7 @@ def cmd_messages_list(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
         rows = journal.list_messages(control_id=args.control_id, sender=args.sender, status=args.status,
-                                     since=args.since, until=args.until, limit=args.limit)
+                                     since=args.since, until=args.until, client=args.client, limit=args.limit)
     finally:
         journal.close()
     if args.json:
@@ -452,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--control-id")
     listing.add_argument("--sender", help="APP|FACILITY, or APP alone")
     listing.add_argument("--status", choices=("accepted", "error", "rejected", "ignored"))
+    listing.add_argument("--client", metavar="NAME", help="the authenticated [clients.NAME] that sent it")
     listing.add_argument("--since", type=_parse_time, help="ISO date/time, inclusive")
     listing.add_argument("--until", type=_parse_time, help="ISO date/time, exclusive")
     listing.add_argument("--limit", type=int, default=50)

@@ -96,11 +96,18 @@ def _add_circuit_state(db: sqlite_utils.Database) -> None:
     db["destination_state"].add_column("circuit_since", float)
 
 
+def _add_message_client(db: sqlite_utils.Database) -> None:
+    """The configured client the transport authenticated (``[clients.NAME]``), so operators can
+    ask what one client sent; NULL for an anonymous sender and for rows from before this step."""
+    db["messages"].add_column("client", str)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
     ("0002_create_outbox", _create_outbox),
     ("0003_destination_circuit_state", _add_circuit_state),
+    ("0004_messages_client", _add_message_client),
 )
 
 
@@ -169,7 +176,7 @@ class WriteJob(Protocol):
 
 _COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
             "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
-            "repeat_count", "last_repeat_at")
+            "repeat_count", "last_repeat_at", "client")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 #: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
@@ -336,7 +343,7 @@ class JournalWriter:
                 decision.control_id, decision.message_type, source.version if source else "",
                 source.charset if source else "", decision.plugin, ack_code, status,
                 json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
-                decision.digest, envelope.raw, decision.records_json, 0, None,
+                decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
             ])
             plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
             if status in ("accepted", "error") and decision.control_id:
@@ -428,7 +435,7 @@ class Journal:
 
     COLUMNS = ("id", "received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id",
                "message_type", "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256",
-               "repeat_count", "last_repeat_at")
+               "repeat_count", "last_repeat_at", "client")
 
     def __init__(self, store: Store) -> None:
         self._conn = store.connect()
@@ -438,9 +445,14 @@ class Journal:
         self._conn.close()
 
     def list_messages(self, *, control_id: str | None = None, sender: str | None = None, status: str | None = None,
-                      since: float | None = None, until: float | None = None, limit: int = 50) -> list[dict]:
-        """Newest first. ``sender`` matches ``APP|FACILITY`` exactly or, without ``|``, the application."""
+                      since: float | None = None, until: float | None = None, client: str | None = None,
+                      limit: int = 50) -> list[dict]:
+        """Newest first. ``sender`` matches ``APP|FACILITY`` exactly or, without ``|``, the application;
+        ``client`` is the authenticated ``[clients.NAME]``."""
         where, params = [], {"limit": limit}
+        if client:
+            where.append("client = :client")
+            params["client"] = client
         if control_id:
             where.append("control_id = :control_id")
             params["control_id"] = control_id

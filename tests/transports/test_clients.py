@@ -9,7 +9,7 @@ from twisted.logger import globalLogPublisher
 
 from gateway.core.clients import token_digest
 from tests.support import (
-    connect_mllp, err_segments, hl7, http_request, journal_rows, metric_value, msa, replace_msh_field,
+    connect_mllp, err_segments, hl7, http_request, journal_rows, metric_value, msa, replace_msh_field, run_json,
     send_and_receive, start_gateway,
 )
 from tests.transports.test_xml_intake import TestDocumentPlugin, noi_tru, portal_form
@@ -61,7 +61,8 @@ async def test_mllp_client_known_by_address_sends_for_its_facility_and_is_refuse
     [err] = err_segments(other)
     assert err[2] == "MSH^1^4" and err[3].startswith("204^")
     assert "'bv_q1'" in err[8] and "79001" in err[8] and "'79002'" in err[8] and "clients.bv_q1.facilities" in err[8]
-    assert [(r["control_id"], r["status"]) for r in journal_rows(gw)] == [("OWN1", "accepted"), ("OTHER1", "rejected")]
+    assert [(r["control_id"], r["status"], r["client"]) for r in journal_rows(gw)] == [
+        ("OWN1", "accepted", "bv_q1"), ("OTHER1", "rejected", "bv_q1")]
 
 
 @pytest_twisted.ensureDeferred
@@ -135,7 +136,10 @@ async def test_http_bearer_and_basic_tokens_name_the_client_and_its_facility(tmp
     assert (by_basic.code, msa(by_basic.body)[1]) == (200, "AA")
     assert (other_facility.code, msa(other_facility.body)[1]) == (200, "AR")
     assert "client 'bv_q3' may send for facility 79003, 79025 only, not '79001'" in err_segments(other_facility.body)[0][8]
-    assert [r["status"] for r in journal_rows(gw)] == ["accepted", "accepted", "rejected"]
+    assert [(r["status"], r["client"]) for r in journal_rows(gw)] == [
+        ("accepted", "bv_q1"), ("accepted", "bv_q1"), ("rejected", "bv_q3")]
+    listed = run_json("messages", "list", "--data-dir", gw.config.data_dir, "--client", "bv_q3")
+    assert [(r["control_id"], r["client"]) for r in listed] == [("TOK3", "bv_q3")]
 
 
 @pytest_twisted.ensureDeferred
@@ -173,7 +177,7 @@ async def test_wrong_credentials_are_401_even_when_anonymous_senders_are_let_in(
     assert (wrong_token.code, wrong_user.code) == (401, 401)
     assert (anonymous.code, msa(anonymous.body)[1]) == (200, "AA")
     assert refused == 2
-    assert [r["control_id"] for r in journal_rows(gw)] == ["ANON2"]
+    assert [(r["control_id"], r["client"]) for r in journal_rows(gw)] == [("ANON2", None)]
     refusals = [e for e in events if e.get("log_namespace") == "hssk.http"]
     assert [(e["path"], e["reason"].split(":")[0]) for e in refusals] == [
         ("/hl7", "the Authorization header names no client")] * 2
