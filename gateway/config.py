@@ -356,10 +356,11 @@ def _build_clients(raw: Any) -> tuple[ClientConfig, ...]:
             except ValueError:
                 raise ConfigError(prefix + "addresses", f"must list IP addresses or networks such as "
                                                         f"'10.1.0.7' or '10.1.0.0/24', got {address!r}") from None
-            other = next((n for n, owner in networks if n.version == network.version and n.overlaps(network)), None)
-            if other is not None:
-                raise ConfigError(prefix + "addresses", f"{address} overlaps {other} of "
-                                                        f"clients.{dict(networks)[other]}; an address names one client")
+            clash = next(((other, owner) for other, owner in networks
+                          if other.version == network.version and other.overlaps(network)), None)
+            if clash is not None:
+                raise ConfigError(prefix + "addresses", f"{address} overlaps {clash[0]} of clients.{clash[1]}; "
+                                                        f"an address names one client")
             networks.append((network, name))
         built.append(client)
     return tuple(built)

@@ -86,10 +86,8 @@ class ClientRegistry:
         self.required = required
         self._by_digest: dict[str, Client] = {}
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Client]] = []
-        self._by_name: dict[str, Client] = {}
         for config in clients:
             client = Client(config.name, frozenset(config.facilities))
-            self._by_name[config.name] = client
             for digest in config.token_sha256:
                 self._by_digest[digest.lower()] = client
             for network in config.addresses:
@@ -98,9 +96,6 @@ class ClientRegistry:
     @classmethod
     def from_config(cls, clients: Iterable[ClientConfig], auth: AuthConfig) -> ClientRegistry:
         return cls(clients, auth.required)
-
-    def __len__(self) -> int:
-        return len(self._by_name)
 
     def by_address(self, host: str) -> Client | None:
         ip = ip_of(host)
@@ -141,6 +136,15 @@ class ClientRegistry:
             client = self.by_token(password)
             return client if client is not None and client.name == user else None
         return None
+
+
+def envelope_for(raw: bytes, transport: str, peer: str, received_at: float, listener: str, client: Client | None,
+                 forced_charset: str = "") -> Envelope:
+    """The envelope of what ``client`` (None: an anonymous sender) sent, as every transport builds it."""
+    if client is None:
+        return Envelope(raw, transport, peer, received_at, listener, None, forced_charset)
+    return Envelope(raw, transport, peer, received_at, listener, client.facility, forced_charset, client.name,
+                    client.facilities)
 
 
 def facility_refusal(envelope: Envelope, facility: str, field: str, location: str) -> Issue | None:

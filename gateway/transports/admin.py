@@ -8,9 +8,8 @@ or IPv4-mapped 127.x) is refused with 403, whatever interface ``http.listen`` bi
 check comes before anything else is looked at.
 
 Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 401 no or wrong
-token, 403 not loopback,
-404 unknown endpoint, row or destination, 405 wrong method, 409 row not dead or destination
-paused, 502 batch refused by its sink):
+token, 403 not loopback, 404 unknown endpoint, row or destination, 405 wrong method, 409 row not
+dead or destination paused, 502 batch refused by its sink):
 
     GET  /admin/outbox                          per destination: counts, oldest age, paused,
                                                 live circuit state and deliveries in flight
@@ -122,12 +121,10 @@ class AdminResource(Resource):
 
     def render(self, request: Request):
         if self._token:
-            scheme, _, presented = (request.getHeader("authorization") or "").strip().partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode("utf-8"), self._token):
+            if not self._token_presented(request):
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
-                         method=request.method.decode("ascii", "replace"),
-                         path=request.path.decode("ascii", "replace"), host=getattr(request.getClientAddress(),
-                                                                                    "host", "?"))
+                         method=request.method.decode("ascii", "replace"), path=request.path.decode("ascii", "replace"),
+                         host=getattr(request.getClientAddress(), "host", "?"))
                 request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="hssk-gateway-admin"'])
                 return json_reply(request, http.UNAUTHORIZED, {
                     "error": "the admin API needs 'Authorization: Bearer <token>' with the token in the variable "
@@ -185,6 +182,11 @@ class AdminResource(Resource):
                 conn.close()
 
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), run)
+
+    def _token_presented(self, request: Request) -> bool:
+        """Compared in constant time, so the answer's timing does not spell the token out."""
+        scheme, _, presented = (request.getHeader("authorization") or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), self._token)
 
     async def _status(self, request: Request) -> dict:
         await self._delivery.refresh()

@@ -14,7 +14,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
-from gateway.core.clients import Client, ClientRegistry, Refusal
+from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
@@ -89,10 +89,8 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         now = self.factory.clock.seconds()
         slot = _Slot(now)
         self._answers.append(slot)
-        client = self.client
-        envelope = Envelope(frame, TRANSPORT, self.peer, now, self.factory.listener,
-                            client.facility if client else None, self.factory.config.charset,
-                            client.name if client else "", client.facilities if client else frozenset())
+        envelope = envelope_for(frame, TRANSPORT, self.peer, now, self.factory.listener, self.client,
+                                self.factory.config.charset)
         self.factory.intake.submit(envelope).addCallback(self._answered, slot)
 
     def _answered(self, outcome: Outcome, slot: _Slot) -> None:

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from gateway.core.clients import Client, ClientRegistry, Refusal
+from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
@@ -51,9 +51,8 @@ class IntakeResource(Resource):
 
     def _envelope(self, request: Request, raw: bytes, received_at: float, forced_charset: str = "",
                   client: Client | None = None) -> Envelope:
-        return Envelope(raw, TRANSPORT, peer_of(request.getClientAddress()), received_at, self._listener,
-                        client.facility if client else None, forced_charset, client.name if client else "",
-                        client.facilities if client else frozenset())
+        return envelope_for(raw, TRANSPORT, peer_of(request.getClientAddress()), received_at, self._listener, client,
+                            forced_charset)
 
     def _refuse_too_large(self) -> None:
         self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()
