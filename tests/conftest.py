@@ -15,3 +15,14 @@ async def gateway(tmp_path, plugin):
     gw = await start_gateway(tmp_path / "data", plugins=[plugin])
     yield gw
     await gw.stop()
+
+
+@pytest.fixture
+def log_events():
+    """Every log event published while the test runs, for tests that prove what is (not) logged."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

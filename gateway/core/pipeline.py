@@ -202,8 +202,10 @@ class Pipeline:
                      f"replayed once the reader is fixed", "GIAMDINHHS"),),
                 document=DocumentSource.unread(envelope.raw, request), fault=("core", "parse"))
         source = DocumentSource.of_file(document, envelope.raw)
-        refusal = request_issues(document, request) or tuple(
-            i for i in [facility_refusal(envelope, document.facility, "MACSKCB", "THONGTINDONVI^MACSKCB")] if i)
+        refusal = request_issues(document, request)
+        if not refusal:
+            foreign = facility_refusal(envelope, document.facility, "MACSKCB", "THONGTINDONVI^MACSKCB")
+            refusal = (foreign,) if foreign else ()
         if refusal:
             return Decision(envelope, None, REJECT, refusal, document=source)
         stage, plugin = "identify", ""

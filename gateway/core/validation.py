@@ -88,11 +88,14 @@ def check_datetime(value: str, *, field: str, location: str = "", lengths: tuple
                    allow_unknown_day_month: bool = False, sensitive: bool = False) -> list[Issue]:
     """``yyyymmddHHMM`` (12) or ``yyyymmdd`` (8): digits, a real calendar date, a 24-hour time.
 
-    NGAY_SINH may write an unknown day and month as ``0000`` (``allow_unknown_day_month``) and is
-    personal data, so its value is not shown (``sensitive``).
+    NGAY_SINH may write an unknown day and month as ``0000`` (``allow_unknown_day_month``), or
+    give the year alone (HL7 ``1985``, written ``198500000000``), and is personal data, so its
+    value is not shown (``sensitive``).
     """
     if not value:
         return []
+    if allow_unknown_day_month and len(value) == 4 and value.isdigit():
+        value += "0000"
     shown = "(value masked)" if sensitive else repr(value)
     formats = " or ".join({12: "12 (yyyymmddHHMM)", 8: "8 (yyyymmdd)"}.get(n, str(n)) for n in lengths)
     if len(value) not in lengths or not value.isdigit():
@@ -171,10 +174,7 @@ def _person_issues(records: RecordSet, rules: ValidationRules) -> list[Issue]:
     if person.sex and person.sex not in rules.sex_codes:
         issues.append(Issue(103, f"GIOI_TINH: {person.sex!r} is not 1 (Nam), 2 (Nữ) or 3 (chưa xác định)",
                             loc + "GIOI_TINH"))
-    birth = person.birth_date
-    if len(birth) == 4 and birth.isdigit():  # a known year only, written 0000 for day and month
-        birth += "0000"
-    issues += check_datetime(birth, field="NGAY_SINH", location=loc + "NGAY_SINH", lengths=(8, 12),
+    issues += check_datetime(person.birth_date, field="NGAY_SINH", location=loc + "NGAY_SINH", lengths=(8, 12),
                              allow_unknown_day_month=True, sensitive=True)
     cards = [i for i in person.identifiers if i.system == "BHYT"]
     for i in person.identifiers:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
-from twisted.logger import globalLogPublisher
 
 from gateway.formats.hl7_model import records_from_hl7
 from tests.support import (TestPlugin, connect_mllp, free_port, hl7, metric_value, msa, select_rows,
@@ -38,10 +37,8 @@ def payloads(gateway, control_id: str) -> dict[str, bytes]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_each_destination_gets_what_its_privacy_setting_allows(tmp_path):
+async def test_each_destination_gets_what_its_privacy_setting_allows(tmp_path, log_events):
     gateway = await start(tmp_path)
-    events = []
-    globalLogPublisher.addObserver(events.append)
     try:
         client = await connect_mllp(gateway)
         ack = await send_and_receive(client, hl7(*HIV_VISIT, control_id="VISIT1"))
@@ -49,7 +46,6 @@ async def test_each_destination_gets_what_its_privacy_setting_allows(tmp_path):
                                                    control_id="PLAIN1"))
         client.transport.loseConnection()
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await gateway.stop()
 
     assert msa(ack)[:3] == ["MSA", "AA", "VISIT1"] and msa(plain)[1] == "AA"
@@ -69,6 +65,6 @@ async def test_each_destination_gets_what_its_privacy_setting_allows(tmp_path):
     assert metric_value(gateway, "hssk_privacy_removed_total", destination="bhxh", category="hiv",
                         part="diagnosis") == 0
 
-    logged = [e for e in events if e.get("log_namespace") == "hssk.intake" and "privacy" in e.get("log_format", "")]
+    logged = [e for e in log_events if e.get("log_namespace") == "hssk.intake" and "privacy" in e.get("log_format", "")]
     assert len(logged) == 1 and logged[0]["control_id"] == "VISIT1"
     assert "B20" not in json.dumps({k: str(v) for k, v in logged[0].items()})

@@ -5,7 +5,6 @@ import base64
 import json
 
 import pytest_twisted
-from twisted.logger import globalLogPublisher
 
 from gateway.core.clients import token_digest
 from tests.support import (
@@ -66,10 +65,9 @@ async def test_mllp_client_known_by_address_sends_for_its_facility_and_is_refuse
 
 
 @pytest_twisted.ensureDeferred
-async def test_mllp_peer_that_is_no_client_is_answered_ar_and_closed_when_auth_is_required(tmp_path, plugin):
+async def test_mllp_peer_that_is_no_client_is_answered_ar_and_closed_when_auth_is_required(tmp_path, plugin,
+                                                                                           log_events):
     gw = await start_gateway(tmp_path / "data", plugins=[plugin], **clients(required=True))
-    events = []
-    globalLogPublisher.addObserver(events.append)
     try:
         client = await connect_mllp(gw)
         client.transport.write(b"\x0b" + hl7(control_id="STRANGER1") + b"\x1c\r")
@@ -78,14 +76,13 @@ async def test_mllp_peer_that_is_no_client_is_answered_ar_and_closed_when_auth_i
         rows = journal_rows(gw)
         refused = metric_value(gw, "hssk_connections_refused_total", transport="mllp", reason="unauthenticated")
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await gw.stop()
 
     assert msa(answer)[1:3] == ["AR", "STRANGER1"]
     assert "127.0.0.1 is not a known client's address" in err_segments(answer)[0][8]
     assert rows == []
     assert refused == 1
-    assert any("refusing MLLP peer" in e.get("log_format", "") for e in events)
+    assert any("refusing MLLP peer" in e.get("log_format", "") for e in log_events)
 
 
 @pytest_twisted.ensureDeferred
@@ -159,10 +156,8 @@ async def test_http_without_credentials_is_401_with_challenges_and_nothing_journ
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_credentials_are_401_even_when_anonymous_senders_are_let_in(tmp_path, plugin):
+async def test_wrong_credentials_are_401_even_when_anonymous_senders_are_let_in(tmp_path, plugin, log_events):
     gw = await start_gateway(tmp_path / "data", plugins=[plugin], **clients(required=False))
-    events = []
-    globalLogPublisher.addObserver(events.append)
     try:
         wrong_token = await http_request(gw, "POST", "/hl7", hl7(control_id="BAD1"), HL7_TYPE,
                                          headers=bearer("not-a-token"))
@@ -171,17 +166,16 @@ async def test_wrong_credentials_are_401_even_when_anonymous_senders_are_let_in(
         anonymous = await http_request(gw, "POST", "/hl7", hl7(control_id="ANON2"), HL7_TYPE)
         refused = metric_value(gw, "hssk_connections_refused_total", transport="http", reason="bad_credentials")
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await gw.stop()
 
     assert (wrong_token.code, wrong_user.code) == (401, 401)
     assert (anonymous.code, msa(anonymous.body)[1]) == (200, "AA")
     assert refused == 2
     assert [(r["control_id"], r["client"]) for r in journal_rows(gw)] == [("ANON2", None)]
-    refusals = [e for e in events if e.get("log_namespace") == "hssk.http"]
+    refusals = [e for e in log_events if e.get("log_namespace") == "hssk.http"]
     assert [(e["path"], e["reason"].split(":")[0]) for e in refusals] == [
         ("/hl7", "the Authorization header names no client")] * 2
-    logged = json.dumps([{k: str(v) for k, v in e.items()} for e in events])
+    logged = json.dumps([{k: str(v) for k, v in e.items()} for e in log_events])
     assert "not-a-token" not in logged and TOKEN not in logged
 
 
