@@ -370,7 +370,7 @@ def test_children_end_when_the_gateway_is_killed(tmp_path, fault_plugin):
             time.sleep(0.1)
             children = _children_of(gateway.pid)
         assert len(children) == 2, "the gateway did not start its two pipeline processes"
-        sender = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sender = _connect(port, deadline)
         sender.sendall(wrap(fault_message("HANG9")))
         deadline = time.monotonic() + 30
         while "HANG9" not in decided_by(fault_plugin) and time.monotonic() < deadline:
