@@ -36,19 +36,12 @@ from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import build_plugin_manager
+from gateway.core.render import with_msh_field
 from gateway.core.store import JournalWriter, Store
 from gateway.formats.hl7v2 import normalize_segment_ends
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT.parent / "shared" / "bench" / "messages" / "adt_a04.hl7"
-
-
-def with_control_id(text: str, control_id: str) -> str:
-    """The message with MSH-10 replaced, as mllp-load makes every message its own."""
-    header, _, rest = text.partition("\r")
-    fields = header.split(header[3])
-    fields[9] = control_id
-    return header[3].join(fields) + "\r" + rest
 
 
 def best_microseconds(fn, items: list, repeat: int) -> float:
@@ -131,8 +124,9 @@ def main() -> None:
     text = normalize_segment_ends(args.file.read_text(encoding="utf-8").strip())
     config = load_config(args.config)
     pipeline = Pipeline(build_plugin_manager(config).hook, config)
-    envelopes = [Envelope(with_control_id(text, f"BUDGET{n:08d}").encode("utf-8"), "mllp", "127.0.0.1:1", time.time())
-                 for n in range(args.messages * (1 + len(args.batches)))]
+    raws = [with_msh_field(text, text[3], 10, f"BUDGET{n:08d}").encode("utf-8")  # MSH-10, as mllp-load does
+            for n in range(args.messages * (1 + len(args.batches)))]
+    envelopes = [Envelope(raw, "mllp", "127.0.0.1:1", time.time()) for raw in raws]
     decide_set = envelopes[:args.messages]
 
     def decide_and_ack(envelope: Envelope) -> None:
