@@ -26,7 +26,10 @@ from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, me
 THREADS = 4
 PER_THREAD = 500        # 2,000 distinct messages
 PEOPLE = 60
-KILL_AFTER_SECONDS = (1.2, 1.0)
+#: Each of the first two gateways is killed once it has acknowledged this share of what was
+#: left to send: by progress, not by time, so a faster or slower machine still kills mid-stream.
+KILL_AT_SHARE = (0.4, 0.4)
+KILL_WAIT_SECONDS = 60.0
 DRAIN_TIMEOUT = 60.0
 WATCHDOG_SECONDS = 150.0
 
@@ -92,6 +95,16 @@ def wait_until_drained(data_dir: Path, timeout: float) -> None:
     raise AssertionError(f"{len(left)} outbox rows not delivered after {timeout}s, e.g. {left[:3]}")
 
 
+def wait_for_progress(tally: Tally, store: StoreProcess, acks: int) -> None:
+    """Until this gateway has acknowledged ``acks`` messages and the store has taken some."""
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if tally.accepted_count() >= acks and store.accepted():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"only {tally.accepted_count()} of {acks} acknowledgements after {KILL_WAIT_SECONDS}s")
+
+
 def test_sigkill_during_delivery_loses_and_doubles_nothing(tmp_path):
     template = SAMPLE.read_bytes()
     data_dir = tmp_path / "data"
@@ -107,19 +120,20 @@ def test_sigkill_during_delivery_loses_and_doubles_nothing(tmp_path):
     watchdog.start()
     started = time.monotonic()
     try:
-        for phase, kill_after in enumerate((*KILL_AFTER_SECONDS, None)):
+        for phase, kill_at in enumerate((*KILL_AT_SHARE, None)):
             gateway = GatewayProcess(data_dir, config=str(config))
             gateways.append(gateway)
             tally = Tally()
-            threads = run_senders(gateway.port, [[m for m in batch if m[0] not in acked] for batch in batches], tally)
-            if kill_after is None:
+            left = [[m for m in batch if m[0] not in acked] for batch in batches]
+            threads = run_senders(gateway.port, left, tally)
+            if kill_at is None:
                 join_all(threads, timeout=60)
                 wait_until_drained(data_dir, DRAIN_TIMEOUT)
                 assert gateway.terminate() == 0, f"unclean shutdown; log:\n{gateway.log()}"
             else:
-                time.sleep(kill_after)
+                wait_for_progress(tally, store, int(kill_at * sum(map(len, left))))
                 delivered_before = len(store.accepted())
-                assert any(t.is_alive() for t in threads), "senders finished before the kill: raise PER_THREAD"
+                assert any(t.is_alive() for t in threads), "senders finished before the kill: lower KILL_AT_SHARE"
                 assert gateway.kill() == -9
                 join_all(threads, timeout=15)
                 assert delivered_before > 0, "nothing was delivered before the kill: the kill missed delivery"
