@@ -36,9 +36,8 @@ from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import build_plugin_manager
-from gateway.core.render import with_msh_field
 from gateway.core.store import JournalWriter, Store
-from gateway.formats.hl7v2 import normalize_segment_ends
+from gateway.formats.hl7v2 import normalize_segment_ends, with_msh_field
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT.parent / "shared" / "bench" / "messages" / "adt_a04.hl7"

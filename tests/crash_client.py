@@ -25,7 +25,7 @@ START, END = b"\x0b", b"\x1c\r"
 #: asks for with MSH-15=AL, MSH-16=NE). Both are sent only after the journal commit (invariant 1).
 ACCEPTING = frozenset({"AA", "CA"})
 
-_LISTENING = re.compile(r"\[hssk\.app#info\] mllp listening on ([0-9.]+):(\d+)")
+_LISTENING = re.compile(r"\[hssk\.app#info\] (mllp|http) listening on ([0-9.]+):(\d+)")
 
 
 def message_with_control_id(template: bytes, control_id: str) -> bytes:
@@ -45,6 +45,7 @@ class GatewayProcess:
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.port: int | None = None
+        self.http_port: int | None = None
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", config,
@@ -66,8 +67,11 @@ class GatewayProcess:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
             match = _LISTENING.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(2))
+            if match and match.group(1) == "http":
+                self.http_port = int(match.group(3))
+            elif match and self.port is None:
+                self.port = int(match.group(3))
+            if self.port is not None and self.http_port is not None:
                 self._ready.set()
         self._ready.set()  # the process died before listening: wake start() at once
 

@@ -28,7 +28,7 @@ from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics, facility_label, message_type_label
-from gateway.core.outcome import REJECT, Issue, Outcome
+from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
 from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.store import Committed, JournalWriter
@@ -214,27 +214,60 @@ class Intake:
                        facility=message.sending_facility if message else "")
 
     def _work_loop(self) -> None:
-        while True:
-            job = self._work.get()
-            if job is _STOP:
-                return
-            if not self._take(job):
-                continue
-            if job.document:
-                decision = self._pipeline.decide_document(job.envelope, job, job.request)
-            else:
-                decision = self._pipeline.decide(job.envelope, job)
-            replies = None
-            if decision.ack_code is not None and not job.document:
-                try:
-                    replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
-                                                     self._clock.seconds()))
-                except Exception as e:  # the writer tries again, and a failure there costs this message only
-                    log.error("building the ACK failed: {error}", error=str(e))
-            if not self._decided(job, decision, replies):
-                with self._lock:
-                    if self._leave_after_timeout():
-                        return
+        """A worker's life. ``Pipeline.decide`` never raises; should anything escape anyway (a
+        plugin raising ``KeyboardInterrupt``, a bug here), the message it held is answered, and
+        the worker is counted and replaced, so no sender can wear the pool down to nothing."""
+        job = None
+        try:
+            while True:
+                job = self._work.get()
+                if job is _STOP:
+                    return
+                if not self._take(job):
+                    continue
+                decision, replies = self._decide(job)
+                if not self._decided(job, decision, replies):
+                    with self._lock:
+                        if self._leave_after_timeout():
+                            return
+        except BaseException as e:
+            self._worker_died(job, e)
+
+    def _decide(self, job: _Job) -> tuple[Decision, tuple[str, ...] | None]:
+        if job.document:
+            decision = self._pipeline.decide_document(job.envelope, job, job.request)
+        else:
+            decision = self._pipeline.decide(job.envelope, job)
+        replies = None
+        if decision.ack_code is not None and not job.document:
+            try:
+                replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
+                                                 self._clock.seconds()))
+            except Exception as e:  # the writer tries again, and a failure there costs this message only
+                log.error("building the ACK failed: {error}", error=str(e))
+        return decision, replies
+
+    def _worker_died(self, job: _Job | None, error: BaseException) -> None:
+        """Runs on the dying worker: answer the job it held (AE 207, journaled for a replay),
+        then put a new thread in its place."""
+        self._metrics.pipeline_worker_deaths.inc()
+        log.error("pipeline worker {name} ended by {error_type}", name=threading.current_thread().name,
+                  error_type=type(error).__name__)
+        if job is not None and job is not _STOP and job.state == PROCESSING:
+            issue = Issue(207, f"the pipeline worker deciding this {'file' if job.document else 'message'} ended "
+                               f"({type(error).__name__}); it is journaled and can be replayed",
+                          source_location(job.document))
+            self._decided(job, undecided(job.envelope, ERROR, issue, job.plugin, job.document, job.request,
+                                         fault=(job.plugin or "unknown", "worker")), None)
+        with self._lock:
+            self._threads.remove(threading.current_thread())
+            if isinstance(job, _Job) and job.state == TIMED_OUT:  # it was counted as stuck in that plugin
+                self._stuck -= 1
+                self._metrics.stuck_workers.set(self._stuck)
+            replace = not self._stopping and len(self._threads) - self._stuck < self._workers
+            replacement = self._new_thread() if replace else None
+        if replacement is not None:
+            self._start_replacement(replacement, f"a pipeline worker ended by {type(error).__name__}")
 
     def _take(self, job: _Job) -> bool:
         """A worker (or a child process) starts on ``job``, unless it timed out while queued."""
@@ -356,7 +389,7 @@ class Intake:
                                  job.document, job.request)
         self._writer.submit(job)
         if replacement is not None:
-            self._start_replacement(replacement, plugin)
+            self._start_replacement(replacement, f"a pipeline worker is stuck in plugin {plugin}")
 
     def _commit_stalled(self, job: _Job) -> None:
         """The commit holding ``job`` has run for a whole timeout: the disk is stalled. Answer AR
@@ -370,19 +403,18 @@ class Intake:
         self._finish(job, self._refusal_for(job, f"the journal did not commit within {2 * self._timeout:g} s; "
                                                 f"send again later"))
 
-    def _start_replacement(self, thread: threading.Thread, plugin: str) -> None:
-        """Started after the timed-out message is on its way, so that a thread the system refuses
-        (a process or memory limit) costs no answer; such a thread is forgotten again."""
+    def _start_replacement(self, thread: threading.Thread, why: str) -> None:
+        """Started after the message of the lost worker is on its way, so that a thread the
+        system refuses (a process or memory limit) costs no answer; such a thread is forgotten
+        again. ``why`` says what happened to the worker it replaces."""
         try:
             thread.start()
         except RuntimeError as e:
             with self._lock:
                 self._threads.remove(thread)
-            log.error("a pipeline worker is stuck in plugin {plugin} and no thread could replace it: {error}",
-                      plugin=plugin, error=str(e))
+            log.error("{why} and no thread could replace it: {error}", why=why, error=str(e))
             return
-        log.warn("a pipeline worker is stuck in plugin {plugin}; started {name} in its place", plugin=plugin,
-                 name=thread.name)
+        log.warn("{why}; started {name} in its place", why=why, name=thread.name)
 
     def _outcome_for(self, decision: Decision, result: Committed | Exception,
                      prebuilt: tuple[str, ...] | None = None) -> Outcome:

@@ -84,6 +84,9 @@ class Metrics:
         self.stuck_workers = Gauge(
             "hssk_pipeline_stuck_workers", "Pipeline worker threads still inside a plugin call that timed out "
             "(each has been replaced, up to 4 x pipeline.workers threads in all).", registry=r)
+        self.pipeline_worker_deaths = Counter(
+            "hssk_pipeline_worker_deaths_total", "Pipeline worker threads ended by an exception that escaped the "
+            "pipeline (each was replaced and its message answered AE 207).", registry=r)
         self.pipeline_processes = Gauge(
             "hssk_pipeline_processes_ready", "Child processes ready to decide (pipeline.isolation = \"processes\").",
             registry=r)

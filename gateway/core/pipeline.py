@@ -13,6 +13,7 @@ route each. Its Decision names the file through a :class:`DocumentSource` instea
 from __future__ import annotations
 
 import hashlib
+import traceback
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -39,12 +40,21 @@ from gateway.core.validation import (
     validate_hl7_identity,
     validate_record_set,
 )
-from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError, peek_header
+from gateway.formats.hl7v2 import (
+    CharsetError,
+    Hl7Message,
+    MessageFormatError,
+    UnknownCharsetError,
+    peek_header,
+    with_msh_field,
+)
 from gateway.formats.xml130 import read_xml130
 
 log = Logger(namespace="hssk.pipeline")
 
 IGNORED = "ignored"
+#: What an answer is written in when the sender's MSH-18 names no charset the gateway knows.
+REPLY_CHARSET = "UNICODE UTF-8"
 
 
 @dataclass
@@ -119,11 +129,39 @@ class Pipeline:
 
     def decide(self, envelope: Envelope, progress=None) -> Decision:
         """``progress``, when given, gets ``progress.plugin`` set as soon as a plugin claims the
-        message, so a timeout can name the plugin that was too slow."""
+        message, so a timeout can name the plugin that was too slow.
+
+        Plugin faults are caught where they happen; anything else that raises here is a bug of
+        the gateway's own, and it too must cost this message only: an AE 207 that keeps the
+        bytes in the journal for a replay, never a dead worker."""
+        try:
+            return self._decide(envelope, progress)
+        except Exception as e:
+            return self._internal_error(envelope, e, document=False)
+
+    def _internal_error(self, envelope: Envelope, error: Exception, document: bool,
+                        request: DocumentRequest | None = None) -> Decision:
+        what = "file" if document else "message"
+        # Where it was raised, not the traceback: its last line would quote the text unmasked.
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+        log.error("deciding a {what} raised {error_type} at {where}: {error}", what=what,
+                  error_type=type(error).__name__, where=where, error=mask_text(str(error)))
+        return undecided(envelope, ERROR, Issue(
+            207, f"the gateway failed while deciding this {what} ({type(error).__name__}); it is journaled and can "
+                 f"be replayed once the gateway is fixed", source_location(document)),
+            document=document, request=request, fault=("core", "decide"))
+
+    def _decide(self, envelope: Envelope, progress) -> Decision:
         try:
             message = Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, self._default_charset)
         except MessageFormatError as e:
             return Decision(envelope, None, REJECT, (Issue(100, f"MSH: {e}", "MSH^1"),))
+        except UnknownCharsetError as e:
+            text = (f"{e}; write the message in a character set of HL7 table 0211 (UNICODE UTF-8, 8859/1, ...) "
+                    f"or WINDOWS-1258, and name it in MSH-18")
+            return Decision(envelope, header_in_reply_charset(envelope.raw), ERROR, (Issue(102, text, "MSH^1^18"),),
+                            decoded=False)
         except CharsetError as e:
             text = (f"{e}; MSH-18 (or the listener's forced charset) must name the character set the "
                     f"bytes are written in")
@@ -190,6 +228,12 @@ class Pipeline:
         maCSKCB), is AR — AR is never repeated from the journal, so the same file sent correctly
         is decided afresh.
         """
+        try:
+            return self._decide_document(envelope, progress, request)
+        except Exception as e:
+            return self._internal_error(envelope, e, document=True, request=request)
+
+    def _decide_document(self, envelope: Envelope, progress, request: DocumentRequest | None) -> Decision:
         try:
             document = read_xml130(envelope.raw, max_bytes=self._max_xml_bytes)
         except ContentError as e:
@@ -309,8 +353,20 @@ def best_header(envelope: Envelope) -> Hl7Message | None:
     """The message decoded if possible, else its MSH read as Latin-1: enough to address an answer."""
     try:
         return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset)
+    except UnknownCharsetError:
+        return header_in_reply_charset(envelope.raw)
     except (MessageFormatError, CharsetError):
         return peek_header(envelope.raw)
+
+
+def header_in_reply_charset(raw: bytes) -> Hl7Message | None:
+    """The MSH of a message whose MSH-18 names no charset the gateway knows, read as UTF-8 and
+    with MSH-18 saying so: the answer is written in UTF-8, and mirroring the sender's name (a
+    NUL byte, a codec that cannot encode) would make the ACK itself unreadable."""
+    message = peek_header(raw, REPLY_CHARSET)
+    if message is None:
+        return None
+    return Hl7Message(with_msh_field(message.text, message.field_separator, 18, REPLY_CHARSET), REPLY_CHARSET)
 
 
 def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:

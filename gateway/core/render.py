@@ -18,7 +18,7 @@ from gateway.core.model import RecordSet
 from gateway.core.outcome import ContentError, Issue
 from gateway.formats.charsets import codec_for
 from gateway.formats.fhir import render_fhir_json
-from gateway.formats.hl7v2 import Hl7Message
+from gateway.formats.hl7v2 import Hl7Message, with_msh_field
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, ClaimFile, write_xml130
 
 UTF8_CHARSET = "UNICODE UTF-8"
@@ -71,13 +71,3 @@ def render_hl7v2(message: Hl7Message) -> Payload:
     if codec_for(message.charset) != "utf-8":
         text = with_msh_field(text, message.field_separator, 18, UTF8_CHARSET)
     return Payload("application/hl7-v2", (text + "\r").encode("utf-8"))
-
-
-def with_msh_field(text: str, separator: str, n: int, value: str) -> str:
-    """``text`` with MSH-n (n >= 3) set to ``value``; the other segments are left as they are."""
-    end = text.find("\r")
-    header, rest = (text, "") if end < 0 else (text[:end], text[end:])
-    fields = header.split(separator)
-    fields += [""] * (n - len(fields))
-    fields[n - 1] = value  # fields[0] is "MSH" and fields[1] is MSH-2, so MSH-n is fields[n - 1]
-    return separator.join(fields) + rest

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows
-from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, Issue
 
 log = Logger(namespace="hssk.store")
 
@@ -181,9 +181,10 @@ _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 #: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
 #: sender to try again, so an AR'd copy is never an original. Two IN lists keep the
-#: (sender, control_id) index usable; the few extra pairs they admit are filtered in Python.
+#: (sender, control_id) index usable; the few extra pairs they admit, and the copies another
+#: client sent, are filtered in Python.
 _FIND_ORIGINALS = """
-SELECT sender, control_id, id, content_sha256, ack_code, errors FROM messages
+SELECT coalesce(client, ''), sender, control_id, id, content_sha256, ack_code, errors FROM messages
 WHERE sender IN ({senders}) AND control_id IN ({control_ids}) AND status IN ('accepted', 'error')
 ORDER BY id
 """
@@ -308,9 +309,11 @@ class JournalWriter:
         INSERT — because every call releases and re-takes the GIL, and under load each re-take
         waits for the reactor or a pipeline worker to yield it.
 
-        A decision whose (sender, control id) already has a final answer is a repeat (same
-        content: the stored answer, no new row) or a conflict (different content: AE 205, new row).
-        Copies of one message inside the batch are treated the same way.
+        A decision whose (client, sender, control id) already has a final answer is a repeat
+        (same content: the stored answer, no new row) or a conflict (different content: AE 205,
+        new row). Copies of one message inside the batch are treated the same way. The client is
+        part of the key, and a decision refused for who sent it is never a repeat, so another
+        client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
         """
         originals = self._find_originals(decisions)
         rows: list[list] = []
@@ -318,9 +321,9 @@ class JournalWriter:
         repeats: dict[int, int] = {}
         for decision in decisions:
             source = decision.source  # the HL7 message or the XML file's DocumentSource
-            key = (decision.sender, decision.control_id)
+            key = _repeat_key(decision)
             ack_code, issues = decision.ack_code, decision.issues
-            if source is not None and ack_code is not None and decision.control_id:
+            if _may_repeat(decision):
                 earlier = originals.get(key, {})
                 original = earlier.get(decision.digest)
                 if original is not None:
@@ -366,25 +369,40 @@ class JournalWriter:
         return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
                 for where, ref, (code, issues, duplicate) in plan]
 
-    def _find_originals(self, decisions: list) -> dict[tuple[str, str], dict[str, tuple]]:
-        """Every earlier final answer per (sender, control id), keyed by content digest.
+    def _find_originals(self, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
+        """Every earlier final answer per (client, sender, control id), keyed by content digest.
 
         A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
         """
-        keys = {(d.sender, d.control_id) for d in decisions
-                if d.source is not None and d.ack_code is not None and d.control_id}
+        keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
         if not keys:
             return {}
-        senders = sorted({k[0] for k in keys})
-        control_ids = sorted({k[1] for k in keys})
+        senders = sorted({k[1] for k in keys})
+        control_ids = sorted({k[2] for k in keys})
         sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
-        found: dict[tuple[str, str], dict[str, tuple]] = {}
-        for sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
-            by_digest = found.setdefault((sender, control_id), {}) if (sender, control_id) in keys else None
+        found: dict[tuple[str, str, str], dict[str, tuple]] = {}
+        for client, sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
+            key = (client, sender, control_id)
+            by_digest = found.setdefault(key, {}) if key in keys else None
             if by_digest is not None and digest not in by_digest:
                 stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
                 by_digest[digest] = ("old", row_id, code, stored)
         return found
+
+
+def _repeat_key(decision) -> tuple[str, str, str]:
+    """Whose message this is, for telling a repeat from a new one: a repeat is a repeat only for
+    the client that sent the original (``""`` for an anonymous sender)."""
+    return decision.envelope.client or "", decision.sender, decision.control_id
+
+
+def _may_repeat(decision) -> bool:
+    """Whether ``decision`` is looked up among the originals. Not when it is refused for who sent
+    it (ERR 204: a client sending for a facility not its own): that refusal is the answer,
+    whatever the journal holds."""
+    if decision.source is None or decision.ack_code is None or not decision.control_id:
+        return False
+    return not (decision.ack_code == REJECT and any(i.code == 204 for i in decision.issues))
 
 
 class _Task:

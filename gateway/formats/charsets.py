@@ -1,8 +1,16 @@
 """HL7 MSH-18 character-set names (table 0211 and what Vietnamese HIS products actually send)
-mapped to Python codecs."""
+mapped to Python codecs.
+
+MSH-18 is the sender's text, and Python's codec registry holds much more than character sets:
+``undefined`` raises on every byte, ``idna`` and ``punycode`` are name transforms, and a name
+with a NUL byte makes ``codecs.lookup`` itself raise ``ValueError``. So a name is looked up only
+when it is shaped like a charset name, and its codec is used only when it is on
+:data:`TEXT_CODECS`; any other name is unknown, which the pipeline answers with AE 102.
+"""
 from __future__ import annotations
 
 import codecs
+import re
 
 _TABLE_0211 = {
     "ASCII": "ascii",
@@ -36,16 +44,36 @@ _TABLE_0211 = {
 }
 
 
+#: The codecs a message may be written in: every one table 0211 names, and the single- and
+#: double-byte character sets of the region that Python's registry knows under other names.
+TEXT_CODECS = frozenset({
+    "ascii", "utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "latin-1",
+    *(f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+    *(f"cp{n}" for n in range(1250, 1259)), "cp874", "tis-620", "koi8-r", "koi8-u",
+    "gb18030", "gbk", "gb2312", "big5", "big5hkscs", "euc_kr", "cp949", "euc_jp", "shift_jis", "cp932", "cp950",
+})
+#: What a charset name may look like before the codec registry is asked about it.
+_CHARSET_NAME = re.compile(r"[A-Z0-9][A-Z0-9 _./:+-]{0,39}")
+
+
 def codec_for(name: str) -> str | None:
-    """The Python codec for an MSH-18 value, or None when neither table 0211 nor Python knows it.
+    """The Python codec for an MSH-18 value, or None when it names no character set the gateway
+    decodes (neither table 0211 nor a codec on :data:`TEXT_CODECS`).
 
     >>> codec_for("8859/1"), codec_for("UNICODE UTF-8"), codec_for("windows-1258")
     ('latin-1', 'utf-8', 'cp1258')
+    >>> codec_for("undefined"), codec_for("idna"), codec_for("UTF-8\\x00")
+    (None, None, None)
     """
     key = name.strip().upper()
     if key in _TABLE_0211:
         return _TABLE_0211[key]
+    if not _CHARSET_NAME.fullmatch(key):
+        return None
     try:
-        return codecs.lookup(key).name
+        codec = codecs.lookup(key).name
     except LookupError:
         return None
+    if codec == "iso8859-1":
+        codec = "latin-1"
+    return codec if codec in TEXT_CODECS else None

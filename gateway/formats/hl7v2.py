@@ -35,6 +35,17 @@ class CharsetError(ValueError):
                 f"are not valid {self.charset}")
 
 
+class UnknownCharsetError(CharsetError):
+    """MSH-18 (the only way a charset reaches here unchecked) names no character set the gateway
+    decodes; see :func:`gateway.formats.charsets.codec_for`."""
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(charset, "MSH", 1, 0)
+
+    def __str__(self) -> str:
+        return f"MSH-18: {self.charset[:40]!r} names no character set the gateway can decode"
+
+
 class Hl7Message:
     """One decoded HL7 v2 message with its MSH split and the rest split on demand."""
 
@@ -65,15 +76,18 @@ class Hl7Message:
         """Decode a frame's bytes: strip a UTF-8 BOM, take the charset from MSH-18 (unless forced),
         and accept CR, LF or CRLF as segment ends.
 
-        Raises :class:`MessageFormatError` when there is no MSH and :class:`CharsetError` when the
-        bytes do not decode; the latter still lets the caller read the MSH through
-        :func:`peek_header` to answer with an AE.
+        Raises :class:`MessageFormatError` when there is no MSH, :class:`UnknownCharsetError` when
+        MSH-18 names no character set the gateway knows, and :class:`CharsetError` when the bytes
+        do not decode; the last two still let the caller read the MSH through :func:`peek_header`
+        to answer with an AE.
         """
         if raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM):]
         raw = raw.lstrip(b"\r\n")
         declared = forced_charset or _declared_charset(raw) or default_charset
-        codec = codec_for(declared) or codec_for(default_charset) or "utf-8"
+        codec = codec_for(declared)
+        if codec is None:
+            raise UnknownCharsetError(declared)
         try:
             text = raw.decode(codec)
         except UnicodeDecodeError as e:
@@ -194,6 +208,16 @@ def normalize_segment_ends(text: str) -> str:
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
     return text.rstrip("\r")
+
+
+def with_msh_field(text: str, separator: str, n: int, value: str) -> str:
+    """``text`` with MSH-n (n >= 3) set to ``value``; the other segments are left as they are."""
+    end = text.find("\r")
+    header, rest = (text, "") if end < 0 else (text[:end], text[end:])
+    fields = header.split(separator)
+    fields += [""] * (n - len(fields))
+    fields[n - 1] = value  # fields[0] is "MSH" and fields[1] is MSH-2, so MSH-n is fields[n - 1]
+    return separator.join(fields) + rest
 
 
 def _declared_charset(raw: bytes) -> str:

@@ -32,10 +32,14 @@ def start_writer(tmp_path, **checkpointer_options) -> tuple[JournalWriter, Store
 
 
 def rows_in_database_file(store: Store, tmp_path) -> int:
+    """Rows in a copy of the database file without its WAL; -1 when the copy caught a checkpoint
+    half-way through writing its pages (the copy is torn, not the database)."""
     shutil.copy(store.path, tmp_path / "copy.db")
     copy = sqlite3.connect(tmp_path / "copy.db")
     try:
         return copy.execute("SELECT count(*) FROM messages").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return -1
     finally:
         copy.close()
 

@@ -9,7 +9,7 @@ import pytest_twisted
 from gateway.core.clients import token_digest
 from tests.support import (
     connect_mllp, err_segments, hl7, http_request, journal_rows, metric_value, msa, replace_msh_field, run_json,
-    send_and_receive, start_gateway,
+    send_and_receive, start_gateway, TestPlugin,
 )
 from tests.transports.test_xml_intake import TestDocumentPlugin, noi_tru, portal_form
 
@@ -228,6 +228,59 @@ async def test_bhxh_portal_endpoint_answers_its_own_401_and_403_codes(tmp_path):
     assert (anonymous.code, anonymous.json()["maKetQua"]) == (200, "401")
     assert (other.code, other.json()["maKetQua"]) == (200, "403")
     assert (own.code, own.json()["maKetQua"]) == (200, "200")
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_clients_accepted_bytes_are_refused_not_answered_from_the_journal(tmp_path):
+    """Issue 22, item 2: a repeat is a repeat only for the client that sent the original, and the
+    facility check comes before any stored answer."""
+    plugins = [TestPlugin(), TestDocumentPlugin()]
+    gw = await start_gateway(tmp_path / "data", plugins=plugins, **clients(required=True))
+    form = "application/x-www-form-urlencoded"
+    portal = "/api/qd130/guiHoSoXmlQD4750"
+    message, claim, claim_form = hl7(control_id="REPLAY1"), noi_tru(b"79025.REPLAY0001"), portal_form(
+        noi_tru(b"79025.REPLAY0002"))
+    try:
+        originals = [await http_request(gw, "POST", "/hl7", message, HL7_TYPE, headers=bearer(TOKEN)),
+                     await http_request(gw, "POST", "/xml130", claim, "application/xml", headers=bearer(OTHER_TOKEN)),
+                     await http_request(gw, "POST", portal, claim_form, form, headers=bearer(OTHER_TOKEN))]
+        replays = [await http_request(gw, "POST", "/hl7", message, HL7_TYPE, headers=bearer(OTHER_TOKEN)),
+                   await http_request(gw, "POST", "/xml130", claim, "application/xml", headers=bearer(TOKEN)),
+                   await http_request(gw, "POST", portal, claim_form, form, headers=bearer(TOKEN))]
+    finally:
+        await gw.stop()
+
+    assert [msa(originals[0].body)[1], originals[1].json()["status"], originals[2].json()["maKetQua"]] == [
+        "AA", "accepted", "200"]
+    hl7_replay, xml_replay, portal_replay = replays
+    assert msa(hl7_replay.body)[1] == "AR" and err_segments(hl7_replay.body)[0][3].startswith("204^")
+    assert xml_replay.code == 403 and xml_replay.json()["duplicate"] is False
+    assert xml_replay.json()["errors"][0]["code"] == 204
+    assert portal_replay.json()["maKetQua"] == "403"
+    assert [(r["status"], r["client"], r["repeat_count"]) for r in journal_rows(gw)] == [
+        ("accepted", "bv_q1", 0), ("accepted", "bv_q3", 0), ("accepted", "bv_q3", 0),
+        ("rejected", "bv_q3", 0), ("rejected", "bv_q1", 0), ("rejected", "bv_q1", 0)]
+    assert metric_value(gw, "hssk_duplicates_suppressed_total", transport="http") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_repeat_is_answered_from_the_journal_only_for_the_client_that_sent_it(tmp_path, plugin):
+    """Two clients of one facility send the same bytes: each is decided for its own client, and
+    only each one's own resend is a repeat."""
+    values = clients(required=True)
+    values["clients.bv_q3.facilities"] = ["79001"]
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **values)
+    message = hl7(control_id="SHARED1")
+    try:
+        first = await http_request(gw, "POST", "/hl7", message, HL7_TYPE, headers=bearer(TOKEN))
+        other = await http_request(gw, "POST", "/hl7", message, HL7_TYPE, headers=bearer(OTHER_TOKEN))
+        resent = await http_request(gw, "POST", "/hl7", message, HL7_TYPE, headers=bearer(OTHER_TOKEN))
+    finally:
+        await gw.stop()
+
+    assert [msa(r.body)[1] for r in (first, other, resent)] == ["AA", "AA", "AA"]
+    assert [(r["client"], r["repeat_count"]) for r in journal_rows(gw)] == [("bv_q1", 0), ("bv_q3", 1)]
+    assert metric_value(gw, "hssk_duplicates_suppressed_total", transport="http") == 1
 
 
 # --- the admin API's token --------------------------------------------------------------------------
