@@ -54,10 +54,11 @@ RECEPTION_TIME_FORMAT = "%Y%m%d%H%M%S"
 BHXH_CODES = {
     "200": "accepted and stored (also a repeat of a file already accepted)",
     "205": "a form field is missing or wrong: maCSKCB, loaiHoSo or fileHSBase64 (not base64, "
-           "another facility's file, the other kind of file)",
+           "maCSKCB not the file's MACSKCB, the other kind of file)",
     "123": "the file is refused as it is: not well-formed or unsafe XML, or a rule of QĐ 4750 broken",
     "401": "the sender is not a known client (no or wrong credentials, an address no client has)",
-    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it",
+    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it "
+           "(the form's maCSKCB, the file's MACSKCB or an episode's MA_CSKCB is not one of its facilities)",
     "1001": "the request is larger than http.max_body_bytes",
     "124": "not stored now (the gateway is at a bound or timed out): send the same file again later",
 }
