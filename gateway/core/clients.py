@@ -50,10 +50,12 @@ class Client:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request is not let in: ``reason`` is the metric label, ``text`` the answer."""
+    """Why a request is not let in: ``reason`` is the metric label, ``text`` the answer, and
+    ``retry_after`` the seconds a locked-out peer must wait (None: not locked out)."""
 
     reason: str
     text: str
+    retry_after: int | None = None
 
 
 def token_digest(token: str) -> str:
