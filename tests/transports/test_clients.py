@@ -257,16 +257,23 @@ CHECK_IN = "/api/qd130/checkInKcbQd4750"
 CLAIM = "/api/qd130/guiHoSoXmlQD4750"
 
 
+async def sent_once(tmp_path, path: str, body: bytes, content_type: str, token: str):
+    """The answer to one request a client sends to a fresh gateway with the document plugin, and
+    that gateway, stopped (its journal stays readable)."""
+    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
+    try:
+        return await http_request(gw, "POST", path, body, content_type, headers=bearer(token)), gw
+    finally:
+        await gw.stop()
+
+
 @pytest.mark.parametrize("form, facility", [("79025", "79025"), ("79025", "79001"), ("79001", "79025")])
 @pytest_twisted.ensureDeferred
 async def test_portal_check_in_for_another_clients_facility_is_403_naming_form_file_and_client(tmp_path, form,
                                                                                                 facility):
-    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
-    try:
-        body = portal_form(check_in_file("79025.XC01", facility), form, "0")
-        response = await http_request(gw, "POST", CHECK_IN, body, FORM, headers=bearer(TOKEN))
-    finally:
-        await gw.stop()
+    body = portal_form(check_in_file("79025.XC01", facility), form, "0")
+
+    response, gw = await sent_once(tmp_path, CHECK_IN, body, FORM, TOKEN)
 
     answer = response.json()
     assert (response.code, answer["maKetQua"]) == (200, "403"), answer
@@ -279,12 +286,9 @@ async def test_portal_check_in_for_another_clients_facility_is_403_naming_form_f
 
 @pytest_twisted.ensureDeferred
 async def test_portal_check_in_with_a_row_of_another_facility_is_403_naming_that_row(tmp_path):
-    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
-    try:
-        form = portal_form(check_in_file("79025.XC02", "79025", "79001"), "79025", "0")
-        response = await http_request(gw, "POST", CHECK_IN, form, FORM, headers=bearer(OTHER_TOKEN))
-    finally:
-        await gw.stop()
+    body = portal_form(check_in_file("79025.XC02", "79025", "79001"), "79025", "0")
+
+    response, gw = await sent_once(tmp_path, CHECK_IN, body, FORM, OTHER_TOKEN)
 
     answer = response.json()
     assert answer["maKetQua"] == "403", answer
@@ -297,12 +301,9 @@ async def test_portal_check_in_with_a_row_of_another_facility_is_403_naming_that
 @pytest_twisted.ensureDeferred
 async def test_portal_claim_under_the_clients_own_macskcb_with_another_facilitys_file_is_403(tmp_path, header,
                                                                                               episode):
-    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
-    try:
-        response = await http_request(gw, "POST", CLAIM, portal_form(claim_file(b"79025.XC03", header, episode)),
-                                      FORM, headers=bearer(OTHER_TOKEN))
-    finally:
-        await gw.stop()
+    body = portal_form(claim_file(b"79025.XC03", header, episode))
+
+    response, gw = await sent_once(tmp_path, CLAIM, body, FORM, OTHER_TOKEN)
 
     answer = response.json()
     assert (response.code, answer["maKetQua"]) == (200, "403"), answer
@@ -315,12 +316,8 @@ async def test_portal_claim_under_the_clients_own_macskcb_with_another_facilitys
 
 @pytest_twisted.ensureDeferred
 async def test_xml130_file_of_the_clients_facility_with_an_episode_of_another_is_403(tmp_path):
-    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
-    try:
-        response = await http_request(gw, "POST", "/xml130", claim_file(b"79025.XC04", "79025", "79001"),
-                                      "application/xml", headers=bearer(OTHER_TOKEN))
-    finally:
-        await gw.stop()
+    response, _ = await sent_once(tmp_path, "/xml130", claim_file(b"79025.XC04", "79025", "79001"),
+                                  "application/xml", OTHER_TOKEN)
 
     assert response.code == 403, response.body
     [error] = response.json()["errors"]
