@@ -10,6 +10,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway.config import ConfigError, GatewayConfig
+from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
@@ -50,6 +51,7 @@ class Gateway:
         self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
+        auth_limiter = AuthFailureLimiter.from_config(config.auth, self.clock)
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock, clients=self.clients)
         self.site = build_site(
             self.intake, self.writer, self.metrics, self.clock, data_dir=config.data_dir,
@@ -57,8 +59,9 @@ class Gateway:
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
             stale_destinations=self.delivery.stale_destinations,
-            admin=AdminResource(self.delivery, self.writer, self.store, reactor, _admin_token(config)),
-            clients=self.clients)
+            admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
+                                _admin_token(config)),
+            clients=self.clients, limiter=auth_limiter)
         self.ports: dict[str, object] = {}
 
     def _process_pool(self, plugins: pluggy.PluginManager | None,

@@ -137,10 +137,16 @@ class AuthConfig:
     ``required`` false lets a sender that names no client in (the embedded default, so a fresh
     ``make run`` takes the sample messages); true refuses it. ``admin_token_env`` names the
     environment variable holding the ``/admin`` API's bearer token; unset, ``/admin`` answers
-    loopback clients only."""
+    loopback clients only. A peer address that presents wrong credentials ``max_failures`` times
+    within ``failure_window_seconds`` is refused for ``lockout_seconds``; at most
+    ``max_tracked_peers`` addresses are remembered (``gateway.core.auth_limits``)."""
 
     required: bool = False
     admin_token_env: str = ""
+    max_failures: int = field(default=10, metadata=_check("must be a positive integer", _positive))
+    failure_window_seconds: float = field(default=60.0, metadata=_check("must be a positive number", _positive))
+    lockout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
+    max_tracked_peers: int = field(default=10_000, metadata=_check("must be a positive integer", _positive))
 
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")

@@ -273,11 +273,12 @@ class HttpResponse:
 
 async def http_request(gateway: Gateway, method: str, path: str, body: bytes | None = None,
                        content_type: str | None = None, chunked: bool = False,
-                       headers: dict[str, str] | None = None) -> HttpResponse:
+                       headers: dict[str, str] | None = None, source: str | None = None) -> HttpResponse:
     """One real HTTP request to the gateway's listener (twisted.web Agent, no connection reuse).
 
     ``chunked`` sends the body without Content-Length, as a streaming client would; ``headers``
-    are added as given (e.g. Authorization)."""
+    are added as given (e.g. Authorization); ``source`` is the local address to connect from
+    (any of 127.0.0.0/8 is this host, so a test can be two peers)."""
     from io import BytesIO
 
     from twisted.web.client import Agent, FileBodyProducer
@@ -295,8 +296,9 @@ async def http_request(gateway: Gateway, method: str, path: str, body: bytes | N
         producer = FileBodyProducer(BytesIO(body))
         if chunked:
             producer.length = UNKNOWN_LENGTH
-    response = await Agent(reactor).request(method.encode("ascii"), f"http://{host}:{port}{path}".encode("ascii"),
-                                            sent, producer)
+    agent = Agent(reactor, bindAddress=None if source is None else (source, 0))
+    response = await agent.request(method.encode("ascii"), f"http://{host}:{port}{path}".encode("ascii"), sent,
+                                   producer)
     data = await _read_body(response)
     found = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
              for name, values in response.headers.getAllRawHeaders()}

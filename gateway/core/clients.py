@@ -24,7 +24,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.config import AuthConfig, ClientConfig
@@ -50,10 +50,12 @@ class Client:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request is not let in: ``reason`` is the metric label, ``text`` the answer."""
+    """Why a request is not let in: ``reason`` is the metric label, ``text`` the answer, and
+    ``retry_after`` the seconds a locked-out peer must wait (None: not locked out)."""
 
     reason: str
     text: str
+    retry_after: int | None = None
 
 
 def token_digest(token: str) -> str:
@@ -147,11 +149,19 @@ def envelope_for(raw: bytes, transport: str, peer: str, received_at: float, list
                     client.facilities)
 
 
-def facility_refusal(envelope: Envelope, facility: str, field: str, location: str) -> Issue | None:
-    """The AR issue when an authenticated client sends for a facility that is not its own
-    (ERR-3 204, unknown key, as for a form's maCSKCB that differs from the file's)."""
-    if not envelope.client or facility in envelope.facilities:
+def facility_refusal(envelope: Envelope, named: Sequence[tuple[str, str, str]]) -> Issue | None:
+    """The AR issue when an authenticated client sends for a facility that is not its own (ERR-3
+    204, unknown key). ``named`` is every ``(field, code, location)`` where the message names the
+    facility it is for (MSH-4; a file's MACSKCB, its episodes' MA_CSKCB and the form's maCSKCB):
+    one foreign code is enough, because a header is as easy to write as a form field. The text
+    names them all, so the sender sees which one gave it away; ERR-2 is the first foreign one."""
+    if not envelope.client:
         return None
-    return Issue(204, f"{field}: client {envelope.client!r} may send for facility "
-                      f"{', '.join(sorted(envelope.facilities))} only, not {facility!r} "
-                      f"(clients.{envelope.client}.facilities)", location)
+    foreign = [(code, location) for _, code, location in named if code not in envelope.facilities]
+    if not foreign:
+        return None
+    fields = ", ".join(f"{field} {code!r}" for field, code, _ in named)
+    codes = ", ".join(dict.fromkeys(repr(code) for code, _ in foreign))
+    return Issue(204, f"{fields}: client {envelope.client!r} may send for facility "
+                      f"{', '.join(sorted(envelope.facilities))} only, not {codes} "
+                      f"(clients.{envelope.client}.facilities)", foreign[0][1])

@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from gateway.core.clients import facility_refusal
+from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_identifier
 from gateway.core.model import RecordSet
 from gateway.core.outcome import Issue
-from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_KIND, ClaimFile
+from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, CLAIM_KIND, ClaimFile
 
 #: The journal sender prefix for XML files: ``XML|79025``.
 SENDER_PREFIX = "XML|"
@@ -82,6 +84,33 @@ def request_issues(document: ClaimFile, request: DocumentRequest | None) -> tupl
         issues.append(Issue(204, f"maCSKCB: {request.facility!r} differs from the file's facility code "
                                  f"{document.facility!r} (THONGTINDONVI/MACSKCB or MA_CSKCB)", "maCSKCB"))
     return tuple(issues)
+
+
+#: Where a file names its facility, and where an episode does (``{}``: the episode's number):
+#: (field as the sender knows it, ERR-2 location) for each kind of file.
+_FACILITY_FIELDS = {
+    CLAIM_DOCUMENT: (("file MACSKCB", "THONGTINDONVI^MACSKCB"),
+                     ("HOSO {} XML1 MA_CSKCB", "HOSO^{}^XML1^MA_CSKCB")),
+    CHECK_IN_DOCUMENT: (("file MA_CSKCB", "CHECKIN^1^MA_CSKCB"),
+                        ("TRANG_THAI_KCB {} MA_CSKCB", "CHECKIN^{}^MA_CSKCB")),
+}
+
+
+def file_facility_refusal(envelope: Envelope, document: ClaimFile, request: DocumentRequest | None) -> Issue | None:
+    """ERR 204 when an authenticated client's file names a facility that is not the client's: its
+    MACSKCB (a check-in file's first MA_CSKCB), an episode's own MA_CSKCB that differs from it, or
+    the form's maCSKCB. The core reads all of them before any plugin does, so a file that is
+    another hospital's inside, under its sender's own header, cannot pass."""
+    (file_field, file_location), (episode_field, episode_location) = _FACILITY_FIELDS[document.document]
+    named = [(file_field, document.facility, file_location)]
+    for n, records in enumerate(document.records, 1):
+        facility = records.encounter.facility if records.encounter is not None else ""
+        if facility and facility != document.facility:
+            named.append((episode_field.format(n), facility, episode_location.format(n)))
+    if request is not None and request.facility:
+        # The form says whose file this is; when it names another's, the file's facility field is at fault.
+        named.append(("form maCSKCB", request.facility, file_location))
+    return facility_refusal(envelope, named)
 
 
 def record_identity(records: RecordSet) -> str:

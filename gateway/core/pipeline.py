@@ -23,6 +23,7 @@ from gateway.core.clients import facility_refusal
 from gateway.core.documents import (
     DocumentRequest,
     DocumentSource,
+    file_facility_refusal,
     located,
     record_identity,
     repeated_episodes,
@@ -172,7 +173,7 @@ class Pipeline:
             return Decision(envelope, message, REJECT, (refusal,))
         if message.message_code == "ACK":
             return Decision(envelope, message, None)
-        refusal = facility_refusal(envelope, message.sending_facility, "MSH-4", "MSH^1^4")
+        refusal = facility_refusal(envelope, (("MSH-4", message.sending_facility, "MSH^1^4"),))
         if refusal is not None:
             return Decision(envelope, message, REJECT, (refusal,))
         return self._run_plugins(envelope, message, progress)
@@ -224,9 +225,11 @@ class Pipeline:
         """Decide about one XML 130 file (``envelope.raw``); like :meth:`decide`, never raises.
 
         A file the sender must fix (unsafe or malformed XML, a rule broken) is AE; a file no
-        plugin claims, or one that contradicts ``request`` (the endpoint's kind, the form's
+        plugin claims, one that names a facility its client may not send for (anywhere: form,
+        header, episode), or one that contradicts ``request`` (the endpoint's kind, the form's
         maCSKCB), is AR — AR is never repeated from the journal, so the same file sent correctly
-        is decided afresh.
+        is decided afresh. The client's facilities are checked before the form, so a client
+        sending another hospital's file hears that (403), not that a form field is wrong (205).
         """
         try:
             return self._decide_document(envelope, progress, request)
@@ -246,10 +249,8 @@ class Pipeline:
                      f"replayed once the reader is fixed", "GIAMDINHHS"),),
                 document=DocumentSource.unread(envelope.raw, request), fault=("core", "parse"))
         source = DocumentSource.of_file(document, envelope.raw)
-        refusal = request_issues(document, request)
-        if not refusal:
-            foreign = facility_refusal(envelope, document.facility, "MACSKCB", "THONGTINDONVI^MACSKCB")
-            refusal = (foreign,) if foreign else ()
+        foreign = file_facility_refusal(envelope, document, request)
+        refusal = (foreign,) if foreign else request_issues(document, request)
         if refusal:
             return Decision(envelope, None, REJECT, refusal, document=source)
         stage, plugin = "identify", ""

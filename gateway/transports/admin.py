@@ -3,13 +3,15 @@ running gateway, which alone knows its circuit breakers and deliveries in flight
 
 With ``auth.admin_token_env`` set, every request must carry ``Authorization: Bearer <token>``
 (the token is the named environment variable's value), from any address; a missing or wrong
-token is 401. Without it, every request whose peer is not a loopback address (127.0.0.0/8, ::1,
-or IPv4-mapped 127.x) is refused with 403, whatever interface ``http.listen`` binds. Either
-check comes before anything else is looked at.
+token is 401. A wrong token counts against the peer as wrong intake credentials do, and a peer
+locked out (``gateway.core.auth_limits``) gets 429 with Retry-After, its token unread. Without
+it, every request whose peer is not a loopback address (127.0.0.0/8, ::1, or IPv4-mapped 127.x)
+is refused with 403, whatever interface ``http.listen`` binds. Either check comes before
+anything else is looked at.
 
 Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 401 no or wrong
 token, 403 not loopback, 404 unknown endpoint, row or destination, 405 wrong method, 409 row not
-dead or destination paused, 502 batch refused by its sink):
+dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
 
     GET  /admin/outbox                          per destination: counts, oldest age, paused,
                                                 live circuit state and deliveries in flight
@@ -45,14 +47,16 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
+from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
     with_idle_destinations,
 )
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered
-from gateway.transports.web import json_reply
+from gateway.transports.web import json_reply, lockout, peer_host, refusal_status
 
 if TYPE_CHECKING:
     from gateway.core.delivery import DeliveryService
@@ -111,9 +115,11 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor,
-                 token: str = "") -> None:
+                 limiter: AuthFailureLimiter, metrics: Metrics, token: str = "") -> None:
         super().__init__()
         self._token = token.encode("utf-8")
+        self._limiter = limiter
+        self._metrics = metrics
         self._delivery = delivery
         self._writer = writer
         self._store = store
@@ -121,7 +127,12 @@ class AdminResource(Resource):
 
     def render(self, request: Request):
         if self._token:
+            locked = lockout(request, self._limiter, self._metrics)
+            if locked is not None:
+                return json_reply(request, refusal_status(request, locked), {"error": locked.text})
             if not self._token_presented(request):
+                if request.getHeader("authorization"):  # a guess; no header at all guesses nothing
+                    self._limiter.failed(peer_host(request))
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
                          method=request.method.decode("ascii", "replace"), path=request.path.decode("ascii", "replace"),
                          host=getattr(request.getClientAddress(), "host", "?"))

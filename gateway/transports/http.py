@@ -4,8 +4,9 @@
 decision in the ACK, not the status); HTTP status codes are kept for what HTTP itself is about:
 415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``, and 503 with
 ``Retry-After`` (the AR still in the body) when the message was not stored because the gateway
-is at a bound — too many in flight, outbox too deep, disk too full — and 401 for a sender that is
-not a known client (see :mod:`gateway.core.clients`).
+is at a bound — too many in flight, outbox too deep, disk too full — 401 for a sender that is
+not a known client (see :mod:`gateway.core.clients`), and 429 with ``Retry-After`` for a peer
+locked out after too many wrong credentials (see :mod:`gateway.core.auth_limits`).
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.core.ack import encode_reply
+from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry, Refusal
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import codec_for
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, challenge
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
 
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
@@ -60,8 +62,7 @@ class Hl7Resource(IntakeResource):
     def render_POST(self, request: BoundedRequest):
         client = self._authenticate(request)
         if isinstance(client, Refusal):
-            challenge(request)
-            return _text(request, http.UNAUTHORIZED, client.text + "\n")
+            return _text(request, refusal_status(request, client), client.text + "\n")
         if request.too_large:
             self._refuse_too_large()
             return _text(request, http.REQUEST_ENTITY_TOO_LARGE,
@@ -169,17 +170,22 @@ class MetricsResource(Resource):
 def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
                max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
-               listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None) -> Site:
+               listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None,
+               limiter: AuthFailureLimiter | None = None) -> Site:
     """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); XML 130
     intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`). ``clients``
-    are who the intake endpoints recognise; health and metrics answer anyone."""
+    are who the intake endpoints recognise, ``limiter`` counts their wrong credentials per peer
+    (share it with ``admin``, so a peer is one peer to all of them); health and metrics answer
+    anyone."""
+    clients = clients or ClientRegistry(())
+    limiter = limiter or AuthFailureLimiter(clock)
     root = Resource()
-    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener, clients))
+    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener, clients, limiter))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
                                                 stale_destinations, intake.pipeline_status))
     root.putChild(b"metrics", MetricsResource(metrics))
-    mount_xml_intake(root, intake, clock, metrics, listener, clients)
+    mount_xml_intake(root, intake, clock, metrics, listener, clients, limiter)
     if admin is not None:
         root.putChild(b"admin", admin)
     site = Site(root, requestFactory=BoundedRequest)
@@ -189,7 +195,7 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
 
 
 def _text(request: Request, code: int, body: str) -> bytes:
-    request.setResponseCode(code)
+    set_status(request, code)
     request.setHeader("content-type", "text/plain; charset=utf-8")
     return body.encode("utf-8")
 

@@ -1,4 +1,5 @@
-"""What the HTTP resources that take messages share: the transport label, knowing the client,
+"""What the HTTP resources that take messages share: the transport label, knowing the client (and
+refusing a peer locked out after too many wrong credentials, see :mod:`gateway.core.auth_limits`),
 handing a request body to the intake, the Retry-After they send when nothing was stored, and
 JSON answers."""
 from __future__ import annotations
@@ -10,7 +11,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
+from gateway.core.auth_limits import AUTH_RATE_LIMITED, AuthFailureLimiter
+from gateway.core.clients import BAD_CREDENTIALS, Client, ClientRegistry, Refusal, envelope_for, ip_of
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
@@ -22,6 +24,9 @@ TRANSPORT = "http"
 CHALLENGES = [b'Bearer realm="hssk-gateway"', b'Basic realm="hssk-gateway", charset="UTF-8"']
 #: Sent with every 503: the work was not stored, and a client's own retry logic takes over.
 RETRY_AFTER_SECONDS = 30
+#: RFC 6585; not among twisted.web.http's constants and reason phrases.
+TOO_MANY_REQUESTS = 429
+_REASON_PHRASES = {TOO_MANY_REQUESTS: b"Too Many Requests"}
 
 
 class IntakeResource(Resource):
@@ -30,23 +35,31 @@ class IntakeResource(Resource):
     isLeaf = True
 
     def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                 clients: ClientRegistry | None = None) -> None:
+                 clients: ClientRegistry, limiter: AuthFailureLimiter) -> None:
         super().__init__()
         self._intake = intake
         self._clock = clock
         self._metrics = metrics
         self._listener = listener
-        self._clients = clients or ClientRegistry(())
+        self._clients = clients
+        self._limiter = limiter
 
     def _authenticate(self, request: Request) -> Client | Refusal | None:
-        """The request's client, or the Refusal to answer with (counted and logged, without the
-        credentials); an endpoint speaking plain HTTP answers it 401 with :func:`challenge`."""
+        """The request's client, or the Refusal to answer with: a locked-out peer's, whose
+        credentials are not looked at, or one for credentials that name no client (counted and
+        logged, without the credentials; wrong ones count against the peer). An endpoint
+        speaking plain HTTP answers it with :func:`refusal_status`."""
+        locked = lockout(request, self._limiter, self._metrics)
+        if locked is not None:
+            return locked
         address = request.getClientAddress()
         found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"))
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
             log.warn("refusing HTTP {path} from {peer}: {reason}", path=request.path.decode("ascii", "replace"),
                      peer=peer_of(address), reason=found.text)
+            if found.reason == BAD_CREDENTIALS:
+                self._limiter.failed(peer_host(request))
         return found
 
     def _envelope(self, request: Request, raw: bytes, received_at: float, forced_charset: str = "",
@@ -61,9 +74,44 @@ class IntakeResource(Resource):
         self._metrics.ack_latency.labels(transport=TRANSPORT).observe(self._clock.seconds() - received_at)
 
 
+def peer_host(request: Request) -> str:
+    """The peer's IP as failures are counted by (an IPv4-mapped IPv6 address as the IPv4 it
+    carries, so one host is one peer); the raw host for a peer that is no IP."""
+    host = getattr(request.getClientAddress(), "host", "")
+    ip = ip_of(host)
+    return host if ip is None else str(ip)
+
+
+def lockout(request: Request, limiter: AuthFailureLimiter, metrics: Metrics) -> Refusal | None:
+    """The refusal for a peer still locked out after too many wrong credentials, counted as
+    ``auth_rate_limited`` (and not logged: the lockout was, once); None when its credentials may
+    be checked."""
+    host = peer_host(request)
+    wait = limiter.retry_after(host)
+    if wait is None:
+        return None
+    metrics.connections_refused.labels(transport=TRANSPORT, reason=AUTH_RATE_LIMITED).inc()
+    return Refusal(AUTH_RATE_LIMITED, limiter.refusal_text(host, wait), wait)
+
+
+def refusal_status(request: Request, refusal: Refusal) -> int:
+    """The HTTP status of a refused sender's answer, with its headers: 429 and Retry-After for a
+    locked-out peer, otherwise 401 with the challenges a client may meet."""
+    if refusal.retry_after is not None:
+        request.setHeader("retry-after", str(refusal.retry_after))
+        return TOO_MANY_REQUESTS
+    challenge(request)
+    return 401
+
+
+def set_status(request: Request, code: int) -> None:
+    """``code`` with its reason phrase, also for the codes twisted.web does not name."""
+    request.setResponseCode(code, _REASON_PHRASES.get(code))
+
+
 def json_reply(request: Request, code: int, body: dict) -> bytes:
     """``body`` as UTF-8 JSON (Vietnamese text kept readable) with ``code``."""
-    request.setResponseCode(code)
+    set_status(request, code)
     request.setHeader("content-type", "application/json; charset=utf-8")
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 

@@ -10,8 +10,9 @@ size, the media type or the form fields, and base64-decode the portal's ``fileHS
 
 ``/xml130`` speaks HTTP: 200 accepted, 422 with a JSON list of errors the sender must fix
 (including refused XML: DTDs, entities, XXE, billion laughs), 403 when no plugin takes the
-facility (or the client may not send for it), 401 not a known client, 413 too large, 415 not XML,
-503 + Retry-After when the file was not stored.
+facility (or the client may not send for it), 401 not a known client, 429 + Retry-After for a
+peer locked out after too many wrong credentials, 413 too large, 415 not XML, 503 + Retry-After
+when the file was not stored.
 
 The portal pair speaks the portal's JSON (``maKetQua``, ``maGiaoDich``, ``thoiGianTiepNhan``,
 ``thongDiep``) with HTTP 200, as the portal does. Only 200 (success) is documented for the 4750
@@ -30,13 +31,14 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import Client, ClientRegistry, Refusal
 from gateway.core.documents import DocumentRequest
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, challenge, json_reply
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, json_reply, refusal_status
 
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
@@ -50,14 +52,18 @@ RECEPTION_TIME_FORMAT = "%Y%m%d%H%M%S"
 
 #: ``maKetQua`` values of the portal-compatible endpoints. "200" is the portal's success code;
 #: the rest are the gateway's choice among codes the portal is known to use (4210 list, §2.6),
-#: because the 4750 error list is not published.
+#: because the 4750 error list is not published. "429" is the gateway's own: the portal is known
+#: to have no code for a sender locked out, so it is HTTP's, as 401 and 403 are.
 BHXH_CODES = {
     "200": "accepted and stored (also a repeat of a file already accepted)",
     "205": "a form field is missing or wrong: maCSKCB, loaiHoSo or fileHSBase64 (not base64, "
-           "another facility's file, the other kind of file)",
+           "maCSKCB not the file's MACSKCB, the other kind of file)",
     "123": "the file is refused as it is: not well-formed or unsafe XML, or a rule of QĐ 4750 broken",
     "401": "the sender is not a known client (no or wrong credentials, an address no client has)",
-    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it",
+    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it "
+           "(the form's maCSKCB, the file's MACSKCB or an episode's MA_CSKCB is not one of its facilities)",
+    "429": "the sender's address presented wrong credentials too often (auth.max_failures) and is refused "
+           "for a while, whatever it sends: the Retry-After header says how many seconds",
     "1001": "the request is larger than http.max_body_bytes",
     "124": "not stored now (the gateway is at a bound or timed out): send the same file again later",
 }
@@ -108,9 +114,10 @@ class Xml130Resource(_DocumentResource):
     def render_POST(self, request: Request):
         client = self._authenticate(request)
         if isinstance(client, Refusal):
-            challenge(request)
-            return json_reply(request, http.UNAUTHORIZED, _errors("unauthenticated", Issue(204, client.text,
-                                                                                           "Authorization")))
+            limited = client.retry_after is not None  # a locked-out peer: send again later (207)
+            issue = Issue(207 if limited else 204, client.text, "Authorization")
+            return json_reply(request, refusal_status(request, client),
+                              _errors("rate_limited" if limited else "unauthenticated", issue))
         if self._too_large(request):
             limit = request.channel.site.max_body_bytes
             return json_reply(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
@@ -143,8 +150,8 @@ class BhxhPortalResource(_DocumentResource):
     ``file_type`` the ``loaiHoSo`` value the portal expects with it (130 claim, 0 check-in)."""
 
     def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                 clients: ClientRegistry | None = None, *, document: str, file_type: str) -> None:
-        super().__init__(intake, clock, metrics, listener, clients)
+                 clients: ClientRegistry, limiter: AuthFailureLimiter, *, document: str, file_type: str) -> None:
+        super().__init__(intake, clock, metrics, listener, clients, limiter)
         self._document = document
         self._file_type = file_type
 
@@ -153,6 +160,10 @@ class BhxhPortalResource(_DocumentResource):
         client = self._authenticate(request)
         if isinstance(client, Refusal):
             # The portal answers HTTP 200 with its own code (vn-standards §2.3: 401 unauthenticated).
+            if client.retry_after is not None:
+                request.setHeader("retry-after", str(client.retry_after))
+                return self._portal_json(request, "429", received_at,
+                                         f"Xác thực sai quá nhiều lần / too many wrong credentials: {client.text}")
             return self._portal_json(request, "401", received_at, f"Chưa xác thực / not authenticated: {client.text}")
         if self._too_large(request):
             limit = request.channel.site.max_body_bytes
@@ -254,13 +265,13 @@ def _errors(status: str, *issues: Issue) -> dict:
 
 
 def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                     clients: ClientRegistry | None = None) -> None:
+                     clients: ClientRegistry, limiter: AuthFailureLimiter) -> None:
     """Put ``/xml130`` and ``/api/qd130/{guiHoSoXmlQD4750,checkInKcbQd4750}`` under ``root``."""
-    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener, clients))
+    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener, clients, limiter))
     api, qd130 = Resource(), Resource()
     root.putChild(b"api", api)
     api.putChild(b"qd130", qd130)
-    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener, clients,
+    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter,
                                                            document=CLAIM_DOCUMENT, file_type="130"))
-    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener, clients,
+    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter,
                                                            document=CHECK_IN_DOCUMENT, file_type="0"))

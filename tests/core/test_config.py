@@ -264,6 +264,30 @@ def test_client_table_errors_name_the_key_and_the_rule(tmp_path, text, key, mess
     assert message in error.value.rule
 
 
+def test_failed_authentication_limits_default_to_ten_a_minute_then_five_minutes_out_and_follow_the_environment():
+    default = load_config(environ={}).auth
+    configured = load_config(environ={"HSSK_AUTH__MAX_FAILURES": "5", "HSSK_AUTH__LOCKOUT_SECONDS": "900"}).auth
+
+    assert (default.max_failures, default.failure_window_seconds, default.lockout_seconds) == (10, 60.0, 300.0)
+    assert default.max_tracked_peers == 10_000
+    assert (configured.max_failures, configured.lockout_seconds) == (5, 900.0)
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("max_failures = 0", "auth.max_failures", "must be a positive integer, got 0"),
+    ("max_failures = 2.5", "auth.max_failures", "must be an integer, got 2.5"),
+    ("failure_window_seconds = -1", "auth.failure_window_seconds", "must be a positive number, got -1.0"),
+    ('lockout_seconds = "5m"', "auth.lockout_seconds", "must be a number, got '5m'"),
+    ("max_tracked_peers = 0", "auth.max_tracked_peers", "must be a positive integer, got 0"),
+])
+def test_failed_authentication_limit_errors_name_the_key_and_the_rule(tmp_path, text, key, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(write_toml(tmp_path, f"[auth]\n{text}"), environ={})
+
+    assert error.value.key == key
+    assert error.value.rule == message
+
+
 def test_admin_token_variable_that_is_not_set_fails_runtime_validation(tmp_path, monkeypatch):
     monkeypatch.delenv("HSSK_TEST_ADMIN_TOKEN", raising=False)
     config = load_config(environ={}, overrides={"data_dir": str(tmp_path), "auth.admin_token_env": "HSSK_TEST_ADMIN_TOKEN"})

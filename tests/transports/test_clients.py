@@ -4,14 +4,16 @@ another facility refused AR 204 and journaled, and the admin API's token."""
 import base64
 import json
 
+import pytest
 import pytest_twisted
+from lxml import etree
 
 from gateway.core.clients import token_digest
 from tests.support import (
     connect_mllp, err_segments, hl7, http_request, journal_rows, metric_value, msa, replace_msh_field, run_json,
     send_and_receive, start_gateway, TestPlugin,
 )
-from tests.transports.test_xml_intake import TestDocumentPlugin, noi_tru, portal_form
+from tests.transports.test_xml_intake import FORM, TestDocumentPlugin, noi_tru, portal_form, rewrite_tables, sample
 
 TOKEN = "q1-token-3f9c2d7e"
 OTHER_TOKEN = "q3-token-81ab44c0"
@@ -281,6 +283,98 @@ async def test_a_repeat_is_answered_from_the_journal_only_for_the_client_that_se
     assert [msa(r.body)[1] for r in (first, other, resent)] == ["AA", "AA", "AA"]
     assert [(r["client"], r["repeat_count"]) for r in journal_rows(gw)] == [("bv_q1", 0), ("bv_q3", 1)]
     assert metric_value(gw, "hssk_duplicates_suppressed_total", transport="http") == 1
+
+def claim_file(ma_lk: bytes, header: str, episode: str) -> bytes:
+    """The inpatient sample under a fresh MA_LK, its THONGTINDONVI/MACSKCB ``header`` and its XML1
+    MA_CSKCB ``episode``: a file may say one facility on the outside and another inside."""
+    xml = noi_tru(ma_lk).replace(b"<MACSKCB>79025</MACSKCB>", f"<MACSKCB>{header}</MACSKCB>".encode())
+    return rewrite_tables(xml, lambda kind, table: table.replace(
+        b"<MA_CSKCB>79025</MA_CSKCB>", f"<MA_CSKCB>{episode}</MA_CSKCB>".encode()) if kind == "XML1" else table)
+
+
+def check_in_file(ma_lk: str, *facilities: str) -> bytes:
+    """The check-in sample with one TRANG_THAI_KCB per facility code (MA_CSKCB), episodes ``ma_lk.1``, ``.2``…"""
+    root = etree.fromstring(sample("xml4750_checkin.xml"))
+    rows = root.find("DSACH_TRANG_THAI_KCB")
+    [template] = rows.findall("TRANG_THAI_KCB")
+    rows.remove(template)
+    for n, facility in enumerate(facilities, 1):
+        row = etree.fromstring(etree.tostring(template))
+        row.find("MA_LK").text, row.find("STT").text, row.find("MA_CSKCB").text = f"{ma_lk}.{n}", str(n), facility
+        rows.append(row)
+    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+
+
+CHECK_IN = "/api/qd130/checkInKcbQd4750"
+CLAIM = "/api/qd130/guiHoSoXmlQD4750"
+
+
+async def sent_once(tmp_path, path: str, body: bytes, content_type: str, token: str):
+    """The answer to one request a client sends to a fresh gateway with the document plugin, and
+    that gateway, stopped (its journal stays readable)."""
+    gw = await start_gateway(tmp_path / "data", plugins=[TestDocumentPlugin()], **clients(required=True))
+    try:
+        return await http_request(gw, "POST", path, body, content_type, headers=bearer(token)), gw
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.parametrize("form, facility", [("79025", "79025"), ("79025", "79001"), ("79001", "79025")])
+@pytest_twisted.ensureDeferred
+async def test_portal_check_in_for_another_clients_facility_is_403_naming_form_file_and_client(tmp_path, form,
+                                                                                                facility):
+    body = portal_form(check_in_file("79025.XC01", facility), form, "0")
+
+    response, gw = await sent_once(tmp_path, CHECK_IN, body, FORM, TOKEN)
+
+    answer = response.json()
+    assert (response.code, answer["maKetQua"]) == (200, "403"), answer
+    message = answer["thongDiep"]
+    assert f"form maCSKCB '{form}'" in message and f"file MA_CSKCB '{facility}'" in message
+    assert "client 'bv_q1' may send for facility 79001 only" in message
+    [row] = journal_rows(gw)
+    assert (row["status"], row["client"], answer["maGiaoDich"]) == ("rejected", "bv_q1", str(row["id"]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_portal_check_in_with_a_row_of_another_facility_is_403_naming_that_row(tmp_path):
+    body = portal_form(check_in_file("79025.XC02", "79025", "79001"), "79025", "0")
+
+    response, gw = await sent_once(tmp_path, CHECK_IN, body, FORM, OTHER_TOKEN)
+
+    answer = response.json()
+    assert answer["maKetQua"] == "403", answer
+    assert "TRANG_THAI_KCB 2 MA_CSKCB '79001'" in answer["thongDiep"]
+    assert "client 'bv_q3' may send for facility 79003, 79025 only, not '79001'" in answer["thongDiep"]
+    assert [r["status"] for r in journal_rows(gw)] == ["rejected"]
+
+
+@pytest.mark.parametrize("header, episode", [("79025", "79001"), ("79001", "79001"), ("79001", "79025")])
+@pytest_twisted.ensureDeferred
+async def test_portal_claim_under_the_clients_own_macskcb_with_another_facilitys_file_is_403(tmp_path, header,
+                                                                                              episode):
+    body = portal_form(claim_file(b"79025.XC03", header, episode))
+
+    response, gw = await sent_once(tmp_path, CLAIM, body, FORM, OTHER_TOKEN)
+
+    answer = response.json()
+    assert (response.code, answer["maKetQua"]) == (200, "403"), answer
+    message = answer["thongDiep"]
+    assert "form maCSKCB '79025'" in message and f"file MACSKCB '{header}'" in message
+    assert "client 'bv_q3' may send for facility 79003, 79025 only, not '79001'" in message
+    assert (f"HOSO 1 XML1 MA_CSKCB '{episode}'" in message) == (episode != header)
+    assert [(r["status"], r["client"]) for r in journal_rows(gw)] == [("rejected", "bv_q3")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_xml130_file_of_the_clients_facility_with_an_episode_of_another_is_403(tmp_path):
+    response, _ = await sent_once(tmp_path, "/xml130", claim_file(b"79025.XC04", "79025", "79001"),
+                                  "application/xml", OTHER_TOKEN)
+
+    assert response.code == 403, response.body
+    [error] = response.json()["errors"]
+    assert (error["code"], error["location"]) == (204, "HOSO^1^XML1^MA_CSKCB")
+    assert "HOSO 1 XML1 MA_CSKCB '79001'" in error["text"]
 
 
 # --- the admin API's token --------------------------------------------------------------------------
