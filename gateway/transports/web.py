@@ -13,6 +13,7 @@ from twisted.web.server import Request
 from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 
 log = Logger(namespace="hssk.http")
@@ -45,7 +46,7 @@ class IntakeResource(Resource):
         found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"))
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
-            log.warn("refusing HTTP {path} from {peer}: {reason}", path=request.path.decode("ascii", "replace"),
+            log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
                      peer=peer_of(address), reason=found.text)
         return found
 
