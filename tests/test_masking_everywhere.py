@@ -161,7 +161,8 @@ async def test_no_name_or_identifier_reaches_a_log_a_cli_view_or_the_admin_api_i
     leaks |= {f"answer {n}": found_in(a.decode("utf-8")) for n, a in enumerate(answers)}
     leaks |= {f"admin {path}": found_in(body.decode("utf-8")) for path, body in admin.items()}
     leaks |= {f"cli {command}": found_in(out.decode("utf-8")) for command, out in cli.items()}
-    assert {where: values for where, values in leaks.items() if values} == {}
+    found = {where: values for where, values in leaks.items() if values}
+    assert not found, "\n".join(f"{where}: {values}" for where, values in found.items())
 
     dead = [r for r in json.loads(cli["outbox list --json"]) if r["state"] == "dead"]
     assert [r["last_error"] for r in dead] == [
