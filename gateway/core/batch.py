@@ -44,7 +44,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from lxml import etree
@@ -55,10 +55,12 @@ from twisted.logger import Logger
 
 from gateway.config import DestinationConfig
 from gateway.core.dispatch import backoff_delay
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ContentError
-from gateway.core.outbox import BatchRow, mark_batch_delivered, pending_for_batch, record_batch_failure
+from gateway.core.outbox import BatchRow, mark_batch_delivered, patient_names, pending_for_batch, record_batch_failure
 from gateway.core.schedule import Schedule, parse_schedule
+from gateway.core.store import Store
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
 from gateway.formats.xml_safety import parse_untrusted_xml
 
@@ -183,6 +185,7 @@ class BatchFile:
     row_ids: tuple[int, ...]
     first_row: BatchRow
     oldest_created_at: float
+    message_ids: tuple[int, ...]
 
 
 def build_batch_file(config: DestinationConfig, schedule: Schedule, period: str, cutoff: float,
@@ -194,7 +197,7 @@ def build_batch_file(config: DestinationConfig, schedule: Schedule, period: str,
         content_type, body = NDJSON, build_ndjson(rows)
     row_ids = [row.row_id for row in rows]
     return BatchFile(period, batch_key(config.name, period, row_ids), content_type, body, tuple(row_ids), rows[0],
-                     min(row.created_at for row in rows))
+                     min(row.created_at for row in rows), tuple(dict.fromkeys(row.message_id for row in rows)))
 
 
 @dataclass
@@ -206,6 +209,8 @@ class _Job:
     waiters: list[Deferred] = field(default_factory=list)
     file: BatchFile | None = None
     attempts: int = 0
+    #: The names the file's records carry, read once the sink first refuses it (see ``_answered``).
+    names: tuple[str, ...] | None = None
 
 
 class BatchRunner:
@@ -216,12 +221,13 @@ class BatchRunner:
     carries them. A request that arrives while a batch is being collected or sent waits for it.
     """
 
-    def __init__(self, config: DestinationConfig, sink: Destination, writer, clock: IReactorTime, reactor,
-                 metrics: Metrics, rng: random.Random | None = None) -> None:
+    def __init__(self, config: DestinationConfig, sink: Destination, writer, store: Store, clock: IReactorTime,
+                 reactor, metrics: Metrics, rng: random.Random | None = None) -> None:
         self.config = config
         self.sink = sink
         self.schedule = parse_schedule(config.schedule, config.timezone)
         self._writer = writer
+        self._store = store
         self._clock = clock
         self._reactor = reactor
         self._metrics = metrics
@@ -362,13 +368,32 @@ class BatchRunner:
 
     def _answered(self, result, job: _Job) -> None:
         if not isinstance(result, DeliveryResult):
+            error = mask_text(getattr(result, "getErrorMessage", lambda: str(result))())
             log.error("batch sink of {destination} raised instead of answering: {error}", destination=self.name,
-                      error=getattr(result, "getErrorMessage", lambda: str(result))())
-            result = DeliveryResult(RETRY, "error", f"internal error in the sink: {result}")
+                      error=error)
+            result = DeliveryResult(RETRY, "error", f"internal error in the sink: {error}")
         job.attempts += 1
         if result.outcome == DELIVERED:
             self._mark_delivered(job, result)
             return
+        d = succeed(job.names) if job.names is not None else deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), self._read_names, job.file.message_ids)
+        d.addCallbacks(self._refused, self._broken, callbackArgs=(job, result),
+                       errbackArgs=(job, "reading the names its refusal may quote"))
+
+    def _read_names(self, message_ids: tuple[int, ...]) -> tuple[str, ...]:
+        """Thread pool, on a connection of its own: a file's refusal may quote any of its
+        patients, so its reason is masked against all their names before it is logged, recorded
+        on every row or answered to an operator's flush. Read once per file, only when refused."""
+        conn = self._store.connect()
+        try:
+            return tuple(name for names in patient_names(conn, message_ids).values() for name in names)
+        finally:
+            conn.close()
+
+    def _refused(self, names: tuple[str, ...], job: _Job, result: DeliveryResult) -> None:
+        job.names = names
+        result = replace(result, reason=mask_text(result.reason, names))
         file = job.file
         rows = list(file.row_ids)
         self._metrics.delivery_attempts.labels(destination=self.name, outcome="pending", result=result.label).inc()

@@ -36,7 +36,7 @@ class DeliveryService:
             d.name: Dispatcher(d, build_destination(d, reactor, config.data_dir), writer, clock, metrics)
             for d in config.destinations if d.enabled and d.kind != "batch"}
         self.batches: dict[str, BatchRunner] = {
-            d.name: BatchRunner(d, build_batch_sink(d, reactor, config.data_dir), writer, clock, reactor, metrics)
+            d.name: BatchRunner(d, build_batch_sink(d, reactor, config.data_dir), writer, store, clock, reactor, metrics)
             for d in config.destinations if d.enabled and d.kind == "batch"}
         #: The last ``destination_state.flush_requested_at`` acted on, per batch destination.
         #: Seeded by the first refresh without acting: a request older than this process was

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.config import DestinationConfig
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import PENDING, Settled, claim_due, record_circuit, record_results
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
@@ -185,9 +186,10 @@ class Dispatcher:
 
     def _delivered(self, result, delivery: Delivery) -> None:
         if not isinstance(result, DeliveryResult):
+            error = mask_text(getattr(result, "getErrorMessage", lambda: str(result))())
             log.error("destination {destination} raised instead of answering: {error}", destination=self.name,
-                      error=getattr(result, "getErrorMessage", lambda: str(result))())
-            result = DeliveryResult(RETRY, "error", f"internal error in destination: {result}")
+                      error=error)
+            result = DeliveryResult(RETRY, "error", f"internal error in destination: {error}")
         now = self._clock.seconds()
         settled = self._settle(delivery, result, now)
         counter = self._attempts.get((settled.state, result.label))

@@ -151,7 +151,9 @@ def hssk_check(message: Hl7Message | None, records: RecordSet) -> Iterable[Issue
     not the message, unless you test for None first.
 
     Return issues (severity ``E`` makes the answer AE / HTTP 422, ``W``/``I`` ride along on an
-    AA), or None::
+    AA), or None. A text names the field and the rule, never the patient: mask an identifier
+    you show with ``gateway.core.masking.mask_identifier`` and leave names out (operator views
+    mask them again, but the ACK carries the text as written)::
 
         @hookimpl
         def hssk_check(message, records):

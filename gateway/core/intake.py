@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics, facility_label, message_type_label
 from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
 from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
@@ -244,7 +245,7 @@ class Intake:
                 replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
                                                  self._clock.seconds()))
             except Exception as e:  # the writer tries again, and a failure there costs this message only
-                log.error("building the ACK failed: {error}", error=str(e))
+                log.error("building the ACK failed: {error}", error=mask_text(str(e)))
         return decision, replies
 
     def _worker_died(self, job: _Job | None, error: BaseException) -> None:

@@ -11,10 +11,12 @@ Scheduling lives in :mod:`gateway.core.dispatch`.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.core.masking import mask_text, names_in_records
 from gateway.destinations import DEAD, DELIVERED, Delivery
 
 PENDING, IN_FLIGHT, WAITING = "pending", "in_flight", "waiting"
@@ -337,7 +339,8 @@ ROW_COLUMNS = ("id", "message_id", "destination", "state", "attempts", "next_att
 def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state: str | None = None,
               limit: int = 50) -> list[dict]:
     """Rows oldest first (queue order), optionally of one destination and one state, never with
-    their payload. The (destination, state, ...) index answers the usual "dead rows of D"."""
+    their payload, and with names and identifiers in ``last_error`` masked. The (destination,
+    state, ...) index answers the usual "dead rows of D"."""
     where, params = [], {"limit": limit}
     if destination is not None:
         where.append("destination = :destination")
@@ -349,14 +352,41 @@ def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id LIMIT :limit"
-    return [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(sql, params)]
+    return _masked(conn, [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(sql, params)])
 
 
 def get_row(conn: sqlite3.Connection, row_id: int, *, with_payload: bool = False) -> dict | None:
-    """One row by id; ``with_payload`` adds the payload bytes (for ``outbox show --payload``)."""
+    """One row by id, its ``last_error`` masked as in :func:`list_rows`; ``with_payload`` adds the
+    payload bytes (for ``outbox show --payload``, the one view of a row in clear)."""
     columns = ROW_COLUMNS + (("payload",) if with_payload else ())
     found = conn.execute(f"SELECT {', '.join(columns)} FROM outbox WHERE id = :id", {"id": row_id}).fetchone()
-    return dict(zip(columns, found)) if found else None
+    return _masked(conn, [dict(zip(columns, found))])[0] if found else None
+
+
+def _masked(conn: sqlite3.Connection, rows: list[dict]) -> list[dict]:
+    """``last_error`` as operators see it. It is a destination's answer (a store's error body, an
+    MLLP ERR text) as the destination reported it, and may quote the patient. Only the row's own
+    records tell which words are the patient's name, so the name is masked here, where the row
+    is shown, at no cost to delivery; identifier shapes are masked again with it."""
+    names = patient_names(conn, [r["message_id"] for r in rows if r["last_error"]])
+    for r in rows:
+        if r["last_error"]:
+            r["last_error"] = mask_text(r["last_error"], names.get(r["message_id"], ()))
+    return rows
+
+
+def patient_names(conn: sqlite3.Connection, message_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
+    """The names each message's records carry (see :func:`names_in_records`), for masking texts
+    about those messages. A message whose records were purged or never made has none."""
+    ids = sorted(set(message_ids))
+    found: dict[int, tuple[str, ...]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for message_id, records in conn.execute(
+                f"SELECT id, records FROM messages WHERE records IS NOT NULL AND id IN ({', '.join('?' * len(chunk))})",
+                chunk):
+            found[message_id] = names_in_records(json.loads(records))
+    return found
 
 
 def destination_names(conn: sqlite3.Connection) -> set[str]:

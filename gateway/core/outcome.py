@@ -35,7 +35,7 @@ class Issue:
     """One ERR segment: what is wrong, where, under which table-0357 code.
 
     ``location`` is ``SEG^sequence^field^component`` as in ERR-2 (``PID^1^3^1``); ``text`` must
-    name the field and the rule and must not contain an unmasked identifier.
+    name the field and the rule and must not contain an unmasked identifier or a patient's name.
     """
 
     code: int

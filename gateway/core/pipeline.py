@@ -30,7 +30,7 @@ from gateway.core.documents import (
     request_issues,
 )
 from gateway.core.envelope import Envelope
-from gateway.core.masking import mask_text
+from gateway.core.masking import mask_text, names_in_records
 from gateway.core.model import RecordSet
 from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
@@ -41,6 +41,7 @@ from gateway.core.validation import (
     validate_hl7_identity,
     validate_record_set,
 )
+from gateway.formats.hl7_model import names_in
 from gateway.formats.hl7v2 import (
     CharsetError,
     Hl7Message,
@@ -216,7 +217,8 @@ class Pipeline:
             return Decision(envelope, message, ERROR, e.issues, plugin)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
             # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
-            issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id)
+            issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id,
+                                        names_in(message))
             return Decision(envelope, message, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox, privacy=privacy)
@@ -284,7 +286,8 @@ class Pipeline:
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
-            issue = self._plugin_failed(e, plugin, stage, "file", "GIAMDINHHS", source.control_id)
+            issue = self._plugin_failed(e, plugin, stage, "file", "GIAMDINHHS", source.control_id,
+                                        names_in_records([r.to_dict() for r in document.records]))
             return Decision(envelope, None, ERROR, (issue,), plugin, document=source,
                             fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
@@ -292,11 +295,12 @@ class Pipeline:
                         document=source, privacy=tuple(privacy))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
-                       control_id: str) -> Issue:
-        """Log a plugin's failure (identifiers masked), and say it as the sender's ERR 207."""
+                       control_id: str, names: tuple[str, ...]) -> Issue:
+        """Log a plugin's failure, with identifiers and the ``names`` its message carries masked
+        (an exception often quotes the value it choked on), and say it as the sender's ERR 207."""
         name = plugin or "unknown"
         log.error("plugin {plugin} raised {error_type} in {stage} for a {what}: {error}", plugin=name, stage=stage,
-                  what=what, error_type=type(error).__name__, error=mask_text(str(error)), control_id=control_id)
+                  what=what, error_type=type(error).__name__, error=mask_text(str(error), names), control_id=control_id)
         return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
                           f"can be replayed once the plugin is fixed", location)
 

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
 from gateway.core.ack import acknowledgements
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ERROR, Issue
 from gateway.core.pipeline import Decision, Pipeline, source_location, undecided
@@ -427,7 +428,7 @@ def _answer(decision: Decision, document: bool, now: float) -> bytes:
         try:
             replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
         except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
-            log.error("building the ACK failed: {error}", error=str(e))
+            log.error("building the ACK failed: {error}", error=mask_text(str(e)))
     envelope, decision.envelope = decision.envelope, None
     try:
         return _DECIDED + pickle.dumps((decision, replies), pickle.HIGHEST_PROTOCOL)

@@ -23,8 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.core.checkpoint import Checkpointer
+from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import insert_outbox_rows
+from gateway.core.outbox import insert_outbox_rows, patient_names
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, Issue
 
 log = Logger(namespace="hssk.store")
@@ -466,7 +467,9 @@ class Journal:
                       since: float | None = None, until: float | None = None, client: str | None = None,
                       limit: int = 50) -> list[dict]:
         """Newest first. ``sender`` matches ``APP|FACILITY`` exactly or, without ``|``, the application;
-        ``client`` is the authenticated ``[clients.NAME]``."""
+        ``client`` is the authenticated ``[clients.NAME]``. ERR texts are ours or a plugin's and
+        should hold no identifier or name; ``errors`` is masked all the same, since a plugin's
+        text may quote one."""
         where, params = [], {"limit": limit}
         if client:
             where.append("client = :client")
@@ -490,12 +493,27 @@ class Journal:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT :limit"
-        return [dict(row) for row in self._conn.execute(sql, params)]
+        rows = [dict(row) for row in self._conn.execute(sql, params)]
+        names = patient_names(self._conn, [r["id"] for r in rows if r["errors"]])
+        for r in rows:
+            if r["errors"]:
+                r["errors"] = mask_text(r["errors"], names.get(r["id"], ()))
+        return rows
 
     def get_message(self, message_id: int) -> dict | None:
+        """One message: ``errors`` and ``records`` (JSON texts) masked as every operator view
+        is, ``raw`` as received (``messages show --raw``, the forensic view)."""
         row = self._conn.execute(
             f"SELECT {', '.join(self.COLUMNS)}, raw, records FROM messages WHERE id = :id", {"id": message_id}).fetchone()
-        return dict(row) if row else None
+        if row is None:
+            return None
+        found = dict(row)
+        records = json.loads(found["records"]) if found["records"] else None
+        if records is not None:
+            found["records"] = json.dumps(mask_records(records), ensure_ascii=False)
+        if found["errors"]:
+            found["errors"] = mask_text(found["errors"], names_in_records(records))
+        return found
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())

@@ -137,6 +137,14 @@ def _name(message: Hl7Message, xpn: str) -> tuple[str, str, str]:
     return family, " ".join(p for p in (middle, further) if p), given
 
 
+def names_in(message: Hl7Message) -> tuple[str, ...]:
+    """Every person's name the message carries (PID-5, NK1-2), family name first: what a text
+    about the message (a plugin's exception) may quote, read without the vendor mapping, which
+    may be what failed."""
+    xpns = [message.field("PID", 5)] + [_get(nk1, 2) for nk1 in message.segments("NK1")]
+    return tuple(" ".join(part for part in _name(message, xpn) if part) for xpn in xpns if xpn)
+
+
 def _phone(message: Hl7Message, xtn: str) -> str:
     """XTN → a Vietnamese national number: XTN-1 as sent, else area + local number, with the
     trunk ``0`` when the country code is 84."""

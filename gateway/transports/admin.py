@@ -49,6 +49,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
@@ -134,7 +135,8 @@ class AdminResource(Resource):
                 if request.getHeader("authorization"):  # a guess; no header at all guesses nothing
                     self._limiter.failed(peer_host(request))
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
-                         method=request.method.decode("ascii", "replace"), path=request.path.decode("ascii", "replace"),
+                         method=request.method.decode("ascii", "replace"),
+                         path=mask_text(request.path.decode("ascii", "replace")),
                          host=getattr(request.getClientAddress(), "host", "?"))
                 request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="hssk-gateway-admin"'])
                 return json_reply(request, http.UNAUTHORIZED, {
@@ -174,8 +176,9 @@ class AdminResource(Resource):
         if failure.check(AdminError):
             code, body = failure.value.code, {"error": failure.value.message}
         else:
-            log.failure("admin request {method} {uri} failed", failure, method=request.method, uri=request.uri)
-            code, body = http.INTERNAL_SERVER_ERROR, {"error": f"internal error: {failure.getErrorMessage()}"}
+            log.failure("admin request {method} {uri} failed", failure, method=request.method,
+                        uri=mask_text(request.uri.decode("ascii", "replace")))
+            code, body = http.INTERNAL_SERVER_ERROR, {"error": f"internal error: {mask_text(failure.getErrorMessage())}"}
         if not request._disconnected:
             request.write(json_reply(request, code, body))
             request.finish()

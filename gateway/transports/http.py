@@ -18,12 +18,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
 from twisted.web.resource import Resource
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.core.ack import encode_reply
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry, Refusal
 from gateway.core.intake import Intake
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
@@ -188,10 +190,16 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     mount_xml_intake(root, intake, clock, metrics, listener, clients, limiter)
     if admin is not None:
         root.putChild(b"admin", admin)
-    site = Site(root, requestFactory=BoundedRequest)
+    site = Site(root, requestFactory=BoundedRequest, logFormatter=masked_access_line)
     site.max_body_bytes = max_body_bytes
     site.displayTracebacks = False
     return site
+
+
+def masked_access_line(timestamp: str, request: Request) -> str:
+    """The access log line twisted.web writes for every request, identifiers masked: it quotes the
+    URI, User-Agent and Referer as the client sent them, and a client may put a CCCD in any."""
+    return mask_text(combinedLogFormatter(timestamp, request))
 
 
 def _text(request: Request, code: int, body: str) -> bytes:

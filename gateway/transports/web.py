@@ -15,6 +15,7 @@ from gateway.core.auth_limits import AUTH_RATE_LIMITED, AuthFailureLimiter
 from gateway.core.clients import BAD_CREDENTIALS, Client, ClientRegistry, Refusal, envelope_for, ip_of
 from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
+from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 
 log = Logger(namespace="hssk.http")
@@ -56,7 +57,7 @@ class IntakeResource(Resource):
         found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"))
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
-            log.warn("refusing HTTP {path} from {peer}: {reason}", path=request.path.decode("ascii", "replace"),
+            log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
                      peer=peer_of(address), reason=found.text)
             if found.reason == BAD_CREDENTIALS:
                 self._limiter.failed(peer_host(request))

@@ -69,7 +69,9 @@ async def test_commits_leave_the_copy_to_the_checkpoint_thread(tmp_path):
 async def test_the_writer_catches_up_so_the_wal_starts_over_under_sustained_load(tmp_path):
     # The thread checkpoints at most every 50 ms while 1,600 one-row commits follow each other, so
     # it almost never finds the WAL fully copied before the next commit: without the writer's own
-    # checkpoint the WAL would hold over 10,000 pages at the end.
+    # checkpoint the WAL holds over 11,000 pages at the end. With it, the WAL has started over
+    # at least once; how long it has grown again since depends on when the two checkpoints met
+    # (up to 2,226 pages seen on a loaded machine), so the bound is half of 10,000.
     writer, store, metrics = start_writer(tmp_path, restart_frames=60, min_interval=0.05)
     try:
         await gatherResults([writer.run(insert_message) for _ in range(1600)])
@@ -79,5 +81,5 @@ async def test_the_writer_catches_up_so_the_wal_starts_over_under_sustained_load
     finally:
         await writer.stop()
     assert sample_value(metrics, "hssk_journal_checkpoint_duration_seconds_count", by="writer") >= 1
-    assert wal_frames < 1600, wal_frames
+    assert wal_frames < 5000, wal_frames
     assert rows_in_database_file(store, tmp_path) == 1600

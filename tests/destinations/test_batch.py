@@ -52,13 +52,15 @@ class BatchGateway:
         self.clock.advance(at(when) - self.clock.seconds())
         await self.runner.when_idle()
 
-    async def queue(self, when: str, *control_ids: str, facility: str = "79001") -> None:
-        """Messages received at ``when``, each answered AA (so its outbox row is committed)."""
+    async def queue(self, when: str, *control_ids: str, facility: str = "79001", pid: str = "") -> None:
+        """Messages received at ``when``, each answered AA (so its outbox row is committed); ``pid``
+        replaces the default patient."""
         await self.advance_to(when)
         client = await connect_mllp(self.gateway)
         try:
             for control_id in control_ids:
-                message = hl7(control_id=control_id).replace(b"|79001|", f"|{facility}|".encode(), 1)
+                message = hl7(*[pid] if pid else [], control_id=control_id).replace(
+                    b"|79001|", f"|{facility}|".encode(), 1)
                 assert msa(await send_and_receive(client, message))[1] == "AA"
         finally:
             client.transport.loseConnection()
@@ -367,5 +369,27 @@ async def test_an_http_sink_answering_503_keeps_rows_pending_then_the_same_file_
         assert second.content_type == "application/x-ndjson"
         assert [json.loads(line)["source"]["control_id"] for line in second.body.splitlines()] == ["H-1", "H-2"]
         assert batch.states() == {"H-1": "delivered", "H-2": "delivered"}
+    finally:
+        await batch.gateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_quoting_the_files_patients_is_logged_and_recorded_with_their_names_masked(
+        tmp_path, store, log_events):
+    from twisted.logger import formatEvent
+
+    resource, listening = store
+    resource.behaviour.queued = deque(["400"])
+    resource.behaviour.reject_body = "HOSO 1: NGUYEN VAN THU; HOSO 2: Lê Thị Hoa, CCCD 079185004321"
+    batch = await start_batch_gateway(tmp_path, "2026-11-16 08:00", url=url_of(listening))
+    try:
+        await batch.queue("2026-11-17 10:00", "N-1")  # Nguyễn Văn Thử
+        await batch.queue("2026-11-17 10:05", "N-2", pid="PID|1||079185004321^^^BCA^NI||Lê^Thị Hoa||19850312|F")
+        await batch.advance_to("2026-11-23 02:00")
+
+        reason = "HTTP 400: HOSO 1: NGUYEN V. T.; HOSO 2: Lê T. H., CCCD 0791*****321"
+        assert {row["last_error"] for row in batch.rows().values()} == {reason}
+        [logged] = [formatEvent(e) for e in log_events if "refused" in e.get("log_format", "")]
+        assert reason in logged
     finally:
         await batch.gateway.stop()
