@@ -4,11 +4,15 @@ Every XML document the gateway reads comes from outside (HIS exports, BHXH files
 through :func:`parse_untrusted_xml` and nothing else:
 
 - the size is checked before a byte is parsed (``XmlTooLargeError``, meant for HTTP 413);
-- a ``<!DOCTYPE`` is refused before parsing when it is visible in the bytes (UTF-8 or UTF-16),
-  and again after parsing in case another encoding hid it — XML 130 files never need a DTD, and refusing it closes
-  XXE (external entities) and entity expansion (billion laughs) at once;
+- a ``<!DOCTYPE`` is refused before parsing when it is visible in the bytes (UTF-8, UTF-16 or
+  UTF-32), and again after parsing whatever encoding hid it — XML 130 files never need a DTD, and
+  refusing it closes XXE (external entities) and entity expansion (billion laughs) at once;
 - the lxml parser itself never resolves entities, loads a DTD or opens a network connection, and
-  keeps libxml2's limits on depth and text-node size (``huge_tree=False``) as a second wall.
+  keeps libxml2's limits on depth and text-node size (``huge_tree=False``) as a second wall;
+- every external resource libxml2 asks for (an external DTD subset, an entity's SYSTEM id) is
+  answered with nothing by :class:`_NoExternalResources`, so no file is ever opened: even with
+  ``load_dtd=False`` libxml2 opened a DOCTYPE's SYSTEM file in a UTF-32 document, and the error
+  told whether that file existed.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ _PROLOG_FORMS = tuple(
     (re.compile(re.escape("<".encode(codec)) + b"(?=" + b"|".join(
         re.escape(c.encode(codec)) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_") + b")"),
      ("<!DOCTYPE".encode(codec), "<!ENTITY".encode(codec)))
-    for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+    for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
 
 
 class UnsafeXmlError(ContentError):
@@ -39,8 +43,15 @@ class XmlTooLargeError(ContentError):
     """The document is bigger than the configured bound; intake answers 413 / AR for it."""
 
 
+class _NoExternalResources(etree.Resolver):
+    """Answers every external load with an empty document instead of opening what it names."""
+
+    def resolve(self, url, pubid, context):
+        return self.resolve_string("", context)
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -49,6 +60,8 @@ def _parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+    parser.resolvers.add(_NoExternalResources())
+    return parser
 
 
 def _refuse_doctype(where: str) -> UnsafeXmlError:

@@ -2,7 +2,9 @@
 network URL), entity expansion, DTDs hidden in another encoding or inside a FILEHOSO table, and
 documents over the size bound. The network tests listen on a real socket and prove nothing connects."""
 import base64
+import os
 import socket
+import threading
 import time
 
 import pytest
@@ -86,6 +88,48 @@ def test_doctype_hidden_by_utf16_encoding_is_still_refused_and_not_expanded():
     data = billion_laughs().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16")
 
     refused(data)
+
+
+@pytest.mark.parametrize("codec", ["utf-32", "utf-32-le", "utf-32-be"])
+def test_doctype_in_utf32_is_refused_alike_whether_the_file_it_names_exists(tmp_path, codec):
+    """Issue 23, item 1: libxml2 opened the SYSTEM file of a UTF-32 document, and its error told
+    a sender whether that file existed."""
+    existing = tmp_path / "secret.txt"
+    existing.write_text("TOP-SECRET")
+    answers = set()
+    for path in (existing, tmp_path / "missing.dtd"):
+        document = f'<?xml version="1.0" encoding="UTF-32"?><!DOCTYPE GIAMDINHHS SYSTEM "file://{path}"><GIAMDINHHS/>'
+        answers.add(_refusal_text(document.encode(codec)))
+
+    [answer] = answers
+    assert "DOCTYPE declarations are not accepted" in answer
+
+
+def test_the_parser_opens_no_file_a_doctype_names_in_an_encoding_the_prolog_check_cannot_read(tmp_path):
+    """UTF-7 writes ``<!`` as ``+ADwAIQ-``, past the byte-level check; the file named is a FIFO, so
+    a parser that opens it blocks until someone writes, and the test sees that."""
+    fifo = tmp_path / "probe.dtd"
+    os.mkfifo(fifo)
+    data = (b'<?xml version="1.0" encoding="UTF-7"?>+ADwAIQ-DOCTYPE GIAMDINHHS SYSTEM "file://'
+            + str(fifo).encode() + b'"><GIAMDINHHS/>')
+    outcome = []
+    parsing = threading.Thread(target=lambda: outcome.append(_refusal_text(data)), daemon=True)
+
+    parsing.start()
+    parsing.join(2.0)
+    opened = parsing.is_alive()
+    if opened:  # release the parser, which is blocked in open(2)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        parsing.join(2.0)
+
+    assert not opened, "the parser opened the file the DOCTYPE names"
+    assert outcome and "DOCTYPE declarations are not accepted" in outcome[0]
+
+
+def _refusal_text(data: bytes) -> str:
+    with pytest.raises(ContentError) as caught:
+        parse_untrusted_xml(data)
+    return str(caught.value)
 
 
 def test_external_entity_inside_a_base64_filehoso_table_is_refused_naming_the_table(tmp_path):
