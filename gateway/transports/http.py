@@ -17,8 +17,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
+from twisted.web.http import combinedLogFormatter, parse_qs
 from twisted.web.resource import Resource
-from twisted.web.http import combinedLogFormatter
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.core.ack import encode_reply
@@ -38,9 +38,20 @@ HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/pla
 
 class BoundedRequest(Request):
     """Stops buffering a body once it is larger than the site's limit, so a 1 GB POST costs
-    nothing; the resource then answers 413."""
+    nothing; the resource then answers 413. Never parses a form body: ``request.args`` holds the
+    query string only, and the resources that take a form read it off the reactor (see
+    :mod:`gateway.transports.forms`)."""
 
     too_large = False
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """twisted.web's own, without its form parsing: that parsed any POST's form body on the
+        reactor, for every path, before a resource could refuse it."""
+        self.content.seek(0, 0)
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, _, query = path.partition(b"?")
+        self.args = parse_qs(query, 1) if query else {}
+        self.process()
 
     def gotLength(self, length: int | None) -> None:
         limit = self.channel.site.max_body_bytes

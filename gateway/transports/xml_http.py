@@ -27,6 +27,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -38,6 +40,7 @@ from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
+from gateway.transports.forms import FormError, parse_form
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, json_reply, refusal_status
 
 #: Not in twisted.web.http's constants.
@@ -72,6 +75,8 @@ BHXH_CODES = {
 #: gateway has no portal accounts, and the facility code says the province.
 FORM_FIELDS = ("username", "loaiHoSo", "maTinh", "maCSKCB", "fileHSBase64")
 _FORM_LOCATIONS = frozenset(FORM_FIELDS)
+#: The portal's form has five fields; a client may add a few of its own, not thousands.
+_MAX_FORM_FIELDS = 32
 
 
 class _DocumentResource(IntakeResource):
@@ -170,8 +175,30 @@ class BhxhPortalResource(_DocumentResource):
             return self._portal_json(request, "1001", received_at,
                                      f"Dung lượng vượt quá giới hạn / request larger than {limit} bytes "
                                      f"(http.max_body_bytes)")
-        fields = {name: _field(request, name) for name in FORM_FIELDS}
-        missing = [name for name in ("loaiHoSo", "maCSKCB", "fileHSBase64") if not fields[name]]
+        content_type = request.getHeader("content-type") or ""
+        d = deferToThread(_read_form, request.content.read(), content_type)
+        d.addCallback(self._form_read, request, received_at, client)
+        d.addErrback(self._form_failed, request, received_at)
+        return NOT_DONE_YET
+
+    def _form_read(self, form: tuple[dict[str, str], bytes | None], request: Request, received_at: float,
+                   client: Client | None) -> None:
+        """Back on the reactor with the form; answers at once, or after the commit."""
+        fields, raw = form
+        answer = self._answer_form(request, fields, raw, received_at, client)
+        if answer is not NOT_DONE_YET and not request._disconnected:
+            request.write(answer)
+            request.finish()
+
+    def _form_failed(self, failure: Failure, request: Request, received_at: float) -> None:
+        failure.trap(FormError)
+        if not request._disconnected:
+            request.write(self._portal_json(request, "205", received_at, _form_problem(failure.getErrorMessage())))
+            request.finish()
+
+    def _answer_form(self, request: Request, fields: dict[str, str], raw: bytes | None, received_at: float,
+                     client: Client | None):
+        missing = [name for name in ("loaiHoSo", "maCSKCB", "fileHSBase64") if not fields.get(name)]
         if missing:
             return self._portal_json(request, "205", received_at, _form_problem(
                 f"missing form field(s) {', '.join(missing)}; send {', '.join(FORM_FIELDS)} as "
@@ -180,7 +207,6 @@ class BhxhPortalResource(_DocumentResource):
             return self._portal_json(request, "205", received_at, _form_problem(
                 f"loaiHoSo: {fields['loaiHoSo']!r}, this endpoint takes loaiHoSo={self._file_type} "
                 f"({self._document} file)"))
-        raw = _decode_file(fields["fileHSBase64"])
         if raw is None:
             return self._portal_json(request, "205", received_at, _form_problem(
                 "fileHSBase64: not valid base64 (RFC 4648 alphabet, '=' padding)"))
@@ -242,9 +268,11 @@ def _form_problem(text: str) -> str:
     return f"Sai tham số / wrong parameter: {text}"
 
 
-def _field(request: Request, name: str) -> str:
-    values = request.args.get(name.encode("ascii")) or [b""]
-    return values[0].decode("utf-8", "replace").strip()
+def _read_form(body: bytes, content_type: str) -> tuple[dict[str, str], bytes | None]:
+    """On a thread: the portal form's fields and its decoded file (None when absent or not
+    base64). Both can be tens of megabytes of work."""
+    fields = parse_form(body, content_type, max_fields=_MAX_FORM_FIELDS)
+    return fields, _decode_file(fields.get("fileHSBase64", ""))
 
 
 def _decode_file(text: str) -> bytes | None:

@@ -1,8 +1,11 @@
 """HTTP listener: HL7 over HTTP answers 200 with the ACK whatever the decision; HTTP status codes
 only for what HTTP is about (415, 413); health, readiness and Prometheus metrics."""
 import json
+import time
 
+import pytest
 import pytest_twisted
+from twisted.internet.task import LoopingCall
 
 from tests.support import encode_windows_1258, hl7, http_request, journal_rows, metric_value, msa, \
     replace_msh_field, start_gateway
@@ -189,3 +192,23 @@ async def test_metrics_are_prometheus_text_with_acks_and_commit_batch_size(gatew
     assert 'hssk_acks_total{code="AA",facility="79001",transport="http"} 1.0' in lines
     assert "# TYPE hssk_commit_batch_size histogram" in lines
     assert "hssk_commit_batch_size_count 1.0" in lines
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("path,code", [("/healthz", 405), ("/hl7", 415), ("/api/qd130/guiHoSoXmlQD4750", 200)])
+async def test_a_big_urlencoded_form_does_not_hold_the_reactor_on_any_path(gateway, path, code):
+    """Issue 23, item 2: twisted.web parsed every POST's form body on the reactor, for any path;
+    28 MB of ``a=1&`` held all intake for seconds. The reactor's own ticks show any such stall."""
+    ticks: list[float] = []
+    ticker = LoopingCall(lambda: ticks.append(time.monotonic()))
+    ticker.start(0.02)
+    try:
+        response = await http_request(gateway, "POST", path, b"a=1&" * 7_000_000, "application/x-www-form-urlencoded")
+    finally:
+        ticker.stop()
+
+    assert response.code == code
+    if code == 200:
+        assert response.json()["maKetQua"] == "205" and "more than 32 fields" in response.json()["thongDiep"]
+    longest = max(later - earlier for earlier, later in zip(ticks, ticks[1:]))
+    assert longest < 1.0, f"the reactor stood still for {longest:.1f} s"
