@@ -103,12 +103,18 @@ def _add_message_client(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("client", str)
 
 
+def _create_readiness(db: sqlite_utils.Database) -> None:
+    """One row the readiness probe rewrites: a probe that writes nothing succeeds on a full disk."""
+    db["readiness"].create({"id": int, "checked_at": float}, pk="id")
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
     ("0002_create_outbox", _create_outbox),
     ("0003_destination_circuit_state", _add_circuit_state),
     ("0004_messages_client", _add_message_client),
+    ("0005_readiness", _create_readiness),
 )
 
 
@@ -217,6 +223,7 @@ class JournalWriter:
         self.on_queued: Callable[[set[str]], None] | None = None
         #: Destinations whose rows need no per-person sequencing (batch files carry a period at once).
         self.unordered_destinations: frozenset[str] = frozenset()
+        self._last_failure: tuple[float, str] | None = None
 
     def start(self) -> None:
         self._conn = self._store.connect()
@@ -247,8 +254,14 @@ class JournalWriter:
         return d
 
     def probe(self) -> Deferred:
-        """Fires with True when the writer can take the write lock now — the readiness check."""
-        return self.run(lambda conn, now: True)
+        """Fires with True when the writer can take the write lock and write a row now — the
+        readiness check. It writes, because taking the lock alone succeeds on a full disk."""
+        return self.run(_write_probe)
+
+    @property
+    def last_failure(self) -> tuple[float, str] | None:
+        """When and why the last commit that carried messages failed, until one succeeds."""
+        return self._last_failure
 
     def _run(self) -> None:
         while True:
@@ -287,14 +300,21 @@ class JournalWriter:
                 task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second
+                # ROLLBACK would then raise and hide the error that says what went wrong.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             self._metrics.commit_failures.inc()
             log.error("journal commit of {count} messages failed: {error}", count=len(jobs), error=str(e))
+            if jobs:
+                self._last_failure = (self._clock.seconds(), str(e))
             results = [e] * len(jobs)
             task_results = [e] * len(tasks)
         else:
+            if jobs:
+                self._last_failure = None
             self._checkpointer.committed()
             if jobs:
                 self._metrics.commit_batch_size.observe(len(jobs))
@@ -433,6 +453,11 @@ def _run_task(task: _Task, conn: sqlite3.Connection, now: float):
         return _TaskFailed(e)
     conn.execute("RELEASE task")
     return result
+
+
+def _write_probe(conn: sqlite3.Connection, now: float) -> bool:
+    conn.execute("INSERT OR REPLACE INTO readiness (id, checked_at) VALUES (1, ?)", (now,))
+    return True
 
 
 def _answer_all(jobs: list, tasks: list, task_results: list, on_queued, queued: set[str]) -> None:

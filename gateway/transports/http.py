@@ -33,6 +33,11 @@ from gateway.formats.charsets import codec_for
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
 
+#: How long a failed journal commit keeps ``/readyz`` unready when nothing has committed since.
+#: The probe's own one-row write can succeed where a message's larger one fails (a WAL that may
+#: reuse its space, but not grow), so a failure counts until a message commits or this passes.
+COMMIT_FAILURE_SECONDS = 60.0
+
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 
 
@@ -159,6 +164,10 @@ class ReadyResource(Resource):
             probe.addErrback(lambda _: False)
             writable = yield probe
         checks["store"] = {"ok": bool(writable)}
+        failure = self._writer.last_failure
+        if failure is not None and self._clock.seconds() - failure[0] < COMMIT_FAILURE_SECONDS:
+            checks["store"] = {"ok": False, "last_commit_error": failure[1],
+                               "failed_seconds_ago": round(self._clock.seconds() - failure[0], 1)}
         ready = all(c["ok"] for c in checks.values())
         if not request._disconnected:
             request.write(_json(request, http.OK if ready else http.SERVICE_UNAVAILABLE,

@@ -1,7 +1,11 @@
 """HTTP listener: HL7 over HTTP answers 200 with the ACK whatever the decision; HTTP status codes
 only for what HTTP is about (415, 413); health, readiness and Prometheus metrics."""
+import contextlib
 import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -165,6 +169,62 @@ async def test_readyz_is_503_when_free_disk_is_below_the_floor(tmp_path, plugin)
     assert body["status"] == "not ready"
     assert body["checks"]["disk"]["ok"] is False and body["checks"]["disk"]["floor_bytes"] == 10**18
     assert body["checks"]["store"]["ok"] is True
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A real tmpfs of ``size`` at ``path``: a disk that can fill up. Needs root, as ``make test``
+    runs in CI; elsewhere the test is skipped, except under CI=true, where it fails."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs ({mounted.stderr.decode().strip()}): this test needs root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write until the filesystem has no byte left."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_is_503_while_journal_commits_fail_on_a_full_disk(tmp_path, plugin):
+    """Issue 23, item 7: the readiness probe took the write lock and wrote nothing, which works
+    on a full disk; it now writes a row, and a failed message commit counts for a while."""
+    big = ("PID|1||079085000123^^^BCA^NI||Nguyễn^Văn Thử||19850412|M", "OBX|1|TX|NOTE||" + "x" * 400_000)
+    with small_filesystem(tmp_path / "disk", "8m") as disk:
+        gw = await start_gateway(disk / "data", plugins=[plugin], **{"store.min_free_disk_bytes": 0})
+        try:
+            before = await http_request(gw, "GET", "/readyz")
+            filler = fill(disk)
+            refused = await http_request(gw, "POST", "/hl7", hl7(*big, control_id="FULL1"), "application/hl7-v2")
+            full = await http_request(gw, "GET", "/readyz")
+            filler.unlink()
+            stored = await http_request(gw, "POST", "/hl7", hl7(*big, control_id="FULL2"), "application/hl7-v2")
+            after = await http_request(gw, "GET", "/readyz")
+        finally:
+            await gw.stop()
+
+    assert before.code == 200
+    assert (refused.code, msa(refused.body)[1]) == (503, "AR")
+    assert full.code == 503
+    store = full.json()["checks"]["store"]
+    assert store["ok"] is False and "full" in store["last_commit_error"]
+    assert msa(stored.body)[1] == "AA" and after.code == 200
 
 
 @pytest_twisted.ensureDeferred
