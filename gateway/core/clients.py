@@ -21,7 +21,6 @@ credentials must not let it write another hospital's records.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -133,7 +132,7 @@ class ClientRegistry:
         if scheme == "basic":
             try:
                 user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, a non-ASCII value and UnicodeDecodeError all are
                 return None
             client = self.by_token(password)
             return client if client is not None and client.name == user else None

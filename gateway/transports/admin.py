@@ -57,7 +57,7 @@ from gateway.core.outbox import (
 )
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered
-from gateway.transports.web import json_reply, lockout, peer_host, refusal_status
+from gateway.transports.web import header, json_reply, lockout, peer_host, refusal_status
 
 if TYPE_CHECKING:
     from gateway.core.delivery import DeliveryService
@@ -132,7 +132,7 @@ class AdminResource(Resource):
             if locked is not None:
                 return json_reply(request, refusal_status(request, locked), {"error": locked.text})
             if not self._token_presented(request):
-                if request.getHeader("authorization"):  # a guess; no header at all guesses nothing
+                if header(request, "authorization"):  # a guess; no header at all guesses nothing
                     self._limiter.failed(peer_host(request))
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
                          method=request.method.decode("ascii", "replace"),
@@ -199,7 +199,7 @@ class AdminResource(Resource):
 
     def _token_presented(self, request: Request) -> bool:
         """Compared in constant time, so the answer's timing does not spell the token out."""
-        scheme, _, presented = (request.getHeader("authorization") or "").strip().partition(" ")
+        scheme, _, presented = header(request, "authorization").strip().partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), self._token)
 
     async def _status(self, request: Request) -> dict:
@@ -342,8 +342,13 @@ def _int_param(params: dict[str, str], name: str, default: int, low: int, high: 
     return int(text)
 
 
+#: SQLite's largest rowid; a larger number can name no row, and SQLite refuses to bind it.
+MAX_ROW_ID = 2 ** 63 - 1
+
+
 def _parse_row_id(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) == 0:
-        raise AdminError(http.BAD_REQUEST, f"{text!r} is not an outbox row id (a positive integer)")
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
+        raise AdminError(http.BAD_REQUEST, f"{text[:40]!r} is not an outbox row id (an integer from 1 to "
+                                           f"{MAX_ROW_ID})")
     return int(text)
 

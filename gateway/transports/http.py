@@ -30,7 +30,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import codec_for
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, refusal_status, set_status
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
 
 #: How long a failed journal commit keeps ``/readyz`` unready when nothing has committed since.
@@ -85,7 +85,7 @@ class Hl7Resource(IntakeResource):
             self._refuse_too_large()
             return _text(request, http.REQUEST_ENTITY_TOO_LARGE,
                          f"body exceeds {request.channel.site.max_body_bytes} bytes (http.max_body_bytes)\n")
-        content_type = (request.getHeader("content-type") or "").lower()
+        content_type = header(request, "content-type").lower()
         media_type, _, params = content_type.partition(";")
         if media_type.strip() not in HL7_CONTENT_TYPES:
             return _text(request, http.UNSUPPORTED_MEDIA_TYPE,

@@ -54,7 +54,7 @@ class IntakeResource(Resource):
         if locked is not None:
             return locked
         address = request.getClientAddress()
-        found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"))
+        found = self._clients.authenticate(getattr(address, "host", ""), header(request, "authorization") or None)
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
             log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
@@ -108,6 +108,14 @@ def refusal_status(request: Request, refusal: Refusal) -> int:
 def set_status(request: Request, code: int) -> None:
     """``code`` with its reason phrase, also for the codes twisted.web does not name."""
     request.setResponseCode(code, _REASON_PHRASES.get(code))
+
+
+def header(request: Request, name: str) -> str:
+    """A request header as text, ``""`` when absent. Header values are octets (RFC 9110 §5.5)
+    and twisted.web's ``getHeader`` decodes them as UTF-8, raising on any other byte; read as
+    ISO-8859-1 every byte has a character, so a stray byte is a wrong value, not a 500."""
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    return values[-1].decode("iso-8859-1") if values else ""
 
 
 def json_reply(request: Request, code: int, body: dict) -> bytes:

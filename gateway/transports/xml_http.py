@@ -41,7 +41,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
 from gateway.transports.forms import FormError, parse_form
-from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, json_reply, refusal_status
+from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, json_reply, refusal_status
 
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
@@ -127,7 +127,7 @@ class Xml130Resource(_DocumentResource):
             limit = request.channel.site.max_body_bytes
             return json_reply(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
                 "too_large", Issue(102, f"body exceeds {limit} bytes (http.max_body_bytes)", "body")))
-        media_type = (request.getHeader("content-type") or "").lower().partition(";")[0].strip()
+        media_type = header(request, "content-type").lower().partition(";")[0].strip()
         if media_type not in XML_CONTENT_TYPES:
             return json_reply(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
                 102, f"content type {media_type or '(none)'!r} is not XML; send an XML 130 file as "
@@ -175,7 +175,7 @@ class BhxhPortalResource(_DocumentResource):
             return self._portal_json(request, "1001", received_at,
                                      f"Dung lượng vượt quá giới hạn / request larger than {limit} bytes "
                                      f"(http.max_body_bytes)")
-        content_type = request.getHeader("content-type") or ""
+        content_type = header(request, "content-type")
         d = deferToThread(_read_form, request.content.read(), content_type)
         d.addCallback(self._form_read, request, received_at, client)
         d.addErrback(self._form_failed, request, received_at)

@@ -3,6 +3,7 @@ only for what HTTP is about (415, 413); health, readiness and Prometheus metrics
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.web import http
 
 from tests.support import encode_windows_1258, hl7, http_request, journal_rows, metric_value, msa, \
     replace_msh_field, start_gateway
@@ -272,3 +275,44 @@ async def test_a_big_urlencoded_form_does_not_hold_the_reactor_on_any_path(gatew
         assert response.json()["maKetQua"] == "205" and "more than 32 fields" in response.json()["thongDiep"]
     longest = max(later - earlier for earlier, later in zip(ticks, ticks[1:]))
     assert longest < 1.0, f"the reactor stood still for {longest:.1f} s"
+
+
+def raw_http(port: int, request: bytes) -> bytes:
+    """One request written byte for byte (``Agent`` would refuse to send these), the answer read to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+HUGE_ID = "9" * 30
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("request_line,headers,status", [
+    ("POST /hl7", b"Authorization: Basic \xff\xfe\r\nContent-Type: application/hl7-v2\r\n", 401),
+    ("POST /hl7", b"Authorization: Bearer t\xf6ken\r\nContent-Type: application/hl7-v2\r\n", 401),
+    ("POST /hl7", b"Content-Type: application/hl7-v2\xff\r\n", 415),
+    ("POST /xml130", b"Content-Type: text/xml\xe9\r\n", 415),
+    ("POST /api/qd130/guiHoSoXmlQD4750", b"Authorization: Bearer \xff\r\nContent-Type: text/plain\r\n", 200),
+    ("POST /admin/outbox/purge", b"Authorization: Bearer \xff\r\n", 401),
+    (f"GET /admin/outbox/rows/{HUGE_ID}", b"Authorization: Bearer admin-secret\r\n", 400),
+    (f"POST /admin/outbox/rows/{HUGE_ID}/retry", b"Authorization: Bearer admin-secret\r\n", 400),
+])
+async def test_hostile_header_bytes_and_huge_ids_get_a_clear_4xx_not_a_500(tmp_path, plugin, monkeypatch, request_line,
+                                                                            headers, status):
+    """Issue 23, item 5: twisted.web decodes ``getHeader`` values as UTF-8 and raised on any other
+    byte; a row id past SQLite's 64 bits raised in the binding. Both answered 500 with a traceback."""
+    monkeypatch.setenv("HSSK_TEST_ADMIN_TOKEN", "admin-secret")
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"auth.admin_token_env": "HSSK_TEST_ADMIN_TOKEN"})
+    try:
+        request = (request_line.encode() + b" HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n" + headers
+                   + b"Content-Length: 0\r\n\r\n")
+        answer = await deferToThread(raw_http, gw.address("http")[1], request)
+    finally:
+        await gw.stop()
+
+    assert answer.split(b"\r\n", 1)[0] == f"HTTP/1.1 {status} {http.RESPONSES[status].decode()}".encode()
+    assert b"Traceback" not in answer
