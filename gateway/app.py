@@ -14,6 +14,7 @@ from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
+from gateway.core.journal_identity import check_journal, record_journal
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
@@ -34,8 +35,11 @@ class Gateway:
     """
 
     def __init__(self, config: GatewayConfig, reactor, clock=None, plugins: pluggy.PluginManager | None = None,
-                 extra_plugins: Iterable[object] = ()) -> None:
+                 extra_plugins: Iterable[object] = (), fresh_journal: bool = False) -> None:
         self.config = config
+        #: Start on a new, empty journal when the one created in the data dir is lost (see
+        #: :mod:`gateway.core.journal_identity`); ``serve --fresh-journal``.
+        self.fresh_journal = fresh_journal
         self.reactor = reactor
         self.clock = clock or reactor
         self.metrics = Metrics()
@@ -76,9 +80,12 @@ class Gateway:
 
     @inlineCallbacks
     def start(self):
-        """Migrate the store, start the threads, then listen — in that order, so nothing is
-        accepted before it can be stored."""
+        """Check the journal is the one created here, migrate it, start the threads, then
+        listen — in that order, so nothing is accepted before it can be stored."""
+        check_journal(self.store.path, self.fresh_journal)
+        self.store.make_private()
         applied = self.store.migrate()
+        record_journal(self.store.path)
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -33,7 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config_from(args)
     validate_runtime(config, reactor)
     start_logging(config.log_format)
-    gateway = Gateway(config, reactor)
+    os.umask(0o077)  # every file the gateway writes holds patient data: its own, file drops, batch files
+    gateway = Gateway(config, reactor, fresh_journal=args.fresh_journal)
     failure = []
 
     def started_or_failed():
@@ -428,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gateway")
     serve.add_argument("--mllp-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:2575:interface=127.0.0.1")
     serve.add_argument("--http-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:8080")
+    serve.add_argument("--fresh-journal", action="store_true",
+                       help="when the journal created in the data dir is missing, empty or unreadable, keep what is "
+                            "there aside and start an empty one (otherwise the gateway refuses to start)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the configuration and plugins, then exit")

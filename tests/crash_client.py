@@ -40,7 +40,8 @@ def message_with_control_id(template: bytes, control_id: str) -> bytes:
 class GatewayProcess:
     """``hssk-gateway serve`` on 127.0.0.1 port 0 with a config (the shipped one by default) and a data dir."""
 
-    def __init__(self, data_dir: Path, start_timeout: float = 20.0, config: str = "config/gateway.toml") -> None:
+    def __init__(self, data_dir: Path, start_timeout: float = 20.0, config: str = "config/gateway.toml",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -50,7 +51,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", config,
              "--data-dir", str(data_dir), "--mllp-listen", "tcp:0:interface=127.0.0.1",
-             "--http-listen", "tcp:0:interface=127.0.0.1"],
+             "--http-listen", "tcp:0:interface=127.0.0.1", *extra_args],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, name="gateway-log-reader", daemon=True)
         self._reader.start()

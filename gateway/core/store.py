@@ -9,6 +9,7 @@ is not part of any commit: see :mod:`gateway.core.checkpoint`.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -133,6 +134,20 @@ class Store:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def make_private(self) -> None:
+        """The data dir 0700, the journal and its WAL and shared-memory files 0600: they hold
+        every patient's messages. SQLite gives its -wal and -shm files the database file's mode,
+        so the database is created empty with 0600 before SQLite opens it; a journal made
+        before this rule is tightened in place."""
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self.path.with_name(self.path.name + "-shm")):
+            if path.exists():
+                os.chmod(path, 0o600)
 
     def migrate(self) -> list[str]:
         """Apply the schema steps this file lacks; returns their names."""
