@@ -59,7 +59,7 @@ class Gateway:
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock, clients=self.clients)
         self.site = build_site(
             self.intake, self.writer, self.metrics, self.clock, data_dir=config.data_dir,
-            max_body_bytes=config.http.max_body_bytes, min_free_disk_bytes=config.store.min_free_disk_bytes,
+            http_config=config.http, min_free_disk_bytes=config.store.min_free_disk_bytes,
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
             stale_destinations=self.delivery.stale_destinations,
@@ -108,7 +108,7 @@ class Gateway:
         for port in self.ports.values():
             yield port.stopListening()
         yield self.intake.stop()
-        for protocol in list(self.mllp_factory.connections):
+        for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()
         yield self.delivery.stop()
         yield self.writer.stop()

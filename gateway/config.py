@@ -44,6 +44,9 @@ class MllpConfig:
     listen: str = "tcp:2575:interface=127.0.0.1"
     max_frame_bytes: int = field(default=32 * MiB, metadata=_check("must be a positive integer", _positive))
     max_connections: int = field(default=512, metadata=_check("must be a positive integer", _positive))
+    #: Connections one address may hold, so one host (or one misbehaving interface engine) cannot
+    #: take the whole of ``max_connections`` from the others.
+    max_connections_per_peer: int = field(default=32, metadata=_check("must be a positive integer", _positive))
     idle_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
     charset: str = ""
     default_charset: str = "utf-8"
@@ -53,6 +56,13 @@ class MllpConfig:
 class HttpConfig:
     listen: str = "tcp:8080:interface=127.0.0.1"
     max_body_bytes: int = field(default=32 * MiB, metadata=_check("must be a positive integer", _positive))
+    max_connections: int = field(default=1024, metadata=_check("must be a positive integer", _positive))
+    max_connections_per_peer: int = field(default=64, metadata=_check("must be a positive integer", _positive))
+    #: A connection that sends nothing for this long between requests is closed.
+    idle_timeout_seconds: float = field(default=60.0, metadata=_check("must be a positive number", _positive))
+    #: A request must have arrived whole (headers and body) this long after its first byte, so a
+    #: sender trickling bytes (slowloris) cannot hold a connection for ever.
+    request_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
 
 
 @dataclass(frozen=True)

@@ -137,9 +137,11 @@ class MLLPClient(Protocol):
         return d
 
 
-async def connect_mllp(gateway: Gateway) -> MLLPClient:
+async def connect_mllp(gateway: Gateway, source: str | None = None) -> MLLPClient:
+    """``source``: the local address to connect from (any of 127.0.0.0/8 is this host)."""
     host, port = gateway.address("mllp")
-    return await connectProtocol(TCP4ClientEndpoint(reactor, host, port), MLLPClient())
+    bind = None if source is None else (source, 0)
+    return await connectProtocol(TCP4ClientEndpoint(reactor, host, port, bindAddress=bind), MLLPClient())
 
 
 def segments_of(frame: bytes, charset: str = "utf-8") -> dict[str, list[list[str]]]:

@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
 from twisted.web.http import combinedLogFormatter, parse_qs
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.config import HttpConfig
 from gateway.core.ack import encode_reply
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry, Refusal
@@ -30,6 +31,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import codec_for
+from gateway.transports.http_connections import GatewaySite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
 
@@ -190,10 +192,10 @@ class MetricsResource(Resource):
 
 
 def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: IReactorTime, *, data_dir: str,
-               max_body_bytes: int, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
+               http_config: HttpConfig, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
                listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None,
-               limiter: AuthFailureLimiter | None = None) -> Site:
+               limiter: AuthFailureLimiter | None = None) -> GatewaySite:
     """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); XML 130
     intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`). ``clients``
     are who the intake endpoints recognise, ``limiter`` counts their wrong credentials per peer
@@ -210,8 +212,9 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     mount_xml_intake(root, intake, clock, metrics, listener, clients, limiter)
     if admin is not None:
         root.putChild(b"admin", admin)
-    site = Site(root, requestFactory=BoundedRequest, logFormatter=masked_access_line)
-    site.max_body_bytes = max_body_bytes
+    site = GatewaySite(root, http_config, metrics, clock, requestFactory=BoundedRequest,
+                       logFormatter=masked_access_line)
+    site.max_body_bytes = http_config.max_body_bytes
     site.displayTracebacks = False
     return site
 

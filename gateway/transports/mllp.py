@@ -43,24 +43,20 @@ class _Slot:
 
 
 class MLLPProtocol(Protocol, TimeoutMixin):
-    def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None) -> None:
+    def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None, client: Client | None = None) -> None:
         self.factory = factory
         self.decoder = FrameDecoder(factory.config.max_frame_bytes)
         self.callLater = factory.clock.callLater
         self._answers: deque[_Slot] = deque()
         self._refusal = refusal
         self._closing = False
-        self.client: Client | None = None
+        self.client = client
 
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
         self.peer = peer_of(address)
-        found = self.factory.clients.authenticate(getattr(address, "host", ""), None)
-        if isinstance(found, Refusal):
-            self._refusal = self._refusal or found
-        else:
-            self.client = found
-        self.factory.opened(self)
+        self.host = getattr(address, "host", "")
+        self.factory.opened(self, admitted=self._refusal is None)
         idle = self.factory.config.idle_timeout_seconds
         self.setTimeout(idle if self._refusal is None else min(idle, REFUSAL_GRACE_SECONDS))
 
@@ -160,20 +156,53 @@ class MLLPFactory(Factory):
         self.metrics = metrics
         self.clock = clock
         self.listener = listener
+        #: Admitted connections; ``refusing`` holds those being answered AR before they close.
         self.connections: set[MLLPProtocol] = set()
+        self.refusing: set[MLLPProtocol] = set()
+        #: Admitted connections per peer address.
+        self.per_peer: dict[str, int] = {}
         self.ack_latency = metrics.ack_latency.labels(transport=TRANSPORT)
 
-    def buildProtocol(self, addr) -> MLLPProtocol:
-        if len(self.connections) >= self.config.max_connections:
-            return MLLPProtocol(self, Refusal("max_connections", (
-                f"the listener already has {len(self.connections)} connections, its limit (mllp.max_connections)")))
-        return MLLPProtocol(self)
+    def buildProtocol(self, addr) -> MLLPProtocol | None:
+        """The peer is known (or refused) by its address before anything is read. Connections
+        being refused (a stranger while ``auth.required``, one over a limit) hold no place among
+        ``max_connections``, so idle strangers cannot lock clients out; they have places of their
+        own, as many again, and past those a connection is closed at once."""
+        host = getattr(addr, "host", "")
+        found = self.clients.authenticate(host, None)
+        refusal = found if isinstance(found, Refusal) else self._over_limit(host)
+        if refusal is None:
+            return MLLPProtocol(self, client=found)
+        if len(self.refusing) >= self.config.max_connections:
+            self.metrics.connections_refused.labels(transport=TRANSPORT, reason="max_connections").inc()
+            return None
+        return MLLPProtocol(self, refusal)
 
-    def opened(self, protocol: MLLPProtocol) -> None:
-        self.connections.add(protocol)
+    def _over_limit(self, host: str) -> Refusal | None:
+        if len(self.connections) >= self.config.max_connections:
+            return Refusal("max_connections", f"the listener already has {len(self.connections)} connections, its "
+                                              f"limit (mllp.max_connections)")
+        if self.per_peer.get(host, 0) >= self.config.max_connections_per_peer:
+            return Refusal("max_connections_per_peer", f"{host} already has {self.per_peer[host]} connections, the "
+                                                       f"limit for one address (mllp.max_connections_per_peer)")
+        return None
+
+    def opened(self, protocol: MLLPProtocol, admitted: bool) -> None:
+        if admitted:
+            self.connections.add(protocol)
+            self.per_peer[protocol.host] = self.per_peer.get(protocol.host, 0) + 1
+        else:
+            self.refusing.add(protocol)
         self.metrics.open_connections.labels(transport=TRANSPORT).inc()
 
     def closed(self, protocol: MLLPProtocol) -> None:
         if protocol in self.connections:
             self.connections.discard(protocol)
-            self.metrics.open_connections.labels(transport=TRANSPORT).dec()
+            left = self.per_peer.pop(protocol.host) - 1
+            if left:
+                self.per_peer[protocol.host] = left
+        elif protocol in self.refusing:
+            self.refusing.discard(protocol)
+        else:
+            return
+        self.metrics.open_connections.labels(transport=TRANSPORT).dec()

@@ -136,7 +136,8 @@ async def test_connection_over_max_connections_that_sends_nothing_is_closed_afte
     try:
         first = await connect_mllp(gw)
         second = await connect_mllp(gw)
-        await wait_until(lambda: len(gw.mllp_factory.connections) == 2, what="both connections seen")
+        await wait_until(lambda: (len(gw.mllp_factory.connections), len(gw.mllp_factory.refusing)) == (1, 1),
+                         what="both connections seen")
 
         clock.advance(REFUSAL_GRACE_SECONDS - 1)
         assert not second.closed.called
@@ -219,5 +220,58 @@ async def test_idle_timeout_with_a_partial_frame_counts_one_refusal(tmp_path):
         await client.closed
 
         assert metric_value(gw, REFUSED, transport="mllp", reason="idle_timeout") == 1
+    finally:
+        await gw.stop()
+
+
+# --- issue 23, item 4: strangers and one greedy peer cannot lock clients out ----------------------
+
+
+def loopback_client(**limits) -> dict[str, object]:
+    """A client known by 127.0.0.1; every other loopback address is a stranger."""
+    return {"auth.required": True, "clients.his.facilities": ["79001"], "clients.his.addresses": ["127.0.0.1/32"],
+            **limits}
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_strangers_do_not_take_the_places_of_clients(tmp_path):
+    gw = await start_limited(tmp_path, **loopback_client(**{"mllp.max_connections": 4}))
+    try:
+        strangers = [await connect_mllp(gw, source="127.0.0.2") for _ in range(12)]
+        await wait_until(lambda: len(gw.mllp_factory.refusing) == 4, what="the strangers seen")
+        client = await connect_mllp(gw)
+        client.send(hl7(control_id="CLIENT1"))
+
+        assert msa_codes(await client.wait_frames(1)) == [("AA", "CLIENT1")]
+        closed_at_once = [s for s in strangers if s.closed.called]
+        assert len(closed_at_once) == 8 and all(s.frames == [] for s in closed_at_once)
+        assert metric_value(gw, REFUSED, transport="mllp", reason="max_connections") == 8
+        client.transport.loseConnection()
+        for stranger in strangers:
+            stranger.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_address_holds_at_most_max_connections_per_peer(tmp_path):
+    gw = await start_limited(tmp_path, **{"mllp.max_connections_per_peer": 3})
+    try:
+        greedy = [await connect_mllp(gw, source="127.0.0.3") for _ in range(4)]
+        for n, connection in enumerate(greedy):
+            connection.send(hl7(control_id=f"GREEDY{n}"))
+        await greedy[3].closed
+        other = await connect_mllp(gw, source="127.0.0.4")
+        other.send(hl7(control_id="OTHER1"))
+
+        assert [msa_codes(await c.wait_frames(1)) for c in greedy[:3]] == [[("AA", f"GREEDY{n}")] for n in range(3)]
+        [refusal] = greedy[3].frames
+        assert msa_codes([refusal]) == [("AR", "GREEDY3")]
+        assert "127.0.0.3 already has 3 connections" in err_segments(refusal)[0][8]
+        assert "mllp.max_connections_per_peer" in err_segments(refusal)[0][8]
+        assert metric_value(gw, REFUSED, transport="mllp", reason="max_connections_per_peer") == 1
+        assert msa_codes(await other.wait_frames(1)) == [("AA", "OTHER1")]
+        for connection in (*greedy[:3], other):
+            connection.transport.loseConnection()
     finally:
         await gw.stop()
