@@ -43,11 +43,14 @@ def idempotency_key(destination: str, sender: str, control_id: str, record_ident
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-_ORDERING_SYSTEMS = ("CCCD", "BHYT", "BHXH", "PASSPORT", "MR")
+#: Most durable first: the 12-digit citizen id is for life, the BHXH number for a working life,
+#: while a BHYT card is renewed or re-issued (a new group, a new benefit level) with the same
+#: BHXH number in its last ten digits. Keying on the card would make a renewed card a new person.
+_ORDERING_SYSTEMS = ("CCCD", "BHXH", "BHYT", "PASSPORT", "MR")
 
 
 def ordering_key(records, message) -> str:
-    """Whose records these are, for per-person ordering: the strongest identifier the record
+    """Whose records these are, for per-person ordering: the most durable identifier the record
     set has, hashed so the outbox never holds it in clear. A record set without a person is
     ordered with nothing else."""
     person = records.person
