@@ -8,6 +8,7 @@ is not part of any commit: see :mod:`gateway.core.checkpoint`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import sqlite3
@@ -27,6 +28,7 @@ from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, patient_names
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, Issue
+from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 
 log = Logger(namespace="hssk.store")
 
@@ -103,12 +105,48 @@ def _add_message_client(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("client", str)
 
 
+_REDIGEST_PAGE = """
+SELECT id, raw, charset, content_sha256 FROM messages
+WHERE id > :after AND status IN ('accepted', 'error') AND control_id != '' AND length(raw) > 0
+  AND substr(sender, 1, 4) != 'XML|'
+ORDER BY id LIMIT 1000
+"""
+
+
+def _redigest_without_msh7(db: sqlite_utils.Database) -> None:
+    """The content identity no longer covers MSH-7 (see :func:`gateway.formats.hl7v2.content_digest`).
+    Rows journaled before hold the digest of the whole text, so the resend of such a message would
+    be a conflict (AE 205) however it was sent; their digests are computed again. Only the rows a
+    resend is looked up against (AA and AE, with a control id and their bytes) are read, and a row
+    changes only when its stored digest is the old one of its own text: an XML file's, or that of
+    bytes that did not decode, stays. Costs one decode and two hashes per such row, once."""
+    after = 0
+    while True:
+        page = db.conn.execute(_REDIGEST_PAGE, {"after": after}).fetchall()
+        if not page:
+            return
+        after = page[-1][0]
+        changed = []
+        for row_id, raw, charset, stored in page:
+            try:
+                message = Hl7Message.from_bytes(raw, charset or "")
+            except (MessageFormatError, CharsetError):
+                continue
+            if hashlib.sha256(message.text.encode("utf-8")).hexdigest() == stored:
+                changed.append((message.content_digest, row_id))
+        db.conn.executemany("UPDATE messages SET content_sha256 = ? WHERE id = ?", changed)
+
+
+#: The step that recomputes content digests without MSH-7 (named for the test that undoes it).
+CONTENT_DIGEST_STEP = "0005_content_digest_without_msh7"
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
     ("0002_create_outbox", _create_outbox),
     ("0003_destination_circuit_state", _add_circuit_state),
     ("0004_messages_client", _add_message_client),
+    (CONTENT_DIGEST_STEP, _redigest_without_msh7),
 )
 
 
