@@ -82,6 +82,10 @@ class Decision:
     #: ``(destination, removal)`` for what the privacy policy took out before rendering; counted
     #: by the intake once the outbox rows are committed.
     privacy: tuple[tuple[str, Removal], ...] = ()
+    #: False for a refusal of what came with the message rather than of its content (a client
+    #: sending for a facility not its own, form fields that contradict the file): the journal
+    #: never answers it from an earlier copy of the same bytes, which was sent differently.
+    repeatable: bool = True
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -176,7 +180,7 @@ class Pipeline:
             return Decision(envelope, message, None)
         refusal = facility_refusal(envelope, (("MSH-4", message.sending_facility, "MSH^1^4"),))
         if refusal is not None:
-            return Decision(envelope, message, REJECT, (refusal,))
+            return Decision(envelope, message, REJECT, (refusal,), repeatable=False)
         return self._run_plugins(envelope, message, progress)
 
     def _check_header(self, message: Hl7Message) -> Issue | None:
@@ -254,7 +258,7 @@ class Pipeline:
         foreign = file_facility_refusal(envelope, document, request)
         refusal = (foreign,) if foreign else request_issues(document, request)
         if refusal:
-            return Decision(envelope, None, REJECT, refusal, document=source)
+            return Decision(envelope, None, REJECT, refusal, document=source, repeatable=False)
         stage, plugin = "identify", ""
         try:
             adapter = self._hook.hssk_identify_document(document=document, envelope=envelope)

@@ -27,7 +27,7 @@ from gateway.core.checkpoint import Checkpointer
 from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, patient_names
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, Issue
+from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 
 log = Logger(namespace="hssk.store")
@@ -436,12 +436,13 @@ def _repeat_key(decision) -> tuple[str, str, str]:
 
 
 def _may_repeat(decision) -> bool:
-    """Whether ``decision`` is looked up among the originals. Not when it is refused for who sent
-    it (ERR 204: a client sending for a facility not its own): that refusal is the answer,
-    whatever the journal holds."""
+    """Whether ``decision`` is looked up among the originals. Not when it is refused for what came
+    with the bytes (who sent them, a portal form that contradicts the file; see
+    ``Decision.repeatable``): that refusal is the answer, whatever the journal holds, just as it
+    would be for a file never sent before."""
     if decision.source is None or decision.ack_code is None or not decision.control_id:
         return False
-    return not (decision.ack_code == REJECT and any(i.code == 204 for i in decision.issues))
+    return decision.repeatable
 
 
 class _Task:
