@@ -136,6 +136,10 @@ class Metrics:
             ["destination"], registry=r)
         self.pruned_rows = Counter(
             "hssk_outbox_pruned_rows_total", "Delivered outbox rows removed after the retention period.", registry=r)
+        self.pruned_bodies = Counter(
+            "hssk_journal_bodies_pruned_total", "Journaled messages whose bytes and records were blanked after "
+            "their retention period, by journal status (accepted, error, rejected, ignored).", ["status"],
+            registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

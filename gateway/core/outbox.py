@@ -234,6 +234,34 @@ def purge_delivered(conn: sqlite3.Connection, before: float, limit: int) -> int:
     return len(ids)
 
 
+#: Messages past a retention that still hold their bytes and have no outbox row left. Through the
+#: ``messages_with_body`` partial index (its condition is the first term), so each pass reads only
+#: such messages, never the journal's long tail of bodies blanked already.
+_EXPIRED_BODIES = """
+SELECT id, status FROM messages INDEXED BY messages_with_body
+WHERE length(raw) > 0 AND received_at < :before AND status IN ({statuses})
+  AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)
+ORDER BY received_at LIMIT :limit
+"""
+
+
+def prune_bodies(conn: sqlite3.Connection, before: float, statuses: Iterable[str], limit: int) -> dict[str, int]:
+    """Blank the bytes and records of up to ``limit`` messages of these journal statuses received
+    before ``before`` with nothing left to deliver: an AE/AR message (nothing ever queued), an
+    inbound ACK, an accepted message routed to no destination. The row stays, with its errors
+    and content digest, so operators still see it and a resend is still recognised. Returns how
+    many of each status were blanked."""
+    names = list(statuses)
+    params = {f"s{n}": name for n, name in enumerate(names)} | {"before": before, "limit": limit}
+    found = conn.execute(_EXPIRED_BODIES.format(statuses=", ".join(f":s{n}" for n in range(len(names)))),
+                         params).fetchall()
+    conn.executemany("UPDATE messages SET raw = X'', records = NULL WHERE id = ?", [(row[0],) for row in found])
+    counts: dict[str, int] = {}
+    for _, status in found:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def record_circuit(conn: sqlite3.Connection, now: float, destination: str, state: str) -> None:
     """The running gateway's circuit breaker for ``destination`` is now in ``state`` (since ``now``)."""
     conn.execute(

@@ -140,6 +140,13 @@ def _redigest_without_msh7(db: sqlite_utils.Database) -> None:
 #: The step that recomputes content digests without MSH-7 (named for the test that undoes it).
 CONTENT_DIGEST_STEP = "0005_content_digest_without_msh7"
 
+def _index_messages_with_body(db: sqlite_utils.Database) -> None:
+    """Retention blanks the bytes of old messages; this index holds only the messages that still
+    have theirs, so each pruning pass finds its few candidates without reading the journal's
+    long tail of blanked rows (see ``gateway.core.outbox.prune_bodies``)."""
+    db.conn.execute("CREATE INDEX messages_with_body ON messages (received_at) WHERE length(raw) > 0")
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -147,6 +154,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0003_destination_circuit_state", _add_circuit_state),
     ("0004_messages_client", _add_message_client),
     (CONTENT_DIGEST_STEP, _redigest_without_msh7),
+    ("0006_messages_with_body_index", _index_messages_with_body),
 )
 
 
