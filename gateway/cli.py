@@ -139,12 +139,21 @@ def cmd_messages_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    print(f"{'ID':>8}  {'RECEIVED':19}  {'TRANSPORT':9}  {'SENDER':28}  {'CONTROL ID':22}  {'TYPE':9}  {'PLUGIN':12}  ACK  STATUS")
+    print(f"{'ID':>8}  {'RECEIVED':19}  {'TRANSPORT':9}  {'SENDER':28}  {'CONTROL ID':22}  {'TYPE':9}  {'PLUGIN':12}  "
+          f"{'ACK':5}  STATUS")
     for r in rows:
         print(f"{r['id']:>8}  {_when(r['received_at']):19}  {r['transport']:9}  {(r['sender'] or '-')[:28]:28}  "
               f"{(r['control_id'] or '-')[:22]:22}  {(r['message_type'] or '-')[:9]:9}  {(r['plugin'] or '-')[:12]:12}  "
-              f"{r['ack_code'] or '-':3}  {r['status']}")
+              f"{_acks_sent(r):5}  {r['status']}")
     return 0
+
+
+def _acks_sent(row: dict) -> str:
+    """What the sender was told: ``CA``, ``CE,AE``, ``none`` (MSH-15/16 asked for no ACK); the
+    decision's code for rows journaled before the codes were recorded, ``-`` for none at all."""
+    if row["acks_sent"] is None:
+        return row["ack_code"] or "-"
+    return ",".join(row["acks_sent"]) or "none"
 
 
 def cmd_messages_show(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import sqlite_utils
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
@@ -147,6 +148,13 @@ def _index_messages_with_body(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE INDEX messages_with_body ON messages (received_at) WHERE length(raw) > 0")
 
 
+def _add_acks_sent(db: sqlite_utils.Database) -> None:
+    """The MSA-1 codes the sender was sent, comma-separated in wire order (``CA``, ``CE,AE``; empty
+    when MSH-15/16 asked for none): in enhanced mode that is not ``ack_code``, the decision. NULL
+    for XML files (answered in HTTP), inbound ACKs and rows from before this step."""
+    db["messages"].add_column("acks_sent", str)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -155,6 +163,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0004_messages_client", _add_message_client),
     (CONTENT_DIGEST_STEP, _redigest_without_msh7),
     ("0006_messages_with_body_index", _index_messages_with_body),
+    ("0007_messages_acks_sent", _add_acks_sent),
 )
 
 
@@ -223,7 +232,7 @@ class WriteJob(Protocol):
 
 _COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
             "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
-            "repeat_count", "last_repeat_at", "client")
+            "repeat_count", "last_repeat_at", "client", "acks_sent")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 #: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
@@ -394,6 +403,8 @@ class JournalWriter:
                 source.charset if source else "", decision.plugin, ack_code, status,
                 json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
                 decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
+                None if ack_code is None or decision.document is not None
+                else ",".join(ack_codes(decision.message, ack_code)),
             ])
             plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
             if status in ("accepted", "error") and decision.control_id:
@@ -501,11 +512,15 @@ class Journal:
 
     COLUMNS = ("id", "received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id",
                "message_type", "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256",
-               "repeat_count", "last_repeat_at", "client")
+               "repeat_count", "last_repeat_at", "client", "acks_sent")
 
     def __init__(self, store: Store) -> None:
         self._conn = store.connect()
         self._conn.row_factory = sqlite3.Row
+        # A journal the gateway has not migrated yet (the CLI of a newer version) lacks the newest
+        # columns: they read as NULL rather than failing the query.
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
+        self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in self.COLUMNS)
 
     def close(self) -> None:
         self._conn.close()
@@ -536,11 +551,11 @@ class Journal:
         if until is not None:
             where.append("received_at < :until")
             params["until"] = until
-        sql = f"SELECT {', '.join(self.COLUMNS)} FROM messages"
+        sql = f"SELECT {self._select} FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT :limit"
-        rows = [dict(row) for row in self._conn.execute(sql, params)]
+        rows = [_with_acks_sent_listed(dict(row)) for row in self._conn.execute(sql, params)]
         names = patient_names(self._conn, [r["id"] for r in rows if r["errors"]])
         for r in rows:
             if r["errors"]:
@@ -551,10 +566,10 @@ class Journal:
         """One message: ``errors`` and ``records`` (JSON texts) masked as every operator view
         is, ``raw`` as received (``messages show --raw``, the forensic view)."""
         row = self._conn.execute(
-            f"SELECT {', '.join(self.COLUMNS)}, raw, records FROM messages WHERE id = :id", {"id": message_id}).fetchone()
+            f"SELECT {self._select}, raw, records FROM messages WHERE id = :id", {"id": message_id}).fetchone()
         if row is None:
             return None
-        found = dict(row)
+        found = _with_acks_sent_listed(dict(row))
         records = json.loads(found["records"]) if found["records"] else None
         if records is not None:
             found["records"] = json.dumps(mask_records(records), ensure_ascii=False)
@@ -564,3 +579,10 @@ class Journal:
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())
+
+
+def _with_acks_sent_listed(row: dict) -> dict:
+    """``acks_sent`` as the list of codes (``[]``: none was sent; None: not recorded)."""
+    sent = row["acks_sent"]
+    row["acks_sent"] = None if sent is None else [code for code in sent.split(",") if code]
+    return row
