@@ -83,10 +83,18 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
     """Queue rows. A person's row is ``pending`` only when nothing of theirs is undelivered for
     that destination; otherwise it is ``waiting`` behind it and becomes pending when the row
     ahead settles. Per-person order is thus a property of the rows, and claiming is a plain
-    index scan of pending rows however long one person's backlog is."""
+    index scan of pending rows however long one person's backlog is.
+
+    An item whose idempotency key is queued already (a replay, another client's copy of the
+    message) is the same record: it is skipped, and holds nothing back."""
+    items = list(items)
+    queued = _queued_keys(conn, [i.idempotency_key for _, i in items])
     ahead: set[tuple[str, str]] = set()
     rows = []
     for message_id, i in items:
+        if i.idempotency_key in queued:
+            continue
+        queued.add(i.idempotency_key)
         person = (i.destination, i.ordering_key)
         if i.destination in unordered or (
                 person not in ahead and conn.execute(_HAS_UNDELIVERED, person).fetchone() is None):
@@ -97,6 +105,16 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
         rows.append((message_id, i.destination, i.idempotency_key, i.ordering_key, state, now, now, now,
                      i.content_type, i.payload))
     conn.executemany(_INSERT, rows)
+
+
+def _queued_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    """Which of ``keys`` the outbox holds already: one indexed lookup per 500 keys."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        found.update(key for (key,) in conn.execute(
+            f"SELECT idempotency_key FROM outbox WHERE idempotency_key IN ({', '.join('?' * len(chunk))})", chunk))
+    return found
 
 
 #: When a row is delivered or dead, the next waiting row of the same person becomes pending.
