@@ -338,7 +338,8 @@ class JournalWriter:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock.seconds()
-                results = self._journal([job.decision for job in jobs], now) if jobs else []
+                results = (journal_decisions(self._conn, [job.decision for job in jobs], now, self.unordered_destinations)
+                           if jobs else [])
                 task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -360,92 +361,94 @@ class JournalWriter:
                   for item in job.decision.outbox} if self.on_queued is not None else set()
         self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued)
 
-    def _journal(self, decisions: list, now: float) -> list[Committed]:
-        """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
-        INSERT — because every call releases and re-takes the GIL, and under load each re-take
-        waits for the reactor or a pipeline worker to yield it.
 
-        A decision whose (client, sender, control id) already has a final answer is a repeat
-        (same content: the stored answer, no new row) or a conflict (different content: AE 205,
-        new row). Copies of one message inside the batch are treated the same way. The client is
-        part of the key, and a decision refused for who sent it is never a repeat, so another
-        client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
-        """
-        originals = self._find_originals(decisions)
-        rows: list[list] = []
-        plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
-        repeats: dict[int, int] = {}
-        for decision in decisions:
-            source = decision.source  # the HL7 message or the XML file's DocumentSource
-            key = _repeat_key(decision)
-            ack_code, issues = decision.ack_code, decision.issues
-            if _may_repeat(decision):
-                earlier = originals.get(key, {})
-                original = earlier.get(decision.digest)
-                if original is not None:
-                    where, ref, code, stored = original
-                    if where == "row":
-                        rows[ref][_COLUMNS.index("repeat_count")] += 1
-                        rows[ref][_COLUMNS.index("last_repeat_at")] = now
-                    else:
-                        repeats[ref] = repeats.get(ref, 0) + 1
-                    plan.append((where, ref, (code, stored, True)))
-                    continue
-                if earlier:
-                    ack_code, issues = ERROR, (Issue(
-                        205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
-                             f"{decision.sender!r} for different content", "MSH^1^10"),)
-            envelope = decision.envelope
-            status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
-            rows.append([
-                envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
-                decision.control_id, decision.message_type, source.version if source else "",
-                source.charset if source else "", decision.plugin, ack_code, status,
-                json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
-                decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
-                None if ack_code is None or decision.document is not None
-                else ",".join(ack_codes(decision.message, ack_code)),
-            ])
-            plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
-            if status in ("accepted", "error") and decision.control_id:
-                originals.setdefault(key, {}).setdefault(
-                    decision.digest, ("row", len(rows) - 1, ack_code, tuple(issues)))
-        first_id = 0
-        if rows:
-            cursor = self._conn.execute(
-                f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
-                [value for row in rows for value in row])
-            # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
-            # holds the write lock, and SQLite gives each new row max(rowid) + 1.
-            first_id = cursor.lastrowid - len(rows) + 1
-            queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
-                      if where == "row" and code == ACCEPT for item in decision.outbox]
-            if queued:
-                insert_outbox_rows(self._conn, queued, now, self.unordered_destinations)
-        if repeats:
-            self._conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
-        return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
-                for where, ref, (code, issues, duplicate) in plan]
+def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
+                      unordered: frozenset[str] = frozenset()) -> list[Committed]:
+    """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
+    INSERT — because every call releases and re-takes the GIL, and under load each re-take
+    waits for the reactor or a pipeline worker to yield it.
 
-    def _find_originals(self, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
-        """Every earlier final answer per (client, sender, control id), keyed by content digest.
+    A decision whose (client, sender, control id) already has a final answer is a repeat
+    (same content: the stored answer, no new row) or a conflict (different content: AE 205,
+    new row). Copies of one message inside the batch are treated the same way. The client is
+    part of the key, and a decision refused for who sent it is never a repeat, so another
+    client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
+    """
+    originals = _find_originals(conn, decisions)
+    rows: list[list] = []
+    plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
+    repeats: dict[int, int] = {}
+    for decision in decisions:
+        source = decision.source  # the HL7 message or the XML file's DocumentSource
+        key = _repeat_key(decision)
+        ack_code, issues = decision.ack_code, decision.issues
+        if _may_repeat(decision):
+            earlier = originals.get(key, {})
+            original = earlier.get(decision.digest)
+            if original is not None:
+                where, ref, code, stored = original
+                if where == "row":
+                    rows[ref][_COLUMNS.index("repeat_count")] += 1
+                    rows[ref][_COLUMNS.index("last_repeat_at")] = now
+                else:
+                    repeats[ref] = repeats.get(ref, 0) + 1
+                plan.append((where, ref, (code, stored, True)))
+                continue
+            if earlier:
+                ack_code, issues = ERROR, (Issue(
+                    205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
+                         f"{decision.sender!r} for different content", "MSH^1^10"),)
+        envelope = decision.envelope
+        status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
+        rows.append([
+            envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
+            decision.control_id, decision.message_type, source.version if source else "",
+            source.charset if source else "", decision.plugin, ack_code, status,
+            json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
+            decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
+            None if ack_code is None or decision.document is not None
+            else ",".join(ack_codes(decision.message, ack_code)),
+        ])
+        plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
+        if status in ("accepted", "error") and decision.control_id:
+            originals.setdefault(key, {}).setdefault(
+                decision.digest, ("row", len(rows) - 1, ack_code, tuple(issues)))
+    first_id = 0
+    if rows:
+        cursor = conn.execute(
+            f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
+            [value for row in rows for value in row])
+        # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
+        # holds the write lock, and SQLite gives each new row max(rowid) + 1.
+        first_id = cursor.lastrowid - len(rows) + 1
+        queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
+                  if where == "row" and code == ACCEPT for item in decision.outbox]
+        if queued:
+            insert_outbox_rows(conn, queued, now, unordered)
+    if repeats:
+        conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
+    return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
+            for where, ref, (code, issues, duplicate) in plan]
 
-        A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
-        """
-        keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
-        if not keys:
-            return {}
-        senders = sorted({k[1] for k in keys})
-        control_ids = sorted({k[2] for k in keys})
-        sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
-        found: dict[tuple[str, str, str], dict[str, tuple]] = {}
-        for client, sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
-            key = (client, sender, control_id)
-            by_digest = found.setdefault(key, {}) if key in keys else None
-            if by_digest is not None and digest not in by_digest:
-                stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
-                by_digest[digest] = ("old", row_id, code, stored)
-        return found
+def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
+    """Every earlier final answer per (client, sender, control id), keyed by content digest.
+
+    A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
+    """
+    keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
+    if not keys:
+        return {}
+    senders = sorted({k[1] for k in keys})
+    control_ids = sorted({k[2] for k in keys})
+    sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
+    found: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    for client, sender, control_id, row_id, digest, code, errors in conn.execute(sql, senders + control_ids):
+        key = (client, sender, control_id)
+        by_digest = found.setdefault(key, {}) if key in keys else None
+        if by_digest is not None and digest not in by_digest:
+            stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
+            by_digest[digest] = ("old", row_id, code, stored)
+    return found
 
 
 def _repeat_key(decision) -> tuple[str, str, str]:
