@@ -195,10 +195,11 @@ class Intake:
         ``arrivals`` is the sender's connection: its messages are journaled in submission order."""
         return self._admit(_Job(self, envelope, arrivals=arrivals))
 
-    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None) -> Deferred:
+    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None,
+                        arrivals: ArrivalOrder | None = None) -> Deferred:
         """Like :meth:`submit` for an XML 130 file in ``envelope.raw``; ``request`` is what the
         transport was told about it (see :class:`DocumentRequest`). The Outcome has no replies."""
-        return self._admit(_Job(self, envelope, document=True, request=request))
+        return self._admit(_Job(self, envelope, document=True, request=request, arrivals=arrivals))
 
     def _admit(self, job: _Job) -> Deferred:
         envelope = job.envelope
@@ -472,6 +473,10 @@ class Intake:
         else:
             code, issues, message_id, duplicate = result.ack_code, result.issues, result.message_id, result.duplicate
         transport = decision.envelope.transport
+        if decision.envelope.replay_of is not None:  # answered to nobody: counted as a replay, not as an answer
+            self._metrics.replays.labels(code=code or "none").inc()
+            return Outcome(code, issues, message_id, committed=not isinstance(result, Exception),
+                           plugin=decision.plugin, message_type=decision.message_type)
         if code is None or decision.document is not None:
             replies = ()
         elif (prebuilt is not None and not duplicate and not isinstance(result, Exception)

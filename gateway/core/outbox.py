@@ -88,7 +88,7 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
     An item whose idempotency key is queued already (a replay, another client's copy of the
     message) is the same record: it is skipped, and holds nothing back."""
     items = list(items)
-    queued = _queued_keys(conn, [i.idempotency_key for _, i in items])
+    queued = queued_keys(conn, [i.idempotency_key for _, i in items])
     ahead: set[tuple[str, str]] = set()
     rows = []
     for message_id, i in items:
@@ -107,7 +107,7 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
     conn.executemany(_INSERT, rows)
 
 
-def _queued_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+def queued_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
     """Which of ``keys`` the outbox holds already: one indexed lookup per 500 keys."""
     found: set[str] = set()
     for start in range(0, len(keys), 500):

@@ -86,6 +86,9 @@ class Decision:
     #: sending for a facility not its own, form fields that contradict the file): the journal
     #: never answers it from an earlier copy of the same bytes, which was sent differently.
     repeatable: bool = True
+    #: What the transport said about a file (the portal's form fields), journaled with it so a
+    #: replay holds the file to the same request.
+    request: DocumentRequest | None = None
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -238,9 +241,11 @@ class Pipeline:
         sending another hospital's file hears that (403), not that a form field is wrong (205).
         """
         try:
-            return self._decide_document(envelope, progress, request)
+            decision = self._decide_document(envelope, progress, request)
         except Exception as e:
-            return self._internal_error(envelope, e, document=True, request=request)
+            decision = self._internal_error(envelope, e, document=True, request=request)
+        decision.request = request
+        return decision
 
     def _decide_document(self, envelope: Envelope, progress, request: DocumentRequest | None) -> Decision:
         try:
@@ -354,7 +359,7 @@ def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", doc
     lost): journaled under whatever names its bytes give, so operators can find and replay it."""
     if document:
         return Decision(envelope, None, code, (issue,), plugin, document=DocumentSource.unread(envelope.raw, request),
-                        fault=fault)
+                        fault=fault, request=request)
     return Decision(envelope, best_header(envelope), code, (issue,), plugin, fault=fault)
 
 

@@ -150,9 +150,23 @@ def _index_messages_with_body(db: sqlite_utils.Database) -> None:
 
 def _add_acks_sent(db: sqlite_utils.Database) -> None:
     """The MSA-1 codes the sender was sent, comma-separated in wire order (``CA``, ``CE,AE``; empty
-    when MSH-15/16 asked for none): in enhanced mode that is not ``ack_code``, the decision. NULL
-    for XML files (answered in HTTP), inbound ACKs and rows from before this step."""
+    when MSH-15/16 asked for none, and for a replay, which answers nobody): in enhanced mode that
+    is not ``ack_code``, the decision. NULL for XML files (answered in HTTP), inbound ACKs and
+    rows from before this step."""
     db["messages"].add_column("acks_sent", str)
+
+
+def _add_replay_columns(db: sqlite_utils.Database) -> None:
+    """What a replay needs besides the bytes (see :mod:`gateway.core.replay`): ``replay_of``, the
+    first attempt a replayed row is a new attempt of (NULL for what a sender sent), indexed for
+    "the latest attempt of this message"; ``request``, the portal form fields a file came with
+    (JSON); ``forced_charset``, the charset the transport imposed (a listener's ``mllp.charset``, an
+    HTTP Content-Type charset). Rows from before this step have neither, and are replayed with
+    today's listener charset and no form."""
+    db["messages"].add_column("replay_of", int)
+    db["messages"].add_column("request", str)
+    db["messages"].add_column("forced_charset", str)
+    db.conn.execute("CREATE INDEX messages_by_replay_of ON messages (replay_of) WHERE replay_of IS NOT NULL")
 
 
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
@@ -164,6 +178,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     (CONTENT_DIGEST_STEP, _redigest_without_msh7),
     ("0006_messages_with_body_index", _index_messages_with_body),
     ("0007_messages_acks_sent", _add_acks_sent),
+    ("0008_messages_replay", _add_replay_columns),
 )
 
 
@@ -232,15 +247,15 @@ class WriteJob(Protocol):
 
 _COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
             "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
-            "repeat_count", "last_repeat_at", "client", "acks_sent")
+            "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request", "forced_charset")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
-#: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
-#: sender to try again, so an AR'd copy is never an original. Two IN lists keep the
-#: (sender, control_id) index usable; the few extra pairs they admit, and the copies another
+#: The first copies whose answer was final (AA or AE) among a batch's keys, and their replays;
+#: an AR invites the sender to try again, so an AR'd copy is never an original. Two IN lists keep
+#: the (sender, control_id) index usable; the few extra pairs they admit, and the copies another
 #: client sent, are filtered in Python.
 _FIND_ORIGINALS = """
-SELECT coalesce(client, ''), sender, control_id, id, content_sha256, ack_code, errors FROM messages
+SELECT coalesce(client, ''), sender, control_id, id, content_sha256, ack_code, errors, replay_of FROM messages
 WHERE sender IN ({senders}) AND control_id IN ({control_ids}) AND status IN ('accepted', 'error')
 ORDER BY id
 """
@@ -373,6 +388,11 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
     new row). Copies of one message inside the batch are treated the same way. The client is
     part of the key, and a decision refused for who sent it is never a repeat, so another
     client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
+
+    A replay (``envelope.replay_of``) is neither: it is a new attempt of a journaled message,
+    always a new row, and its answer, when final, is the one the message's resends get from
+    then on. Its outbox rows have the first attempt's idempotency keys, so what was queued
+    already is not queued again.
     """
     originals = _find_originals(conn, decisions)
     rows: list[list] = []
@@ -382,11 +402,12 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         source = decision.source  # the HL7 message or the XML file's DocumentSource
         key = _repeat_key(decision)
         ack_code, issues = decision.ack_code, decision.issues
-        if _may_repeat(decision):
+        envelope = decision.envelope
+        if envelope.replay_of is None and _may_repeat(decision):
             earlier = originals.get(key, {})
             original = earlier.get(decision.digest)
             if original is not None:
-                where, ref, code, stored = original
+                where, ref, code, stored, _ = original
                 if where == "row":
                     rows[ref][_COLUMNS.index("repeat_count")] += 1
                     rows[ref][_COLUMNS.index("last_repeat_at")] = now
@@ -398,8 +419,8 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
                 ack_code, issues = ERROR, (Issue(
                     205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
                          f"{decision.sender!r} for different content", "MSH^1^10"),)
-        envelope = decision.envelope
         status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
+        request = decision.request
         rows.append([
             envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
             decision.control_id, decision.message_type, source.version if source else "",
@@ -407,12 +428,15 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
             json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
             decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
             None if ack_code is None or decision.document is not None
-            else ",".join(ack_codes(decision.message, ack_code)),
+            else "" if envelope.replay_of is not None else ",".join(ack_codes(decision.message, ack_code)),
+            envelope.replay_of,
+            None if request is None else json.dumps({"document": request.document, "facility": request.facility}),
+            envelope.forced_charset,
         ])
         plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
         if status in ("accepted", "error") and decision.control_id:
-            originals.setdefault(key, {}).setdefault(
-                decision.digest, ("row", len(rows) - 1, ack_code, tuple(issues)))
+            _remember(originals.setdefault(key, {}), decision.digest,
+                      ("row", len(rows) - 1, ack_code, tuple(issues)), envelope.replay_of)
     first_id = 0
     if rows:
         cursor = conn.execute(
@@ -442,13 +466,27 @@ def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str
     control_ids = sorted({k[2] for k in keys})
     sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
     found: dict[tuple[str, str, str], dict[str, tuple]] = {}
-    for client, sender, control_id, row_id, digest, code, errors in conn.execute(sql, senders + control_ids):
+    for client, sender, control_id, row_id, digest, code, errors, replay_of in conn.execute(
+            sql, senders + control_ids):
         key = (client, sender, control_id)
-        by_digest = found.setdefault(key, {}) if key in keys else None
-        if by_digest is not None and digest not in by_digest:
+        if key in keys:
             stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
-            by_digest[digest] = ("old", row_id, code, stored)
+            _remember(found.setdefault(key, {}), digest, ("old", row_id, code, stored), replay_of, row_id)
     return found
+
+
+def _remember(by_digest: dict[str, tuple], digest: str, answer: tuple, replay_of: int | None,
+              row_id: int | None = None) -> None:
+    """Keep ``answer`` (where, ref, code, issues) as what a resend of ``digest`` gets, rows taken
+    in id order: the first copy's answer, unless a later replay of that first copy answered
+    since. Each kept answer ends with the id of the first attempt it belongs to (None for a row
+    of this batch, which no replay can name yet)."""
+    current = by_digest.get(digest)
+    if replay_of is None:
+        if current is None:
+            by_digest[digest] = (*answer, row_id)
+    elif current is None or current[4] == replay_of:
+        by_digest[digest] = (*answer, replay_of)
 
 
 def _repeat_key(decision) -> tuple[str, str, str]:
@@ -515,7 +553,7 @@ class Journal:
 
     COLUMNS = ("id", "received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id",
                "message_type", "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256",
-               "repeat_count", "last_repeat_at", "client", "acks_sent")
+               "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request")
 
     def __init__(self, store: Store) -> None:
         self._conn = store.connect()
