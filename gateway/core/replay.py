@@ -205,19 +205,8 @@ class Replayer:
         self._window = config.pipeline.workers
         self._reactor = reactor
 
-    def _in_thread(self, work: Callable[..., Any], *args: Any):
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), work, *args)
-
     def _read(self, query: Callable[[sqlite3.Connection], Any]):
-        """A read on a connection of its own, in the thread pool: never on the reactor or the writer."""
-        def run():
-            conn = self._store.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return self._in_thread(run)
+        return self._store.read_in_thread(self._reactor, query)
 
     async def select(self, selection: Selection) -> tuple[list[Journaled], bool]:
         return await self._read(lambda conn: select(conn, selection))
@@ -225,7 +214,8 @@ class Replayer:
     async def replay(self, messages: list[Journaled], more: bool, dry_run: bool) -> dict:
         envelopes = [envelope_of(m, self._clients, self._listener_charset) for m in messages]
         if dry_run:
-            decisions = [await self._in_thread(decide, self._pipeline, m, e) if m.raw else None
+            decisions = [await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), decide,
+                                                 self._pipeline, m, e) if m.raw else None
                          for m, e in zip(messages, envelopes)]
             queued = await self._read(lambda conn: _already_queued(conn, [d for d in decisions if d]))
             return _answer(True, [_planned(m, d, queued) if d else _entry(m, skipped=PRUNED)

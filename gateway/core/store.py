@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gateway.core.ack import ack_codes
@@ -198,6 +199,19 @@ class Store:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    def read_in_thread(self, reactor, query: Callable[[sqlite3.Connection], Any]) -> Deferred:
+        """Run ``query`` on a connection of its own in the reactor's thread pool, never on the
+        reactor or the journal writer: an operator's read must not hold up the group commit that
+        ACKs depend on. Fires on the reactor with its result."""
+        def run():
+            conn = self.connect()
+            try:
+                return query(conn)
+            finally:
+                conn.close()
+
+        return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+
     def migrate(self) -> list[str]:
         """Apply the schema steps this file lacks; returns their names."""
         conn = self.connect()
@@ -353,8 +367,8 @@ class JournalWriter:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock.seconds()
-                results = (journal_decisions(self._conn, [job.decision for job in jobs], now, self.unordered_destinations)
-                           if jobs else [])
+                decisions = [job.decision for job in jobs]
+                results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
                 task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
             except BaseException:

@@ -46,7 +46,6 @@ from urllib.parse import parse_qs
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -195,16 +194,7 @@ class AdminResource(Resource):
     # --- reads -----------------------------------------------------------------------------
 
     def _read(self, query: Callable[[sqlite3.Connection], object]) -> Deferred:
-        """Run a read on a connection of its own in the thread pool, never on the writer: a
-        listing must not hold up the group commit that ACKs depend on."""
-        def run():
-            conn = self._store.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), run)
+        return self._store.read_in_thread(self._reactor, query)
 
     def _token_presented(self, request: Request) -> bool:
         """Compared in constant time, so the answer's timing does not spell the token out."""

@@ -31,6 +31,16 @@ async def replay(gateway, query: str):
     return await http_request(gateway, "POST", f"/admin/messages/{query}")
 
 
+async def failed_then_fixed(gateway, control_id: str, behaviour=broken):
+    """Send one message the plugin fails with ``behaviour`` (AE), then fix the plugin; returns
+    the sender's connection and the message's journal id."""
+    client = await connect_mllp(gateway)
+    gateway.test_plugin.behaviour = behaviour
+    assert msa(await send_and_receive(client, hl7(control_id=control_id)))[1] == "AE"
+    gateway.test_plugin.behaviour = None
+    return client, journal_rows(gateway, control_id=control_id)[0]["id"]
+
+
 @pytest_twisted.async_yield_fixture
 async def gw(tmp_path):
     plugin = TestPlugin()
@@ -42,11 +52,8 @@ async def gw(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_replayed_message_is_decided_again_journaled_as_a_new_attempt_and_queued_without_answering(gw):
-    client = await connect_mllp(gw)
-    gw.test_plugin.behaviour = broken
-    assert msa(await send_and_receive(client, hl7(control_id="FIXME1")))[1] == "AE"
+    client, _ = await failed_then_fixed(gw, "FIXME1")
     [first] = journal_rows(gw)
-    gw.test_plugin.behaviour = None  # the plugin is fixed
 
     response = await replay(gw, f"{first['id']}/replay")
 
@@ -69,17 +76,12 @@ async def test_a_replayed_message_is_decided_again_journaled_as_a_new_attempt_an
 
 @pytest_twisted.ensureDeferred
 async def test_replaying_again_queues_nothing_twice_and_a_resend_gets_the_latest_answer(gw):
-    client = await connect_mllp(gw)
-    payload = hl7(control_id="FIXME2")
-    gw.test_plugin.behaviour = missing_cccd
-    assert msa(await send_and_receive(client, payload))[1] == "AE"
-    first_id = journal_rows(gw)[0]["id"]
-    gw.test_plugin.behaviour = None
+    client, first_id = await failed_then_fixed(gw, "FIXME2", missing_cccd)
     assert (await replay(gw, f"{first_id}/replay")).json()["replayed"][0]["queued"] == 1
 
     again = (await replay(gw, f"{first_id}/replay")).json()["replayed"][0]
     gw.test_plugin.behaviour = broken  # a resend decided afresh would be AE
-    resent = await send_and_receive(client, payload)
+    resent = await send_and_receive(client, hl7(control_id="FIXME2"))
 
     assert (again["ack_code"], again["queued"]) == ("AA", 0)
     assert msa(resent)[1:3] == ["AA", "FIXME2"]
@@ -120,11 +122,7 @@ async def test_replay_by_status_takes_the_latest_attempts_with_that_status_in_th
 
 @pytest_twisted.ensureDeferred
 async def test_a_dry_run_decides_and_says_what_would_be_queued_without_journaling(gw):
-    client = await connect_mllp(gw)
-    gw.test_plugin.behaviour = broken
-    assert msa(await send_and_receive(client, hl7(control_id="DRY1")))[1] == "AE"
-    gw.test_plugin.behaviour = None
-    message_id = journal_rows(gw)[0]["id"]
+    client, message_id = await failed_then_fixed(gw, "DRY1")
 
     response = await replay(gw, f"{message_id}/replay?dry_run=1")
 
@@ -225,11 +223,7 @@ def _rows(data_dir) -> list[dict]:
 
 @pytest_twisted.ensureDeferred
 async def test_the_cli_with_url_asks_the_running_gateway_to_replay(gw):
-    client = await connect_mllp(gw)
-    gw.test_plugin.behaviour = broken
-    assert msa(await send_and_receive(client, hl7(control_id="VIAURL1")))[1] == "AE"
-    gw.test_plugin.behaviour = None
-    message_id = journal_rows(gw)[0]["id"]
+    client, message_id = await failed_then_fixed(gw, "VIAURL1")
     host, port = gw.address("http")
 
     result = await deferToThread(run_cli, "messages", "replay", message_id, "--json", "--url",
