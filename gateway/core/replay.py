@@ -200,8 +200,8 @@ class Replayer:
         self._store = store
         self._clients = clients
         self._listener_charset = config.mllp.charset
-        #: Replays in flight at once: enough to keep the workers busy, few enough that live
-        #: traffic still finds one free.
+        #: Replays in flight at once, one per worker: a live message waits behind at most one
+        #: round of them.
         self._window = config.pipeline.workers
         self._reactor = reactor
 
