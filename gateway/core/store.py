@@ -140,7 +140,7 @@ def _redigest_without_msh7(db: sqlite_utils.Database) -> None:
 
 
 #: The step that recomputes content digests without MSH-7 (named for the test that undoes it).
-CONTENT_DIGEST_STEP = "0005_content_digest_without_msh7"
+CONTENT_DIGEST_STEP = "0006_content_digest_without_msh7"
 
 def _index_messages_with_body(db: sqlite_utils.Database) -> None:
     """Retention blanks the bytes of old messages; this index holds only the messages that still
@@ -177,9 +177,9 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0003_destination_circuit_state", _add_circuit_state),
     ("0004_messages_client", _add_message_client),
     (CONTENT_DIGEST_STEP, _redigest_without_msh7),
-    ("0006_messages_with_body_index", _index_messages_with_body),
-    ("0007_messages_acks_sent", _add_acks_sent),
-    ("0008_messages_replay", _add_replay_columns),
+    ("0007_messages_with_body_index", _index_messages_with_body),
+    ("0008_messages_acks_sent", _add_acks_sent),
+    ("0009_messages_replay", _add_replay_columns),
 )
 
 
