@@ -19,6 +19,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.plugins import build_plugin_manager, describe_plugins
+from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
@@ -64,6 +65,7 @@ class Gateway:
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
             stale_destinations=self.delivery.stale_destinations,
             admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
+                                Replayer(self.intake, self.pipeline, self.store, self.clients, config, reactor),
                                 _admin_token(config)),
             clients=self.clients, limiter=auth_limiter)
         self.ports: dict[str, object] = {}

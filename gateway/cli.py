@@ -141,12 +141,21 @@ def cmd_messages_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    print(f"{'ID':>8}  {'RECEIVED':19}  {'TRANSPORT':9}  {'SENDER':28}  {'CONTROL ID':22}  {'TYPE':9}  {'PLUGIN':12}  ACK  STATUS")
+    print(f"{'ID':>8}  {'RECEIVED':19}  {'TRANSPORT':9}  {'SENDER':28}  {'CONTROL ID':22}  {'TYPE':9}  {'PLUGIN':12}  "
+          f"{'ACK':5}  STATUS")
     for r in rows:
         print(f"{r['id']:>8}  {_when(r['received_at']):19}  {r['transport']:9}  {(r['sender'] or '-')[:28]:28}  "
               f"{(r['control_id'] or '-')[:22]:22}  {(r['message_type'] or '-')[:9]:9}  {(r['plugin'] or '-')[:12]:12}  "
-              f"{r['ack_code'] or '-':3}  {r['status']}")
+              f"{_acks_sent(r):5}  {r['status']}")
     return 0
+
+
+def _acks_sent(row: dict) -> str:
+    """What the sender was told: ``CA``, ``CE,AE``, ``none`` (MSH-15/16 asked for no ACK); the
+    decision's code for rows journaled before the codes were recorded, ``-`` for none at all."""
+    if row["acks_sent"] is None:
+        return row["ack_code"] or "-"
+    return ",".join(row["acks_sent"]) or "none"
 
 
 def cmd_messages_show(args: argparse.Namespace) -> int:
@@ -167,6 +176,85 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
     row["raw_bytes"] = len(raw)
     print(json.dumps(row, ensure_ascii=False, indent=2))
     return 0
+
+
+def cmd_messages_replay(args: argparse.Namespace) -> int:
+    """Decide journaled messages again (see :mod:`gateway.core.replay`). With ``--url`` the running
+    gateway does it through its admin API (its workers, its single journal writer); without, this
+    process does, for a stopped gateway."""
+    from gateway.core.replay import Selection
+
+    selection = Selection(message_id=args.id, status=args.status, since=args.since, until=args.until,
+                          limit=args.limit)
+    problem = selection.problem()
+    if problem is not None:
+        raise OperatorError(f"{problem} (see --help)")
+    config = _config_from(args)
+    answer = _replay_by_admin_api(config, args, selection) if args.url else _replay_here(config, selection,
+                                                                                          args.dry_run)
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=2))
+        return 0
+    what = "would be" if answer["dry_run"] else "was"
+    print(f"{'ID':>8}  {'CONTROL ID':22}  WAS  NOW  {'NEW ID':>8}  {'QUEUED':>6}  ERRORS")
+    for r in answer["replayed"]:
+        errors = r["skipped"] or "; ".join(f"{e['location']}: {e['text']}" if e["location"] else e["text"]
+                                           for e in r["errors"]) or "-"
+        print(f"{r['id']:>8}  {(r['control_id'] or '-')[:22]:22}  {r['was'] or '-':3}  {r['ack_code'] or '-':3}  "
+              f"{r['message_id'] or '-':>8}  {r['queued']:>6}  {_one_line(errors, 80)}")
+    print(f"{len(answer['replayed'])} messages replayed; the QUEUED column is what {what} queued (a record queued "
+          f"already is not queued again)" + ("; nothing was journaled (--dry-run)" if answer["dry_run"] else "")
+          + ("; more match: run again, or raise --limit" if answer["more"] else ""))
+    return 0
+
+
+def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
+    """The pipeline in this process, on the journal directly (brought to today's schema first)."""
+    from gateway.core.pipeline import Pipeline
+    from gateway.core.replay import replay_here
+    from gateway.core.store import Store
+
+    _require_journal(config)
+    store = Store(config.database_path, config.store.synchronous)
+    store.migrate()
+    answer = replay_here(store, config, Pipeline(build_plugin_manager(config).hook, config), selection, dry_run)
+    if selection.message_id is not None and not answer["replayed"]:
+        raise OperatorError(f"no message with id {selection.message_id}")
+    return answer
+
+
+def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
+    """POST to the running gateway's ``/admin/messages/...replay``, with the admin token from the
+    variable ``auth.admin_token_env`` names (pass the gateway's --config)."""
+    import os
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    params: dict[str, object] = {"dry_run": 1} if args.dry_run else {}
+    if selection.message_id is not None:
+        path = f"/admin/messages/{selection.message_id}/replay"
+    else:
+        path = "/admin/messages/replay"
+        params.update(status=selection.status, since=_iso(selection.since), limit=selection.limit)
+        if selection.until is not None:
+            params["until"] = _iso(selection.until)
+    request = urllib.request.Request(args.url.rstrip("/") + path + ("?" + urlencode(params) if params else ""),
+                                     data=b"", method="POST")
+    token = os.environ.get(config.auth.admin_token_env, "") if config.auth.admin_token_env else ""
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            reason = e.reason
+        raise OperatorError(f"the gateway at {args.url} answered {e.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise OperatorError(f"cannot reach the gateway's admin API at {args.url}: {e}") from None
 
 
 class OperatorError(Exception):
@@ -467,6 +555,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int)
     show.add_argument("--raw", action="store_true", help="write the raw bytes as received")
     show.set_defaults(func=cmd_messages_show)
+    replay = messages.add_parser("replay", parents=[common],
+                                 help="decide journaled messages again with today's plugins and config")
+    replay.add_argument("id", nargs="?", type=_positive_int, help="one message, by its journal id")
+    replay.add_argument("--status", choices=("accepted", "error", "rejected"),
+                        help="the latest attempts with this status (needs --since)")
+    replay.add_argument("--since", type=_parse_time, help="ISO date/time, inclusive")
+    replay.add_argument("--until", type=_parse_time, help="ISO date/time, exclusive")
+    replay.add_argument("--limit", type=_positive_int, default=100, help="at most this many messages (default 100)")
+    replay.add_argument("--dry-run", action="store_true", help="decide and show, journal nothing")
+    replay.add_argument("--url", metavar="URL",
+                        help="the running gateway's HTTP listener (http://127.0.0.1:8080): it replays through its "
+                             "admin API; without --url this process does, for a stopped gateway")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_messages_replay)
 
     outbox = sub.add_parser("outbox", help="inspect and operate the delivery queues").add_subparsers(
         dest="action", required=True)

@@ -115,7 +115,16 @@ class OutboxConfig:
     max_pending: int = field(default=1_000_000, metadata=_check("must be a positive integer", _positive))
     poll_interval_seconds: float = field(default=1.0, metadata=_check("must be a positive number", _positive))
     retention_days: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
+    #: Days an AE/AR message keeps its bytes and records for operators to fix and replay it;
+    #: unset, ``retention_days``.
+    rejected_retention_days: float | None = field(default=None,
+                                                  metadata=_check("must be a positive number", _positive))
     prune_batch: int = field(default=500, metadata=_check("must be a positive integer", _positive))
+
+    @property
+    def rejected_retention(self) -> float:
+        """``rejected_retention_days``, or ``retention_days`` when it is not set."""
+        return self.retention_days if self.rejected_retention_days is None else self.rejected_retention_days
 
 
 _ICD10_PREFIXES = _check("must list ICD-10 codes or prefixes such as 'B20' or 'O98.7'",
@@ -463,6 +472,7 @@ def _build_dataclass(cls, raw: Mapping[str, Any], prefix: str, nested: set[str] 
 
 def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    kind = kind.removesuffix(" | None")  # optional: unset is the default, a given value has the type
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"must be an integer, got {value!r}")

@@ -251,3 +251,35 @@ def test_messages_list_without_a_journal_is_a_clear_error_and_creates_nothing(tm
     assert f"no journal at {missing / 'gateway.db'}".encode() in result.stderr
     assert b"Traceback" not in result.stderr
     assert not missing.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_list_and_show_give_the_codes_the_sender_was_sent_in_enhanced_mode(tmp_path):
+    plugin = TestPlugin()
+    plugin.behaviour = missing_cccd_for_cli_ae
+    data_dir = tmp_path / "data"
+    gw = await start_gateway(data_dir, plugins=[plugin])
+    try:
+        client = await connect_mllp(gw)
+        client.send(hl7(control_id="ENH-CA", accept_ack="AL", app_ack="NE"))
+        client.send(hl7(control_id="CLI-AE", accept_ack="AL", app_ack="AL"))
+        client.send(hl7(control_id="ENH-CR", sending_app="TESTXHIS", accept_ack="AL", app_ack="NE"))
+        client.send(hl7(control_id="ENH-NONE", accept_ack="NE", app_ack="NE"))
+        client.send(hl7(control_id="ORIGINAL"))
+        frames = await client.wait_frames(5)
+        assert [msa(f)[1] for f in frames] == ["CA", "CE", "AE", "CR", "AA"]
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()
+
+    listed = {row["control_id"]: (row["ack_code"], row["acks_sent"])
+              for row in run_json("messages", "list", "--data-dir", data_dir)}
+    text = {line.split()[5]: line.split()[-2] for line in
+            run_cli("messages", "list", "--data-dir", data_dir).stdout.decode().splitlines()[1:]}
+    shown = json.loads(run_cli("messages", "show", ids_by_control_id(data_dir)["ENH-CA"], "--data-dir",
+                               data_dir).stdout)
+
+    assert listed == {"ENH-CA": ("AA", ["CA"]), "CLI-AE": ("AE", ["CE", "AE"]), "ENH-CR": ("AR", ["CR"]),
+                      "ENH-NONE": ("AA", []), "ORIGINAL": ("AA", ["AA"])}
+    assert text == {"ENH-CA": "CA", "CLI-AE": "CE,AE", "ENH-CR": "CR", "ENH-NONE": "none", "ORIGINAL": "AA"}
+    assert (shown["ack_code"], shown["acks_sent"]) == ("AA", ["CA"])

@@ -55,22 +55,28 @@ def _wanted(condition: str, code: str) -> bool:
     return success if condition == "SU" else not success if condition == "ER" else True
 
 
-def acknowledgements(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float) -> list[str]:
-    """Every ACK this decision owes the sender, in the order they go on the wire.
+def ack_codes(message: Hl7Message | None, code: str) -> list[str]:
+    """The MSA-1 of every ACK the decision ``code`` owes the sender, in the order they go on the
+    wire: what the sender was actually told, which the journal keeps for operators.
 
     Original mode (MSH-15 and MSH-16 empty) gives one application ACK. Enhanced mode gives the
     accept ACK (CA/CE/CR, "safely stored") when MSH-15 asks for it, then the application ACK when
     MSH-16 does; both can be absent (NE/NE).
     """
     if not is_enhanced_mode(message):
-        return [build_ack(message, code, issues, now)]
-    replies = []
+        return [code]
+    codes = []
     accept_code = "C" + code[1]
     if _wanted(message.accept_ack_type, accept_code):
-        replies.append(build_ack(message, accept_code, issues, now))
+        codes.append(accept_code)
     if _wanted(message.application_ack_type, code):
-        replies.append(build_ack(message, code, issues, now))
-    return replies
+        codes.append(code)
+    return codes
+
+
+def acknowledgements(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float) -> list[str]:
+    """Every ACK this decision owes the sender, in the order they go on the wire (see :func:`ack_codes`)."""
+    return [build_ack(message, sent, issues, now) for sent in ack_codes(message, code)]
 
 
 def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float,
@@ -144,4 +150,5 @@ def encode_reply(text: str, charset: str) -> bytes:
     return text.encode(codec, errors="replace")
 
 
-__all__ = ["ACCEPT", "acknowledgements", "build_ack", "encode_reply", "is_enhanced_mode", "next_ack_control_id"]
+__all__ = ["ACCEPT", "ack_codes", "acknowledgements", "build_ack", "encode_reply", "is_enhanced_mode",
+           "next_ack_control_id"]

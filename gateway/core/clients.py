@@ -105,6 +105,13 @@ class ClientRegistry:
         return next((client for network, client in self._networks
                      if network.version == ip.version and ip in network), None)
 
+    def named(self, name: str) -> Client:
+        """The client configured as ``name`` today; one no longer configured may send for no
+        facility (a replay of what it sent is refused as its messages now would be)."""
+        found = next((c for c in self._by_digest.values() if c.name == name), None) or next(
+            (c for _, c in self._networks if c.name == name), None)
+        return found or Client(name, frozenset())
+
     def by_token(self, token: str) -> Client | None:
         return self._by_digest.get(token_digest(token))
 

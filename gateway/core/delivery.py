@@ -14,8 +14,8 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.core.dispatch import Dispatcher
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import (STATES, UNDELIVERED, destination_status, purge_delivered, recover_in_flight,
-                                 reset_circuits)
+from gateway.core.outbox import (STATES, UNDELIVERED, destination_status, prune_bodies, purge_delivered,
+                                 recover_in_flight, reset_circuits)
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered, BatchRunner
 from gateway.destinations.factory import build_batch_sink, build_destination
@@ -151,14 +151,27 @@ class DeliveryService:
 
     @inlineCallbacks
     def prune(self):
-        """Delete delivered rows past the retention, a small batch per commit until none are left."""
-        before = self._clock.seconds() - self.config.outbox.retention_days * 86400
-        limit = self.config.outbox.prune_batch
+        """Delete delivered rows past the retention, then blank the bodies of messages past theirs
+        that have nothing to deliver (rejected ones after ``outbox.rejected_retention_days``), a
+        small batch per commit until none are left, so intake never waits long for the writer."""
+        now = self._clock.seconds()
+        outbox = self.config.outbox
+        limit = outbox.prune_batch
+        before = now - outbox.retention_days * 86400
         while True:
-            removed = yield self._writer.run(lambda conn, now: purge_delivered(conn, before, limit))
+            removed = yield self._writer.run(lambda conn, _: purge_delivered(conn, before, limit))
             self._metrics.pruned_rows.inc(removed)
             if removed < limit:
-                return
+                break
+        for statuses, days in ((("accepted", "ignored"), outbox.retention_days),
+                               (("error", "rejected"), outbox.rejected_retention)):
+            cutoff = now - days * 86400
+            while True:
+                counts = yield self._writer.run(lambda conn, _: prune_bodies(conn, cutoff, statuses, limit))
+                for status, count in counts.items():
+                    self._metrics.pruned_bodies.labels(status=status).inc(count)
+                if sum(counts.values()) < limit:
+                    break
 
     @inlineCallbacks
     def stop(self):

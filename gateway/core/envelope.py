@@ -12,6 +12,10 @@ class Envelope:
     token or address; see :mod:`gateway.core.clients`) and ``facilities`` holds the facility
     codes it may send for; both are empty for an anonymous sender. ``facility`` is the one
     facility code when the client has exactly one, else None.
+
+    ``replay_of`` is set when the bytes come from the journal rather than from a sender (see
+    :mod:`gateway.core.replay`): the journal id of the message's first attempt. Such a decision
+    is journaled as a new attempt of that message and answered to nobody.
     """
 
     raw: bytes
@@ -23,6 +27,7 @@ class Envelope:
     forced_charset: str = ""
     client: str = ""
     facilities: frozenset[str] = frozenset()
+    replay_of: int | None = None
 
 
 def peer_of(address) -> str:

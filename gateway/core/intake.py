@@ -7,6 +7,12 @@ groups, and the answers come back to the reactor in one call per commit. A timer
 first answers AR/207, so a hung plugin or a stalled disk costs one message an answer — never the
 connection or the reactor.
 
+Workers decide in parallel and finish in any order, but the messages of one connection reach the
+writer in the order they arrived (:class:`ArrivalOrder`), so the journal ids, the outbox rows
+and therefore each person's deliveries follow the sender's order (invariant 4). A slow decision
+holds back only the later messages of its own connection, and no longer than its timer: a
+timed-out message goes to the journal as its AR and lets the ones behind it go.
+
 XML 130 files (``submit_document``) take the same path — same workers, timer, bounds and group
 commit — and their Outcome carries the decision without HL7 replies; the transport turns it
 into JSON.
@@ -17,6 +23,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -50,16 +57,33 @@ _MAX_CACHED_CHILDREN = 4096
 _STAGES = ("received", "worker_start", "worker_end", "commit_start", "commit_end", "answer_start", "written")
 
 
+class ArrivalOrder:
+    """The messages of one connection that are admitted but not yet with the journal writer,
+    oldest first. A transport whose connection can carry several messages at once (MLLP
+    pipelining) passes one to :meth:`Intake.submit`, so that the connection's arrival order is
+    the journal order; a decision that is ready early waits here for the ones ahead of it.
+    Touched only under the intake lock."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: deque[_Job] = deque()
+
+
 class _Job:
     """One message on its way through workers and writer; ``state`` moves under the intake lock."""
 
     __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin", "trace",
-                 "replies", "document", "request", "resent")
+                 "replies", "document", "request", "resent", "arrivals", "journal_ready")
 
     def __init__(self, intake: Intake, envelope: Envelope, document: bool = False,
-                 request: DocumentRequest | None = None) -> None:
+                 request: DocumentRequest | None = None, arrivals: ArrivalOrder | None = None) -> None:
         self.intake = intake
         self.envelope = envelope
+        #: The connection's order this job keeps its place in, and whether its decision (or its
+        #: timeout's AR) is ready for the journal while an earlier one of that connection is not.
+        self.arrivals = arrivals
+        self.journal_ready = False
         #: An XML 130 file rather than an HL7 message, and what its transport was told about it.
         self.document = document
         self.request = request
@@ -166,14 +190,16 @@ class Intake:
             drained.addCallback(lambda _: pool.stop())
         return drained
 
-    def submit(self, envelope: Envelope) -> Deferred:
-        """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound)."""
-        return self._admit(_Job(self, envelope))
+    def submit(self, envelope: Envelope, arrivals: ArrivalOrder | None = None) -> Deferred:
+        """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound).
+        ``arrivals`` is the sender's connection: its messages are journaled in submission order."""
+        return self._admit(_Job(self, envelope, arrivals=arrivals))
 
-    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None) -> Deferred:
+    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None,
+                        arrivals: ArrivalOrder | None = None) -> Deferred:
         """Like :meth:`submit` for an XML 130 file in ``envelope.raw``; ``request`` is what the
         transport was told about it (see :class:`DocumentRequest`). The Outcome has no replies."""
-        return self._admit(_Job(self, envelope, document=True, request=request))
+        return self._admit(_Job(self, envelope, document=True, request=request, arrivals=arrivals))
 
     def _admit(self, job: _Job) -> Deferred:
         envelope = job.envelope
@@ -190,6 +216,9 @@ class Intake:
             return succeed(self._refusal_for(job, reason))
         self._in_flight += 1
         self._metrics.in_flight.inc()
+        if job.arrivals is not None:
+            with self._lock:
+                job.arrivals._waiting.append(job)
         job.timer = self._clock.callLater(self._timeout, self._timed_out, job)
         if self._pool is not None:
             self._pool.submit(job)
@@ -289,10 +318,24 @@ class Intake:
             job.state = DECIDED
             job.decision = decision
             job.replies = replies
-        if job.trace is not None:
-            job.trace.append(time.perf_counter())
-        self._writer.submit(job)
+            if job.trace is not None:
+                job.trace.append(time.perf_counter())
+            self._to_journal(job)
         return True
+
+    def _to_journal(self, job: _Job) -> None:
+        """(Lock held.) ``job`` is ready for the writer: hand it over, unless a message that
+        arrived before it on its connection is not ready yet; then hand over every ready one at
+        the front of the connection's order. Submitting under the lock keeps two threads that
+        release jobs of one connection from passing each other."""
+        arrivals = job.arrivals
+        if arrivals is None:
+            self._writer.submit(job)
+            return
+        job.journal_ready = True
+        waiting = arrivals._waiting
+        while waiting and waiting[0].journal_ready:
+            self._writer.submit(waiting.popleft())
 
     def _begin_commit(self, job: _Job) -> None:
         """Writer thread, just before the commit. A job whose timer already answered AR while it
@@ -388,7 +431,8 @@ class Intake:
                     f"send again later")
         job.decision = undecided(job.envelope, REJECT, Issue(207, text, source_location(job.document)), job.plugin,
                                  job.document, job.request)
-        self._writer.submit(job)
+        with self._lock:
+            self._to_journal(job)
         if replacement is not None:
             self._start_replacement(replacement, f"a pipeline worker is stuck in plugin {plugin}")
 
@@ -429,6 +473,10 @@ class Intake:
         else:
             code, issues, message_id, duplicate = result.ack_code, result.issues, result.message_id, result.duplicate
         transport = decision.envelope.transport
+        if decision.envelope.replay_of is not None:  # answered to nobody: counted as a replay, not as an answer
+            self._metrics.replays.labels(code=code or "none").inc()
+            return Outcome(code, issues, message_id, committed=not isinstance(result, Exception),
+                           plugin=decision.plugin, message_type=decision.message_type)
         if code is None or decision.document is not None:
             replies = ()
         elif (prebuilt is not None and not duplicate and not isinstance(result, Exception)

@@ -136,6 +136,13 @@ class Metrics:
             ["destination"], registry=r)
         self.pruned_rows = Counter(
             "hssk_outbox_pruned_rows_total", "Delivered outbox rows removed after the retention period.", registry=r)
+        self.replays = Counter(
+            "hssk_messages_replayed_total", "Journaled messages decided again by a replay, by the new decision's "
+            "ACK code (none: an inbound ACK).", ["code"], registry=r)
+        self.pruned_bodies = Counter(
+            "hssk_journal_bodies_pruned_total", "Journaled messages whose bytes and records were blanked after "
+            "their retention period, by journal status (accepted, error, rejected, ignored).", ["status"],
+            registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

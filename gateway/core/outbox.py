@@ -43,11 +43,14 @@ def idempotency_key(destination: str, sender: str, control_id: str, record_ident
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-_ORDERING_SYSTEMS = ("CCCD", "BHYT", "BHXH", "PASSPORT", "MR")
+#: Most durable first: the 12-digit citizen id is for life, the BHXH number for a working life,
+#: while a BHYT card is renewed or re-issued (a new group, a new benefit level) with the same
+#: BHXH number in its last ten digits. Keying on the card would make a renewed card a new person.
+_ORDERING_SYSTEMS = ("CCCD", "BHXH", "BHYT", "PASSPORT", "MR")
 
 
 def ordering_key(records, message) -> str:
-    """Whose records these are, for per-person ordering: the strongest identifier the record
+    """Whose records these are, for per-person ordering: the most durable identifier the record
     set has, hashed so the outbox never holds it in clear. A record set without a person is
     ordered with nothing else."""
     person = records.person
@@ -80,10 +83,18 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
     """Queue rows. A person's row is ``pending`` only when nothing of theirs is undelivered for
     that destination; otherwise it is ``waiting`` behind it and becomes pending when the row
     ahead settles. Per-person order is thus a property of the rows, and claiming is a plain
-    index scan of pending rows however long one person's backlog is."""
+    index scan of pending rows however long one person's backlog is.
+
+    An item whose idempotency key is queued already (a replay, another client's copy of the
+    message) is the same record: it is skipped, and holds nothing back."""
+    items = list(items)
+    queued = queued_keys(conn, [i.idempotency_key for _, i in items])
     ahead: set[tuple[str, str]] = set()
     rows = []
     for message_id, i in items:
+        if i.idempotency_key in queued:
+            continue
+        queued.add(i.idempotency_key)
         person = (i.destination, i.ordering_key)
         if i.destination in unordered or (
                 person not in ahead and conn.execute(_HAS_UNDELIVERED, person).fetchone() is None):
@@ -94,6 +105,16 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
         rows.append((message_id, i.destination, i.idempotency_key, i.ordering_key, state, now, now, now,
                      i.content_type, i.payload))
     conn.executemany(_INSERT, rows)
+
+
+def queued_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    """Which of ``keys`` the outbox holds already: one indexed lookup per 500 keys."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        found.update(key for (key,) in conn.execute(
+            f"SELECT idempotency_key FROM outbox WHERE idempotency_key IN ({', '.join('?' * len(chunk))})", chunk))
+    return found
 
 
 #: When a row is delivered or dead, the next waiting row of the same person becomes pending.
@@ -229,6 +250,34 @@ def purge_delivered(conn: sqlite3.Connection, before: float, limit: int) -> int:
         f"UPDATE messages SET raw = X'', records = NULL WHERE id IN ({', '.join('?' * len(message_ids))}) "
         f"AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)", message_ids)
     return len(ids)
+
+
+#: Messages past a retention that still hold their bytes and have no outbox row left. Through the
+#: ``messages_with_body`` partial index (its condition is the first term), so each pass reads only
+#: such messages, never the journal's long tail of bodies blanked already.
+_EXPIRED_BODIES = """
+SELECT id, status FROM messages INDEXED BY messages_with_body
+WHERE length(raw) > 0 AND received_at < :before AND status IN ({statuses})
+  AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)
+ORDER BY received_at LIMIT :limit
+"""
+
+
+def prune_bodies(conn: sqlite3.Connection, before: float, statuses: Iterable[str], limit: int) -> dict[str, int]:
+    """Blank the bytes and records of up to ``limit`` messages of these journal statuses received
+    before ``before`` with nothing left to deliver: an AE/AR message (nothing ever queued), an
+    inbound ACK, an accepted message routed to no destination. The row stays, with its errors
+    and content digest, so operators still see it and a resend is still recognised. Returns how
+    many of each status were blanked."""
+    names = list(statuses)
+    params = {f"s{n}": name for n, name in enumerate(names)} | {"before": before, "limit": limit}
+    found = conn.execute(_EXPIRED_BODIES.format(statuses=", ".join(f":s{n}" for n in range(len(names)))),
+                         params).fetchall()
+    conn.executemany("UPDATE messages SET raw = X'', records = NULL WHERE id = ?", [(row[0],) for row in found])
+    counts: dict[str, int] = {}
+    for _, status in found:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def record_circuit(conn: sqlite3.Connection, now: float, destination: str, state: str) -> None:

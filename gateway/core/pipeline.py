@@ -82,6 +82,13 @@ class Decision:
     #: ``(destination, removal)`` for what the privacy policy took out before rendering; counted
     #: by the intake once the outbox rows are committed.
     privacy: tuple[tuple[str, Removal], ...] = ()
+    #: False for a refusal of what came with the message rather than of its content (a client
+    #: sending for a facility not its own, form fields that contradict the file): the journal
+    #: never answers it from an earlier copy of the same bytes, which was sent differently.
+    repeatable: bool = True
+    #: What the transport said about a file (the portal's form fields), journaled with it so a
+    #: replay holds the file to the same request.
+    request: DocumentRequest | None = None
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -176,7 +183,7 @@ class Pipeline:
             return Decision(envelope, message, None)
         refusal = facility_refusal(envelope, (("MSH-4", message.sending_facility, "MSH^1^4"),))
         if refusal is not None:
-            return Decision(envelope, message, REJECT, (refusal,))
+            return Decision(envelope, message, REJECT, (refusal,), repeatable=False)
         return self._run_plugins(envelope, message, progress)
 
     def _check_header(self, message: Hl7Message) -> Issue | None:
@@ -234,9 +241,11 @@ class Pipeline:
         sending another hospital's file hears that (403), not that a form field is wrong (205).
         """
         try:
-            return self._decide_document(envelope, progress, request)
+            decision = self._decide_document(envelope, progress, request)
         except Exception as e:
-            return self._internal_error(envelope, e, document=True, request=request)
+            decision = self._internal_error(envelope, e, document=True, request=request)
+        decision.request = request
+        return decision
 
     def _decide_document(self, envelope: Envelope, progress, request: DocumentRequest | None) -> Decision:
         try:
@@ -254,7 +263,7 @@ class Pipeline:
         foreign = file_facility_refusal(envelope, document, request)
         refusal = (foreign,) if foreign else request_issues(document, request)
         if refusal:
-            return Decision(envelope, None, REJECT, refusal, document=source)
+            return Decision(envelope, None, REJECT, refusal, document=source, repeatable=False)
         stage, plugin = "identify", ""
         try:
             adapter = self._hook.hssk_identify_document(document=document, envelope=envelope)
@@ -350,7 +359,7 @@ def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", doc
     lost): journaled under whatever names its bytes give, so operators can find and replay it."""
     if document:
         return Decision(envelope, None, code, (issue,), plugin, document=DocumentSource.unread(envelope.raw, request),
-                        fault=fault)
+                        fault=fault, request=request)
     return Decision(envelope, best_header(envelope), code, (issue,), plugin, fault=fault)
 
 

@@ -8,6 +8,7 @@ is not part of any commit: see :mod:`gateway.core.checkpoint`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -21,13 +22,16 @@ from typing import Any, Protocol
 
 import sqlite_utils
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, patient_names
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, Issue
+from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
+from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 
 log = Logger(namespace="hssk.store")
 
@@ -109,6 +113,70 @@ def _create_readiness(db: sqlite_utils.Database) -> None:
     db["readiness"].create({"id": int, "checked_at": float}, pk="id")
 
 
+_REDIGEST_PAGE = """
+SELECT id, raw, charset, content_sha256 FROM messages
+WHERE id > :after AND status IN ('accepted', 'error') AND control_id != '' AND length(raw) > 0
+  AND substr(sender, 1, 4) != 'XML|'
+ORDER BY id LIMIT 1000
+"""
+
+
+def _redigest_without_msh7(db: sqlite_utils.Database) -> None:
+    """The content identity no longer covers MSH-7 (see :func:`gateway.formats.hl7v2.content_digest`).
+    Rows journaled before hold the digest of the whole text, so the resend of such a message would
+    be a conflict (AE 205) however it was sent; their digests are computed again. Only the rows a
+    resend is looked up against (AA and AE, with a control id and their bytes) are read, and a row
+    changes only when its stored digest is the old one of its own text: an XML file's, or that of
+    bytes that did not decode, stays. Costs one decode and two hashes per such row, once."""
+    after = 0
+    while True:
+        page = db.conn.execute(_REDIGEST_PAGE, {"after": after}).fetchall()
+        if not page:
+            return
+        after = page[-1][0]
+        changed = []
+        for row_id, raw, charset, stored in page:
+            try:
+                message = Hl7Message.from_bytes(raw, charset or "")
+            except (MessageFormatError, CharsetError):
+                continue
+            if hashlib.sha256(message.text.encode("utf-8")).hexdigest() == stored:
+                changed.append((message.content_digest, row_id))
+        db.conn.executemany("UPDATE messages SET content_sha256 = ? WHERE id = ?", changed)
+
+
+#: The step that recomputes content digests without MSH-7 (named for the test that undoes it).
+CONTENT_DIGEST_STEP = "0006_content_digest_without_msh7"
+
+
+def _index_messages_with_body(db: sqlite_utils.Database) -> None:
+    """Retention blanks the bytes of old messages; this index holds only the messages that still
+    have theirs, so each pruning pass finds its few candidates without reading the journal's
+    long tail of blanked rows (see ``gateway.core.outbox.prune_bodies``)."""
+    db.conn.execute("CREATE INDEX messages_with_body ON messages (received_at) WHERE length(raw) > 0")
+
+
+def _add_acks_sent(db: sqlite_utils.Database) -> None:
+    """The MSA-1 codes the sender was sent, comma-separated in wire order (``CA``, ``CE,AE``; empty
+    when MSH-15/16 asked for none, and for a replay, which answers nobody): in enhanced mode that
+    is not ``ack_code``, the decision. NULL for XML files (answered in HTTP), inbound ACKs and
+    rows from before this step."""
+    db["messages"].add_column("acks_sent", str)
+
+
+def _add_replay_columns(db: sqlite_utils.Database) -> None:
+    """What a replay needs besides the bytes (see :mod:`gateway.core.replay`): ``replay_of``, the
+    first attempt a replayed row is a new attempt of (NULL for what a sender sent), indexed for
+    "the latest attempt of this message"; ``request``, the portal form fields a file came with
+    (JSON); ``forced_charset``, the charset the transport imposed (a listener's ``mllp.charset``, an
+    HTTP Content-Type charset). Rows from before this step have neither, and are replayed with
+    today's listener charset and no form."""
+    db["messages"].add_column("replay_of", int)
+    db["messages"].add_column("request", str)
+    db["messages"].add_column("forced_charset", str)
+    db.conn.execute("CREATE INDEX messages_by_replay_of ON messages (replay_of) WHERE replay_of IS NOT NULL")
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -116,6 +184,10 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0003_destination_circuit_state", _add_circuit_state),
     ("0004_messages_client", _add_message_client),
     ("0005_readiness", _create_readiness),
+    (CONTENT_DIGEST_STEP, _redigest_without_msh7),
+    ("0007_messages_with_body_index", _index_messages_with_body),
+    ("0008_messages_acks_sent", _add_acks_sent),
+    ("0009_messages_replay", _add_replay_columns),
 )
 
 
@@ -148,6 +220,19 @@ class Store:
                      self.path.with_name(self.path.name + "-shm")):
             if path.exists():
                 os.chmod(path, 0o600)
+
+    def read_in_thread(self, reactor, query: Callable[[sqlite3.Connection], Any]) -> Deferred:
+        """Run ``query`` on a connection of its own in the reactor's thread pool, never on the
+        reactor or the journal writer: an operator's read must not hold up the group commit that
+        ACKs depend on. Fires on the reactor with its result."""
+        def run():
+            conn = self.connect()
+            try:
+                return query(conn)
+            finally:
+                conn.close()
+
+        return deferToThreadPool(reactor, reactor.getThreadPool(), run)
 
     def migrate(self) -> list[str]:
         """Apply the schema steps this file lacks; returns their names."""
@@ -198,15 +283,15 @@ class WriteJob(Protocol):
 
 _COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
             "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
-            "repeat_count", "last_repeat_at", "client")
+            "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request", "forced_charset")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
-#: The first copies whose answer was final (AA or AE) among a batch's keys; an AR invites the
-#: sender to try again, so an AR'd copy is never an original. Two IN lists keep the
-#: (sender, control_id) index usable; the few extra pairs they admit, and the copies another
+#: The first copies whose answer was final (AA or AE) among a batch's keys, and their replays;
+#: an AR invites the sender to try again, so an AR'd copy is never an original. Two IN lists keep
+#: the (sender, control_id) index usable; the few extra pairs they admit, and the copies another
 #: client sent, are filtered in Python.
 _FIND_ORIGINALS = """
-SELECT coalesce(client, ''), sender, control_id, id, content_sha256, ack_code, errors FROM messages
+SELECT coalesce(client, ''), sender, control_id, id, content_sha256, ack_code, errors, replay_of FROM messages
 WHERE sender IN ({senders}) AND control_id IN ({control_ids}) AND status IN ('accepted', 'error')
 ORDER BY id
 """
@@ -311,7 +396,8 @@ class JournalWriter:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock.seconds()
-                results = self._journal([job.decision for job in jobs], now) if jobs else []
+                decisions = [job.decision for job in jobs]
+                results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
                 task_results = [_run_task(task, self._conn, now) for task in tasks]
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -340,90 +426,117 @@ class JournalWriter:
                   for item in job.decision.outbox} if self.on_queued is not None else set()
         self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued)
 
-    def _journal(self, decisions: list, now: float) -> list[Committed]:
-        """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
-        INSERT — because every call releases and re-takes the GIL, and under load each re-take
-        waits for the reactor or a pipeline worker to yield it.
 
-        A decision whose (client, sender, control id) already has a final answer is a repeat
-        (same content: the stored answer, no new row) or a conflict (different content: AE 205,
-        new row). Copies of one message inside the batch are treated the same way. The client is
-        part of the key, and a decision refused for who sent it is never a repeat, so another
-        client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
-        """
-        originals = self._find_originals(decisions)
-        rows: list[list] = []
-        plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
-        repeats: dict[int, int] = {}
-        for decision in decisions:
-            source = decision.source  # the HL7 message or the XML file's DocumentSource
-            key = _repeat_key(decision)
-            ack_code, issues = decision.ack_code, decision.issues
-            if _may_repeat(decision):
-                earlier = originals.get(key, {})
-                original = earlier.get(decision.digest)
-                if original is not None:
-                    where, ref, code, stored = original
-                    if where == "row":
-                        rows[ref][_COLUMNS.index("repeat_count")] += 1
-                        rows[ref][_COLUMNS.index("last_repeat_at")] = now
-                    else:
-                        repeats[ref] = repeats.get(ref, 0) + 1
-                    plan.append((where, ref, (code, stored, True)))
-                    continue
-                if earlier:
-                    ack_code, issues = ERROR, (Issue(
-                        205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
-                             f"{decision.sender!r} for different content", "MSH^1^10"),)
-            envelope = decision.envelope
-            status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
-            rows.append([
-                envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
-                decision.control_id, decision.message_type, source.version if source else "",
-                source.charset if source else "", decision.plugin, ack_code, status,
-                json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
-                decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
-            ])
-            plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
-            if status in ("accepted", "error") and decision.control_id:
-                originals.setdefault(key, {}).setdefault(
-                    decision.digest, ("row", len(rows) - 1, ack_code, tuple(issues)))
-        first_id = 0
-        if rows:
-            cursor = self._conn.execute(
-                f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
-                [value for row in rows for value in row])
-            # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
-            # holds the write lock, and SQLite gives each new row max(rowid) + 1.
-            first_id = cursor.lastrowid - len(rows) + 1
-            queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
-                      if where == "row" and code == ACCEPT for item in decision.outbox]
-            if queued:
-                insert_outbox_rows(self._conn, queued, now, self.unordered_destinations)
-        if repeats:
-            self._conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
-        return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
-                for where, ref, (code, issues, duplicate) in plan]
+def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
+                      unordered: frozenset[str] = frozenset()) -> list[Committed]:
+    """Journal a batch with as few SQLite calls as possible — one lookup, one multi-row
+    INSERT — because every call releases and re-takes the GIL, and under load each re-take
+    waits for the reactor or a pipeline worker to yield it.
 
-    def _find_originals(self, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
-        """Every earlier final answer per (client, sender, control id), keyed by content digest.
+    A decision whose (client, sender, control id) already has a final answer is a repeat
+    (same content: the stored answer, no new row) or a conflict (different content: AE 205,
+    new row). Copies of one message inside the batch are treated the same way. The client is
+    part of the key, and a decision refused for who sent it is never a repeat, so another
+    client's copy of the same bytes cannot fetch the stored answer (nor learn that it exists).
 
-        A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
-        """
-        keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
-        if not keys:
-            return {}
-        senders = sorted({k[1] for k in keys})
-        control_ids = sorted({k[2] for k in keys})
-        sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
-        found: dict[tuple[str, str, str], dict[str, tuple]] = {}
-        for client, sender, control_id, row_id, digest, code, errors in self._conn.execute(sql, senders + control_ids):
-            key = (client, sender, control_id)
-            by_digest = found.setdefault(key, {}) if key in keys else None
-            if by_digest is not None and digest not in by_digest:
-                stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
-                by_digest[digest] = ("old", row_id, code, stored)
-        return found
+    A replay (``envelope.replay_of``) is neither: it is a new attempt of a journaled message,
+    always a new row, and its answer, when final, is the one the message's resends get from
+    then on. Its outbox rows have the first attempt's idempotency keys, so what was queued
+    already is not queued again.
+    """
+    originals = _find_originals(conn, decisions)
+    rows: list[list] = []
+    plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
+    repeats: dict[int, int] = {}
+    for decision in decisions:
+        source = decision.source  # the HL7 message or the XML file's DocumentSource
+        key = _repeat_key(decision)
+        ack_code, issues = decision.ack_code, decision.issues
+        envelope = decision.envelope
+        if envelope.replay_of is None and _may_repeat(decision):
+            earlier = originals.get(key, {})
+            original = earlier.get(decision.digest)
+            if original is not None:
+                where, ref, code, stored, _ = original
+                if where == "row":
+                    rows[ref][_COLUMNS.index("repeat_count")] += 1
+                    rows[ref][_COLUMNS.index("last_repeat_at")] = now
+                else:
+                    repeats[ref] = repeats.get(ref, 0) + 1
+                plan.append((where, ref, (code, stored, True)))
+                continue
+            if earlier:
+                ack_code, issues = ERROR, (Issue(
+                    205, f"MSH-10: control id {decision.control_id!r} was already used by sender "
+                         f"{decision.sender!r} for different content", "MSH^1^10"),)
+        status = "ignored" if ack_code is None else STATUS_BY_CODE[ack_code]
+        request = decision.request
+        rows.append([
+            envelope.received_at, now, envelope.transport, envelope.peer, envelope.listener, decision.sender,
+            decision.control_id, decision.message_type, source.version if source else "",
+            source.charset if source else "", decision.plugin, ack_code, status,
+            json.dumps([i.to_dict() for i in issues], ensure_ascii=False) if issues else None,
+            decision.digest, envelope.raw, decision.records_json, 0, None, envelope.client or None,
+            None if ack_code is None or decision.document is not None
+            else "" if envelope.replay_of is not None else ",".join(ack_codes(decision.message, ack_code)),
+            envelope.replay_of,
+            None if request is None else json.dumps({"document": request.document, "facility": request.facility}),
+            envelope.forced_charset,
+        ])
+        plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
+        if status in ("accepted", "error") and decision.control_id:
+            _remember(originals.setdefault(key, {}), decision.digest,
+                      ("row", len(rows) - 1, ack_code, tuple(issues)), envelope.replay_of)
+    first_id = 0
+    if rows:
+        cursor = conn.execute(
+            f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
+            [value for row in rows for value in row])
+        # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
+        # holds the write lock, and SQLite gives each new row max(rowid) + 1.
+        first_id = cursor.lastrowid - len(rows) + 1
+        queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
+                  if where == "row" and code == ACCEPT for item in decision.outbox]
+        if queued:
+            insert_outbox_rows(conn, queued, now, unordered)
+    if repeats:
+        conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
+    return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
+            for where, ref, (code, issues, duplicate) in plan]
+
+def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
+    """Every earlier final answer per (client, sender, control id), keyed by content digest.
+
+    A conflicting copy's own AE 205 row is an original too, so resending that copy is a repeat.
+    """
+    keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
+    if not keys:
+        return {}
+    senders = sorted({k[1] for k in keys})
+    control_ids = sorted({k[2] for k in keys})
+    sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
+    found: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    for client, sender, control_id, row_id, digest, code, errors, replay_of in conn.execute(
+            sql, senders + control_ids):
+        key = (client, sender, control_id)
+        if key in keys:
+            stored = tuple(Issue.from_dict(e) for e in json.loads(errors or "[]"))
+            _remember(found.setdefault(key, {}), digest, ("old", row_id, code, stored), replay_of, row_id)
+    return found
+
+
+def _remember(by_digest: dict[str, tuple], digest: str, answer: tuple, replay_of: int | None,
+              row_id: int | None = None) -> None:
+    """Keep ``answer`` (where, ref, code, issues) as what a resend of ``digest`` gets, rows taken
+    in id order: the first copy's answer, unless a later replay of that first copy answered
+    since. Each kept answer ends with the id of the first attempt it belongs to (None for a row
+    of this batch, which no replay can name yet)."""
+    current = by_digest.get(digest)
+    if replay_of is None:
+        if current is None:
+            by_digest[digest] = (*answer, row_id)
+    elif current is None or current[4] == replay_of:
+        by_digest[digest] = (*answer, replay_of)
 
 
 def _repeat_key(decision) -> tuple[str, str, str]:
@@ -433,12 +546,13 @@ def _repeat_key(decision) -> tuple[str, str, str]:
 
 
 def _may_repeat(decision) -> bool:
-    """Whether ``decision`` is looked up among the originals. Not when it is refused for who sent
-    it (ERR 204: a client sending for a facility not its own): that refusal is the answer,
-    whatever the journal holds."""
+    """Whether ``decision`` is looked up among the originals. Not when it is refused for what came
+    with the bytes (who sent them, a portal form that contradicts the file; see
+    ``Decision.repeatable``): that refusal is the answer, whatever the journal holds, just as it
+    would be for a file never sent before."""
     if decision.source is None or decision.ack_code is None or not decision.control_id:
         return False
-    return not (decision.ack_code == REJECT and any(i.code == 204 for i in decision.issues))
+    return decision.repeatable
 
 
 class _Task:
@@ -494,11 +608,15 @@ class Journal:
 
     COLUMNS = ("id", "received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id",
                "message_type", "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256",
-               "repeat_count", "last_repeat_at", "client")
+               "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request")
 
     def __init__(self, store: Store) -> None:
         self._conn = store.connect()
         self._conn.row_factory = sqlite3.Row
+        # A journal the gateway has not migrated yet (the CLI of a newer version) lacks the newest
+        # columns: they read as NULL rather than failing the query.
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
+        self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in self.COLUMNS)
 
     def close(self) -> None:
         self._conn.close()
@@ -529,11 +647,11 @@ class Journal:
         if until is not None:
             where.append("received_at < :until")
             params["until"] = until
-        sql = f"SELECT {', '.join(self.COLUMNS)} FROM messages"
+        sql = f"SELECT {self._select} FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT :limit"
-        rows = [dict(row) for row in self._conn.execute(sql, params)]
+        rows = [_with_acks_sent_listed(dict(row)) for row in self._conn.execute(sql, params)]
         names = patient_names(self._conn, [r["id"] for r in rows if r["errors"]])
         for r in rows:
             if r["errors"]:
@@ -544,10 +662,10 @@ class Journal:
         """One message: ``errors`` and ``records`` (JSON texts) masked as every operator view
         is, ``raw`` as received (``messages show --raw``, the forensic view)."""
         row = self._conn.execute(
-            f"SELECT {', '.join(self.COLUMNS)}, raw, records FROM messages WHERE id = :id", {"id": message_id}).fetchone()
+            f"SELECT {self._select}, raw, records FROM messages WHERE id = :id", {"id": message_id}).fetchone()
         if row is None:
             return None
-        found = dict(row)
+        found = _with_acks_sent_listed(dict(row))
         records = json.loads(found["records"]) if found["records"] else None
         if records is not None:
             found["records"] = json.dumps(mask_records(records), ensure_ascii=False)
@@ -557,3 +675,10 @@ class Journal:
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())
+
+
+def _with_acks_sent_listed(row: dict) -> dict:
+    """``acks_sent`` as the list of codes (``[]``: none was sent; None: not recorded)."""
+    sent = row["acks_sent"]
+    row["acks_sent"] = None if sent is None else [code for code in sent.split(",") if code]
+    return row

@@ -154,9 +154,10 @@ class Hl7Message:
 
     @property
     def content_digest(self) -> str:
-        """SHA-256 of the decoded text, so the same message sent with CRLF or LF still matches."""
+        """The message's content identity for telling a repeat from a conflict (see
+        :func:`content_digest`)."""
         if self._digest is None:
-            self._digest = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+            self._digest = content_digest(self.text, self.field_separator)
         return self._digest
 
     def segments(self, name: str) -> list[list[str]]:
@@ -202,6 +203,23 @@ def _restored(text: str, charset: str, digest: str | None) -> Hl7Message:
     message = Hl7Message(text, charset)
     message._digest = digest
     return message
+
+
+def content_digest(text: str, field_separator: str) -> str:
+    """SHA-256 of a decoded message (segments ending in CR) with MSH-7 left out.
+
+    A sender that rebuilds a message to send it again stamps a new MSH-7 (the time the message
+    was made): that is still the same message. Nothing else is left out: MSH-10 is the key
+    itself, and a resend that changes any other field (MSH-11 processing id, MSH-12 version,
+    MSH-18 charset, a segment) says something else, so it is a conflict (AE 205). Decoded text,
+    so the same message sent with CRLF or LF still matches."""
+    end = text.find("\r")
+    header, rest = (text, "") if end < 0 else (text[:end], text[end:])
+    fields = header.split(field_separator)
+    if len(fields) > 6:
+        fields[6] = ""  # fields[0] is "MSH" and fields[1] is MSH-2, so MSH-7 is fields[6]
+        text = field_separator.join(fields) + rest
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def normalize_segment_ends(text: str) -> str:

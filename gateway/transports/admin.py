@@ -24,6 +24,11 @@ dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
     POST /admin/destinations/D/resume           claim D's rows again
     POST /admin/destinations/D/flush            run batch destination D's batch now; answers
                                                 with the rows sent (502 if the sink refused it)
+    POST /admin/messages/ID/replay?dry_run=1    decide journaled message ID again and journal
+                                                it as a new attempt (dry_run: journal nothing)
+    POST /admin/messages/replay?status=S&since=ISO&until=ISO&limit=N&dry_run=1
+                                                the same for the latest attempts with status S
+                                                received in [since, until), oldest first
 
 Writes run on the journal writer thread (:meth:`JournalWriter.run`, the single writer), reads
 on a connection of their own in the thread pool, so neither blocks the reactor; after a write
@@ -41,7 +46,6 @@ from urllib.parse import parse_qs
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -55,6 +59,7 @@ from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
     with_idle_destinations,
 )
+from gateway.core.replay import MAX_LIMIT, Replayer, Selection
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered
 from gateway.transports.web import header, json_reply, lockout, peer_host, refusal_status
@@ -97,6 +102,8 @@ _ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "destinations/{dest}/pause", "pause"),
     ("POST", "destinations/{dest}/resume", "resume"),
     ("POST", "destinations/{dest}/flush", "flush"),
+    ("POST", "messages/replay", "replay_selected"),
+    ("POST", "messages/{message_id}/replay", "replay_one"),
 )
 
 
@@ -116,8 +123,9 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor,
-                 limiter: AuthFailureLimiter, metrics: Metrics, token: str = "") -> None:
+                 limiter: AuthFailureLimiter, metrics: Metrics, replayer: Replayer, token: str = "") -> None:
         super().__init__()
+        self._replayer = replayer
         self._token = token.encode("utf-8")
         self._limiter = limiter
         self._metrics = metrics
@@ -186,16 +194,7 @@ class AdminResource(Resource):
     # --- reads -----------------------------------------------------------------------------
 
     def _read(self, query: Callable[[sqlite3.Connection], object]) -> Deferred:
-        """Run a read on a connection of its own in the thread pool, never on the writer: a
-        listing must not hold up the group commit that ACKs depend on."""
-        def run():
-            conn = self._store.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), run)
+        return self._store.read_in_thread(self._reactor, query)
 
     def _token_presented(self, request: Request) -> bool:
         """Compared in constant time, so the answer's timing does not spell the token out."""
@@ -318,6 +317,33 @@ class AdminResource(Resource):
         await self._delivery.refresh()
         return {"purged": purged, "delivered_before": before}
 
+    async def _replay_one(self, request: Request, message_id: str) -> dict:
+        params = _query(request, {"dry_run"})
+        number = _positive_id(message_id, "a message id (see `messages list`)")
+        return await self._replay(Selection(message_id=number), params)
+
+    async def _replay_selected(self, request: Request) -> dict:
+        params = _query(request, {"status", "since", "until", "limit", "dry_run"})
+        selection = Selection(status=params.get("status"), since=_time_param(params, "since"),
+                              until=_time_param(params, "until"), limit=_int_param(params, "limit", 100, 1, MAX_LIMIT))
+        return await self._replay(selection, params)
+
+    async def _replay(self, selection: Selection, params: dict[str, str]) -> dict:
+        problem = selection.problem()
+        if problem is not None:
+            raise AdminError(http.BAD_REQUEST, problem)
+        dry_run = params.get("dry_run", "0")
+        if dry_run not in ("0", "1"):
+            raise AdminError(http.BAD_REQUEST, f"dry_run={dry_run!r} must be 1 or 0")
+        messages, more = await self._replayer.select(selection)
+        if selection.message_id is not None and not messages:
+            raise AdminError(http.NOT_FOUND, f"no message with id {selection.message_id}")
+        answer = await self._replayer.replay(messages, more, dry_run == "1")
+        log.info("replayed {count} journaled messages{dry}", count=len(messages),
+                 dry=" (dry run: nothing journaled)" if dry_run == "1" else "")
+        await self._delivery.refresh()
+        return answer
+
 
 def _query(request: Request, known: set[str]) -> dict[str, str]:
     """The query string as single values; an unknown or repeated parameter is a 400, so a typo
@@ -347,8 +373,22 @@ MAX_ROW_ID = 2 ** 63 - 1
 
 
 def _parse_row_id(text: str) -> int:
+    return _positive_id(text, "an outbox row id")
+
+
+def _positive_id(text: str, what: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
-        raise AdminError(http.BAD_REQUEST, f"{text[:40]!r} is not an outbox row id (an integer from 1 to "
-                                           f"{MAX_ROW_ID})")
+        raise AdminError(http.BAD_REQUEST, f"{text[:40]!r} is not {what} (an integer from 1 to {MAX_ROW_ID})")
     return int(text)
+
+
+def _time_param(params: dict[str, str], name: str) -> float | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise AdminError(http.BAD_REQUEST, f"{name}={text!r} is not an ISO date or date-time "
+                                           f"(2025-03-15 or 2025-03-15T08:30)") from None
 

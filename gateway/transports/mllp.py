@@ -1,7 +1,7 @@
 """MLLP listener: one small protocol per connection, one factory holding what they share.
 
-Answers go back in the order the messages arrived on the connection, even when commits finish
-out of order, because HL7 senders match ACKs by position as often as by MSA-2.
+Answers go back in the order the messages arrived on the connection, because HL7 senders match
+ACKs by position as often as by MSA-2; the intake journals them in that order too.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
 from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.envelope import Envelope, peer_of
-from gateway.core.intake import Intake
+from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.transports.framing import FrameDecoder, Violation, wrap
@@ -48,6 +48,8 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self.decoder = FrameDecoder(factory.config.max_frame_bytes)
         self.callLater = factory.clock.callLater
         self._answers: deque[_Slot] = deque()
+        #: Pipelined messages are journaled in the order they arrived, as they are answered.
+        self._arrivals = ArrivalOrder()
         self._refusal = refusal
         self._closing = False
         self.client = client
@@ -87,7 +89,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self._answers.append(slot)
         envelope = envelope_for(frame, TRANSPORT, self.peer, now, self.factory.listener, self.client,
                                 self.factory.config.charset)
-        self.factory.intake.submit(envelope).addCallback(self._answered, slot)
+        self.factory.intake.submit(envelope, self._arrivals).addCallback(self._answered, slot)
 
     def _answered(self, outcome: Outcome, slot: _Slot) -> None:
         slot.data = b"".join(wrap(encode_reply(text, outcome.charset)) for text in outcome.replies)

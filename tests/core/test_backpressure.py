@@ -127,3 +127,42 @@ async def test_delivered_rows_and_their_journal_bodies_are_pruned_after_the_rete
     finally:
         client.transport.loseConnection()
         await gateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejected_messages_and_those_with_nothing_to_deliver_lose_their_bodies_after_their_retention(tmp_path):
+    from gateway.core.outcome import ContentError, Issue
+
+    def missing_cccd(message):
+        raise ContentError([Issue(101, "PID-3: CCCD is required", "PID^1^3")])
+
+    clock = new_clock()
+    plugin = TestPlugin()
+    gateway = await start_gateway(tmp_path, plugins=[plugin], clock=clock, **{
+        "outbox.retention_days": 1, "outbox.rejected_retention_days": 3})
+    client = await connect_mllp(gateway)
+    try:
+        assert msa(await send_and_receive(client, hl7(control_id="ROUTED_NOWHERE")))[1] == "AA"
+        assert msa(await send_and_receive(client, hl7(control_id="NOBODYS", sending_app="OTHER_HIS")))[1] == "AR"
+        plugin.behaviour = missing_cccd
+        assert msa(await send_and_receive(client, hl7(control_id="BROKEN")))[1] == "AE"
+
+        def bodies() -> dict[str, bool]:
+            return {r["control_id"]: bool(r["raw"]) for r in rows(gateway, "messages")}
+
+        clock.advance(86400 + 60)
+        await run_clock_until(clock, lambda: metric_value(gateway, "hssk_journal_bodies_pruned_total",
+                                                          status="accepted") == 1)
+        assert bodies() == {"ROUTED_NOWHERE": False, "NOBODYS": True, "BROKEN": True}
+
+        clock.advance(2 * 86400)
+        await run_clock_until(clock, lambda: metric_value(gateway, "hssk_journal_bodies_pruned_total",
+                                                          status="error") == 1)
+
+        assert bodies() == {"ROUTED_NOWHERE": False, "NOBODYS": False, "BROKEN": False}
+        assert metric_value(gateway, "hssk_journal_bodies_pruned_total", status="rejected") == 1
+        assert [(r["status"], r["records"], bool(r["errors"])) for r in rows(gateway, "messages")] == [
+            ("accepted", None, False), ("rejected", None, True), ("error", None, True)]
+    finally:
+        client.transport.loseConnection()
+        await gateway.stop()

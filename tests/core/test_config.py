@@ -125,6 +125,8 @@ def test_negative_max_frame_bytes_is_an_error_naming_key_and_rule(tmp_path):
     ("log_format", "xml", "log_format: must be 'text' or 'json', got 'xml'"),
     ("mllp.listen", 2575, "mllp.listen: must be a string, got 2575"),
     ("pipeline.supported_versions", "2.5", "pipeline.supported_versions: must be a list of strings, got '2.5'"),
+    ("outbox.rejected_retention_days", 0, "outbox.rejected_retention_days: must be a positive number, got 0.0"),
+    ("outbox.rejected_retention_days", "1y", "outbox.rejected_retention_days: must be a number, got '1y'"),
 ])
 def test_wrong_value_is_an_error_naming_key_and_rule(key, value, message):
     with pytest.raises(ConfigError) as caught:
@@ -299,3 +301,9 @@ def test_admin_token_variable_that_is_not_set_fails_runtime_validation(tmp_path,
     assert "HSSK_TEST_ADMIN_TOKEN, which is not set" in error.value.rule
     monkeypatch.setenv("HSSK_TEST_ADMIN_TOKEN", "t")
     validate_runtime(config, reactor)
+
+
+def test_rejected_messages_keep_their_bodies_as_long_as_the_rest_unless_told_otherwise():
+    assert load_config(environ={}, overrides={"outbox.retention_days": 7}).outbox.rejected_retention == 7.0
+    assert load_config(environ={}, overrides={"outbox.retention_days": 7, "outbox.rejected_retention_days": 90}
+                       ).outbox.rejected_retention == 90.0

@@ -162,3 +162,67 @@ async def test_resent_conflicting_message_is_a_repeat_of_its_own_ae_205_row(gate
     assert [(r["status"], r["repeat_count"]) for r in journal_rows(gateway)] == [("accepted", 0), ("error", 1)]
     assert metric_value(gateway, "hssk_duplicates_suppressed_total", transport="mllp") == 1
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_with_only_a_new_message_time_msh7_is_a_repeat(gateway, plugin):
+    payload = hl7(control_id="REBUILT1")
+    client = await connect_mllp(gateway)
+    first = await send_and_receive(client, payload)
+    plugin.behaviour = broken  # would answer AE if the resend were decided afresh
+
+    second = await send_and_receive(client, replace_msh_field(payload, 7, "20250315083507"))
+
+    assert msa(first)[1:3] == msa(second)[1:3] == ["AA", "REBUILT1"]
+    [row] = journal_rows(gateway)
+    assert row["repeat_count"] == 1
+    assert metric_value(gateway, "hssk_duplicates_suppressed_total", transport="mllp") == 1
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_with_another_msh_field_changed_is_still_a_conflict(gateway):
+    payload = hl7(control_id="REBUILT2")
+    client = await connect_mllp(gateway)
+    await send_and_receive(client, payload)
+
+    second = await send_and_receive(client, replace_msh_field(payload, 11, "T"))
+
+    assert msa(second)[1:3] == ["AE", "REBUILT2"]
+    assert err_segments(second)[0][3] == "205^Duplicate key identifier^HL70357"
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_journaled_before_msh7_was_ignored_is_still_a_repeat_after_the_upgrade(tmp_path, plugin):
+    import hashlib
+    import sqlite3
+
+    from gateway.core.store import CONTENT_DIGEST_STEP
+    from tests.support import start_gateway
+
+    payload = hl7(control_id="BEFORE1")
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin])
+    client = await connect_mllp(gw)
+    await send_and_receive(client, payload)
+    client.transport.loseConnection()
+    await gw.stop()
+    # What the journal held before the upgrade: the digest of the whole decoded text, MSH-7 included.
+    conn = sqlite3.connect(gw.config.database_path)
+    with conn:
+        conn.execute("UPDATE messages SET content_sha256 = ?",
+                     (hashlib.sha256(payload.decode("utf-8").rstrip("\r").encode("utf-8")).hexdigest(),))
+        conn.execute("DELETE FROM _migrations WHERE name = ?", (CONTENT_DIGEST_STEP,))
+    conn.close()
+
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin])
+    try:
+        client = await connect_mllp(gw)
+        plugin.behaviour = broken
+        again = await send_and_receive(client, replace_msh_field(payload, 7, "20250315090000"))
+
+        assert msa(again)[1:3] == ["AA", "BEFORE1"]
+        assert [r["repeat_count"] for r in journal_rows(gw)] == [1]
+        client.transport.loseConnection()
+    finally:
+        await gw.stop()

@@ -64,3 +64,14 @@ def test_start_up_releases_waiting_rows_with_nothing_ahead_of_them(conn):
     recover_in_flight(conn, 30.0)
 
     assert states(conn) == {"a2": "pending", "a3": "waiting"}
+
+
+def test_a_row_queued_already_does_not_hold_back_the_persons_next_row(conn):
+    insert_outbox_rows(conn, [(1, item("a1", "A"))], 10.0)
+    [a1] = claim_due(conn, 11.0, "store", 10, frozenset())
+    record_results(conn, 12.0, [Settled(a1.row_id, "delivered", "2xx", "", None, 10.0)])
+
+    # The same record again (a replay, another client's copy of the message) beside the person's next one.
+    insert_outbox_rows(conn, [(1, item("a1", "A")), (1, item("a2", "A"))], 13.0)
+
+    assert states(conn) == {"a1": "delivered", "a2": "pending"}

@@ -465,3 +465,30 @@ async def test_portal_body_over_the_bound_is_1001(xml_gateway):
 
     assert response.json()["maKetQua"] == "1001"
     assert journal_rows(xml_gateway) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_repeat_with_another_macskcb_is_refused_as_a_new_file_would_be(xml_gateway):
+    xml = noi_tru()
+    first = await http_request(xml_gateway, "POST", "/api/qd130/guiHoSoXmlQD4750", portal_form(xml, "79025"), FORM)
+
+    other = await http_request(xml_gateway, "POST", "/api/qd130/guiHoSoXmlQD4750", portal_form(xml, "01001"), FORM)
+
+    assert first.json()["maKetQua"] == "200"
+    assert other.json()["maKetQua"] == "205", other.json()
+    assert [r["status"] for r in journal_rows(xml_gateway)] == ["accepted", "rejected"]
+    assert len(outbox_rows(xml_gateway)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_repeat_sent_to_the_other_portal_endpoint_is_refused_as_a_new_file_would_be(xml_gateway):
+    xml = noi_tru()
+    first = await http_request(xml_gateway, "POST", "/api/qd130/guiHoSoXmlQD4750", portal_form(xml), FORM)
+
+    other = await http_request(xml_gateway, "POST", "/api/qd130/checkInKcbQd4750", portal_form(xml, file_type="0"),
+                               FORM)
+
+    assert first.json()["maKetQua"] == "200"
+    assert other.json()["maKetQua"] == "205", other.json()
+    assert "loaiHoSo" in other.json()["thongDiep"]
+    assert [r["status"] for r in journal_rows(xml_gateway)] == ["accepted", "rejected"]
