@@ -102,7 +102,7 @@ async def test_a_timed_out_message_lets_the_ones_behind_it_go_in_order(tmp_path)
 
     plugin.behaviour = behaviour
     gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.workers": 2,
-                                                                     "pipeline.timeout_seconds": 0.5})
+                                                                     "pipeline.timeout_seconds": 2})
     try:
         client = await connect_mllp(gw)
         sent = ["HANG1", "AFTER1", "AFTER2", "AFTER3"]
