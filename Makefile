@@ -18,7 +18,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+# The benchmark's load generator, built from the copy of its source in bench/.
+bench/out/mllp-load: bench/mllp-load.c
+	mkdir -p bench/out
+	$(CC) -O2 -Wall -Wextra -o $@ bench/mllp-load.c
+
+bench: $(STAMP) bench/out/mllp-load
 	$(BIN)/python bench/mllp_throughput.py
 
 clean:
