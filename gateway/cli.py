@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sqlite3
 import sys
 import time
@@ -61,9 +63,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configuration_line(args: argparse.Namespace) -> str:
+    """Which gateway a description is of. Without ``--config`` it is of the built-in defaults,
+    which may differ from the running gateway's file in every plugin setting and client, so the
+    operator is told rather than left to assume."""
+    if args.config:
+        return f"configuration: {args.config}"
+    return ("configuration: built-in defaults and HSSK_* environment (no --config: pass the gateway's own "
+            "--config to describe it)")
+
+
+def _say_configuration(args: argparse.Namespace) -> None:
+    """The configuration line: on stdout for text; for ``--json`` on stderr, only when it warns."""
+    if not args.json:
+        print(_configuration_line(args))
+    elif not args.config:
+        print(f"hssk-gateway: {_configuration_line(args)}", file=sys.stderr)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     config = _config_from(args)
     infos = describe_plugins(build_plugin_manager(config))
+    _say_configuration(args)
     if args.json:
         print(json.dumps([info.__dict__ for info in infos], ensure_ascii=False, indent=2))
         return 0
@@ -78,6 +99,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
     config = _config_from(args)
     rows = [{"name": c.name, "facilities": list(c.facilities), "tokens": len(c.token_sha256),
              "addresses": list(c.addresses)} for c in config.clients]
+    _say_configuration(args)
     if args.json:
         print(json.dumps({"required": config.auth.required, "clients": rows}, ensure_ascii=False, indent=2))
         return 0
@@ -497,10 +519,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): what was not written is not wanted. stdout
+    is pointed at /dev/null so the interpreter's own flush at exit cannot fail again, and the
+    status is the one a shell reports for a writer SIGPIPE ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as e:
         print(f"hssk-gateway: configuration error: {e}", file=sys.stderr)
         return 2
