@@ -169,6 +169,17 @@ def cmd_messages_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_message(data: bytes) -> None:
+    """HL7 ends each segment with a bare CR, which a terminal takes as "back to the start of this
+    line", so every segment would overwrite the one before. On a terminal each segment gets a line
+    of its own; into a file or a pipe the bytes go exactly as stored."""
+    if sys.stdout.isatty():
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+    sys.stdout.buffer.write(data)
+
+
 def cmd_messages_show(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
@@ -180,7 +191,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
         return 1
     raw = row.pop("raw")
     if args.raw:
-        sys.stdout.buffer.write(raw)
+        _write_message(raw)
         return 0
     row["errors"] = json.loads(row["errors"]) if row["errors"] else []
     row["records"] = json.loads(row["records"]) if row["records"] else None
@@ -341,7 +352,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
         raise OperatorError(f"no outbox row with id {args.id}")
     payload = row.pop("payload") or b""
     if args.payload:
-        sys.stdout.buffer.write(payload)
+        _write_message(payload)
         return 0
     row["payload_bytes"] = len(payload)
     print(json.dumps(row, ensure_ascii=False, indent=2))

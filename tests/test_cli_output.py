@@ -62,3 +62,82 @@ def test_json_descriptions_of_the_defaults_warn_on_stderr_and_stay_json(command)
     assert json.loads(on_defaults.stdout) and json.loads(configured.stdout)
     assert b"configuration: built-in defaults" in on_defaults.stderr
     assert configured.stderr == b""
+
+
+@pytest.fixture(scope="module")
+def journaled(tmp_path_factory):
+    """(data dir, the bytes of the one message a real gateway journaled)."""
+    import pytest_twisted
+    from twisted.internet.defer import ensureDeferred
+
+    from tests.support import TestPlugin, connect_mllp, hl7, send_and_receive, start_gateway
+
+    data_dir = tmp_path_factory.mktemp("tty") / "data"
+    raw = hl7("PID|1||079085000123^^^BCA^NI||Nguyễn^Văn Thử||19850412|M", "PV1|1|O", control_id="TTY-1")
+
+    async def journal_one():
+        gateway = await start_gateway(data_dir, plugins=[TestPlugin()])
+        try:
+            client = await connect_mllp(gateway)
+            await send_and_receive(client, raw)
+            client.transport.loseConnection()
+            await client.closed
+        finally:
+            await gateway.stop()
+
+    pytest_twisted.blockon(ensureDeferred(journal_one()))
+    return data_dir, raw
+
+
+def run_on_terminal(*args) -> bytes:
+    """``hssk-gateway ARGS`` with stdout on a pseudo-terminal, and what the terminal received."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
+    try:
+        process = subprocess.Popen([str(CLI), *map(str, args)], cwd=REPO, env=env, stdout=terminal,
+                                   stderr=subprocess.PIPE)
+    finally:
+        os.close(terminal)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    return received
+
+
+def test_raw_message_on_a_terminal_shows_one_segment_per_line(journaled):
+    data_dir, raw = journaled
+
+    shown = run_on_terminal("messages", "show", "1", "--raw", "--data-dir", data_dir)
+
+    # The terminal writes each new line as CR LF; a CR of its own would send the cursor back over the segment.
+    assert b"\r" not in shown.replace(b"\r\n", b"")
+    assert shown.replace(b"\r\n", b"\n") == raw.replace(b"\r", b"\n")
+
+
+def test_raw_message_into_a_pipe_is_the_bytes_received(journaled):
+    data_dir, raw = journaled
+
+    result = run_cli("messages", "show", "1", "--raw", "--data-dir", data_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == raw
+
+
+def test_readme_examples_that_print_an_ack_show_its_segments_on_lines_of_their_own():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    senders = [line for line in readme.splitlines()
+               if line.startswith(("printf", "curl")) and ("nc " in line or "/hl7" in line)]
+
+    assert len(senders) >= 2
+    assert all(line.endswith("| tr '\\r' '\\n'") for line in senders), senders
