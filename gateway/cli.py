@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config_from(args)
     validate_runtime(config, reactor)
-    start_logging(config.log_format)
+    start_logging(config.log_format, config.log_level)
     gateway = Gateway(config, reactor)
     failure = []
 

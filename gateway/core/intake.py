@@ -472,12 +472,24 @@ class Intake:
         trace = job.trace
         if trace is None:
             self._finish(job, job.outcome)
+            self._log_decided(job)
             return
         trace.append(time.perf_counter())
         self._finish(job, job.outcome)
         trace.append(time.perf_counter())
         if len(trace) == len(_STAGES) and len(self._traces) < 1_000_000:
             self._traces.append(trace)
+        self._log_decided(job)
+
+    @staticmethod
+    def _log_decided(job: _Job) -> None:
+        """The one log line of a decided message, emitted once its answer is on its way. Only
+        plain values are gathered here; masking and formatting wait for an observer that writes
+        the event (see :class:`_DecidedLine`)."""
+        decision, outcome = job.decision, job.outcome
+        log.info("{decided}", decided=_DecidedLine(
+            outcome.message_id, decision.envelope.transport, decision.sender, decision.control_id,
+            outcome.message_type, outcome.plugin, outcome.ack_code, outcome.duplicate))
 
     def _finish(self, job: _Job, outcome: Outcome) -> None:
         if job.timer is not None and job.timer.active():
@@ -488,6 +500,31 @@ class Intake:
         if self._drained is not None and self._in_flight == 0:
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+
+class _DecidedLine:
+    """What ``hssk.intake`` logs of each decided message, written out (sender and control id
+    masked, as every identifier in a log) only when an observer renders the event: a level
+    filter above ``info`` drops it unformatted, so the reactor pays for one event per message."""
+
+    __slots__ = ("message_id", "transport", "sender", "control_id", "message_type", "plugin", "code", "repeat")
+
+    def __init__(self, message_id: int | None, transport: str, sender: str, control_id: str, message_type: str,
+                 plugin: str, code: str | None, repeat: bool) -> None:
+        self.message_id = message_id
+        self.transport = transport
+        self.sender = sender
+        self.control_id = control_id
+        self.message_type = message_type
+        self.plugin = plugin
+        self.code = code
+        self.repeat = repeat
+
+    def __str__(self) -> str:
+        journaled = "-" if self.message_id is None else self.message_id
+        return (f"decided message {journaled}: {self.transport} from {mask_text(self.sender) or '-'}, control id "
+                f"{mask_text(self.control_id) or '-'}, {self.message_type or '-'}, plugin {self.plugin or '-'}: "
+                f"{self.code or 'ignored'}{' (repeat)' if self.repeat else ''}")
 
 
 def _write_trace_summary(path: str, traces: list[list[float]]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.http import combinedLogFormatter
@@ -34,6 +35,10 @@ from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, refusal_
 from gateway.transports.xml_http import mount_xml_intake
 
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
+#: Paths whose requests the access log leaves out: Prometheus scrapes them every few seconds.
+UNLOGGED_PATHS = frozenset({b"/metrics"})
+
+access_log = Logger(namespace="hssk.http.access")
 
 
 class BoundedRequest(Request):
@@ -190,10 +195,22 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     mount_xml_intake(root, intake, clock, metrics, listener, clients, limiter)
     if admin is not None:
         root.putChild(b"admin", admin)
-    site = Site(root, requestFactory=BoundedRequest, logFormatter=masked_access_line)
+    site = GatewaySite(root, requestFactory=BoundedRequest, logFormatter=masked_access_line)
     site.max_body_bytes = max_body_bytes
     site.displayTracebacks = False
     return site
+
+
+class GatewaySite(Site):
+    """The access log, as ``hssk.http.access`` events of the gateway's own log (text or JSON like
+    every other line) rather than twisted.web's legacy log file, and without Prometheus scrapes,
+    which would be most of its lines and say nothing an operator looks for."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        if request.path not in UNLOGGED_PATHS:
+            access_log.info("{line}", line=self._logFormatter(self._logDateTime, request))
 
 
 def masked_access_line(timestamp: str, request: Request) -> str:
