@@ -285,17 +285,18 @@ def _one_line(text: str | None, width: int) -> str:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
-    from gateway.core.outbox import destination_status, with_idle_destinations
+    from gateway.core.outbox import destination_status, not_routed_counts, with_idle_destinations
 
     config, conn = _outbox(args)
     try:
         now = time.time()
         status = with_idle_destinations(destination_status(conn, now), [d.name for d in config.destinations])
+        not_routed = not_routed_counts(conn)
     finally:
         conn.close()
     kinds = {d.name: d.kind for d in config.destinations}
     for name, entry in status.items():
-        entry.update(kind=kinds.get(name), configured=name in kinds)
+        entry.update(kind=kinds.get(name), configured=name in kinds, not_routed=not_routed.get(name, 0))
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0
@@ -303,11 +304,11 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
         print("no destinations configured or queued (pass --config with the gateway's configuration file)")
         return 0
     print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'WAITING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
-          f"{'OLDEST':>7}  {'CIRCUIT':16}  PAUSED")
+          f"{'OLDEST':>7}  {'CIRCUIT':16}  {'PAUSED':6}  NOT ROUTED")
     for name, e in status.items():
         print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['waiting']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
               f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {_circuit(e, now):16}  "
-              f"{'yes' if e['paused'] else 'no'}")
+              f"{'yes' if e['paused'] else 'no':6}  {e['not_routed']:>10}")
     return 0
 
 
