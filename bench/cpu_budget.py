@@ -40,7 +40,7 @@ from gateway.core.store import JournalWriter, Store
 from gateway.formats.hl7v2 import normalize_segment_ends, with_msh_field
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT.parent / "shared" / "bench" / "messages" / "adt_a04.hl7"
+SAMPLE = ROOT / "tests" / "messages" / "adt_a04.hl7"
 
 
 def best_microseconds(fn, items: list, repeat: int) -> float:

@@ -10,7 +10,7 @@ what intake does while it drains.
    keep-alive clients (``client`` mode, a separate process).
 2. Starts the gateway (temp data dir, synchronous=FULL, one ``http`` destination to the sink)
    with that destination PAUSED in ``destination_state`` before the first start, and queues
-   ``--records`` distinct messages through MLLP with ../shared/bench/mllp-load (MSH-10 unique,
+   ``--records`` distinct messages through MLLP with bench/out/mllp-load (MSH-10 unique,
    the CCCD rewritten to one of ``--people`` people). Checks the outbox holds that many pending
    rows, stops the gateway and keeps the data dir as a snapshot.
 3. For each ``--max-in-flight`` value, ``--repeats`` times: a fresh copy of the snapshot, the
@@ -43,12 +43,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.mllp_throughput import build_load, cpu_seconds, free_port, log  # noqa: E402  (after the path insert)
+from bench.mllp_throughput import (  # noqa: E402  (after the path insert)
+    LOAD,
+    MESSAGE as SAMPLE,
+    OUT,
+    build_load,
+    cpu_seconds,
+    free_port,
+    log,
+)
 
-SHARED_BENCH = REPO.parent / "shared" / "bench"
-LOAD = SHARED_BENCH / "mllp-load"
-SAMPLE = SHARED_BENCH / "messages" / "adt_a04.hl7"
-OUT = REPO / "bench" / "out"
 PYTHON = REPO / ".venv" / "bin" / "python"
 HOST = "127.0.0.1"
 DEST = "store"

@@ -9,6 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
@@ -98,7 +99,29 @@ class Gateway:
         for name, port in self.ports.items():
             address = port.getHost()
             log.info("{name} listening on {host}:{port}", name=name, host=address.host, port=address.port)
+        self._log_summary()
         return self
+
+    def _log_summary(self) -> None:
+        """One line that says what this gateway is, for whoever reads the log after a restart:
+        which plugins (and versions) decide, where records go, where the journal is, who may
+        send, and where it listens."""
+        config = self.config
+        destinations = ", ".join(
+            f"{d.name} ({d.kind}, {d.format}, privacy {d.privacy}{'' if d.enabled else ', disabled'})"
+            for d in config.destinations) or "none (messages are journaled, nothing is delivered)"
+        clients = ", ".join(c.name for c in config.clients)
+        auth = (f"senders that are no client {'refused' if config.auth.required else 'let in'}, "
+                f"{f'clients {clients}' if clients else 'no clients'}, admin API "
+                f"{f'with the token in {config.auth.admin_token_env}' if config.auth.admin_token_env else 'from loopback only'}")
+        listeners = ", ".join(f"{name} {port.getHost().host}:{port.getHost().port}" for name, port in self.ports.items())
+        log.info("started hssk-gateway {version}: data dir {data_dir} (journal {journal}, synchronous {synchronous}); "
+                 "plugins {plugins}; destinations {destinations}; auth: {auth}; pipeline {workers} {isolation}; "
+                 "listening on {listeners}", version=__version__, data_dir=config.data_dir,
+                 journal=str(config.database_path), synchronous=config.store.synchronous,
+                 plugins=", ".join(f"{p.name} {p.version}" for p in describe_plugins(self.plugins)) or "none",
+                 destinations=destinations, auth=auth, workers=config.pipeline.workers,
+                 isolation=config.pipeline.isolation, listeners=listeners)
 
     def address(self, name: str) -> tuple[str, int]:
         host = self.ports[name].getHost()

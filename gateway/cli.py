@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -33,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config_from(args)
     validate_runtime(config, reactor)
-    start_logging(config.log_format)
+    start_logging(config.log_format, config.log_level)
     os.umask(0o077)  # every file the gateway writes holds patient data: its own, file drops, batch files
     gateway = Gateway(config, reactor, fresh_journal=args.fresh_journal)
     failure = []
@@ -63,9 +64,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configuration_line(args: argparse.Namespace) -> str:
+    """Which gateway a description is of. Without ``--config`` it is of the built-in defaults,
+    which may differ from the running gateway's file in every plugin setting and client, so the
+    operator is told rather than left to assume."""
+    if args.config:
+        return f"configuration: {args.config}"
+    return ("configuration: built-in defaults and HSSK_* environment (no --config: pass the gateway's own "
+            "--config to describe it)")
+
+
+def _say_configuration(args: argparse.Namespace) -> None:
+    """The configuration line: on stdout for text; for ``--json`` on stderr, only when it warns."""
+    if not args.json:
+        print(_configuration_line(args))
+    elif not args.config:
+        print(f"hssk-gateway: {_configuration_line(args)}", file=sys.stderr)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     config = _config_from(args)
     infos = describe_plugins(build_plugin_manager(config))
+    _say_configuration(args)
     if args.json:
         print(json.dumps([info.__dict__ for info in infos], ensure_ascii=False, indent=2))
         return 0
@@ -80,6 +100,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
     config = _config_from(args)
     rows = [{"name": c.name, "facilities": list(c.facilities), "tokens": len(c.token_sha256),
              "addresses": list(c.addresses)} for c in config.clients]
+    _say_configuration(args)
     if args.json:
         print(json.dumps({"required": config.auth.required, "clients": rows}, ensure_ascii=False, indent=2))
         return 0
@@ -158,6 +179,17 @@ def _acks_sent(row: dict) -> str:
     return ",".join(row["acks_sent"]) or "none"
 
 
+def _write_message(data: bytes) -> None:
+    """HL7 ends each segment with a bare CR, which a terminal takes as "back to the start of this
+    line", so every segment would overwrite the one before. On a terminal each segment gets a line
+    of its own; into a file or a pipe the bytes go exactly as stored."""
+    if sys.stdout.isatty():
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+    sys.stdout.buffer.write(data)
+
+
 def cmd_messages_show(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
@@ -169,7 +201,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
         return 1
     raw = row.pop("raw")
     if args.raw:
-        sys.stdout.buffer.write(raw)
+        _write_message(raw)
         return 0
     row["errors"] = json.loads(row["errors"]) if row["errors"] else []
     row["records"] = json.loads(row["records"]) if row["records"] else None
@@ -342,17 +374,18 @@ def _one_line(text: str | None, width: int) -> str:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
-    from gateway.core.outbox import destination_status, with_idle_destinations
+    from gateway.core.outbox import destination_status, not_routed_counts, with_idle_destinations
 
     config, conn = _outbox(args)
     try:
         now = time.time()
         status = with_idle_destinations(destination_status(conn, now), [d.name for d in config.destinations])
+        not_routed = not_routed_counts(conn)
     finally:
         conn.close()
     kinds = {d.name: d.kind for d in config.destinations}
     for name, entry in status.items():
-        entry.update(kind=kinds.get(name), configured=name in kinds)
+        entry.update(kind=kinds.get(name), configured=name in kinds, not_routed=not_routed.get(name, 0))
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0
@@ -360,11 +393,11 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
         print("no destinations configured or queued (pass --config with the gateway's configuration file)")
         return 0
     print(f"{'DESTINATION':24}  {'KIND':6}  {'PENDING':>8}  {'WAITING':>8}  {'IN FLIGHT':>9}  {'DEAD':>6}  {'DELIVERED':>9}  "
-          f"{'OLDEST':>7}  {'CIRCUIT':16}  PAUSED")
+          f"{'OLDEST':>7}  {'CIRCUIT':16}  {'PAUSED':6}  NOT ROUTED")
     for name, e in status.items():
         print(f"{name[:24]:24}  {(e['kind'] or '-'):6}  {e['pending']:>8}  {e['waiting']:>8}  {e['in_flight']:>9}  {e['dead']:>6}  "
               f"{e['delivered']:>9}  {_age(e['oldest_pending_age_seconds']):>7}  {_circuit(e, now):16}  "
-              f"{'yes' if e['paused'] else 'no'}")
+              f"{'yes' if e['paused'] else 'no':6}  {e['not_routed']:>10}")
     return 0
 
 
@@ -409,7 +442,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
         raise OperatorError(f"no outbox row with id {args.id}")
     payload = row.pop("payload") or b""
     if args.payload:
-        sys.stdout.buffer.write(payload)
+        _write_message(payload)
         return 0
     row["payload_bytes"] = len(payload)
     print(json.dumps(row, ensure_ascii=False, indent=2))
@@ -604,10 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): what was not written is not wanted. stdout
+    is pointed at /dev/null so the interpreter's own flush at exit cannot fail again, and the
+    status is the one a shell reports for a writer SIGPIPE ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as e:
         print(f"hssk-gateway: configuration error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 ENV_PREFIX = "HSSK_"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: twisted.logger's level names, least severe first.
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 MiB = 1024 * 1024
 
 
@@ -253,6 +255,8 @@ class PluginsConfig:
 class GatewayConfig:
     data_dir: str = "var"
     log_format: str = field(default="text", metadata=_check("must be 'text' or 'json'", lambda v: v in ("text", "json")))
+    log_level: str = field(default="info", metadata=_check(f"must be one of {', '.join(LOG_LEVELS)}",
+                                                           lambda v: v in LOG_LEVELS))
     mllp: MllpConfig = MllpConfig()
     http: HttpConfig = HttpConfig()
     store: StoreConfig = StoreConfig()
@@ -275,6 +279,9 @@ class GatewayConfig:
 
 
 _SECTIONS = {f.name: type(f.default) for f in dataclasses.fields(GatewayConfig) if dataclasses.is_dataclass(f.default)}
+#: Keys outside any section (``data_dir``, ``log_format``, ``log_level``): ``HSSK_<KEY>`` sets them.
+_TOP_LEVEL = frozenset(f.name for f in dataclasses.fields(GatewayConfig)
+                       if f.type in ("str", str) and f.name not in _SECTIONS)
 
 
 def load_config(
@@ -306,11 +313,15 @@ def load_config(
 
 
 def _environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``HSSK_SECTION__KEY`` for a section's key, ``HSSK_KEY`` for a top-level one. Other ``HSSK_``
+    variables (an admin token, ``HSSK_TRACE_STAGES``) are not configuration keys and are left alone."""
     found = {}
     for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if "." not in key and key not in _TOP_LEVEL:
+            continue
         try:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

@@ -137,13 +137,13 @@ def test_status_table_shows_counts_oldest_age_circuit_and_paused_per_destination
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()
     assert lines[0].split() == ["DESTINATION", "KIND", "PENDING", "WAITING", "IN", "FLIGHT", "DEAD", "DELIVERED",
-                                "OLDEST", "CIRCUIT", "PAUSED"]
+                                "OLDEST", "CIRCUIT", "PAUSED", "NOT", "ROUTED"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "0", "4", "-", "closed", "no"]
-    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "0", "3", "0", "-", "closed", "no"]
+    assert rows["delivered_here"] == ["delivered_here", "file", "0", "0", "0", "0", "4", "-", "closed", "no", "0"]
+    assert rows["dead_end"] == ["dead_end", "file", "0", "0", "0", "3", "0", "-", "closed", "no", "0"]
     assert rows["stuck"][:7] == ["stuck", "file", "1", "2", "0", "0", "0"] and rows["stuck"][7] != "-"
-    assert rows["stuck"][8] == "open" and rows["stuck"][9][-1] == "s" and rows["stuck"][10] == "no"
-    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "0", "-", "-", "no"]
+    assert rows["stuck"][8] == "open" and rows["stuck"][9][-1] == "s" and rows["stuck"][10:] == ["no", "0"]
+    assert rows["weekly"] == ["weekly", "batch", "0", "0", "0", "0", "0", "-", "-", "no", "0"]
 
 
 def test_status_json_gives_numbers_and_the_recorded_circuit_state(filled):
@@ -152,6 +152,7 @@ def test_status_json_gives_numbers_and_the_recorded_circuit_state(filled):
     status = run_json("outbox", "status", "--config", config, "--data-dir", data_dir)
 
     assert set(status) == {"delivered_here", "dead_end", "stuck", "weekly"}
+    assert {entry["not_routed"] for entry in status.values()} == {0}
     stuck = status["stuck"]
     assert (stuck["pending"], stuck["waiting"], stuck["in_flight"], stuck["dead"], stuck["delivered"]) == (1, 2, 0, 0, 0)
     assert stuck["oldest_pending_age_seconds"] > 0

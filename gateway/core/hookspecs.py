@@ -86,6 +86,21 @@ class Payload:
     body: bytes
 
 
+class NotRenderable(Exception):
+    """Raised by :func:`hssk_render` when this record set has no place in the destination's format
+    (an XML 130 file is an episode's file, so a person without an episode cannot be one). The
+    sender's answer does not change: the destination does not get the record set, and it is
+    journaled, counted (``hssk_records_not_routed_total``) and logged as not routed.
+
+    ``reason`` is a short fixed word, the metric's label (``no_episode``); ``text`` says it to
+    an operator, without patient data."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+
+
 @dataclass(frozen=True)
 class PluginDescription:
     """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims."""
@@ -179,10 +194,18 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
     For a record set read from an XML 130 file, ``message`` is a
     :class:`gateway.core.documents.DocumentSource`: it has ``sender`` (``XML|<MACSKCB>``),
     ``control_id`` (a hash of the file), ``message_type`` (``XML130`` or ``XML130^CHECKIN``) and
-    ``sending_facility``, but no HL7 segments (version note: since XML intake, 0.1, issue 5)::
+    ``sending_facility``, but no HL7 segments (version note: since XML intake, 0.1, issue 5).
+
+    A record set your format has no place for is not the sender's error: raise
+    :class:`NotRenderable` with a short reason and a text, and this destination does not get it
+    while the sender's answer stays as the checks decided. Any other exception is your bug: the
+    message is answered AE with ERR 207 and journaled for a replay (version note: before issue 15,
+    the core's ``xml130`` renderer answered such a record set AE 101)::
 
         @hookimpl
         def hssk_render(records, destination, message, idempotency_key):
             if destination.format == "csv":
+                if not records.person or not records.person.identifier("BHYT"):
+                    raise NotRenderable("no_card", "a csv row is keyed by the BHYT card")
                 return Payload("text/csv", f"{idempotency_key},{records.kind}\n".encode())
     """

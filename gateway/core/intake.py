@@ -35,7 +35,8 @@ from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text
-from gateway.core.metrics import Metrics, facility_label, message_type_label
+from gateway.core.metrics import Metrics, facility_label, message_type_label, reason_label
+from gateway.core.outbox import NotRouted
 from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
 from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
 from gateway.core.pipeline_process import ProcessPool
@@ -486,8 +487,12 @@ class Intake:
             replies = tuple(acknowledgements(message, code, issues, self._clock.seconds()))
         if duplicate:
             self._metrics.duplicates_suppressed.labels(transport=transport).inc()
-        elif decision.privacy and code == decision.ack_code and message_id is not None:
-            self._count_privacy(decision, message_id)
+        elif code == decision.ack_code and message_id is not None:
+            if decision.privacy:
+                self._count_privacy(decision, message_id)
+            for not_routed in decision.not_routed:
+                self._metrics.records_not_routed.labels(destination=not_routed.destination,
+                                                        reason=reason_label(not_routed.reason)).inc()
         message_type = decision.message_type
         source = decision.source
         facility = source.sending_facility if source else ""
@@ -520,12 +525,25 @@ class Intake:
         trace = job.trace
         if trace is None:
             self._finish(job, job.outcome)
+            self._log_decided(job)
             return
         trace.append(time.perf_counter())
         self._finish(job, job.outcome)
         trace.append(time.perf_counter())
         if len(trace) == len(_STAGES) and len(self._traces) < 1_000_000:
             self._traces.append(trace)
+        self._log_decided(job)
+
+    @staticmethod
+    def _log_decided(job: _Job) -> None:
+        """The one log line of a decided message, emitted once its answer is on its way. Only
+        plain values are gathered here; masking and formatting wait for an observer that writes
+        the event (see :class:`_DecidedLine`)."""
+        decision, outcome = job.decision, job.outcome
+        not_routed = decision.not_routed if outcome.ack_code == decision.ack_code and not outcome.duplicate else ()
+        log.info("{decided}", decided=_DecidedLine(
+            outcome.message_id, decision.envelope.transport, decision.sender, decision.control_id,
+            outcome.message_type, outcome.plugin, outcome.ack_code, outcome.duplicate, not_routed))
 
     def _finish(self, job: _Job, outcome: Outcome) -> None:
         if job.timer is not None and job.timer.active():
@@ -536,6 +554,34 @@ class Intake:
         if self._drained is not None and self._in_flight == 0:
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+
+class _DecidedLine:
+    """What ``hssk.intake`` logs of each decided message, written out (sender and control id
+    masked, as every identifier in a log) only when an observer renders the event: a level
+    filter above ``info`` drops it unformatted, so the reactor pays for one event per message."""
+
+    __slots__ = ("message_id", "transport", "sender", "control_id", "message_type", "plugin", "code", "repeat",
+                 "not_routed")
+
+    def __init__(self, message_id: int | None, transport: str, sender: str, control_id: str, message_type: str,
+                 plugin: str, code: str | None, repeat: bool, not_routed: tuple[NotRouted, ...] = ()) -> None:
+        self.message_id = message_id
+        self.transport = transport
+        self.sender = sender
+        self.control_id = control_id
+        self.message_type = message_type
+        self.plugin = plugin
+        self.code = code
+        self.repeat = repeat
+        self.not_routed = not_routed
+
+    def __str__(self) -> str:
+        journaled = "-" if self.message_id is None else self.message_id
+        not_routed = "".join(f", not routed to {n.destination} ({mask_text(n.reason)})" for n in self.not_routed)
+        return (f"decided message {journaled}: {self.transport} from {mask_text(self.sender) or '-'}, control id "
+                f"{mask_text(self.control_id) or '-'}, {self.message_type or '-'}, plugin {self.plugin or '-'}: "
+                f"{self.code or 'ignored'}{' (repeat)' if self.repeat else ''}{not_routed}")
 
 
 def _write_trace_summary(path: str, traces: list[list[float]]) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.exposition import generate_latest
 from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
 
 _MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{3})?$")
+_REASON = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _FACILITY = re.compile(r"^[0-9A-Z]{5}$")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -35,6 +36,12 @@ def message_type_label(message_type: str) -> str:
 
 def facility_label(facility: str) -> str:
     return facility if _FACILITY.match(facility or "") else "other"
+
+
+def reason_label(reason: str) -> str:
+    """A renderer's reason for not rendering (``no_episode``) as a label; a plugin's reason that
+    is no short lower-case word is ``other``, so labels stay bounded whatever a plugin writes."""
+    return reason if _REASON.match(reason or "") else "other"
 
 
 class Metrics:
@@ -107,6 +114,10 @@ class Metrics:
             "queued for a destination (privacy = \"filtered\"), by category (hiv, drug_use, sex_work) and part "
             "(diagnosis, text, encounter, medication, service, observation, note, table, message).",
             ["destination", "category", "part"], registry=r)
+        self.records_not_routed = Counter(
+            "hssk_records_not_routed_total", "Record sets of accepted messages a destination's routes took but its "
+            "format cannot carry, so it was not queued for it (the answer unchanged), by destination and reason "
+            "(no_episode, not_hl7, privacy, or a plugin's).", ["destination", "reason"], registry=r)
         self.in_flight = Gauge(
             "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
 

@@ -36,6 +36,17 @@ class OutboxItem:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class NotRouted:
+    """A destination whose routes take a record set that its format cannot carry: the route step
+    leaves it out instead of refusing the message, and the journal keeps why (``reason`` a fixed
+    word, ``text`` for the operator)."""
+
+    destination: str
+    reason: str
+    text: str
+
+
 def idempotency_key(destination: str, sender: str, control_id: str, record_identity: str) -> str:
     """Stable across retries, restarts and replays of the same source message, different per
     destination, so a receiver that honours it stores each record once."""
@@ -436,6 +447,27 @@ def patient_names(conn: sqlite3.Connection, message_ids: Iterable[int]) -> dict[
                 chunk):
             found[message_id] = names_in_records(json.loads(records))
     return found
+
+
+def _has_not_routed(conn: sqlite3.Connection) -> bool:
+    """A journal the gateway has not migrated yet (the CLI of a newer version) has no such table."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'not_routed'").fetchone() is not None
+
+
+def not_routed_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Per destination, the record sets it wanted but whose format it cannot carry. A scan of the
+    ``not_routed_by_destination`` index, so operator views ask it, not the delivery refresh."""
+    if not _has_not_routed(conn):
+        return {}
+    return dict(conn.execute("SELECT destination, count(*) FROM not_routed GROUP BY destination").fetchall())
+
+
+def not_routed_of(conn: sqlite3.Connection, message_id: int) -> list[tuple[str, str, str]]:
+    """``(destination, reason, text)`` of what one message's record sets were not routed to."""
+    if not _has_not_routed(conn):
+        return []
+    return conn.execute("SELECT destination, reason, text FROM not_routed WHERE message_id = :id ORDER BY id",
+                        {"id": message_id}).fetchall()
 
 
 def destination_names(conn: sqlite3.Connection) -> set[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
@@ -32,7 +32,8 @@ from gateway.core.documents import (
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text, names_in_records
 from gateway.core.model import RecordSet
-from gateway.core.outbox import OutboxItem, idempotency_key, ordering_key
+from gateway.core.hookspecs import NotRenderable
+from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
 from gateway.core.privacy import PrivacyPolicy, Removal
 from gateway.core.validation import (
@@ -89,6 +90,9 @@ class Decision:
     #: What the transport said about a file (the portal's form fields), journaled with it so a
     #: replay holds the file to the same request.
     request: DocumentRequest | None = None
+    #: Destinations that wanted a record set their format cannot carry; journaled with the
+    #: message and counted by the intake, the answer unchanged.
+    not_routed: tuple[NotRouted, ...] = ()
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -218,7 +222,7 @@ class Pipeline:
             stage = "serialize"
             records_json = records.json_text
             stage = "render"
-            outbox, privacy = ((), ()) if any(i.severity == "E" for i in issues) else self._route(
+            routed = Routed() if any(i.severity == "E" for i in issues) else self._route(
                 message, records, plugin, records.kind)
         except ContentError as e:
             return Decision(envelope, message, ERROR, e.issues, plugin)
@@ -228,7 +232,8 @@ class Pipeline:
                                         names_in(message))
             return Decision(envelope, message, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, message, code, issues, plugin, records_json, outbox=outbox, privacy=privacy)
+        return Decision(envelope, message, code, issues, plugin, records_json, outbox=tuple(routed.outbox),
+                        privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def decide_document(self, envelope: Envelope, progress=None, request: DocumentRequest | None = None) -> Decision:
         """Decide about one XML 130 file (``envelope.raw``); like :meth:`decide`, never raises.
@@ -286,12 +291,10 @@ class Pipeline:
             stage = "serialize"
             records_json = f"[{','.join(r.json_text for r in record_sets)}]"
             stage = "render"
-            outbox, privacy = [], []
+            routed = Routed()
             if not any(i.severity == "E" for i in issues):
                 for records in record_sets:
-                    items, removed = self._route(source, records, plugin, record_identity(records))
-                    outbox += items
-                    privacy += removed
+                    self._route(source, records, plugin, record_identity(records), routed)
         except ContentError as e:
             return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
         except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
@@ -300,8 +303,8 @@ class Pipeline:
             return Decision(envelope, None, ERROR, (issue,), plugin, document=source,
                             fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=tuple(outbox),
-                        document=source, privacy=tuple(privacy))
+        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=tuple(routed.outbox),
+                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str, names: tuple[str, ...]) -> Issue:
@@ -313,16 +316,20 @@ class Pipeline:
         return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
                           f"can be replayed once the plugin is fixed", location)
 
-    def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str,
-               identity: str) -> tuple[tuple[OutboxItem, ...], tuple[tuple[str, Removal], ...]]:
+    def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
+               routed: Routed | None = None) -> Routed:
         """One outbox item per destination whose routes take this record set, rendered now so
-        that a rendering error is the sender's AE, not a dead letter days later. ``identity``
-        tells the record sets of one source apart in the idempotency key.
+        that a plugin's rendering bug is answered (AE 207) and journaled for a replay, not found
+        as a dead letter days later. ``identity`` tells the record sets of one source apart in the
+        idempotency key; ``routed`` collects the record sets of one file.
 
-        A destination with ``privacy = "filtered"`` is rendered from the record set the privacy
-        policy left; one of format ``hl7v2`` forwards the message as received, which cannot be
-        cut, so a message the policy would cut is withheld from it."""
-        items, privacy = [], []
+        What a destination's format cannot carry is not the sender's error: a renderer that
+        raises :class:`NotRenderable` leaves that destination out, and the message is accepted
+        for the others. So does a destination with ``privacy = "filtered"`` and format
+        ``hl7v2``, which forwards the message as received and so cannot cut what the privacy
+        policy would remove. Every other destination with ``privacy = "filtered"`` is rendered
+        from the record set the policy left."""
+        routed = routed if routed is not None else Routed()
         person = ordering_key(records, source)
         filtered = None
         for destination in self._destinations:
@@ -334,18 +341,37 @@ class Pipeline:
                     filtered = self._privacy.filter(records)
                 sent, removed = filtered
                 if removed and destination.format == "hl7v2":
-                    privacy += [(destination.name, Removal(c, "message", 1))
-                                for c in dict.fromkeys(r.category for r in removed)]
+                    routed.privacy += [(destination.name, Removal(c, "message", 1))
+                                       for c in dict.fromkeys(r.category for r in removed)]
+                    routed.not_routed.append(NotRouted(destination.name, "privacy", WITHHELD_BY_PRIVACY))
                     continue
-                privacy += [(destination.name, r) for r in removed]
+                routed.privacy += [(destination.name, r) for r in removed]
             key = idempotency_key(destination.name, source.sender, source.control_id, identity)
-            payload = self._hook.hssk_render(records=sent, destination=destination, message=source,
-                                             idempotency_key=key)
+            try:
+                payload = self._hook.hssk_render(records=sent, destination=destination, message=source,
+                                                 idempotency_key=key)
+            except NotRenderable as e:
+                routed.not_routed.append(NotRouted(destination.name, e.reason, e.text))
+                continue
             if payload is None:
                 raise LookupError(f"no plugin renders format {destination.format!r} "
                                   f"for destination {destination.name!r}")
-            items.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
-        return tuple(items), tuple(privacy)
+            routed.outbox.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
+        return routed
+
+
+#: Why an ``hl7v2`` destination with ``privacy = "filtered"`` does not get a message the policy would cut.
+WITHHELD_BY_PRIVACY = ("the privacy policy would remove part of this message, and format hl7v2 forwards messages "
+                       "whole; route it to a destination with privacy = \"full\" if the law allows")
+
+
+@dataclass
+class Routed:
+    """What the route step made of one source's record sets, destination by destination."""
+
+    outbox: list[OutboxItem] = field(default_factory=list)
+    privacy: list[tuple[str, Removal]] = field(default_factory=list)
+    not_routed: list[NotRouted] = field(default_factory=list)
 
 
 def source_location(document: bool) -> str:

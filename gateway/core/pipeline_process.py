@@ -391,7 +391,7 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
 
     incoming = questions()
     config: GatewayConfig = pickle.loads(next(incoming))
-    start_logging(config.log_format)
+    start_logging(config.log_format, config.log_level)
     if config.pipeline.process_cpus:
         try:
             os.sched_setaffinity(0, config.pipeline.process_cpus)

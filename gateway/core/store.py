@@ -29,7 +29,7 @@ from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
-from gateway.core.outbox import insert_outbox_rows, patient_names
+from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
 from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 
@@ -177,6 +177,22 @@ def _add_replay_columns(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE INDEX messages_by_replay_of ON messages (replay_of) WHERE replay_of IS NOT NULL")
 
 
+def _create_not_routed(db: sqlite_utils.Database) -> None:
+    """Destinations an accepted message's record sets were not queued for because their format
+    cannot carry them, and why: operators ask "what did D not get" and "what became of message N"."""
+    db["not_routed"].create({
+        "id": int,
+        "message_id": int,
+        "destination": str,
+        "reason": str,
+        "text": str,
+        "created_at": float,
+    }, pk="id", not_null={"message_id", "destination", "reason", "created_at"},
+        foreign_keys=[("message_id", "messages", "id")])
+    db["not_routed"].create_index(["destination", "id"], index_name="not_routed_by_destination")
+    db["not_routed"].create_index(["message_id"], index_name="not_routed_by_message")
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -188,6 +204,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0007_messages_with_body_index", _index_messages_with_body),
     ("0008_messages_acks_sent", _add_acks_sent),
     ("0009_messages_replay", _add_replay_columns),
+    ("0010_not_routed", _create_not_routed),
 )
 
 
@@ -298,6 +315,10 @@ ORDER BY id
 
 _COUNT_REPEATS = """
 UPDATE messages SET repeat_count = repeat_count + :repeats, last_repeat_at = :now WHERE id = :id
+"""
+
+_INSERT_NOT_ROUTED = """
+INSERT INTO not_routed (message_id, destination, reason, text, created_at) VALUES (?, ?, ?, ?, ?)
 """
 
 _STOP = object()
@@ -495,14 +516,20 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
         # holds the write lock, and SQLite gives each new row max(rowid) + 1.
         first_id = cursor.lastrowid - len(rows) + 1
-        queued = [(first_id + ref, item) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
-                  if where == "row" and code == ACCEPT for item in decision.outbox]
+        accepted = [(first_id + ref, decision) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
+                    if where == "row" and code == ACCEPT]
+        queued = [(message_id, item) for message_id, decision in accepted for item in decision.outbox]
         if queued:
             insert_outbox_rows(conn, queued, now, unordered)
+        not_routed = [(message_id, n.destination, n.reason, n.text[:2000], now)
+                      for message_id, decision in accepted for n in decision.not_routed]
+        if not_routed:
+            conn.executemany(_INSERT_NOT_ROUTED, not_routed)
     if repeats:
         conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
     return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
             for where, ref, (code, issues, duplicate) in plan]
+
 
 def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
     """Every earlier final answer per (client, sender, control id), keyed by content digest.
@@ -667,10 +694,13 @@ class Journal:
             return None
         found = _with_acks_sent_listed(dict(row))
         records = json.loads(found["records"]) if found["records"] else None
+        names = names_in_records(records)
         if records is not None:
             found["records"] = json.dumps(mask_records(records), ensure_ascii=False)
         if found["errors"]:
-            found["errors"] = mask_text(found["errors"], names_in_records(records))
+            found["errors"] = mask_text(found["errors"], names)
+        found["not_routed"] = [{"destination": destination, "reason": reason, "text": mask_text(text or "", names)}
+                               for destination, reason, text in not_routed_of(self._conn, message_id)]
         return found
 
     def count_by_status(self) -> dict[str, int]:

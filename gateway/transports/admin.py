@@ -56,8 +56,8 @@ from gateway.core.clients import ip_of
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
-    DEAD, STATES, destination_names, get_row, list_rows, purge_delivered, retry_dead, retry_dead_row, set_paused,
-    with_idle_destinations,
+    DEAD, STATES, destination_names, get_row, list_rows, not_routed_counts, purge_delivered, retry_dead,
+    retry_dead_row, set_paused, with_idle_destinations,
 )
 from gateway.core.replay import MAX_LIMIT, Replayer, Selection
 from gateway.core.store import JournalWriter, Store
@@ -206,6 +206,7 @@ class AdminResource(Resource):
         config = self._delivery.config
         configured = {d.name: d for d in config.destinations}
         status = with_idle_destinations(self._delivery.status, configured)
+        not_routed = await self._read(not_routed_counts)
         for name, entry in status.items():
             dispatcher = self._delivery.dispatchers.get(name)
             destination = configured.get(name)
@@ -214,7 +215,8 @@ class AdminResource(Resource):
                 configured=destination is not None,
                 enabled=bool(destination and destination.enabled),
                 circuit_state=dispatcher.circuit.state if dispatcher else None,
-                deliveries_in_flight=dispatcher.in_flight if dispatcher else 0)
+                deliveries_in_flight=dispatcher.in_flight if dispatcher else 0,
+                not_routed=not_routed.get(name, 0))
         return {"destinations": status, "pending_total": self._delivery.pending_total}
 
     async def _rows(self, request: Request) -> dict:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.http import combinedLogFormatter, parse_qs
 from twisted.web.resource import Resource
@@ -31,7 +32,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import codec_for
-from gateway.transports.http_connections import GatewaySite
+from gateway.transports.http_connections import BoundedSite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
 
@@ -41,6 +42,10 @@ from gateway.transports.xml_http import mount_xml_intake
 COMMIT_FAILURE_SECONDS = 60.0
 
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
+#: Paths whose requests the access log leaves out: Prometheus scrapes them every few seconds.
+UNLOGGED_PATHS = frozenset({b"/metrics"})
+
+access_log = Logger(namespace="hssk.http.access")
 
 
 class BoundedRequest(Request):
@@ -217,6 +222,18 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     site.max_body_bytes = http_config.max_body_bytes
     site.displayTracebacks = False
     return site
+
+
+class GatewaySite(BoundedSite):
+    """The access log, as ``hssk.http.access`` events of the gateway's own log (text or JSON like
+    every other line) rather than twisted.web's legacy log file, and without Prometheus scrapes,
+    which would be most of its lines and say nothing an operator looks for."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        if request.path not in UNLOGGED_PATHS:
+            access_log.info("{line}", line=self._logFormatter(self._logDateTime, request))
 
 
 def masked_access_line(timestamp: str, request: Request) -> str:

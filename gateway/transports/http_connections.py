@@ -3,7 +3,7 @@ long one may idle, and how long one request may take to arrive.
 
 twisted.web on its own keeps a connection for 12 hours of silence and never gives up on a request
 that trickles in a byte at a time; 300 such connections from one host were held open for a
-minute and more, each a socket and a buffer. :class:`GatewaySite` counts connections per peer
+minute and more, each a socket and a buffer. ``BoundedSite`` counts connections per peer
 and refuses past the limits with 503 and Retry-After; :class:`GuardedChannel` closes one that
 idles (``http.idle_timeout_seconds``) or whose request has not arrived whole
 ``http.request_timeout_seconds`` after its first byte (408).
@@ -73,7 +73,7 @@ class _Busy(Protocol):
         self.transport.loseConnection()
 
 
-class GatewaySite(Site):
+class BoundedSite(Site):
     """A twisted.web Site that holds at most ``http.max_connections`` connections, at most
     ``http.max_connections_per_peer`` of them from one address."""
 

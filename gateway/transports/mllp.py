@@ -150,6 +150,9 @@ class MLLPFactory(Factory):
     """Shared by every connection of one listener: config, intake, metrics, clock, the clients
     it may recognise by address, the count."""
 
+    #: The start-up summary names the listeners; Twisted's "Starting factory" lines add nothing.
+    noisy = False
+
     def __init__(self, config: MllpConfig, intake: Intake, metrics: Metrics, clock: IReactorTime,
                  listener: str = "mllp", clients: ClientRegistry | None = None) -> None:
         self.config = config

@@ -8,6 +8,7 @@ from twisted.internet import reactor
 
 from gateway.config import ConfigError
 from gateway.core.envelope import Envelope
+from gateway.core.hookspecs import NotRenderable
 from gateway.core.outcome import ContentError
 from gateway.core.plugins import build_plugin_manager
 from gateway.core.render import render_xml130
@@ -144,10 +145,10 @@ def test_a40_merge_maps_mrg_1_to_the_prior_identifiers():
 def test_a40_has_no_xml130_form_and_says_why():
     records, message = normalize(hook_for(), plugin_sample(HERE, "adt_a40.hl7"))
 
-    with pytest.raises(ContentError) as raised:
+    with pytest.raises(NotRenderable) as raised:
         render_xml130(records, message, "key-1")
 
-    assert "MA_LK" in raised.value.issues[0].text
+    assert raised.value.reason == "no_episode" and "MA_LK" in raised.value.text
 
 
 @pytest.mark.parametrize("name", HL7_WITH_EPISODE)
