@@ -8,6 +8,7 @@ import time
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from gateway.transports.framing import wrap
 from tests.core.fault_plugin import fault_message
@@ -92,21 +93,31 @@ async def test_a_slow_decision_holds_back_only_its_own_connections_later_message
 
 @pytest_twisted.ensureDeferred
 async def test_a_timed_out_message_lets_the_ones_behind_it_go_in_order(tmp_path):
+    """The messages behind a hung one arrive later, so their own deadlines are later: when the
+    hung one times out (on the clock) they are decided already, and go to the journal at once."""
     plugin = TestPlugin()
-    release = threading.Event()
+    hanging, release, decided = threading.Event(), threading.Event(), []
 
     def behaviour(message):
         if message.control_id == "HANG1":
+            hanging.set()
             release.wait(timeout=10)
+        decided.append(message.control_id)
         return standard_records(message)
 
     plugin.behaviour = behaviour
-    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **{"pipeline.workers": 2,
-                                                                     "pipeline.timeout_seconds": 2})
+    clock = Clock()
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], clock=clock,
+                             **{"pipeline.workers": 2, "pipeline.timeout_seconds": 2})
     try:
         client = await connect_mllp(gw)
-        sent = ["HANG1", "AFTER1", "AFTER2", "AFTER3"]
-        client.transport.write(b"".join(wrap(hl7(control_id=c)) for c in sent))
+        client.send(hl7(control_id="HANG1"))
+        await wait_until(hanging.is_set, what="the first message in its plugin call")
+        clock.advance(1.5)
+        after = ["AFTER1", "AFTER2", "AFTER3"]
+        client.transport.write(b"".join(wrap(hl7(control_id=c)) for c in after))
+        await wait_until(lambda: decided == after, what="the messages behind it decided")
+        clock.advance(0.5)
         acks = await client.wait_frames(4)
 
         assert msa_codes(acks) == [("AR", "HANG1"), ("AA", "AFTER1"), ("AA", "AFTER2"), ("AA", "AFTER3")]
