@@ -141,12 +141,13 @@ class ClientRegistry:
 
 
 def envelope_for(raw: bytes, transport: str, peer: str, received_at: float, listener: str, client: Client | None,
-                 forced_charset: str = "") -> Envelope:
+                 forced_charset: str = "", content_charset: str = "") -> Envelope:
     """The envelope of what ``client`` (None: an anonymous sender) sent, as every transport builds it."""
     if client is None:
-        return Envelope(raw, transport, peer, received_at, listener, None, forced_charset)
+        return Envelope(raw, transport, peer, received_at, listener, None, forced_charset,
+                        content_charset=content_charset)
     return Envelope(raw, transport, peer, received_at, listener, client.facility, forced_charset, client.name,
-                    client.facilities)
+                    client.facilities, content_charset)
 
 
 def facility_refusal(envelope: Envelope, named: Sequence[tuple[str, str, str]]) -> Issue | None:

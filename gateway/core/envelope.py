@@ -12,6 +12,10 @@ class Envelope:
     token or address; see :mod:`gateway.core.clients`) and ``facilities`` holds the facility
     codes it may send for; both are empty for an anonymous sender. ``facility`` is the one
     facility code when the client has exactly one, else None.
+
+    ``forced_charset`` is the listener's (``mllp.charset``, the operator's word: it overrides
+    MSH-18); ``content_charset`` is what the sender's transport says the bytes are (an HTTP
+    Content-Type charset), second to MSH-18 (see :meth:`Hl7Message.from_bytes`).
     """
 
     raw: bytes
@@ -23,6 +27,7 @@ class Envelope:
     forced_charset: str = ""
     client: str = ""
     facilities: frozenset[str] = frozenset()
+    content_charset: str = ""
 
 
 def peer_of(address) -> str:

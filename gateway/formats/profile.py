@@ -247,7 +247,7 @@ class VendorPlugin:
             return None
         if message.message_type.upper() not in profile.message_types:
             return None
-        if profile.charset and not message.msh(18) and not envelope.forced_charset \
+        if profile.charset and not message.msh(18) and not envelope.forced_charset and not envelope.content_charset \
                 and codec_for(profile.charset) != codec_for(message.charset):
             return RedecodedAdapter(profile, envelope.raw)
         return self.adapter

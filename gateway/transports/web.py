@@ -63,10 +63,10 @@ class IntakeResource(Resource):
                 self._limiter.failed(peer_host(request))
         return found
 
-    def _envelope(self, request: Request, raw: bytes, received_at: float, forced_charset: str = "",
+    def _envelope(self, request: Request, raw: bytes, received_at: float, content_charset: str = "",
                   client: Client | None = None) -> Envelope:
         return envelope_for(raw, TRANSPORT, peer_of(request.getClientAddress()), received_at, self._listener, client,
-                            forced_charset)
+                            content_charset=content_charset)
 
     def _refuse_too_large(self) -> None:
         self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()

@@ -107,7 +107,7 @@ async def test_content_type_charset_decodes_a_message_with_empty_msh_18(gateway)
     response = await http_request(gateway, "POST", "/hl7", payload, "application/hl7-v2; charset=windows-1258")
 
     assert response.code == 200
-    assert response.headers["content-type"] == "application/hl7-v2; charset=cp1258"
+    assert response.headers["content-type"] == "application/hl7-v2; charset=windows-1258"
     assert msa(response.body, "cp1258")[1:3] == ["AA", "CP1258"]
     [row] = journal_rows(gateway)
     assert row["charset"] == "windows-1258"
