@@ -14,7 +14,7 @@ from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
-from gateway.core.metrics import Metrics
+from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.plugins import build_plugin_manager, describe_plugins
@@ -38,8 +38,8 @@ class Gateway:
         self.config = config
         self.reactor = reactor
         self.clock = clock or reactor
-        self.metrics = Metrics()
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
+        self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe()))
         self.store = Store(config.database_path, config.store.synchronous)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.pipeline = Pipeline(self.plugins.hook, config)

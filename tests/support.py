@@ -429,3 +429,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- helpers for the transport promise tests (added; nothing above changed) ---------------------------
+
+
+async def connect_mllp_from(gateway: Gateway, source: str) -> MLLPClient:
+    """An MLLP connection from ``source`` (any of 127.0.0.0/8 is this host, so a test can be two peers)."""
+    host, port = gateway.address("mllp")
+    return await connectProtocol(TCP4ClientEndpoint(reactor, host, port, bindAddress=(source, 0)), MLLPClient())

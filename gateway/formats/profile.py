@@ -238,7 +238,8 @@ class VendorPlugin:
         if profile.xml_facilities:
             claims += (f"; XML 130 ({', '.join(sorted(profile.xml_standards))}) with MACSKCB in "
                        f"{', '.join(sorted(profile.xml_facilities))}")
-        return PluginDescription(self.name, claims)
+        return PluginDescription(self.name, claims, message_types=profile.message_types,
+                                 facilities=profile.xml_facilities)
 
     @hookimpl
     def hssk_identify(self, message: Hl7Message, envelope: Envelope) -> Hl7ProfileAdapter | None:
