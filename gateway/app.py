@@ -1,6 +1,7 @@
 """Wiring: builds the gateway from its configuration. Nothing else knows the whole."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable
 
@@ -89,6 +90,11 @@ class Gateway:
         for name, port in self.ports.items():
             address = port.getHost()
             log.info("{name} listening on {host}:{port}", name=name, host=address.host, port=address.port)
+            if not self.config.auth.required and _beyond_loopback(getattr(address, "host", None)):
+                log.warn("{name} listens on {host}:{port}, beyond loopback, while auth.required = false: any host "
+                         "that reaches it may send as an anonymous sender. Bind interface=127.0.0.1, or set "
+                         "auth.required = true with [clients.NAME] tables", name=name, host=address.host,
+                         port=address.port)
         return self
 
     def address(self, name: str) -> tuple[str, int]:
@@ -105,6 +111,17 @@ class Gateway:
             protocol.transport.loseConnection()
         yield self.delivery.stop()
         yield self.writer.stop()
+
+
+def _beyond_loopback(host: str | None) -> bool:
+    """Whether a listener bound to ``host`` takes connections from other machines: every interface
+    (``0.0.0.0``, ``::``) or a routable address. A UNIX socket (no host) does not."""
+    if host is None:
+        return False
+    try:
+        return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True
 
 
 def _admin_token(config: GatewayConfig) -> str:

@@ -426,8 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help="run the gateway")
-    serve.add_argument("--mllp-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:2575:interface=127.0.0.1")
-    serve.add_argument("--http-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:8080")
+    serve.add_argument("--mllp-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:2575:interface=127.0.0.1 "
+                                                                 "(without interface=: every interface)")
+    serve.add_argument("--http-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 "
+                                                                 "(without interface=: every interface)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the configuration and plugins, then exit")
