@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
+from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.metrics import LabelValues, Metrics
@@ -39,6 +40,7 @@ class Gateway:
         self.config = config
         self.reactor = reactor
         self.clock = clock or reactor
+        self.datadir_lock = DataDirLock(config.data_dir)
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe()))
         self.store = Store(config.database_path, config.store.synchronous)
@@ -77,8 +79,10 @@ class Gateway:
 
     @inlineCallbacks
     def start(self):
-        """Migrate the store, start the threads, then listen — in that order, so nothing is
-        accepted before it can be stored."""
+        """Lock the data directory, migrate the store, start the threads, then listen — in that
+        order, so nothing is accepted before it can be stored, and no second gateway on the same
+        journal resets or delivers what this one holds (:mod:`gateway.core.datadir_lock`)."""
+        self.datadir_lock.acquire()
         applied = self.store.migrate()
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
@@ -111,6 +115,7 @@ class Gateway:
             protocol.transport.loseConnection()
         yield self.delivery.stop()
         yield self.writer.stop()
+        self.datadir_lock.release()
 
 
 def _beyond_loopback(host: str | None) -> bool:
