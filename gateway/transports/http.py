@@ -15,10 +15,11 @@ import shutil
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.web import http
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import Resource
-from twisted.web.http import combinedLogFormatter
+from zope.interface import implementer
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.core.ack import encode_reply
@@ -58,6 +59,31 @@ class BoundedRequest(Request):
             self.content.truncate()
             return
         super().handleContentChunk(data)
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableChannel(HTTPChannel):
+    """An HTTP/1.1 channel for a client that half-closes after its last request and reads on.
+
+    twisted.web's own channel takes the end of input for the client gone: the message is
+    journaled and its answer dropped. This one answers every whole request it has, then closes;
+    a request cut short (no whole body) is closed without an answer, as before. It is HTTP/1.1
+    only: the gateway offers no HTTP/2 (that needs ALPN on TLS and the ``h2`` package)."""
+
+    _input_ended = False
+
+    def readConnectionLost(self) -> None:
+        self._input_ended = True
+        if not self._handlingRequest:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Part of the interface; the gateway closes whole connections, never its write side alone."""
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self._input_ended and not self._handlingRequest:
+            self.transport.loseConnection()
 
 
 class Hl7Resource(IntakeResource):
@@ -191,6 +217,7 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     if admin is not None:
         root.putChild(b"admin", admin)
     site = Site(root, requestFactory=BoundedRequest, logFormatter=masked_access_line)
+    site.protocol = HalfCloseableChannel
     site.max_body_bytes = max_body_bytes
     site.displayTracebacks = False
     return site

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
@@ -42,6 +43,7 @@ class _Slot:
         self.close_after = False
 
 
+@implementer(IHalfCloseableProtocol)
 class MLLPProtocol(Protocol, TimeoutMixin):
     def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None) -> None:
         self.factory = factory
@@ -50,6 +52,8 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self._answers: deque[_Slot] = deque()
         self._refusal = refusal
         self._closing = False
+        #: The sender closed its side: close ours once every answer owed is written.
+        self._input_ended = False
         self.client: Client | None = None
 
     def connectionMade(self) -> None:
@@ -67,6 +71,24 @@ class MLLPProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
         self.factory.closed(self)
+
+    def readConnectionLost(self) -> None:
+        """The sender half-closed after its last frame (``nc -q1``, ``shutdown(SHUT_WR)``) and is
+        still reading: answer everything it sent, then close. A frame it left unfinished gets AR."""
+        if self._closing:
+            return
+        self._input_ended = True
+        head = self.decoder.pending
+        if head and self._refusal is not None:
+            self._refuse(head, self._refusal.text, self._refusal.reason)
+        elif head:
+            self.factory.metrics.framing_violations.labels(kind="incomplete_frame_at_close").inc()
+            self._refuse(head, "frame incomplete when the sender closed its side of the connection", "half_closed")
+        else:
+            self._flush()
+
+    def writeConnectionLost(self) -> None:
+        """Never called: the gateway closes whole connections, not its write side alone."""
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -115,7 +137,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             latency.observe(now - done.received_at)
         if out:
             self.transport.write(b"".join(out))
-        if close:
+        if close or (self._input_ended and not answers):
             self.transport.loseConnection()
 
     def _refuse(self, head: bytes, reason: str, label: str) -> None:
