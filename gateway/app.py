@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 import pluggy
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway.config import ConfigError, GatewayConfig
@@ -24,6 +23,7 @@ from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
 from gateway.transports.mllp import MLLPFactory
+from gateway.transports.tls import listening_endpoint
 
 log = Logger(namespace="hssk.app")
 
@@ -89,8 +89,11 @@ class Gateway:
         self.writer.start()
         yield self.delivery.start()
         self.intake.start()
-        self.ports["mllp"] = yield serverFromString(self.reactor, self.config.mllp.listen).listen(self.mllp_factory)
-        self.ports["http"] = yield serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
+                                        ("http", self.config.http, self.site)):
+            endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
+                                          listener.tls_private_key, listener.tls_client_ca)
+            self.ports[name] = yield endpoint.listen(factory)
         for name, port in self.ports.items():
             address = port.getHost()
             log.info("{name} listening on {host}:{port}", name=name, host=address.host, port=address.port)

@@ -77,7 +77,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_clients_list(args: argparse.Namespace) -> int:
     config = _config_from(args)
     rows = [{"name": c.name, "facilities": list(c.facilities), "tokens": len(c.token_sha256),
-             "addresses": list(c.addresses)} for c in config.clients]
+             "addresses": list(c.addresses), "certificates": list(c.certificates)} for c in config.clients]
     if args.json:
         print(json.dumps({"required": config.auth.required, "clients": rows}, ensure_ascii=False, indent=2))
         return 0
@@ -85,7 +85,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
           f"{'refused' if config.auth.required else 'let in anonymously'}")
     for r in rows:
         print(f"{r['name']:<24} facilities {','.join(r['facilities']):<16} tokens {r['tokens']}  "
-              f"addresses {','.join(r['addresses']) or '-'}")
+              f"addresses {','.join(r['addresses']) or '-'}  certificates {len(r['certificates'])}")
     if not rows:
         print("no [clients.NAME] tables")
     return 0

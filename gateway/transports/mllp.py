@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -21,6 +21,7 @@ from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.transports.tls import is_tls, peer_certificate
 
 log = Logger(namespace="hssk.mllp")
 
@@ -43,7 +44,7 @@ class _Slot:
         self.close_after = False
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class MLLPProtocol(Protocol, TimeoutMixin):
     def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None) -> None:
         self.factory = factory
@@ -54,23 +55,40 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self._closing = False
         #: The sender closed its side: close ours once every answer owed is written.
         self._input_ended = False
+        #: A TLS connection whose handshake (and so whose client) is not known yet.
+        self._handshaking = False
         self.client: Client | None = None
 
     def connectionMade(self) -> None:
-        address = self.transport.getPeer()
-        self.peer = peer_of(address)
-        found = self.factory.clients.authenticate(getattr(address, "host", ""), None)
+        self.peer = peer_of(self.transport.getPeer())
+        self.factory.opened(self)
+        if is_tls(self.transport):
+            # Who it is shows only once the handshake is done (its certificate); no data comes before.
+            self._handshaking = True
+            self.setTimeout(min(self.factory.config.idle_timeout_seconds, REFUSAL_GRACE_SECONDS))
+        else:
+            self._authenticate(None)
+
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+        self._authenticate(peer_certificate(self.transport))
+
+    def _authenticate(self, certificate) -> None:
+        found = self.factory.clients.authenticate(getattr(self.transport.getPeer(), "host", ""), None, certificate)
         if isinstance(found, Refusal):
             self._refusal = self._refusal or found
         else:
             self.client = found
-        self.factory.opened(self)
         idle = self.factory.config.idle_timeout_seconds
         self.setTimeout(idle if self._refusal is None else min(idle, REFUSAL_GRACE_SECONDS))
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
         self.factory.closed(self)
+        if self._handshaking:
+            self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason="tls_handshake").inc()
+            log.warn("MLLP peer {peer} left before the TLS handshake completed: {reason}", peer=self.peer,
+                     reason=reason.getErrorMessage() if reason is not None else "closed")
 
     def readConnectionLost(self) -> None:
         """The sender half-closed after its last frame (``nc -q1``, ``shutdown(SHUT_WR)``) and is

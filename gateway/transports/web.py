@@ -17,6 +17,7 @@ from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.transports.tls import peer_certificate
 
 log = Logger(namespace="hssk.http")
 
@@ -54,7 +55,8 @@ class IntakeResource(Resource):
         if locked is not None:
             return locked
         address = request.getClientAddress()
-        found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"))
+        found = self._clients.authenticate(getattr(address, "host", ""), request.getHeader("authorization"),
+                                           peer_certificate(request.channel.transport))
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
             log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
