@@ -38,42 +38,43 @@ def stranger(n: int) -> bytes:
     return raw.replace(b"|79001|", f"|9{n:04d}|".encode("ascii"), 1)
 
 
-@pytest_twisted.ensureDeferred
-async def test_fifty_strangers_add_at_most_one_other_series_per_metric(tmp_path):
-    gw = await start_gateway(tmp_path / "data", plugins=[TestPlugin()], **CLIENT)
-    try:
-        client = await connect_mllp_from(gw, "127.0.0.2")
-        assert msa(await send_and_receive(client, hl7(control_id="KNOWN1")))[1] == "AA"
-        client.transport.loseConnection()
-        acks, received = series(gw.metrics, "hssk_acks_total"), series(gw.metrics, "hssk_messages_received_total")
-        client = await connect_mllp(gw)
-
-        for n in range(50):
-            assert msa(await send_and_receive(client, stranger(n)))[1] == "AR"
-
-        assert len(series(gw.metrics, "hssk_acks_total") - acks) <= 1
-        assert len(series(gw.metrics, "hssk_messages_received_total") - received) <= 1
-        assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AR", facility="other") == 50
-        assert metric_value(gw, "hssk_messages_received_total", transport="mllp", plugin="none",
-                            message_type="other") == 50
-        client.transport.loseConnection()
-    finally:
-        await gw.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_configured_facilities_and_claimed_message_types_keep_their_values(tmp_path):
+@pytest_twisted.async_yield_fixture
+async def gateway_with_a_client(tmp_path):
     gw = await start_gateway(tmp_path / "data", plugins=[DescribedPlugin()], **CLIENT)
-    try:
-        client = await connect_mllp_from(gw, "127.0.0.2")
+    yield gw
+    await gw.stop()
 
-        await send_and_receive(client, hl7(control_id="KNOWN1"))
-        await send_and_receive(client, hl7(control_id="PLUGINFAC").replace(b"|79001|", b"|79002|", 1))
 
-        assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AA", facility="79001") == 1
-        assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AR", facility="79002") == 1
-        assert metric_value(gw, "hssk_messages_received_total", transport="mllp", plugin="test_his",
-                            message_type="ADT^A04") == 1
-        client.transport.loseConnection()
-    finally:
-        await gw.stop()
+@pytest_twisted.ensureDeferred
+async def test_fifty_strangers_add_at_most_one_other_series_per_metric(gateway_with_a_client):
+    gw = gateway_with_a_client
+    client = await connect_mllp_from(gw, "127.0.0.2")
+    assert msa(await send_and_receive(client, hl7(control_id="KNOWN1")))[1] == "AA"
+    client.transport.loseConnection()
+    acks, received = series(gw.metrics, "hssk_acks_total"), series(gw.metrics, "hssk_messages_received_total")
+    client = await connect_mllp(gw)
+
+    for n in range(50):
+        assert msa(await send_and_receive(client, stranger(n)))[1] == "AR"
+
+    assert len(series(gw.metrics, "hssk_acks_total") - acks) <= 1
+    assert len(series(gw.metrics, "hssk_messages_received_total") - received) <= 1
+    assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AR", facility="other") == 50
+    assert metric_value(gw, "hssk_messages_received_total", transport="mllp", plugin="none",
+                        message_type="other") == 50
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_configured_facilities_and_claimed_message_types_keep_their_values(gateway_with_a_client):
+    gw = gateway_with_a_client
+    client = await connect_mllp_from(gw, "127.0.0.2")
+
+    await send_and_receive(client, hl7(control_id="KNOWN1"))
+    await send_and_receive(client, hl7(control_id="PLUGINFAC").replace(b"|79001|", b"|79002|", 1))
+
+    assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AA", facility="79001") == 1
+    assert metric_value(gw, "hssk_acks_total", transport="mllp", code="AR", facility="79002") == 1
+    assert metric_value(gw, "hssk_messages_received_total", transport="mllp", plugin="test_his",
+                        message_type="ADT^A04") == 1
+    client.transport.loseConnection()
