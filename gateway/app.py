@@ -1,22 +1,23 @@
 """Wiring: builds the gateway from its configuration. Nothing else knows the whole."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable
 
 import pluggy
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
+from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.journal_identity import check_journal, record_journal
-from gateway.core.metrics import Metrics
+from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.plugins import build_plugin_manager, describe_plugins
@@ -25,6 +26,7 @@ from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
 from gateway.transports.mllp import MLLPFactory
+from gateway.transports.tls import listening_endpoint
 
 log = Logger(namespace="hssk.app")
 
@@ -44,8 +46,9 @@ class Gateway:
         self.fresh_journal = fresh_journal
         self.reactor = reactor
         self.clock = clock or reactor
-        self.metrics = Metrics()
+        self.datadir_lock = DataDirLock(config.data_dir)
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
+        self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe()))
         self.store = Store(config.database_path, config.store.synchronous)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.pipeline = Pipeline(self.plugins.hook, config)
@@ -83,8 +86,11 @@ class Gateway:
 
     @inlineCallbacks
     def start(self):
-        """Check the journal is the one created here, migrate it, start the threads, then
-        listen — in that order, so nothing is accepted before it can be stored."""
+        """Lock the data directory, check the journal is the one created there, migrate it, start
+        the threads, then listen — in that order, so nothing is accepted before it can be stored,
+        and no second gateway on the same journal resets or delivers what this one holds
+        (:mod:`gateway.core.datadir_lock`, :mod:`gateway.core.journal_identity`)."""
+        self.datadir_lock.acquire()
         check_journal(self.store.path, self.fresh_journal)
         self.store.make_private()
         applied = self.store.migrate()
@@ -94,11 +100,19 @@ class Gateway:
         self.writer.start()
         yield self.delivery.start()
         self.intake.start()
-        self.ports["mllp"] = yield serverFromString(self.reactor, self.config.mllp.listen).listen(self.mllp_factory)
-        self.ports["http"] = yield serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
+                                        ("http", self.config.http, self.site)):
+            endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
+                                          listener.tls_private_key, listener.tls_client_ca)
+            self.ports[name] = yield endpoint.listen(factory)
         for name, port in self.ports.items():
             address = port.getHost()
             log.info("{name} listening on {host}:{port}", name=name, host=address.host, port=address.port)
+            if not self.config.auth.required and _beyond_loopback(getattr(address, "host", None)):
+                log.warn("{name} listens on {host}:{port}, beyond loopback, while auth.required = false: any host "
+                         "that reaches it may send as an anonymous sender. Bind interface=127.0.0.1, or set "
+                         "auth.required = true with [clients.NAME] tables", name=name, host=address.host,
+                         port=address.port)
         self._log_summary()
         return self
 
@@ -137,6 +151,18 @@ class Gateway:
             protocol.transport.loseConnection()
         yield self.delivery.stop()
         yield self.writer.stop()
+        self.datadir_lock.release()
+
+
+def _beyond_loopback(host: str | None) -> bool:
+    """Whether a listener bound to ``host`` takes connections from other machines: every interface
+    (``0.0.0.0``, ``::``) or a routable address. A UNIX socket (no host) does not."""
+    if host is None:
+        return False
+    try:
+        return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True
 
 
 def _admin_token(config: GatewayConfig) -> str:

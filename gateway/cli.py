@@ -99,7 +99,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_clients_list(args: argparse.Namespace) -> int:
     config = _config_from(args)
     rows = [{"name": c.name, "facilities": list(c.facilities), "tokens": len(c.token_sha256),
-             "addresses": list(c.addresses)} for c in config.clients]
+             "addresses": list(c.addresses), "certificates": list(c.certificates)} for c in config.clients]
     _say_configuration(args)
     if args.json:
         print(json.dumps({"required": config.auth.required, "clients": rows}, ensure_ascii=False, indent=2))
@@ -108,7 +108,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
           f"{'refused' if config.auth.required else 'let in anonymously'}")
     for r in rows:
         print(f"{r['name']:<24} facilities {','.join(r['facilities']):<16} tokens {r['tokens']}  "
-              f"addresses {','.join(r['addresses']) or '-'}")
+              f"addresses {','.join(r['addresses']) or '-'}  certificates {len(r['certificates'])}")
     if not rows:
         print("no [clients.NAME] tables")
     return 0
@@ -549,8 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help="run the gateway")
-    serve.add_argument("--mllp-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:2575:interface=127.0.0.1")
-    serve.add_argument("--http-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:8080")
+    serve.add_argument("--mllp-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:2575:interface=127.0.0.1 "
+                                                                 "(without interface=: every interface)")
+    serve.add_argument("--http-listen", metavar="ENDPOINT", help="Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 "
+                                                                 "(without interface=: every interface)")
     serve.add_argument("--fresh-journal", action="store_true",
                        help="when the journal created in the data dir is missing, empty or unreadable, keep what is "
                             "there aside and start an empty one (otherwise the gateway refuses to start)")

@@ -52,6 +52,11 @@ class MllpConfig:
     idle_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
     charset: str = ""
     default_charset: str = "utf-8"
+    #: TLS the gateway terminates itself (gateway.transports.tls): PEM certificate (chain after
+    #: it) and key; with tls_client_ca, clients must present a certificate from that CA bundle.
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    tls_client_ca: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class HttpConfig:
     #: A request must have arrived whole (headers and body) this long after its first byte, so a
     #: sender trickling bytes (slowloris) cannot hold a connection for ever.
     request_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    tls_client_ca: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,8 @@ class ClientConfig:
         "'hssk-gateway clients new-token' makes a token and its digest",
         lambda v: all(_SHA256_HEX.fullmatch(d) for d in v)))
     addresses: tuple[str, ...] = ()
+    #: TLS client certificates that name this client: "sha256:<fingerprint>" or "subject:<RFC 4514 DN>".
+    certificates: tuple[str, ...] = ()
 
 
 DESTINATION_KINDS = ("http", "mllp", "file", "batch")
@@ -356,6 +366,8 @@ def _build(raw: Mapping[str, Any]) -> GatewayConfig:
         else:
             values[key] = value
     config = _build_dataclass(GatewayConfig, values, "", nested=set(_SECTIONS) | {"plugins", "destinations", "clients"})
+    _check_listener_tls("mllp", config.mllp)
+    _check_listener_tls("http", config.http)
     if config.auth.required and not config.clients:
         raise ConfigError("auth.required", "is true but no [clients.NAME] table says who may send")
     return config
@@ -373,15 +385,53 @@ def _named_tables(raw: Any, section: str) -> Iterator[tuple[str, str, Mapping[st
         yield name, f"{section}.{name}.", table
 
 
+def _check_listener_tls(section: str, listener: MllpConfig | HttpConfig) -> None:
+    """The gateway's own TLS needs a certificate and its key, and a plain endpoint to wrap."""
+    if bool(listener.tls_certificate) != bool(listener.tls_private_key):
+        missing = "tls_private_key" if listener.tls_certificate else "tls_certificate"
+        raise ConfigError(f"{section}.{missing}", "tls_certificate and tls_private_key go together (PEM files)")
+    if listener.tls_client_ca and not listener.tls_certificate:
+        raise ConfigError(f"{section}.tls_client_ca", "needs tls_certificate and tls_private_key: the gateway "
+                                                      "terminates TLS itself to ask for client certificates")
+    if listener.tls_certificate and listener.listen.split(":", 1)[0].lower() in ("ssl", "tls"):
+        raise ConfigError(f"{section}.listen", "is TLS already; with tls_certificate give the plain endpoint "
+                                               "(tcp:PORT:interface=ADDRESS) and the gateway adds TLS")
+
+
+def client_certificate_key(entry: str) -> str:
+    """How ``clients.NAME.certificates`` entries are compared: ``sha256:`` and the fingerprint's
+    64 hex digits in lower case (colons and spaces dropped, as ``openssl x509 -fingerprint`` prints
+    them), or ``subject:`` and the distinguished name in RFC 4514 form. ValueError otherwise."""
+    kind, _, value = entry.partition(":")
+    if kind.lower() == "sha256":
+        digest = re.sub(r"[\s:]", "", value).lower()
+        if not _SHA256_HEX.fullmatch(digest):
+            raise ValueError("a sha256 fingerprint has 64 hex digits")
+        return f"sha256:{digest}"
+    if kind.lower() == "subject" and value.strip():
+        from cryptography import x509
+
+        return f"subject:{x509.Name.from_rfc4514_string(value.strip()).rfc4514_string()}"
+    raise ValueError("must be 'sha256:<fingerprint>' or 'subject:<distinguished name>'")
+
+
 def _build_clients(raw: Any) -> tuple[ClientConfig, ...]:
-    built, digests, networks = [], {}, []
+    built, digests, networks, certificates = [], {}, [], {}
     for name, prefix, table in _named_tables(raw, "clients"):
         if "facilities" not in table:
             raise ConfigError(prefix + "facilities", "is required: the facility codes this client may send for")
         client = _build_dataclass(ClientConfig, {"name": name, **table}, prefix)
-        if not client.token_sha256 and not client.addresses:
-            raise ConfigError(prefix + "token_sha256", "a client needs token_sha256 or addresses (or both), "
+        if not client.token_sha256 and not client.addresses and not client.certificates:
+            raise ConfigError(prefix + "token_sha256", "a client needs token_sha256, addresses or certificates, "
                                                        "or it can never be recognised")
+        for entry in client.certificates:
+            try:
+                key = client_certificate_key(entry)
+            except ValueError as e:
+                raise ConfigError(prefix + "certificates", f"{entry!r}: {e}") from None
+            if key in certificates:
+                raise ConfigError(prefix + "certificates", f"{entry!r} also names clients.{certificates[key]}")
+            certificates[key] = name
         for digest in client.token_sha256:
             if digest.lower() in digests:
                 raise ConfigError(prefix + "token_sha256", f"a token digest is also clients.{digests[digest.lower()]}'s")
@@ -526,6 +576,15 @@ def validate_runtime(config: GatewayConfig, reactor) -> None:
             serverFromString(reactor, description)
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(key, f"is not a Twisted endpoint string such as 'tcp:2575:interface=127.0.0.1': {e}") from None
+    for section, listener in (("mllp", config.mllp), ("http", config.http)):
+        if listener.tls_certificate:
+            from gateway.transports.tls import server_options
+
+            try:
+                server_options(listener.tls_certificate, listener.tls_private_key, listener.tls_client_ca)
+            except (OSError, ValueError, TypeError) as e:
+                raise ConfigError(f"{section}.tls_certificate", f"TLS files (tls_certificate, tls_private_key, "
+                                                                f"tls_client_ca) do not load: {e}") from None
     for key, name in (("mllp.charset", config.mllp.charset), ("mllp.default_charset", config.mllp.default_charset)):
         if name:
             from gateway.formats.charsets import codec_for

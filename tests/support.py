@@ -431,3 +431,81 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- helpers for the transport promise tests (added; nothing above changed) ---------------------------
+
+
+async def connect_mllp_from(gateway: Gateway, source: str) -> MLLPClient:
+    """An MLLP connection from ``source`` (any of 127.0.0.0/8 is this host, so a test can be two peers)."""
+    host, port = gateway.address("mllp")
+    return await connectProtocol(TCP4ClientEndpoint(reactor, host, port, bindAddress=(source, 0)), MLLPClient())
+
+
+class TestCA:
+    """A certificate authority made in the test, writing PEM files under ``directory``: for TLS on
+    either side (the destinations' client certificates, the listeners' ``tls_client_ca``)."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path, name: str = "HSSK test CA") -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.directory = directory
+        self.name = name
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.certificate = self._sign(name, self.key, ca=True)
+        self.pem = self._write(f"{_file_stem(name)}.pem", self._pem(self.certificate))
+
+    def issue(self, name: str, *, server: bool = False) -> tuple[str, str, object]:
+        """A certificate for ``name`` (a server's for localhost and 127.0.0.1, else a client's):
+        the paths of its certificate and key files, and the ``cryptography`` certificate."""
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if server else None
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        certificate = self._sign(name, key, usage=usage, san=san)
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        stem = f"{_file_stem(self.name)}-{_file_stem(name)}"
+        return self._write(f"{stem}.pem", self._pem(certificate)), self._write(f"{stem}.key", key_pem), certificate
+
+    def _sign(self, name: str, key, *, ca: bool = False, usage=None, san=None):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+    @staticmethod
+    def _pem(certificate) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    def _write(self, name: str, data: bytes) -> str:
+        path = self.directory / name
+        path.write_bytes(data)
+        return str(path)
+
+
+def _file_stem(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)

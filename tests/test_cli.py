@@ -111,7 +111,7 @@ def test_clients_new_token_prints_a_token_and_the_digest_a_client_table_keeps(tm
     path.write_text(f'[clients.bv_q1]\nfacilities = ["79001"]\n{second.split(": ", 1)[1]}\n')
     listed = run_json("clients", "list", "--config", path)
     assert listed == {"required": False, "clients": [
-        {"name": "bv_q1", "facilities": ["79001"], "tokens": 1, "addresses": []}]}
+        {"name": "bv_q1", "facilities": ["79001"], "tokens": 1, "addresses": [], "certificates": []}]}
     config = load_config(path, environ={})
     assert ClientRegistry.from_config(config.clients, config.auth).by_token(token).name == "bv_q1"
     assert token.encode() not in path.read_bytes()

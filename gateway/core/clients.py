@@ -2,10 +2,11 @@
 
 A client is a HIS, LIS or immunization system that sends to the gateway, with the facility codes
 it may send for. It is known by a bearer token over HTTP (the config holds only the token's
-SHA-256, so a leaked config file leaks no credential) or by the network it connects from, which
-is how a provincial WAN already tells hospitals apart and how BHXH itself admits facilities
-(registered public IPs, vn-standards §2.1). MLLP has no credentials of its own, so an MLLP
-client is known by its address.
+SHA-256, so a leaked config file leaks no credential), by the TLS client certificate it presents
+to a listener with ``tls_client_ca`` (its SHA-256 fingerprint or its subject), or by the network it
+connects from, which is how a provincial WAN already tells hospitals apart and how BHXH itself
+admits facilities (registered public IPs, vn-standards §2.1). MLLP has no credentials of its own,
+so an MLLP client is known by its certificate or its address.
 
 The transports ask :meth:`ClientRegistry.authenticate`; the pipeline then refuses a message
 whose facility (MSH-4, THONGTINDONVI/MACSKCB) is not one of the client's, because a hospital's
@@ -26,7 +27,10 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.config import AuthConfig, ClientConfig
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from gateway.config import AuthConfig, ClientConfig, client_certificate_key
 from gateway.core.envelope import Envelope
 from gateway.core.outcome import Issue
 
@@ -87,10 +91,13 @@ class ClientRegistry:
         self.required = required
         self._by_digest: dict[str, Client] = {}
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Client]] = []
+        self._by_certificate: dict[str, Client] = {}
         for config in clients:
             client = Client(config.name, frozenset(config.facilities))
             for digest in config.token_sha256:
                 self._by_digest[digest.lower()] = client
+            for entry in config.certificates:
+                self._by_certificate[client_certificate_key(entry)] = client
             for network in config.addresses:
                 self._networks.append((ipaddress.ip_network(network, strict=False), client))
 
@@ -115,15 +122,30 @@ class ClientRegistry:
     def by_token(self, token: str) -> Client | None:
         return self._by_digest.get(token_digest(token))
 
-    def authenticate(self, host: str, authorization: str | None) -> Client | Refusal | None:
+    def by_certificate(self, certificate: x509.Certificate) -> Client | None:
+        """The client whose ``certificates`` list the certificate's fingerprint, else its subject."""
+        fingerprint = f"sha256:{certificate.fingerprint(hashes.SHA256()).hex()}"
+        return (self._by_certificate.get(fingerprint)
+                or self._by_certificate.get(f"subject:{certificate.subject.rfc4514_string()}"))
+
+    def authenticate(self, host: str, authorization: str | None,
+                     certificate: x509.Certificate | None = None) -> Client | Refusal | None:
         """The client an HTTP ``Authorization`` header (Bearer token, or Basic with the client
-        name as user and the token as password) or else the peer's address names; None for an
-        anonymous sender the config lets in."""
+        name as user and the token as password), else the TLS client certificate, else the peer's
+        address names; None for an anonymous sender the config lets in. A certificate is a
+        credential like a token: one that names no client is refused."""
         if authorization:
             client = self._from_header(authorization)
             if client is None:
                 return Refusal(BAD_CREDENTIALS, "the Authorization header names no client: send 'Bearer <token>' "
                                                 "or Basic with the client name and its token")
+            return client
+        if certificate is not None:
+            client = self.by_certificate(certificate)
+            if client is None:
+                return Refusal(BAD_CREDENTIALS, f"the TLS client certificate ({certificate.subject.rfc4514_string()}, "
+                                                f"sha256 {certificate.fingerprint(hashes.SHA256()).hex()}) names no "
+                                                f"client (clients.NAME.certificates)")
             return client
         client = self.by_address(host)
         if client is None and self.required:
@@ -147,12 +169,13 @@ class ClientRegistry:
 
 
 def envelope_for(raw: bytes, transport: str, peer: str, received_at: float, listener: str, client: Client | None,
-                 forced_charset: str = "") -> Envelope:
+                 forced_charset: str = "", content_charset: str = "") -> Envelope:
     """The envelope of what ``client`` (None: an anonymous sender) sent, as every transport builds it."""
     if client is None:
-        return Envelope(raw, transport, peer, received_at, listener, None, forced_charset)
-    return Envelope(raw, transport, peer, received_at, listener, client.facility, forced_charset, client.name,
-                    client.facilities)
+        return Envelope(raw, transport, peer, received_at, listener, None, forced_charset,
+                        content_charset=content_charset)
+    return Envelope(raw, transport, peer, received_at, listener, client.facility, forced_charset, client=client.name,
+                    facilities=client.facilities, content_charset=content_charset)
 
 
 def facility_refusal(envelope: Envelope, named: Sequence[tuple[str, str, str]]) -> Issue | None:

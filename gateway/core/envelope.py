@@ -16,6 +16,9 @@ class Envelope:
     ``replay_of`` is set when the bytes come from the journal rather than from a sender (see
     :mod:`gateway.core.replay`): the journal id of the message's first attempt. Such a decision
     is journaled as a new attempt of that message and answered to nobody.
+    ``forced_charset`` is the listener's (``mllp.charset``, the operator's word: it overrides
+    MSH-18); ``content_charset`` is what the sender's transport says the bytes are (an HTTP
+    Content-Type charset), second to MSH-18 (see :meth:`Hl7Message.from_bytes`).
     """
 
     raw: bytes
@@ -28,6 +31,7 @@ class Envelope:
     client: str = ""
     facilities: frozenset[str] = frozenset()
     replay_of: int | None = None
+    content_charset: str = ""
 
 
 def peer_of(address) -> str:

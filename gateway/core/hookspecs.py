@@ -24,7 +24,8 @@ dropped. An exception is answered AE with ERR 207 and counted per plugin; neithe
 gateway. With ``pipeline.isolation = "processes"`` the worker is a child process: every plugin is
 loaded and ``hssk_configure`` called in each child, so a plugin keeps no state it expects the
 gateway's process, or another child, to see; what a hook returns (records, issues, payloads) is
-pickled back, so it holds plain data. Version notes: all hooks are as of 0.1.
+pickled back, so it holds plain data. Version notes: all hooks are as of 0.1;
+:class:`PluginDescription` gained ``message_types`` and ``facilities`` after 0.1.0.
 """
 from __future__ import annotations
 
@@ -103,10 +104,19 @@ class NotRenderable(Exception):
 
 @dataclass(frozen=True)
 class PluginDescription:
-    """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims."""
+    """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims.
+
+    ``message_types`` (``ADT^A04``, as :attr:`Hl7Message.message_type` gives them) and
+    ``facilities`` (MSH-4, MACSKCB) are the same claims as data: metrics label a message's type
+    and facility only with such known values (and the facilities of ``[clients.NAME]``), every
+    other value a sender writes as ``other``, so that strangers cannot grow the series. Added after
+    0.1.0; a plugin that leaves them empty sees its messages counted under ``other``.
+    """
 
     name: str
     claims: str
+    message_types: frozenset[str] = frozenset()
+    facilities: frozenset[str] = frozenset()
 
 
 @hookspec

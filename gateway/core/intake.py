@@ -35,7 +35,7 @@ from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.masking import mask_text
-from gateway.core.metrics import Metrics, facility_label, message_type_label, reason_label
+from gateway.core.metrics import Metrics, reason_label
 from gateway.core.outbox import NotRouted
 from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
 from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
@@ -500,7 +500,7 @@ class Intake:
         child = self._received_children.get(key)
         if child is None:
             child = self._metrics.messages_received.labels(transport=transport, plugin=key[1],
-                                                           message_type=message_type_label(message_type))
+                                                           message_type=self._metrics.labels.message_type(message_type))
             if len(self._received_children) < _MAX_CACHED_CHILDREN:
                 self._received_children[key] = child
         child.inc()
@@ -508,7 +508,8 @@ class Intake:
             key = (transport, code, facility)
             child = self._ack_children.get(key)
             if child is None:
-                child = self._metrics.acks.labels(transport=transport, code=code, facility=facility_label(facility))
+                child = self._metrics.acks.labels(transport=transport, code=code,
+                                                  facility=self._metrics.labels.facility(facility))
                 if len(self._ack_children) < _MAX_CACHED_CHILDREN:
                     self._ack_children[key] = child
             child.inc()

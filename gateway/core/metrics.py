@@ -1,41 +1,58 @@
 """Every metric the gateway exports, defined in one place.
 
 Names follow Prometheus conventions (``hssk_`` prefix, base units, ``_total`` counters). Label
-values are bounded: transport, plugin, message type (``ADT^A04`` shape, the XML 130 kinds or
-``other``), ACK code,
-facility code (5-character shape or ``other``) — never a patient identifier. Each gateway
-instance has its own registry so that tests can run several side by side.
+values are bounded: transport, plugin, ACK code, and what a sender writes only as far as the
+configuration knows it (see :class:`LabelValues`): message type, facility code — never a
+patient identifier. Each gateway instance has its own registry so that tests can run several
+side by side.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from gateway.config import ClientConfig
+from gateway.core.hookspecs import PluginDescription
 from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
 
-_MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{3})?$")
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_FACILITY = re.compile(r"^[0-9A-Z]{5}$")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
+#: The label value of everything a sender wrote that the configuration does not know.
+OTHER = "other"
 
 #: XML 130 intake's message types (:mod:`gateway.core.documents`), a closed set like HL7's.
 _DOCUMENT_TYPES = frozenset({CLAIM_KIND, CHECK_IN_KIND})
 
 
-def message_type_label(message_type: str) -> str:
-    """A bounded label: HL7 ``TYPE^EVENT`` shapes and the XML 130 kinds, anything else ``other``."""
-    if message_type in _DOCUMENT_TYPES or _MESSAGE_TYPE.match(message_type or ""):
-        return message_type
-    return "other"
+@dataclass(frozen=True)
+class LabelValues:
+    """The values the labels a sender writes may take. A shape check is no bound (``9xxxx``
+    facilities, ``Z01^Z01`` types: one series per stranger), so only configured values keep their
+    own series: the facilities of ``[clients.NAME]`` and those the plugins claim, the message types
+    the plugins claim and the XML 130 kinds. Anything else is ``other``."""
 
+    facilities: frozenset[str] = frozenset()
+    message_types: frozenset[str] = _DOCUMENT_TYPES
 
-def facility_label(facility: str) -> str:
-    return facility if _FACILITY.match(facility or "") else "other"
+    @classmethod
+    def known(cls, clients: Iterable[ClientConfig], plugins: Iterable[PluginDescription]) -> LabelValues:
+        """From the configured clients and what the loaded plugins describe (``hssk_describe``)."""
+        plugins = list(plugins)
+        return cls(frozenset(code for client in clients for code in client.facilities)
+                   | frozenset(code for p in plugins for code in p.facilities),
+                   _DOCUMENT_TYPES | frozenset(t for p in plugins for t in p.message_types))
+
+    def facility(self, code: str) -> str:
+        return code if code in self.facilities else OTHER
+
+    def message_type(self, message_type: str) -> str:
+        return message_type if message_type in self.message_types else OTHER
 
 
 def reason_label(reason: str) -> str:
@@ -45,7 +62,11 @@ def reason_label(reason: str) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """``labels`` bounds what senders write into label values (default: every facility and HL7
+    type is ``other``)."""
+
+    def __init__(self, labels: LabelValues = LabelValues()) -> None:
+        self.labels = labels
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages_received = Counter(

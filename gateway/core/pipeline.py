@@ -44,6 +44,7 @@ from gateway.core.validation import (
 )
 from gateway.formats.hl7_model import names_in
 from gateway.formats.hl7v2 import (
+    CharsetConflictError,
     CharsetError,
     Hl7Message,
     MessageFormatError,
@@ -167,13 +168,19 @@ class Pipeline:
 
     def _decide(self, envelope: Envelope, progress) -> Decision:
         try:
-            message = Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, self._default_charset)
+            message = Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, self._default_charset,
+                                            envelope.content_charset)
         except MessageFormatError as e:
             return Decision(envelope, None, REJECT, (Issue(100, f"MSH: {e}", "MSH^1"),))
         except UnknownCharsetError as e:
             text = (f"{e}; write the message in a character set of HL7 table 0211 (UNICODE UTF-8, 8859/1, ...) "
                     f"or WINDOWS-1258, and name it in MSH-18")
             return Decision(envelope, header_in_reply_charset(envelope.raw), ERROR, (Issue(102, text, "MSH^1^18"),),
+                            decoded=False)
+        except CharsetConflictError as e:
+            text = (f"{e}; name the character set the bytes are written in in MSH-18, and send the same one "
+                    f"in the Content-Type or none")
+            return Decision(envelope, _header_of(envelope.raw, e.charset), ERROR, (Issue(102, text, "MSH^1^18"),),
                             decoded=False)
         except CharsetError as e:
             text = (f"{e}; MSH-18 (or the listener's forced charset) must name the character set the "
@@ -392,7 +399,7 @@ def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", doc
 def best_header(envelope: Envelope) -> Hl7Message | None:
     """The message decoded if possible, else its MSH read as Latin-1: enough to address an answer."""
     try:
-        return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset)
+        return Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, content_charset=envelope.content_charset)
     except UnknownCharsetError:
         return header_in_reply_charset(envelope.raw)
     except (MessageFormatError, CharsetError):

@@ -52,6 +52,20 @@ TEXT_CODECS = frozenset({
     *(f"cp{n}" for n in range(1250, 1259)), "cp874", "tis-620", "koi8-r", "koi8-u",
     "gb18030", "gbk", "gb2312", "big5", "big5hkscs", "euc_kr", "cp949", "euc_jp", "shift_jis", "cp932", "cp950",
 })
+#: How MIME (an HTTP Content-Type) names each of :data:`TEXT_CODECS`: the IANA charset registry's
+#: name, lower case; for Microsoft's Korean and Traditional Chinese code pages, which IANA does not
+#: register, the WHATWG label whose decoder reads them (``euc-kr``, ``big5``).
+MIME_NAMES = {
+    "ascii": "us-ascii", "utf-8": "utf-8", "latin-1": "iso-8859-1",
+    "utf-16": "utf-16", "utf-16-le": "utf-16le", "utf-16-be": "utf-16be",
+    "utf-32": "utf-32", "utf-32-le": "utf-32le", "utf-32-be": "utf-32be",
+    **{f"iso8859-{n}": f"iso-8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)},
+    **{f"cp{n}": f"windows-{n}" for n in (*range(1250, 1259), 874)},
+    "tis-620": "tis-620", "koi8-r": "koi8-r", "koi8-u": "koi8-u",
+    "gb18030": "gb18030", "gbk": "gbk", "gb2312": "gb2312", "big5": "big5", "big5hkscs": "big5-hkscs",
+    "euc_kr": "euc-kr", "cp949": "euc-kr", "euc_jp": "euc-jp", "shift_jis": "shift_jis", "cp932": "windows-31j",
+    "cp950": "big5",
+}
 #: What a charset name may look like before the codec registry is asked about it.
 _CHARSET_NAME = re.compile(r"[A-Z0-9][A-Z0-9 _./:+-]{0,39}")
 
@@ -77,3 +91,14 @@ def codec_for(name: str) -> str | None:
     if codec == "iso8859-1":
         codec = "latin-1"
     return codec if codec in TEXT_CODECS else None
+
+
+def mime_name(name: str) -> str:
+    """The charset parameter an HTTP reply written in ``name`` (an MSH-18 value) carries: clients
+    look the IANA name up, and Python's codec names (``cp1258``, ``latin-1``) are not all
+    registered ones. UTF-8, what the gateway writes when ``name`` is no charset it knows, otherwise.
+
+    >>> mime_name("WINDOWS-1258"), mime_name("8859/1"), mime_name("UNICODE UTF-8"), mime_name("")
+    ('windows-1258', 'iso-8859-1', 'utf-8', 'utf-8')
+    """
+    return MIME_NAMES[codec_for(name) or "utf-8"]

@@ -36,14 +36,29 @@ class CharsetError(ValueError):
 
 
 class UnknownCharsetError(CharsetError):
-    """MSH-18 (the only way a charset reaches here unchecked) names no character set the gateway
-    decodes; see :func:`gateway.formats.charsets.codec_for`."""
+    """MSH-18 or the transport's charset (an HTTP Content-Type parameter, the two ways a charset
+    reaches here unchecked) names no character set the gateway decodes; see
+    :func:`gateway.formats.charsets.codec_for`."""
 
-    def __init__(self, charset: str) -> None:
+    def __init__(self, charset: str, named_by: str = "MSH-18") -> None:
         super().__init__(charset, "MSH", 1, 0)
+        self.named_by = named_by
 
     def __str__(self) -> str:
-        return f"MSH-18: {self.charset[:40]!r} names no character set the gateway can decode"
+        return f"{self.named_by}: {self.charset[:40]!r} names no character set the gateway can decode"
+
+
+class CharsetConflictError(CharsetError):
+    """MSH-18 and the transport's charset name different character sets and the bytes do not read
+    the same in both, so either reading may be the garbled one."""
+
+    def __init__(self, charset: str, content_charset: str) -> None:
+        super().__init__(charset, "MSH", 1, 0)
+        self.content_charset = content_charset
+
+    def __str__(self) -> str:
+        return (f"MSH-18 {self.charset[:40]!r} and the Content-Type charset {self.content_charset[:40]!r} name "
+                f"different character sets, and the message does not read the same in both")
 
 
 class Hl7Message:
@@ -72,19 +87,31 @@ class Hl7Message:
         return _restored, (self.text, self.charset, self._digest)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, forced_charset: str = "", default_charset: str = "utf-8") -> Hl7Message:
-        """Decode a frame's bytes: strip a UTF-8 BOM, take the charset from MSH-18 (unless forced),
-        and accept CR, LF or CRLF as segment ends.
+    def from_bytes(cls, raw: bytes, forced_charset: str = "", default_charset: str = "utf-8",
+                   content_charset: str = "") -> Hl7Message:
+        """Decode a frame's bytes: strip a UTF-8 BOM, take the charset from MSH-18 (unless the
+        listener forces one), and accept CR, LF or CRLF as segment ends.
+
+        ``content_charset`` is what the transport says the bytes are (an HTTP Content-Type's
+        charset). MSH-18 comes first, since it travels with the message into the journal and a
+        replay; the transport's charset stands in for an empty MSH-18, before ``default_charset``.
+        When both are given and name different character sets, the bytes must read the same in
+        both (pure ASCII does): Windows-1258 and Latin-1 decode any byte, so a clean decoding
+        proves nothing, and only agreement shows that neither reading is garbled.
 
         Raises :class:`MessageFormatError` when there is no MSH, :class:`UnknownCharsetError` when
-        MSH-18 names no character set the gateway knows, and :class:`CharsetError` when the bytes
-        do not decode; the last two still let the caller read the MSH through :func:`peek_header`
-        to answer with an AE.
+        MSH-18 or ``content_charset`` names no character set the gateway knows,
+        :class:`CharsetConflictError` when the two disagree, and :class:`CharsetError` when the
+        bytes do not decode; the last three still let the caller read the MSH through
+        :func:`peek_header` to answer with an AE.
         """
         if raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM):]
         raw = raw.lstrip(b"\r\n")
-        declared = forced_charset or _declared_charset(raw) or default_charset
+        declared = forced_charset or _declared_charset(raw)
+        if not forced_charset and content_charset:
+            _check_agreement(raw, declared, content_charset)
+        declared = declared or content_charset or default_charset
         codec = codec_for(declared)
         if codec is None:
             raise UnknownCharsetError(declared)
@@ -254,6 +281,26 @@ def _declared_charset(raw: bytes) -> str:
     component = fields[1][:1] or b"^"
     value = fields[17].split(fields[1][1:2] or b"~")[0].split(component)[0]
     return value.decode("latin-1").strip()
+
+
+def _check_agreement(raw: bytes, declared: str, content_charset: str) -> None:
+    """Raise unless ``content_charset`` is a known charset that reads ``raw`` as MSH-18 does."""
+    other = codec_for(content_charset)
+    if other is None:
+        raise UnknownCharsetError(content_charset, "Content-Type charset")
+    codec = codec_for(declared) if declared else None
+    if codec is None or codec == other:
+        return
+    reading = _decoded(raw, codec)
+    if reading is None or reading != _decoded(raw, other):
+        raise CharsetConflictError(declared, content_charset)
+
+
+def _decoded(raw: bytes, codec: str) -> str | None:
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
 
 
 def _segment_at(raw: bytes, offset: int) -> tuple[str, int]:

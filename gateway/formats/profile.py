@@ -238,7 +238,8 @@ class VendorPlugin:
         if profile.xml_facilities:
             claims += (f"; XML 130 ({', '.join(sorted(profile.xml_standards))}) with MACSKCB in "
                        f"{', '.join(sorted(profile.xml_facilities))}")
-        return PluginDescription(self.name, claims)
+        return PluginDescription(self.name, claims, message_types=profile.message_types,
+                                 facilities=profile.xml_facilities)
 
     @hookimpl
     def hssk_identify(self, message: Hl7Message, envelope: Envelope) -> Hl7ProfileAdapter | None:
@@ -247,7 +248,7 @@ class VendorPlugin:
             return None
         if message.message_type.upper() not in profile.message_types:
             return None
-        if profile.charset and not message.msh(18) and not envelope.forced_charset \
+        if profile.charset and not message.msh(18) and not envelope.forced_charset and not envelope.content_charset \
                 and codec_for(profile.charset) != codec_for(message.charset):
             return RedecodedAdapter(profile, envelope.raw)
         return self.adapter

@@ -31,7 +31,7 @@ from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.core.store import JournalWriter
-from gateway.formats.charsets import codec_for
+from gateway.formats.charsets import mime_name
 from gateway.transports.http_connections import BoundedSite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
 from gateway.transports.xml_http import mount_xml_intake
@@ -115,7 +115,7 @@ class Hl7Resource(IntakeResource):
             # 503 lets an HTTP client's own retry logic take over.
             request.setResponseCode(http.SERVICE_UNAVAILABLE)
             request.setHeader("retry-after", str(RETRY_AFTER_SECONDS))
-        request.setHeader("content-type", f"application/hl7-v2; charset={_mime_charset(outcome.charset)}")
+        request.setHeader("content-type", f"application/hl7-v2; charset={mime_name(outcome.charset)}")
         request.write(body)
         request.finish()
         self._observe_latency(received_at)
@@ -261,6 +261,3 @@ def _charset_param(params: str) -> str:
             return value.strip().strip('"')
     return ""
 
-
-def _mime_charset(hl7_charset: str) -> str:
-    return codec_for(hl7_charset) or "utf-8"

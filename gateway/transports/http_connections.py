@@ -10,9 +10,11 @@ idles (``http.idle_timeout_seconds``) or whose request has not arrived whole
 """
 from __future__ import annotations
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from gateway.config import HttpConfig
 from gateway.core.metrics import Metrics
@@ -22,11 +24,32 @@ REQUEST_TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/p
                           b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 
 
+@implementer(IHalfCloseableProtocol)
 class GuardedChannel(HTTPChannel):
-    """One HTTP connection, with a deadline for each request to arrive whole."""
+    """One HTTP/1.1 connection, with a deadline for each request to arrive whole, and answers
+    for a client that half-closes after its last request and reads on.
+
+    twisted.web's own channel takes the end of input for the client gone: the message is
+    journaled and its answer dropped. This one answers every whole request it has, then closes;
+    a request cut short (no whole body) is closed without an answer, as before. It is HTTP/1.1
+    only: the gateway offers no HTTP/2 (that needs ALPN on TLS and the ``h2`` package)."""
 
     _deadline = None
+    _input_ended = False
     host = ""
+
+    def readConnectionLost(self) -> None:
+        self._input_ended = True
+        if not self._handlingRequest:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Part of the interface; the gateway closes whole connections, never its write side alone."""
+
+    def requestDone(self, request) -> None:
+        super().requestDone(request)
+        if self._input_ended and not self._handlingRequest:
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._deadline is None and not self._handlingRequest:

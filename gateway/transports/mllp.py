@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
@@ -20,6 +21,7 @@ from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
 from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.transports.tls import is_tls, peer_certificate
 
 log = Logger(namespace="hssk.mllp")
 
@@ -42,29 +44,74 @@ class _Slot:
         self.close_after = False
 
 
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class MLLPProtocol(Protocol, TimeoutMixin):
-    def __init__(self, factory: MLLPFactory, refusal: Refusal | None = None, client: Client | None = None) -> None:
+    def __init__(self, factory: MLLPFactory) -> None:
         self.factory = factory
         self.decoder = FrameDecoder(factory.config.max_frame_bytes)
         self.callLater = factory.clock.callLater
         self._answers: deque[_Slot] = deque()
         #: Pipelined messages are journaled in the order they arrived, as they are answered.
         self._arrivals = ArrivalOrder()
-        self._refusal = refusal
+        self._refusal: Refusal | None = None
         self._closing = False
-        self.client = client
+        #: The sender closed its side: close ours once every answer owed is written.
+        self._input_ended = False
+        #: A TLS connection whose handshake (and so whose client) is not known yet.
+        self._handshaking = False
+        self.client: Client | None = None
 
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
         self.peer = peer_of(address)
         self.host = getattr(address, "host", "")
-        self.factory.opened(self, admitted=self._refusal is None)
+        self.factory.opened(self)
+        if is_tls(self.transport):
+            # Who it is shows only once the handshake is done (its certificate); no data comes before.
+            self._handshaking = True
+            self.setTimeout(min(self.factory.config.idle_timeout_seconds, REFUSAL_GRACE_SECONDS))
+        else:
+            self._authenticate(None)
+
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+        self._authenticate(peer_certificate(self.transport))
+
+    def _authenticate(self, certificate) -> None:
+        found = self.factory.clients.authenticate(self.host, None, certificate)
+        if isinstance(found, Refusal):
+            self._refusal = self._refusal or found
+        else:
+            self.client = found
+            self._refusal = self._refusal or self.factory.admit(self)
         idle = self.factory.config.idle_timeout_seconds
         self.setTimeout(idle if self._refusal is None else min(idle, REFUSAL_GRACE_SECONDS))
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
         self.factory.closed(self)
+        if self._handshaking:
+            self.factory.metrics.connections_refused.labels(transport=TRANSPORT, reason="tls_handshake").inc()
+            log.warn("MLLP peer {peer} left before the TLS handshake completed: {reason}", peer=self.peer,
+                     reason=reason.getErrorMessage() if reason is not None else "closed")
+
+    def readConnectionLost(self) -> None:
+        """The sender half-closed after its last frame (``nc -q1``, ``shutdown(SHUT_WR)``) and is
+        still reading: answer everything it sent, then close. A frame it left unfinished gets AR."""
+        if self._closing:
+            return
+        self._input_ended = True
+        head = self.decoder.pending
+        if head and self._refusal is not None:
+            self._refuse(head, self._refusal.text, self._refusal.reason)
+        elif head:
+            self.factory.metrics.framing_violations.labels(kind="incomplete_frame_at_close").inc()
+            self._refuse(head, "frame incomplete when the sender closed its side of the connection", "half_closed")
+        else:
+            self._flush()
+
+    def writeConnectionLost(self) -> None:
+        """Never called: the gateway closes whole connections, not its write side alone."""
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -113,7 +160,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             latency.observe(now - done.received_at)
         if out:
             self.transport.write(b"".join(out))
-        if close:
+        if close or (self._input_ended and not answers):
             self.transport.loseConnection()
 
     def _refuse(self, head: bytes, reason: str, label: str) -> None:
@@ -161,44 +208,43 @@ class MLLPFactory(Factory):
         self.metrics = metrics
         self.clock = clock
         self.listener = listener
-        #: Admitted connections; ``refusing`` holds those being answered AR before they close.
+        #: Admitted connections (a client, or an anonymous sender the config lets in), at most
+        #: ``max_connections``, at most ``max_connections_per_peer`` of them per address.
         self.connections: set[MLLPProtocol] = set()
-        self.refusing: set[MLLPProtocol] = set()
-        #: Admitted connections per peer address.
         self.per_peer: dict[str, int] = {}
+        #: Connections not admitted: being refused (a stranger while ``auth.required``, one over a
+        #: limit), or a TLS handshake not done yet. They have places of their own, as many again,
+        #: so idle strangers cannot take the clients' places.
+        self.refusing: set[MLLPProtocol] = set()
         self.ack_latency = metrics.ack_latency.labels(transport=TRANSPORT)
 
     def buildProtocol(self, addr) -> MLLPProtocol | None:
-        """The peer is known (or refused) by its address before anything is read. Connections
-        being refused (a stranger while ``auth.required``, one over a limit) hold no place among
-        ``max_connections``, so idle strangers cannot lock clients out; they have places of their
-        own, as many again, and past those a connection is closed at once."""
-        host = getattr(addr, "host", "")
-        found = self.clients.authenticate(host, None)
-        refusal = found if isinstance(found, Refusal) else self._over_limit(host)
-        if refusal is None:
-            return MLLPProtocol(self, client=found)
-        if len(self.refusing) >= self.config.max_connections:
+        """Past the places of connections not admitted, a new one that its address does not name
+        as a client is closed at once, before a byte is read."""
+        if len(self.refusing) >= self.config.max_connections and isinstance(
+                self.clients.authenticate(getattr(addr, "host", ""), None), Refusal):
             self.metrics.connections_refused.labels(transport=TRANSPORT, reason="max_connections").inc()
             return None
-        return MLLPProtocol(self, refusal)
+        return MLLPProtocol(self)
 
-    def _over_limit(self, host: str) -> Refusal | None:
+    def opened(self, protocol: MLLPProtocol) -> None:
+        self.refusing.add(protocol)
+        self.metrics.open_connections.labels(transport=TRANSPORT).inc()
+
+    def admit(self, protocol: MLLPProtocol) -> Refusal | None:
+        """An authenticated connection takes its place among the admitted, or the Refusal that
+        says which limit it is over."""
         if len(self.connections) >= self.config.max_connections:
             return Refusal("max_connections", f"the listener already has {len(self.connections)} connections, its "
                                               f"limit (mllp.max_connections)")
+        host = protocol.host
         if self.per_peer.get(host, 0) >= self.config.max_connections_per_peer:
             return Refusal("max_connections_per_peer", f"{host} already has {self.per_peer[host]} connections, the "
                                                        f"limit for one address (mllp.max_connections_per_peer)")
+        self.refusing.discard(protocol)
+        self.connections.add(protocol)
+        self.per_peer[host] = self.per_peer.get(host, 0) + 1
         return None
-
-    def opened(self, protocol: MLLPProtocol, admitted: bool) -> None:
-        if admitted:
-            self.connections.add(protocol)
-            self.per_peer[protocol.host] = self.per_peer.get(protocol.host, 0) + 1
-        else:
-            self.refusing.add(protocol)
-        self.metrics.open_connections.labels(transport=TRANSPORT).inc()
 
     def closed(self, protocol: MLLPProtocol) -> None:
         if protocol in self.connections:

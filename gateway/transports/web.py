@@ -17,6 +17,7 @@ from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.transports.tls import peer_certificate
 
 log = Logger(namespace="hssk.http")
 
@@ -54,7 +55,8 @@ class IntakeResource(Resource):
         if locked is not None:
             return locked
         address = request.getClientAddress()
-        found = self._clients.authenticate(getattr(address, "host", ""), header(request, "authorization") or None)
+        found = self._clients.authenticate(getattr(address, "host", ""), header(request, "authorization") or None,
+                                           peer_certificate(request.channel.transport))
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
             log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
@@ -63,10 +65,10 @@ class IntakeResource(Resource):
                 self._limiter.failed(peer_host(request))
         return found
 
-    def _envelope(self, request: Request, raw: bytes, received_at: float, forced_charset: str = "",
+    def _envelope(self, request: Request, raw: bytes, received_at: float, content_charset: str = "",
                   client: Client | None = None) -> Envelope:
         return envelope_for(raw, TRANSPORT, peer_of(request.getClientAddress()), received_at, self._listener, client,
-                            forced_charset)
+                            content_charset=content_charset)
 
     def _refuse_too_large(self) -> None:
         self._metrics.connections_refused.labels(transport=TRANSPORT, reason="body_too_large").inc()

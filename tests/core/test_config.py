@@ -247,7 +247,7 @@ addresses = ["10.79.1.0/24", "2001:db8::/64"]
     ("[auth]\nrequired = true", "auth.required", "no [clients.NAME] table"),
     (f'[clients.a]\ntoken_sha256 = ["{DIGEST}"]', "clients.a.facilities", "is required"),
     (f'[clients.a]\nfacilities = []\ntoken_sha256 = ["{DIGEST}"]', "clients.a.facilities", "must list the facility"),
-    ('[clients.a]\nfacilities = ["79001"]', "clients.a.token_sha256", "needs token_sha256 or addresses"),
+    ('[clients.a]\nfacilities = ["79001"]', "clients.a.token_sha256", "needs token_sha256, addresses or certificates"),
     ('[clients.a]\nfacilities = ["79001"]\ntoken_sha256 = ["secret"]', "clients.a.token_sha256", "64 hex digits"),
     ('[clients.a]\nfacilities = ["79001"]\naddresses = ["10.1.0.300"]', "clients.a.addresses", "'10.1.0.300'"),
     ('[clients.a]\nfacilities = ["79001"]\naddresses = ["10.1.0.0/16"]\n'

@@ -7,8 +7,7 @@ certificate, signed by a CA generated for the test.
 """
 from __future__ import annotations
 
-import datetime
-import ipaddress
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -23,6 +22,7 @@ from gateway.destinations import DELIVERED, RETRY, Delivery
 from gateway.destinations.http import HttpDestination
 from gateway.destinations.http_client import (MAX_DRAINED_BODY, MAX_IDLE_SECONDS, ConnectionDropped, HttpClient,
                                               MalformedResponse, ResponseParser)
+from tests.support import TestCA
 
 RESPONSES = {
     "length": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", 200, b"hello", True),
@@ -308,60 +308,21 @@ async def test_close_during_a_request_on_a_kept_connection_does_not_resend_it(sc
 
 # --- TLS with our client certificate ------------------------------------------------------------
 
-def _certificates(tmp_path):
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def issue(name, issuer_name, issuer_key, key, *, ca=False, usage=None, san=None):
-        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if usage:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    def pem_key(key):
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = issue("HSSK test CA", "HSSK test CA", ca_key, ca_key, ca=True)
-    server = issue("localhost", "HSSK test CA", ca_key, server_key, usage=ExtendedKeyUsageOID.SERVER_AUTH,
-                   san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    client = issue("gateway", "HSSK test CA", ca_key, client_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    files = {}
-    for name, data in {"ca.pem": ca.public_bytes(serialization.Encoding.PEM),
-                       "server.pem": server.public_bytes(serialization.Encoding.PEM) + pem_key(server_key),
-                       "client.pem": client.public_bytes(serialization.Encoding.PEM),
-                       "client.key": pem_key(client_key)}.items():
-        (tmp_path / name).write_bytes(data)
-        files[name] = str(tmp_path / name)
-    return files
-
-
 @pytest_twisted.ensureDeferred
 async def test_tls_with_a_ca_bundle_and_a_client_certificate(tmp_path):
-    files = _certificates(tmp_path)
-    ca = ssl.Certificate.loadPEM((tmp_path / "ca.pem").read_bytes())
-    server_cert = ssl.PrivateCertificate.loadPEM((tmp_path / "server.pem").read_bytes())
-    options = ssl.CertificateOptions(privateKey=server_cert.privateKey.original,
-                                     certificate=server_cert.original, trustRoot=ca)
+    ca = TestCA(tmp_path)
+    server_cert, server_key, _ = ca.issue("localhost", server=True)
+    client_cert, client_key, _ = ca.issue("gateway")
+    server_pem = ssl.PrivateCertificate.loadPEM(Path(server_cert).read_bytes() + Path(server_key).read_bytes())
+    options = ssl.CertificateOptions(privateKey=server_pem.privateKey.original, certificate=server_pem.original,
+                                     trustRoot=ssl.Certificate.loadPEM(Path(ca.pem).read_bytes()))
     server = ScriptedServer(lambda n: OK)
     port = reactor.listenSSL(0, server, options, interface="127.0.0.1")
     url = f"https://localhost:{port.getHost().port}/records"
     try:
-        trusted = await deliver_all(destination(url, ca_bundle=files["ca.pem"], client_cert=files["client.pem"],
-                                                client_key=files["client.key"]), 2)
-        without_client_cert = await deliver_all(destination(url, ca_bundle=files["ca.pem"]), 1)
+        trusted = await deliver_all(destination(url, ca_bundle=ca.pem, client_cert=client_cert,
+                                                client_key=client_key), 2)
+        without_client_cert = await deliver_all(destination(url, ca_bundle=ca.pem), 1)
         system_trust_only = await deliver_all(destination(url), 1)
     finally:
         await port.stopListening()
