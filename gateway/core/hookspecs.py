@@ -1,11 +1,16 @@
 """The plugin contract: every hook a plugin may implement.
 
-A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the specs
-below; it is found through the ``hssk_gateway.plugins`` entry-point group, exactly like the bundled
-plugins. A minimal plugin::
+A plugin is a module (or object) with functions named like the specs below (``@hookimpl`` marks
+them, and sets options such as ``tryfirst``); it is found through the ``hssk_gateway.plugins``
+entry-point group, exactly like the bundled plugins. It imports only from :mod:`gateway.plugin`
+and declares the contract version it was written for, ``hssk_contract = "1.0"``
+(:mod:`gateway.core.contract` says which versions load). Any callable whose name starts with
+``hssk_`` is taken for a hook, so a misspelt one stops start-up rather than never being called.
+A minimal plugin::
 
-    from gateway.core.hookspecs import hookimpl
-    from gateway.core.model import RecordSet
+    from gateway.plugin import RecordSet, hookimpl
+
+    hssk_contract = "1.0"
 
     class LabAdapter:
         name = "my_lab"

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+import inspect
 from importlib.metadata import entry_points
 
 import pluggy
 
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
+from gateway.core.contract import contract_problem
 
 
 class PluginLoadError(RuntimeError):
@@ -28,7 +30,7 @@ def build_plugin_manager(
     """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
     ``extra`` ones, then call ``hssk_configure``. Tests pass ``load_entry_points=False`` and their
     own plugin objects to prove one plugin in isolation."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
     for name in config.plugins.disabled:
@@ -40,10 +42,40 @@ def build_plugin_manager(
         except Exception as e:  # an integrator's import error must name the plugin, not crash bare
             raise PluginLoadError(f"loading plugins from entry-point group {hookspecs.ENTRY_POINT_GROUP!r} failed: "
                                   f"{type(e).__name__}: {e}") from e
+        _check_contracts(pm)
     for plugin in extra:
         pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        raise PluginLoadError(f"plugin {pm.get_name(e.plugin)!r} has a hook the contract does not know: {e}; "
+                              f"hooks are listed in gateway/core/hookspecs.py") from e
     pm.hook.hssk_configure(config=config)
     return pm
+
+
+class GatewayPluginManager(pluggy.PluginManager):
+    """Every callable named ``hssk_…`` is taken for a hook implementation, marked or not, as pytest
+    does for ``pytest_…``: so ``check_pending`` refuses a misspelt one (``hssk_chek``), which
+    would otherwise never be called and never say why."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+
+    def parse_hookimpl_opts(self, plugin, name: str):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("hssk_") and inspect.isroutine(getattr(plugin, name, None)):
+            opts = {}
+        return opts
+
+
+def _check_contracts(pm: pluggy.PluginManager) -> None:
+    """Each installed plugin declares the contract it was written for (``hssk_contract``); one
+    this gateway cannot serve stops start-up, naming the plugin and the versions."""
+    for plugin, dist in pm.list_plugin_distinfo():
+        problem = contract_problem(getattr(plugin, "hssk_contract", None))
+        if problem is not None:
+            raise PluginLoadError(f"plugin {pm.get_name(plugin)!r} ({dist.project_name} {dist.version}) {problem}")
 
 
 def _check_disabled(disabled: Iterable[str]) -> None:

@@ -3,7 +3,7 @@
 Vietnamese HIS vendors publish no interface specifications (vn-standards §6), so what differs
 between them — which MSH-3 names they send, which facilities' XML 130 files they produce, where
 they put the CCCD and the BHYT card, which Z-segment carries what — is a table of settings, not
-a code fork. A bundled plugin is ``VendorPlugin(name, ProfileDefaults(...))``; the operator's
+a code fork. A bundled plugin is ``VendorPlugin(name, ProfileDefaults(...), contract="1.0")``; the operator's
 ``[plugins.<name>]`` table overrides any default at start-up::
 
     [plugins.vnpt_his]
@@ -212,7 +212,10 @@ class DocumentProfileAdapter:
 class VendorPlugin:
     """The hooks every profile-driven plugin implements; configured by ``[plugins.<name>]``."""
 
-    def __init__(self, name: str, defaults: ProfileDefaults) -> None:
+    def __init__(self, name: str, defaults: ProfileDefaults, *, contract: str) -> None:
+        """``contract`` is the plugin contract version the vendor plugin was written against
+        (``gateway.plugin.CONTRACT_VERSION`` of its day), checked when the gateway loads it."""
+        self.hssk_contract = contract
         self.defaults = defaults
         self._use(profile_from_settings(name, defaults, {}))
 

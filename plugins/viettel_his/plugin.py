@@ -24,4 +24,4 @@ DEFAULTS = ProfileDefaults(
     },
 )
 
-plugin = VendorPlugin(NAME, DEFAULTS)
+plugin = VendorPlugin(NAME, DEFAULTS, contract="1.0")

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 
-from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.outcome import Issue
-from gateway.formats.hl7_model import records_from_hl7
+from gateway.plugin import Issue, PluginDescription, hookimpl, records_from_hl7
+
+hssk_contract = "1.0"
 
 
 class Adapter:

@@ -23,7 +23,7 @@ NHUNG = "Nguyễn Thị Hồng Nhung"
 
 
 def hook_for(**settings):
-    return fresh_plugin_manager(VendorPlugin(NAME, DEFAULTS), **{f"plugins.{NAME}.{k}": v
+    return fresh_plugin_manager(VendorPlugin(NAME, DEFAULTS, contract="1.0"), **{f"plugins.{NAME}.{k}": v
                                                                  for k, v in settings.items()}).hook
 
 
@@ -119,7 +119,7 @@ def xml1_of(body: bytes) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_viettel_hl7_feed_reaches_the_store_as_xml130(tmp_path):
     resource, listening = start_store(reactor)
-    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS)], **{
+    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS, contract="1.0")], **{
         f"plugins.{NAME}.sending_applications": ["VIETTEL_HIS"],
         "destinations.store.kind": "http", "destinations.store.url": url_of(listening),
         "destinations.store.format": "xml130"})

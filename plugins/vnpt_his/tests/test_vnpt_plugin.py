@@ -28,7 +28,7 @@ XML_SAMPLES = ["xml4750_noi_tru.xml", "xml4750_chuyen_tuyen.xml", "xml4750_check
 
 
 def hook_for(**settings):
-    return fresh_plugin_manager(VendorPlugin(NAME, DEFAULTS), **{f"plugins.{NAME}.{k}": v
+    return fresh_plugin_manager(VendorPlugin(NAME, DEFAULTS, contract="1.0"), **{f"plugins.{NAME}.{k}": v
                                                                  for k, v in settings.items()}).hook
 
 
@@ -83,7 +83,7 @@ def test_cccd_comes_from_pid_19_and_card_data_from_zbh():
 
 
 def test_the_same_message_under_the_viettel_profile_loses_the_vnpt_placements():
-    viettel = fresh_plugin_manager(VendorPlugin(NAME, VIETTEL_DEFAULTS)).hook
+    viettel = fresh_plugin_manager(VendorPlugin(NAME, VIETTEL_DEFAULTS, contract="1.0")).hook
 
     records, _ = normalize(viettel, replace_msh_field(plugin_sample(HERE, "adt_a04.hl7"), 3, "VIETTEL_HIS"))
 
@@ -225,7 +225,7 @@ def test_bundled_config_loads_the_plugin_through_its_entry_point_with_the_sample
 @pytest_twisted.ensureDeferred
 async def test_vnpt_xml_file_posted_to_xml130_reaches_the_store_as_xml130(tmp_path):
     resource, listening = start_store(reactor)
-    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS)], **{
+    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS, contract="1.0")], **{
         f"plugins.{NAME}.xml_facilities": ["79025"],
         "destinations.store.kind": "http", "destinations.store.url": url_of(listening),
         "destinations.store.format": "xml130"})

@@ -1,0 +1,74 @@
+"""Everything a plugin uses, from one import: the public plugin surface, contract version 1.0.
+
+A plugin imports from here and nowhere else in ``gateway``: the modules behind these names may
+move between gateway releases, these names stay for as long as the contract's major version does.
+``hssk-gateway plugin new NAME`` writes a package that starts this way::
+
+    from gateway.plugin import CONTRACT_VERSION, PluginDescription, RecordSet, hookimpl
+
+    hssk_contract = "1.0"          # the contract this plugin was written against
+
+    class LabAdapter:
+        name = "my_lab"
+
+        def normalize(self, message):
+            return RecordSet(kind=message.message_type, person=person_from_pid(message))
+
+    @hookimpl
+    def hssk_identify(message, envelope):
+        if message.sending_application == "MY_LIS":
+            return LabAdapter()
+
+The hooks themselves, when each is called and what it may return, are documented in
+:mod:`gateway.core.hookspecs`; this module is the list of the names a plugin may rely on.
+"""
+from __future__ import annotations
+
+from gateway.config import ConfigError, DestinationConfig, GatewayConfig
+from gateway.core.contract import CONTRACT_VERSION
+from gateway.core.documents import DocumentRequest, DocumentSource
+from gateway.core.envelope import Envelope
+from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
+from gateway.core.masking import mask_identifier, mask_name, mask_text
+from gateway.core.model import (
+    Address,
+    Appointment,
+    CheckIn,
+    ClaimTotals,
+    ClinicalNote,
+    Diagnosis,
+    Encounter,
+    Extra,
+    Identifier,
+    Immunization,
+    MedicationLine,
+    Observation,
+    Person,
+    RawTable,
+    RecordSet,
+    Referral,
+    RelatedPerson,
+    ServiceLine,
+)
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue
+from gateway.formats.hl7_model import (
+    encounter_from_pv1,
+    immunizations_from_rxa,
+    observations_from_obx,
+    person_from_pid,
+    records_from_hl7,
+)
+from gateway.formats.hl7v2 import Hl7Message, escape, unescape
+from gateway.formats.profile import ProfileDefaults, VendorPlugin
+from gateway.formats.xml130 import ClaimFile
+
+__all__ = [
+    "ACCEPT", "Adapter", "Address", "Appointment", "CONTRACT_VERSION", "CheckIn", "ClaimFile", "ClaimTotals",
+    "ClinicalNote", "ConfigError", "ContentError", "DestinationConfig", "Diagnosis", "DocumentAdapter",
+    "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",
+    "Identifier", "Immunization", "Issue", "MedicationLine", "NotRenderable", "Observation", "Payload", "Person",
+    "PluginDescription", "ProfileDefaults", "REJECT", "RawTable", "RecordSet", "Referral", "RelatedPerson",
+    "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape", "hookimpl", "immunizations_from_rxa",
+    "mask_identifier", "mask_name", "mask_text", "observations_from_obx", "person_from_pid", "records_from_hl7",
+    "unescape",
+]
