@@ -509,3 +509,14 @@ class TestCA:
 
 def _file_stem(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def install_plugin_module(site: Path, module: str, source: str, entry_point: str, distribution: str) -> None:
+    """A plugin module and its ``.dist-info`` written into ``site`` as pip would install them, so
+    the gateway finds the plugin through its entry-point group once ``site`` is on ``sys.path``
+    (this process) or ``PYTHONPATH`` (a child)."""
+    info = site / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[hssk_gateway.plugins]\n{entry_point} = {module}\n")

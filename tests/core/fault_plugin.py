@@ -8,7 +8,8 @@ seconds), LAST, HELPER, FORK, ODD; anything else is decided normally.
 import os
 from pathlib import Path
 
-from tests.support import connect_mllp, gateway_config, hl7, metric_value, send_and_receive, wait_until
+from tests.support import (connect_mllp, gateway_config, hl7, install_plugin_module, metric_value, send_and_receive,
+                           wait_until)
 
 FAULT_PLUGIN = '''
 import os
@@ -84,11 +85,7 @@ def hssk_identify(message):
 def install_fault_plugin(tmp_path: Path, monkeypatch) -> Path:
     """Installs ``fault_his`` for this process and its children; returns the pid file."""
     site = tmp_path / "site"
-    info = site / "hssk_fault_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (site / "hssk_fault_plugin.py").write_text(FAULT_PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hssk-fault-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[hssk_gateway.plugins]\nfault_his = hssk_fault_plugin\n")
+    install_plugin_module(site, "hssk_fault_plugin", FAULT_PLUGIN, "fault_his", "hssk-fault-plugin")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     pid_file = tmp_path / "deciders.txt"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.crash_client import REPO
+from tests.support import install_plugin_module
 
 GOOD_HOOK = '''
 from gateway.plugin import PluginDescription, hookimpl
@@ -24,11 +25,7 @@ def hssk_describe():
 
 def install(tmp_path: Path, source: str) -> dict[str, str]:
     site = tmp_path / "site"
-    info = site / "contract_probe-1.0.dist-info"
-    info.mkdir(parents=True)
-    (site / "contract_probe.py").write_text(source)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: contract-probe\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[hssk_gateway.plugins]\ncontract_probe = contract_probe\n")
+    install_plugin_module(site, "contract_probe", source, "contract_probe", "contract-probe")
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
 
 
