@@ -101,8 +101,9 @@ def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], no
         enc[0].join(("ACK", event, "ACK")) if event else "ACK",
         control_id or next_ack_control_id(), mirror[11] or "P", mirror[12] or "2.5",
     ]
-    if mirror[18]:
-        msh += ["", "", "", "", "", mirror[18]]
+    charset = _reply_charset(mirror[18], enc, message)
+    if charset:
+        msh += ["", "", "", "", "", charset]
     msa = ["MSA", code, original_id]
     errors = [i for i in issues if i.severity == "E"]
     if code[1] != "A" and errors and _has_msa3(version):
@@ -110,6 +111,15 @@ def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], no
     segments = [sep.join(msh), sep.join(msa)]
     segments += [_err_segment(issue, sep, enc) for issue in issues]
     return "\r".join(segments) + "\r"
+
+
+def _reply_charset(sent: str, enc: str, message: Hl7Message | None) -> str:
+    """MSH-18 of the ACK: the sender's own when it names a character set (the ACK is written in
+    it), else nothing, or ``UNICODE UTF-8`` when the ACK is written in UTF-8 anyway: a sender's
+    MSH-18 of ``^`` or a space was read as empty, and mirroring it would name no charset at all."""
+    if not sent or codec_for(sent.split(enc[1])[0].split(enc[0])[0]) is not None:
+        return sent
+    return "UNICODE UTF-8" if message is not None and codec_for(message.charset) == "utf-8" else ""
 
 
 def _has_msa3(version: str) -> bool:

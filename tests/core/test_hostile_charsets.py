@@ -153,3 +153,15 @@ def test_decide_never_raises_and_its_answer_can_always_be_sent(shipped_pipeline,
         for reply in acknowledgements(decision.message, decision.ack_code, decision.issues, 0.0):
             encode_reply(reply, decision.message.charset if decision.message else "utf-8")
     assert decision.fault is None or decision.fault[0] != "core", decision.issues
+
+
+@pytest.mark.parametrize("charset", ["^", " ", "~", "^UNICODE UTF-8"])
+def test_an_msh18_read_as_empty_is_answered_with_the_charset_the_ack_is_written_in(shipped_pipeline, charset):
+    """``^`` or a space in MSH-18 names no charset, so the message is read in the default one;
+    the ACK said ``^`` back, which names none either."""
+    envelope = Envelope(with_charset(hl7(control_id="EMPTY18"), charset), "mllp", "127.0.0.1:1", 0.0, "mllp")
+
+    decision = shipped_pipeline.decide(envelope)
+    [reply] = acknowledgements(decision.message, decision.ack_code, decision.issues, 0.0)
+
+    assert reply.split("\r")[0].split("|")[17] == "UNICODE UTF-8"
