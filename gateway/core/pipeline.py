@@ -35,7 +35,7 @@ from gateway.core.model import RecordSet
 from gateway.core.hookspecs import NotRenderable
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
-from gateway.core.privacy import PrivacyPolicy, Removal
+from gateway.core.privacy import PrivacyPolicy, Removal, UnknownPart
 from gateway.core.validation import (
     check_hl7_structure,
     rules_from_config,
@@ -334,8 +334,9 @@ class Pipeline:
         raises :class:`NotRenderable` leaves that destination out, and the message is accepted
         for the others. So does a destination with ``privacy = "filtered"`` and format
         ``hl7v2``, which forwards the message as received and so cannot cut what the privacy
-        policy would remove. Every other destination with ``privacy = "filtered"`` is rendered
-        from the record set the policy left."""
+        policy would remove, and every filtered destination when the record set holds a part the
+        policy does not know (:class:`UnknownPart`). Every other destination with
+        ``privacy = "filtered"`` is rendered from the record set the policy left."""
         routed = routed if routed is not None else Routed()
         person = ordering_key(records, source)
         filtered = None
@@ -344,8 +345,12 @@ class Pipeline:
                 continue
             sent = records
             if destination.privacy == "filtered":
-                if filtered is None:
-                    filtered = self._privacy.filter(records)
+                try:
+                    if filtered is None:
+                        filtered = self._privacy.filter(records)
+                except UnknownPart as e:  # fail-closed: what the policy does not know, it does not send
+                    routed.not_routed.append(NotRouted(destination.name, e.reason, e.text))
+                    continue
                 sent, removed = filtered
                 if removed and destination.format == "hl7v2":
                     routed.privacy += [(destination.name, Removal(c, "message", 1))
