@@ -3,8 +3,10 @@
 Every check returns :class:`Issue` objects (HL7 table 0357 codes: 101 required field missing,
 102 data type / format or inconsistent value, 103 value not in its table) whose location is
 ``TABLE^record^FIELD`` (``XML2^3^SO_LUONG``) and whose text names the field and the rule, with
-identifiers masked. :func:`require_valid` turns errors into a :class:`ContentError`, which the
-pipeline answers with HL7 AE + ERR or HTTP 422 with the JSON list (``Issue.to_dict``).
+identifiers masked. The built-in rule plugins of :mod:`gateway.rules` apply them to every record
+set through ``hssk_check`` (:func:`identity_issues`, :func:`claim_issues`, :func:`check_totals`),
+and the pipeline answers their errors with HL7 AE + ERR or HTTP 422 with the JSON list
+(``Issue.to_dict``); :func:`require_valid` raises them as a :class:`ContentError`.
 
 Configurable, because the reference leaves them open (:class:`ValidationRules`):
 ``totals_tolerance`` (BHXH's rounding tolerance is not published; default 1 đồng, since line
@@ -255,19 +257,36 @@ def _line_issues(records: RecordSet) -> list[Issue]:
     return issues
 
 
-def validate_record_set(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
-    """Every rule above, for one episode (one HOSO / MA_LK). Returns all issues found, not just the first,
-    so a sender fixes a file in one round."""
-    issues = _xml1_required(records, rules)
-    issues += _person_issues(records, rules, xml1_location)
-    issues += _encounter_issues(records, rules)
+def identity_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES,
+                    locate: Locate = xml1_location) -> tuple[Issue, ...]:
+    """The identity and code rules that apply to any feed (CCCD structure, BHYT card, BHXH
+    number, registered facility, birth date, sex, province, ICD-10 shape), located by ``locate``:
+    in XML 130 terms by default, in HL7 terms with :func:`hl7_locator`."""
+    issues = _person_issues(records, rules, locate)
     if records.diagnosis is not None:
-        issues += check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
-                                        max_secondary=rules.max_secondary_diagnoses)
+        issues += [Issue(i.code, i.text, locate(i.location.rpartition("^")[2], 1), i.severity)
+                   for i in check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
+                                                  max_secondary=rules.max_secondary_diagnoses)]
+    return tuple(issues)
+
+
+def claim_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
+    """The claim rules of an XML 130 episode: the XML1 fields it may not lack, the visit's codes
+    and times, the detail lines' times, and MA_LK linking every table. Totals are
+    :func:`check_totals`. An HL7 message is no claim, so none of these apply to one."""
+    issues = _xml1_required(records, rules)
+    issues += _encounter_issues(records, rules)
     issues += _line_issues(records)
-    issues += check_totals(records, tolerance=rules.totals_tolerance)
     issues += check_linkage(records)
     return tuple(issues)
+
+
+def validate_record_set(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
+    """Every rule above, for one episode (one HOSO / MA_LK), in the order the built-in rule plugins
+    run them (identity, claims, totals). Returns all issues found, not just the first, so a sender
+    fixes a file in one round."""
+    return (identity_issues(records, rules) + claim_issues(records, rules)
+            + tuple(check_totals(records, tolerance=rules.totals_tolerance)))
 
 
 def require_valid(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> RecordSet:
@@ -303,20 +322,6 @@ def hl7_locator(records: RecordSet) -> Locate:
     def locate(tag: str, n: int) -> str:
         return records.location_of(tag, n) or _HL7_LOCATIONS.get(tag, xml1_location(tag))
     return locate
-
-
-def validate_hl7_identity(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
-    """The identity and code rules that apply to any feed (CCCD structure, BHYT card, BHXH
-    number, registered facility, birth date, sex, province, ICD-10 shape), located in HL7 terms.
-    The claim rules (required XML1 fields, totals, MA_LK linkage) are for XML 130 files only: an
-    ADT message is not a claim."""
-    locate = hl7_locator(records)
-    issues = _person_issues(records, rules, locate)
-    if records.diagnosis is not None:
-        issues += [Issue(i.code, i.text, locate(i.location.rpartition("^")[2], 1), i.severity)
-                   for i in check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
-                                                  max_secondary=rules.max_secondary_diagnoses)]
-    return tuple(issues)
 
 
 def rules_from_config(config) -> ValidationRules:

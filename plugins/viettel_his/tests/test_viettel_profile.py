@@ -15,8 +15,9 @@ from gateway.formats.profile import VendorPlugin
 from gateway.formats.xml130 import read_xml130
 from plugins.viettel_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (connect_mllp, encode_windows_1258, err_segments, fresh_plugin_manager, msa, plugin_sample,
-                           send_and_receive, start_gateway, wait_until, xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, connect_mllp, encode_windows_1258, err_segments,
+                           fresh_plugin_manager, msa, plugin_sample, send_and_receive, start_gateway, wait_until,
+                           xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 NHUNG = "Nguyễn Thị Hồng Nhung"
@@ -172,14 +173,9 @@ def test_fhir_destination_gets_a_bundle_with_patient_encounter_conditions_and_re
 async def test_a_bad_registered_facility_in_pd1_3_is_answered_at_pd1_3_where_the_profile_read_it(tmp_path):
     """The Viettel profile reads MA_DKBD from PD1-3 (``field_map``): the ERR names PD1-3, not the
     IN1-36 of the standard placement, which holds the card number in this message."""
-    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS, contract="1.0")])
     raw = plugin_sample(HERE, "adt_a04.hl7").replace(b"PD1|||79025^^79025", b"PD1|||7902^^7902")
-    try:
-        client = await connect_mllp(gateway)
-        ack = await send_and_receive(client, raw)
-        client.transport.loseConnection()
-    finally:
-        await gateway.stop()
+
+    ack = await answer_of_a_fresh_gateway(tmp_path, [VendorPlugin(NAME, DEFAULTS, contract="1.0")], raw)
 
     assert msa(ack)[1] == "CE"  # the sample asks for enhanced mode: the commit answer carries the errors
     [err] = err_segments(ack)

@@ -18,8 +18,8 @@ from gateway.formats.xml130 import read_xml130, write_xml130
 from plugins.viettel_his.plugin import DEFAULTS as VIETTEL_DEFAULTS
 from plugins.vnpt_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (connect_mllp, err_segments, fresh_plugin_manager, http_request, msa, plugin_sample,
-                           replace_msh_field, send_and_receive, start_gateway, wait_until, xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, err_segments, fresh_plugin_manager, http_request, msa,
+                           plugin_sample, replace_msh_field, start_gateway, wait_until, xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 REPO = HERE.parents[1]
@@ -264,14 +264,9 @@ async def test_vnpt_xml_file_posted_to_xml130_reaches_the_store_as_xml130(tmp_pa
 async def test_a_bad_card_date_in_zbh_4_is_answered_at_zbh_4_where_the_profile_read_it(tmp_path):
     """The VNPT profile reads GT_THE_TU from ZBH-4 (``field_map``), so the ERR names ZBH-4, not
     the IN1-12 of the standard placement, a segment this message does not have."""
-    gateway = await start_gateway(tmp_path, plugins=[VendorPlugin(NAME, DEFAULTS, contract="1.0")])
     raw = plugin_sample(HERE, "adt_a04.hl7").replace(b"|20240101|20241231|", b"|20240230|20241231|")
-    try:
-        client = await connect_mllp(gateway)
-        ack = await send_and_receive(client, raw)
-        client.transport.loseConnection()
-    finally:
-        await gateway.stop()
+
+    ack = await answer_of_a_fresh_gateway(tmp_path, [VendorPlugin(NAME, DEFAULTS, contract="1.0")], raw)
 
     assert msa(ack)[1] == "CE"  # the sample asks for enhanced mode: the commit answer carries the errors
     [err] = err_segments(ack)
