@@ -15,7 +15,7 @@ from typing import TypeVar
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
 from gateway.core.outbox import STATES
-from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins
+from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_built_ins, describe_plugins
 
 
 def _config_from(args: argparse.Namespace) -> GatewayConfig:
@@ -83,16 +83,21 @@ def _say_configuration(args: argparse.Namespace) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """The installed plugins, then the built-in ones (``core.…``) in the order they run."""
     config = _config_from(args)
-    infos = describe_plugins(build_plugin_manager(config))
+    manager = build_plugin_manager(config)
+    infos, built_ins = describe_plugins(manager), describe_built_ins(manager)
     _say_configuration(args)
     if args.json:
-        print(json.dumps([info.__dict__ for info in infos], ensure_ascii=False, indent=2))
+        print(json.dumps([info.__dict__ for info in infos + built_ins], ensure_ascii=False, indent=2))
         return 0
     for info in infos:
         print(f"{info.name:<20} {info.version:<10} {info.claims}")
     if not infos:
         print("no plugins loaded (is the project installed? plugins come from the 'hssk_gateway.plugins' entry points)")
+    print("built in, in the order they run:")
+    for info in built_ins:
+        print(f"{info.name:<20} {info.version:<10} {info.claims}")
     return 0
 
 

@@ -261,6 +261,18 @@ async def send_and_receive(client: MLLPClient, payload: bytes) -> bytes:
     return frames[-1]
 
 
+async def answer_of_a_fresh_gateway(data_dir: Path, plugins, payload: bytes, **overrides) -> bytes:
+    """Start a gateway with ``plugins``, send it one message over MLLP, stop it: the answer."""
+    gateway = await start_gateway(data_dir, plugins=plugins, **overrides)
+    try:
+        client = await connect_mllp(gateway)
+        answer = await send_and_receive(client, payload)
+        client.transport.loseConnection()
+    finally:
+        await gateway.stop()
+    return answer
+
+
 class HttpResponse:
     def __init__(self, code: int, headers: dict[str, str], body: bytes) -> None:
         self.code = code

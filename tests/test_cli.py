@@ -137,6 +137,19 @@ def test_plugins_lists_viettel_his_with_its_version_and_claims():
     assert "HIS_THU_NGHIEM" in claims and "VIETTEL_HIS" in claims
 
 
+def test_plugins_lists_the_built_in_rules_after_the_installed_plugins_in_the_order_they_run():
+    result = run_cli("plugins", "--config", "config/gateway.toml")
+    infos = run_json("plugins")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    built_in = lines[lines.index("built in, in the order they run:") + 1:]
+    assert [line.split()[0] for line in built_in] == ["core.identity", "core.claims", "core.totals", "core.render"]
+    assert [i["name"] for i in infos if i["built_in"]] == ["core.identity", "core.claims", "core.totals",
+                                                          "core.render"]
+    assert not infos[0]["built_in"]
+
+
 def test_plugins_json_lists_viettel_his():
     infos = run_json("plugins")
 

@@ -31,6 +31,25 @@ loaded and ``hssk_configure`` called in each child, so a plugin keeps no state i
 gateway's process, or another child, to see; what a hook returns (records, issues, payloads) is
 pickled back, so it holds plain data. Version notes: all hooks are as of 0.1;
 :class:`PluginDescription` gained ``message_types`` and ``facilities`` after 0.1.0.
+
+Call order, for each message or XML 130 file:
+
+1. identify — :func:`hssk_identify` / :func:`hssk_identify_document`, the first claim wins;
+2. normalize — the claiming adapter's ``normalize``;
+3. check — :func:`hssk_check`: the built-in rule plugins first, ``core.identity`` (identifiers and
+   codes, every record set), ``core.claims`` and ``core.totals`` (XML 130 episodes only), then the
+   installed plugins' checks (:mod:`gateway.rules`). The built-ins are registered after every
+   plugin and marked ``tryfirst``, so they run first even before a plugin's ``tryfirst`` check;
+4. route — the config's routes pick the destinations;
+5. privacy — per destination with ``privacy = "filtered"``, the privacy policy
+   (:mod:`gateway.core.privacy`) cuts the record set, or withholds it when it holds a part the
+   policy does not know. It is a built-in step, not a hook: no plugin may replace or skip it;
+6. render — :func:`hssk_render`, the first answer wins, the core's renderers (``core.render``) last.
+
+Version note (issue 16): the national rules moved from the pipeline into the built-in plugins
+``core.identity``, ``core.claims`` and ``core.totals``, which ``hssk-gateway plugins`` lists after
+the installed ones and ``plugins.disabled`` cannot name; a plugin's ``hssk_check`` now runs after
+them, as it ran after the pipeline's own checks before, and sees the same arguments.
 """
 from __future__ import annotations
 
@@ -177,8 +196,10 @@ def hssk_check(message: Hl7Message | None, records: RecordSet) -> Iterable[Issue
     """Policy checks every accepted record set passes through, whichever plugin made it.
 
     ``message`` is the HL7 message, or None for a record set read from an XML 130 file (one call
-    per HOSO; the core has already applied ``gateway.core.validation``), so check the records,
-    not the message, unless you test for None first.
+    per HOSO), so check the records, not the message, unless you test for None first. The
+    national rules are implementations of this hook too (``core.identity``, ``core.claims``,
+    ``core.totals``: :mod:`gateway.rules`) and run before yours, so their issues come first in the
+    answer; yours need not repeat them.
 
     Return issues (severity ``E`` makes the answer AE / HTTP 422, ``W``/``I`` ride along on an
     AA), or None. A text names the field and the rule, never the patient: mask an identifier

@@ -133,12 +133,12 @@ class Metrics:
         self.privacy_removed = Counter(
             "hssk_privacy_removed_total", "Items the privacy policy removed from accepted records before they were "
             "queued for a destination (privacy = \"filtered\"), by category (hiv, drug_use, sex_work) and part "
-            "(diagnosis, text, encounter, medication, service, observation, note, table, message).",
+            "(diagnosis, text, encounter, medication, service, observation, note, immunization, table, message).",
             ["destination", "category", "part"], registry=r)
         self.records_not_routed = Counter(
             "hssk_records_not_routed_total", "Record sets of accepted messages a destination's routes took but its "
             "format cannot carry, so it was not queued for it (the answer unchanged), by destination and reason "
-            "(no_episode, not_hl7, privacy, or a plugin's).", ["destination", "reason"], registry=r)
+            "(no_episode, not_hl7, privacy, privacy_unknown, or a plugin's).", ["destination", "reason"], registry=r)
         self.in_flight = Gauge(
             "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
 

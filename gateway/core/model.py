@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.core.claim import (
@@ -224,6 +224,16 @@ class RecordSet:
     appointment: Appointment | None = None  # XML14
     check_in: CheckIn | None = None  # check-in (TRANG_THAI_KCB)
     other_tables: tuple[RawTable, ...] = ()  # XML6–12, XML15, kept verbatim
+    #: Where the message held the values a vendor profile placed (``field_map``), as ``(XML1 tag,
+    #: n, ERR-2 location)`` for the n-th value of the tag's ``;`` list: ``("GT_THE_TU", 1,
+    #: "ZBH^1^4")``. The identity rules name that field in their ERR, not the tag's standard HL7
+    #: place, which the message may not even have. How the message was read, not what it says, so
+    #: it is left out of equality and of the JSON (``compare=False``).
+    field_locations: tuple[tuple[str, int, str], ...] = field(default=(), compare=False)
+
+    def location_of(self, tag: str, n: int = 1) -> str:
+        """ERR-2 of the n-th value of XML1 ``tag`` when a profile placed it, else ``""``."""
+        return next((where for placed, k, where in self.field_locations if placed == tag and k == n), "")
 
     def to_dict(self) -> dict:
         return as_plain(self)
@@ -243,7 +253,8 @@ def as_plain(value):
     and the model holds only str, Decimal, tuples and nested records, so nothing needs copying.
     Decimals become their exact text (``"123.50"``) so JSON keeps every digit. Empty fields are
     left out: most of the XML 130 model is empty for an HL7 feed, and every message's records are
-    journaled and rendered, so the JSON stays as small as what was actually said."""
+    journaled and rendered, so the JSON stays as small as what was actually said. Fields declared
+    ``compare=False`` say how a message was read, not what it said, and are left out too."""
     cls = type(value)
     if cls is str or value is None:
         return value
@@ -255,7 +266,7 @@ def as_plain(value):
     if names is None:
         if not dataclasses.is_dataclass(cls):
             return value
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
     plain = {}
     for name in names:
         item = getattr(value, name)

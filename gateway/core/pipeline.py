@@ -35,13 +35,8 @@ from gateway.core.model import RecordSet
 from gateway.core.hookspecs import NotRenderable
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
-from gateway.core.privacy import PrivacyPolicy, Removal
-from gateway.core.validation import (
-    check_hl7_structure,
-    rules_from_config,
-    validate_hl7_identity,
-    validate_record_set,
-)
+from gateway.core.privacy import PrivacyPolicy, Removal, UnknownPart
+from gateway.core.validation import check_hl7_structure
 from gateway.formats.hl7_model import names_in
 from gateway.formats.hl7v2 import (
     CharsetConflictError,
@@ -136,7 +131,6 @@ class Pipeline:
         self._hook = hook
         self._default_charset = config.mllp.default_charset
         self._versions = frozenset(config.pipeline.supported_versions)
-        self._rules = rules_from_config(config.validation)
         self._destinations = tuple(d for d in config.destinations if d.enabled)
         self._privacy = PrivacyPolicy.from_config(config.privacy)
         self._max_xml_bytes = config.http.max_body_bytes
@@ -223,9 +217,9 @@ class Pipeline:
             if progress is not None:
                 progress.plugin = plugin
             records = adapter.normalize(message)
-            stage = "check"
-            issues = validate_hl7_identity(records, self._rules) + tuple(
-                i for found in self._hook.hssk_check(message=message, records=records) if found for i in found)
+            stage = "check"  # the built-in rules (core.identity …) first, then the plugins': gateway.rules
+            issues = tuple(i for found in self._hook.hssk_check(message=message, records=records) if found
+                           for i in found)
             stage = "serialize"
             records_json = records.json_text
             stage = "render"
@@ -291,9 +285,8 @@ class Pipeline:
             stage = "check"
             issues = list(repeated_episodes(record_sets))
             for n, records in enumerate(record_sets, 1):
-                found = list(validate_record_set(records, self._rules))
-                found += [i for answer in self._hook.hssk_check(message=None, records=records) if answer
-                          for i in answer]
+                found = [i for answer in self._hook.hssk_check(message=None, records=records) if answer
+                         for i in answer]
                 issues += [located(i, n, len(record_sets)) for i in found]
             stage = "serialize"
             records_json = f"[{','.join(r.json_text for r in record_sets)}]"
@@ -334,8 +327,9 @@ class Pipeline:
         raises :class:`NotRenderable` leaves that destination out, and the message is accepted
         for the others. So does a destination with ``privacy = "filtered"`` and format
         ``hl7v2``, which forwards the message as received and so cannot cut what the privacy
-        policy would remove. Every other destination with ``privacy = "filtered"`` is rendered
-        from the record set the policy left."""
+        policy would remove, and every filtered destination when the record set holds a part the
+        policy does not know (:class:`UnknownPart`). Every other destination with
+        ``privacy = "filtered"`` is rendered from the record set the policy left."""
         routed = routed if routed is not None else Routed()
         person = ordering_key(records, source)
         filtered = None
@@ -344,8 +338,12 @@ class Pipeline:
                 continue
             sent = records
             if destination.privacy == "filtered":
-                if filtered is None:
-                    filtered = self._privacy.filter(records)
+                try:
+                    if filtered is None:
+                        filtered = self._privacy.filter(records)
+                except UnknownPart as e:  # fail-closed: what the policy does not know, it does not send
+                    routed.not_routed.append(NotRouted(destination.name, e.reason, e.text))
+                    continue
                 sent, removed = filtered
                 if removed and destination.format == "hl7v2":
                     routed.privacy += [(destination.name, Removal(c, "message", 1))

@@ -8,9 +8,11 @@ from importlib.metadata import entry_points
 
 import pluggy
 
+import gateway
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
+from gateway.rules import built_in_rules
 
 
 class PluginLoadError(RuntimeError):
@@ -22,6 +24,7 @@ class PluginInfo:
     name: str
     version: str
     claims: str
+    built_in: bool = False
 
 
 def build_plugin_manager(
@@ -33,6 +36,7 @@ def build_plugin_manager(
     pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
+    _refuse_disabling_built_ins(config.plugins.disabled)
     for name in config.plugins.disabled:
         pm.set_blocked(name)
     if load_entry_points:
@@ -45,6 +49,7 @@ def build_plugin_manager(
         _check_contracts(pm)
     for plugin in extra:
         pm.register(plugin)
+    _register_rules(pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
@@ -54,6 +59,24 @@ def build_plugin_manager(
     return pm
 
 
+def _register_rules(pm: GatewayPluginManager) -> None:
+    """The national rules (:mod:`gateway.rules`), after every plugin: their ``hssk_check`` are
+    ``tryfirst``, and pluggy calls the plugin registered last first, so they run before any
+    plugin's check, even one marked ``tryfirst``, and, registered in reverse, in call order."""
+    rules = built_in_rules()
+    for rule in reversed(rules):
+        pm.register(rule, name=rule.name)
+    pm.built_ins = tuple(rule.name for rule in rules) + ("core.render",)
+
+
+def _refuse_disabling_built_ins(disabled: Iterable[str]) -> None:
+    """The national rules and the core's renderers are not the operator's to switch off."""
+    built_in = [name for name in disabled if name.startswith("core.")]
+    if built_in:
+        raise ConfigError("plugins.disabled", f"{', '.join(built_in)}: built-in plugins (the national rules, the "
+                                              f"core's renderers) cannot be disabled")
+
+
 class GatewayPluginManager(pluggy.PluginManager):
     """Every callable named ``hssk_…`` is taken for a hook implementation, marked or not, as pytest
     does for ``pytest_…``: so ``check_pending`` refuses a misspelt one (``hssk_chek``), which
@@ -61,6 +84,8 @@ class GatewayPluginManager(pluggy.PluginManager):
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
+        #: The built-in plugins' names, in the order they run.
+        self.built_ins: tuple[str, ...] = ()
 
     def parse_hookimpl_opts(self, plugin, name: str):
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -87,8 +112,17 @@ def _check_disabled(disabled: Iterable[str]) -> None:
                                               f"(installed: {', '.join(sorted(installed)) or 'none'})")
 
 
+def describe_built_ins(pm: GatewayPluginManager) -> list[PluginInfo]:
+    """The built-in plugins (``core.…``: the national rules, the core's renderers) in the order they
+    run, for ``hssk-gateway plugins``: an operator sees which rules every message passes."""
+    version = gateway.__version__
+    return [PluginInfo(name, version, pm.get_plugin(name).hssk_describe().claims, built_in=True)
+            for name in pm.built_ins]
+
+
 def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
-    """Name, version and claims of each loaded plugin, for ``hssk-gateway plugins`` and /readyz."""
+    """Name, version and claims of each installed plugin (the built-ins are not counted: /readyz is
+    ready when a plugin that claims messages is loaded), for ``hssk-gateway plugins`` and /readyz."""
     versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
     infos = []
     for name, plugin in pm.list_name_plugin():

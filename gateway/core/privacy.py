@@ -20,12 +20,21 @@ What is matched (the lists are ../shared/domain/vn-standards.md §8, mostly mark
 
 A free-text field that matches is emptied whole, because a partial cut of prose cannot be
 trusted; the diagnosis texts are emptied too once a diagnosis code was removed, since they name
-it. A line (drug, service, result, progress note) that matches is dropped. Nothing removed is
-logged: what was removed is counted, by category and by the part of the record it was in.
+it. A line (drug, service, result, progress note, vaccine dose) that matches is dropped. Nothing
+removed is logged: what was removed is counted, by category and by the part of the record it was in.
+
+The policy is fail-closed. :data:`FIELDS` names every field of every record a record set holds,
+with the step that filters it or the reason it needs none, and :meth:`PrivacyPolicy.filter`
+refuses (:class:`UnknownPart`) a record set holding anything else — a field added to the model
+but not to :data:`FIELDS`, a plugin's subclass of a record with fields of its own, an object that
+is no record — because it cannot tell what such a part says. The destination then does not get
+the record set, and it is journaled, counted and logged as not routed (``privacy_unknown``).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import re
 import unicodedata
 from collections import Counter
@@ -34,7 +43,27 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from gateway.core.model import Extra, RawTable, RecordSet
+from gateway.core.hookspecs import NotRenderable
+from gateway.core.model import (
+    Address,
+    Appointment,
+    CheckIn,
+    ClaimTotals,
+    ClinicalNote,
+    Diagnosis,
+    Encounter,
+    Extra,
+    Identifier,
+    Immunization,
+    MedicationLine,
+    Observation,
+    Person,
+    RawTable,
+    RecordSet,
+    Referral,
+    RelatedPerson,
+    ServiceLine,
+)
 from gateway.formats.xml_safety import parse_untrusted_xml
 
 HIV, DRUG_USE, SEX_WORK = "hiv", "drug_use", "sex_work"
@@ -73,6 +102,181 @@ HIV_PATIENT_CLASS = "1.9"
 HIV_TABLE = "XML6"
 HIV_FIELDS = frozenset({"NGAYKD_HIV", "BDDT_ARV", "PHANLOAI_LAO_HIV"})
 
+# The steps of the policy, each filtering the fields :data:`FIELDS` gives it.
+#: Free text, matched against the terms as whole words: a field of a single record (the visit,
+#: the referral letter) is emptied, a line (drug, service, result, note, dose) is dropped.
+TEXT = "text"
+#: ICD-10 codes, matched by prefix: a code is taken out of its list.
+CODES = "codes"
+#: A drug's name, matched against the ingredient stems and the terms: the line is dropped.
+DRUG = "drug"
+#: MA_DOITUONG_KCB: 1.9, the HIV programme, is emptied.
+PROGRAMME = "programme"
+#: Fields the model does not map (``extra``): an HIV field emptied, listed codes taken out of a
+#: code list, matching prose emptied.
+UNMAPPED = "unmapped"
+#: A table the model does not map: XML6 is dropped, any other filtered as unmapped fields are.
+TABLE = "table"
+#: Records, each filtered by its own type's steps.
+RECORDS = "records"
+FILTERED_BY = (TEXT, CODES, DRUG, PROGRAMME, UNMAPPED, TABLE, RECORDS)
+
+# Why a field needs no step.
+#: Who a person or a member of staff is: a name, an identifier, an address or phone number, the
+#: nationality, ethnicity or occupation.
+IDENTITY = "identity"
+#: A date or time.
+TIME = "time"
+#: An amount, a price, a quantity, a rate or a measure.
+AMOUNT = "amount"
+#: A key, a count or a value of a closed administrative table (facility, department, class of
+#: visit, outcome, sex, blood group, cost group, unit): none names a condition the policy covers.
+CODE = "code"
+#: A clinical code of a system the policy has no list for (drug, service, supply and vaccine
+#: codes, ICD-9-CM procedures: vn-standards §8 found no reliable ARV or methadone code list);
+#: the names beside them are filtered, and a line whose name matches goes with its codes.
+UNLISTED = "unlisted"
+#: How the message was read (where a profile placed a value), not what it says.
+READING = "reading"
+NOT_FILTERED_BECAUSE = (IDENTITY, TIME, AMOUNT, CODE, UNLISTED, READING)
+
+
+def _by_field(steps: Mapping[str, str]) -> Mapping[str, str]:
+    """``{step or reason: "field field …"}`` as ``{field: step or reason}``."""
+    return {name: step for step, names in steps.items() for name in names.split()}
+
+
+#: Every field of every record a record set holds: the step that filters it, or why it needs none.
+#: Text fields are listed in the order they are matched, which decides the category counted when
+#: two fields of one line match different ones.
+FIELDS: Mapping[type, Mapping[str, str]] = {cls: _by_field(steps) for cls, steps in {
+    RecordSet: {CODE: "kind", READING: "field_locations",
+                RECORDS: "person encounter observations immunizations diagnosis claim medications services notes "
+                         "referral appointment check_in other_tables"},
+    Person: {RECORDS: "identifiers address related previous_identifiers", TIME: "birth_date",
+             IDENTITY: "family middle given phone nationality ethnicity occupation", CODE: "sex blood_group"},
+    Identifier: {CODE: "system assigner registered_facility", IDENTITY: "value", TIME: "valid_from valid_to"},
+    Address: {IDENTITY: "text province district commune"},
+    RelatedPerson: {CODE: "relationship", IDENTITY: "family middle given phone", RECORDS: "identifiers"},
+    Encounter: {TEXT: "admission_reason inpatient_reason treatment_method note reserve", PROGRAMME: "patient_class",
+                UNMAPPED: "extra", UNLISTED: "inpatient_reason_code",
+                CODE: "ma_lk facility encounter_class outcome discharge_type stt record_number departments "
+                      "referred_from referred_to accident referral_letter region",
+                TIME: "admitted_at discharged_at inpatient_admitted_at continuous_five_years follow_up_dates",
+                AMOUNT: "treatment_days weight newborn_weights", IDENTITY: "head_of_facility"},
+    Diagnosis: {CODES: "main secondary traditional", TEXT: "admission_text discharge_text", UNLISTED: "procedures"},
+    ClaimTotals: {AMOUNT: "drugs supplies total_hospital total_insurance patient_paid patient_copay fund_paid "
+                          "other_sources fund_paid_outside_capitation",
+                  TIME: "settlement_year settlement_month paid_at copay_exempt_from"},
+    MedicationLine: {DRUG: "name", TEXT: "directions strength dosage_form dose reserve", UNMAPPED: "extra",
+                     UNLISTED: "code service_code",
+                     CODE: "ma_lk stt preparation_method dispensing_facility cost_group unit route registration_number "
+                           "tender scope department payment_method funding_source war_wound",
+                     AMOUNT: "insurance_rate quantity unit_price amount_hospital amount_insurance other_state_budget "
+                             "other_foreign_aid other_domestic_aid other_remaining other_total benefit_level "
+                             "patient_paid patient_copay fund_paid",
+                     IDENTITY: "doctors", TIME: "ordered_at performed_at"},
+    ServiceLine: {TEXT: "service_name supply_name body_site reserve", CODES: "diagnosis_codes traditional_codes",
+                  UNMAPPED: "extra", UNLISTED: "service_code procedure_codes supply_code",
+                  CODE: "ma_lk stt cost_group supply_package fuel_code unit scope tender department bed_code "
+                        "payment_method war_wound anaesthesia machine product_code reuse",
+                  AMOUNT: "quantity unit_price_hospital unit_price_insurance service_rate insurance_rate "
+                          "amount_hospital amount_insurance ceiling_amount benefit_level other_state_budget "
+                          "other_foreign_aid other_domestic_aid other_remaining other_total patient_paid "
+                          "patient_copay fund_paid",
+                  IDENTITY: "doctors performers", TIME: "ordered_at performed_at result_at"},
+    Observation: {TEXT: "code name value description conclusion reference_range reserve", UNMAPPED: "extra",
+                  UNLISTED: "service_code", CODE: "unit abnormal_flag ma_lk stt", TIME: "observed_at",
+                  IDENTITY: "reader"},
+    ClinicalNote: {TEXT: "progress stage consultation surgery reserve", UNMAPPED: "extra", CODE: "ma_lk stt",
+                   TIME: "recorded_at", IDENTITY: "author"},
+    Immunization: {TEXT: "vaccine_name", UNLISTED: "vaccine_code",
+                   CODE: "vaccine_system unit lot_number manufacturer facility completion route site",
+                   AMOUNT: "amount", TIME: "administered_at expires_on"},
+    Referral: {TEXT: "clinical_signs history results_summary treatment_given services_used drugs_used "
+                     "treatment_method treatment_direction transport reserve",
+               UNMAPPED: "extra",
+               CODE: "ma_lk record_number referral_number referral_letter from_facility to_facility discharge_type "
+                     "reason",
+               IDENTITY: "escort_name escort_title doctor head_of_facility"},
+    Appointment: {TEXT: "reserve", UNMAPPED: "extra", CODE: "ma_lk number", TIME: "appointment_at issued_on",
+                  IDENTITY: "doctor head_of_facility"},
+    CheckIn: {DRUG: "drug_name", TEXT: "service_name supply_name reserve", UNMAPPED: "extra",
+              UNLISTED: "service_code drug_code supply_code", CODE: "stt", TIME: "ordered_at"},
+    RawTable: {TABLE: "kind content"},
+}.items()}
+
+
+@functools.cache
+def _known_as(cls: type) -> type | None:
+    """The record type of :data:`FIELDS` that ``cls`` is (or derives from), or None."""
+    return next((base for base in cls.__mro__ if base in FIELDS), None)
+
+
+@functools.cache
+def _names(cls: type, step: str) -> tuple[str, ...]:
+    """The fields of record type ``cls`` that ``step`` filters (or that ``step`` says pass)."""
+    return tuple(name for name, by in FIELDS[_known_as(cls)].items() if by == step)
+
+
+@functools.cache
+def _walk_plan(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """For a record of type ``cls``: its fields :data:`FIELDS` does not name, and those that hold
+    records; None when ``cls`` is no record type the policy knows."""
+    known_as = _known_as(cls) if dataclasses.is_dataclass(cls) else None
+    if known_as is None:
+        return None
+    return (tuple(f.name for f in dataclasses.fields(cls) if f.name not in FIELDS[known_as]),
+            _names(known_as, RECORDS))
+
+
+@functools.cache
+def _line_plan(cls: type) -> tuple[tuple[str, ...], Callable[[object], tuple[str, ...]], tuple[str, ...], bool]:
+    """For a line of type ``cls`` (drug, service, result, note, dose): its drug-name fields, a
+    reader of its text fields, its code fields, and whether it has unmapped fields; built once,
+    because every line of every routed record set goes through it."""
+    texts = _names(cls, TEXT)
+    read = operator.attrgetter(*texts) if len(texts) > 1 else lambda line: (getattr(line, texts[0]),)
+    return _names(cls, DRUG), read, _names(cls, CODES), bool(_names(cls, UNMAPPED))
+
+
+def unknown_parts(records: RecordSet) -> list[str]:
+    """What in ``records`` the policy does not know, as ``Type.field`` or ``Type``: a field that
+    holds something and that :data:`FIELDS` does not name, or a record of a type it has no row
+    for. Empty fields do not count: what says nothing cannot leak."""
+    found: list[str] = []
+    pending: list[object] = [records]
+    while pending:
+        record = pending.pop()
+        plan = _walk_plan(type(record))
+        if plan is None:
+            found.append(type(record).__name__)
+            continue
+        unknown, nested = plan
+        if unknown:
+            found += [f"{type(record).__name__}.{name}" for name in unknown
+                      if getattr(record, name) not in (None, "", ())]
+        for name in nested:
+            value = getattr(record, name)
+            if type(value) is tuple:
+                pending += value
+            elif value is not None:
+                pending.append(value)
+    return found
+
+
+class UnknownPart(NotRenderable):
+    """The record set holds a part :data:`FIELDS` does not name, so the policy cannot say what it
+    would remove: a destination with ``privacy = "filtered"`` does not get it."""
+
+    def __init__(self, parts: list[str]) -> None:
+        shown = ", ".join(sorted(set(parts)))
+        super().__init__("privacy_unknown", f"the privacy policy does not know {shown} of this record set, so it "
+                                            f"cannot tell what to remove; teach gateway/core/privacy.py (FIELDS) "
+                                            f"that part, or route the message to a destination with privacy = "
+                                            f"\"full\" if the law allows")
+
+
 _CODE_SHAPE = re.compile(r"[A-Z]\d\d[0-9A-Z.*†+]*")
 _CODE_NOISE = re.compile(r"[.*†+\s]")
 
@@ -81,8 +285,9 @@ _CODE_NOISE = re.compile(r"[.*†+\s]")
 class Removal:
     """``count`` items of ``category`` were removed from ``part`` of a record set: ``diagnosis``
     (codes), ``text`` (free-text fields), ``encounter`` (MA_DOITUONG_KCB), ``medication``,
-    ``service``, ``observation``, ``note``, ``table`` (an unmapped table or its fields), or
-    ``message`` (the whole message, withheld from a destination that forwards it as received)."""
+    ``service``, ``observation``, ``note``, ``immunization``, ``table`` (an unmapped table or its
+    fields), or ``message`` (the whole message, withheld from a destination that forwards it as
+    received)."""
 
     category: str
     part: str
@@ -158,7 +363,11 @@ class PrivacyPolicy:
 
     def filter(self, records: RecordSet) -> tuple[RecordSet, tuple[Removal, ...]]:
         """``records`` without what the policy covers, and what was removed. When nothing was,
-        the same object comes back, so its cached JSON is reused."""
+        the same object comes back, so its cached JSON is reused. Raises :class:`UnknownPart`
+        when ``records`` holds a part the policy does not know."""
+        unknown = unknown_parts(records)
+        if unknown:
+            raise UnknownPart(unknown)
         cut = _Cut(self, records)
         changes = {}
         for name, step in _STEPS:
@@ -187,9 +396,10 @@ def _never() -> bool:
     return False
 
 
-_ENCOUNTER_TEXTS = ("admission_reason", "inpatient_reason", "treatment_method", "note")
-_REFERRAL_TEXTS = ("clinical_signs", "history", "results_summary", "treatment_given", "services_used",
-                   "drugs_used", "treatment_method", "treatment_direction")
+def _joined(texts: Iterable[str]) -> str:
+    """Several fields as one text to search: a line break keeps every word apart, and no term
+    spans one, so the first match is in the first field that holds a term, as field by field."""
+    return "\n".join(text for text in texts if text)
 
 
 class _Cut:
@@ -241,31 +451,36 @@ class _Cut:
         return tuple((tag, self.value(tag, text)) for tag, text in extra)
 
     def fields(self, record, names: Iterable[str]):
-        """``record`` with its free-text ``names`` and its unmapped fields filtered."""
+        """``record`` with its free-text ``names`` and its unmapped fields filtered. The texts are
+        searched together first (one search, as most records hold no term), then one by one."""
         changes = {}
-        for name in names:
-            value = getattr(record, name)
-            if value and self.text(value) != value:
-                changes[name] = ""
-        if record.extra:
+        values = [(name, getattr(record, name)) for name in names]
+        if self.policy.text_category(_joined(value for _, value in values)) is not None:
+            for name, value in values:
+                if value and self.text(value) != value:
+                    changes[name] = ""
+        if _names(type(record), UNMAPPED) and record.extra:
             extra = self.extra(record.extra)
             if extra != record.extra:
                 changes["extra"] = extra
         return dataclasses.replace(record, **changes) if changes else record
 
-    def encounter(self, encounter):
-        kept = self.fields(encounter, _ENCOUNTER_TEXTS)
-        if kept.patient_class == HIV_PATIENT_CLASS:
-            self.counts[HIV, "encounter"] += 1
-            kept = dataclasses.replace(kept, patient_class="")
+    def record(self, record):
+        """A single record (the visit, a letter): its text fields emptied, not the record dropped."""
+        kept = self.fields(record, _names(type(record), TEXT))
+        for name in _names(type(record), PROGRAMME):
+            if getattr(kept, name) == HIV_PATIENT_CLASS:
+                self.counts[HIV, "encounter"] += 1
+                kept = dataclasses.replace(kept, **{name: ""})
         return kept
 
     def diagnosis(self, diagnosis):
         main, removed = self.codes([diagnosis.main] if diagnosis.main else [])
         secondary, removed_secondary = self.codes(diagnosis.secondary)
-        removed += removed_secondary
+        traditional, removed_traditional = self.codes(diagnosis.traditional)
+        removed += removed_secondary + removed_traditional
         texts = {}
-        for name in ("admission_text", "discharge_text"):
+        for name in _names(Diagnosis, TEXT):
             value = getattr(diagnosis, name)
             if removed and value:
                 self.counts[removed[0], "text"] += 1
@@ -273,14 +488,15 @@ class _Cut:
             texts[name] = self.text(value)
         if not removed and texts == {name: getattr(diagnosis, name) for name in texts}:
             return diagnosis
-        return dataclasses.replace(diagnosis, main=main[0] if main else "", secondary=tuple(secondary), **texts)
+        return dataclasses.replace(diagnosis, main=main[0] if main else "", secondary=tuple(secondary),
+                                   traditional=tuple(traditional), **texts)
 
-    def lines(self, lines: tuple, part: str, keep):
-        """Each line through ``keep``, which returns the line to keep (maybe changed) or the
-        category that drops it."""
+    def lines(self, lines: tuple, part: str):
+        """Each line through :meth:`line`: one whose drug name or free text matches is dropped
+        and counted under ``part``; the others keep their lines with codes and unmapped fields cut."""
         kept, changed = [], False
         for line in lines:
-            result = keep(line)
+            result = self.line(line)
             if isinstance(result, str):
                 self.counts[result, part] += 1
                 changed = True
@@ -289,36 +505,31 @@ class _Cut:
                 kept.append(result)
         return tuple(kept) if changed else lines
 
-    def _first(self, *categories: str | None) -> str | None:
-        return next((c for c in categories if c is not None), None)
-
-    def medication(self, line):
-        found = self._first(self.policy.drug_category(line.name, self.says_hiv),
-                            self.policy.text_category(line.directions))
-        return found or self.fields(line, ())
-
-    def service(self, line):
-        found = self._first(self.policy.text_category(line.service_name), self.policy.text_category(line.supply_name))
-        if found:
+    def line(self, line):
+        """The line to keep (maybe with codes taken out), or the category that drops it."""
+        drug_names, texts_of, code_names, unmapped = _line_plan(type(line))
+        for name in drug_names:
+            found = self.policy.drug_category(getattr(line, name), self.says_hiv)
+            if found is not None:
+                return found
+        found = self.policy.text_category(_joined(texts_of(line)))
+        if found is not None:
             return found
-        kept = self.fields(line, ())
-        if line.diagnosis_codes:
-            remaining, removed = self.codes(line.diagnosis_codes.split(";"))
-            if removed:
-                kept = dataclasses.replace(kept, diagnosis_codes=";".join(remaining))
-        return kept
-
-    def observation(self, line):
-        found = self._first(*(self.policy.text_category(getattr(line, name))
-                              for name in ("code", "name", "value", "description", "conclusion")))
-        return found or self.fields(line, ())
-
-    def note(self, line):
-        found = self._first(*(self.policy.text_category(getattr(line, name))
-                              for name in ("progress", "stage", "consultation", "surgery")))
-        return found or self.fields(line, ())
+        changes = {}
+        if unmapped and line.extra:
+            extra = self.extra(line.extra)
+            if extra != line.extra:
+                changes["extra"] = extra
+        for name in code_names:
+            value = getattr(line, name)
+            if value:
+                remaining, removed = self.codes(value.split(";"))
+                if removed:
+                    changes[name] = ";".join(remaining)
+        return dataclasses.replace(line, **changes) if changes else line
 
     def check_in(self, check_in):
+        """The first cost of a visit: a matching drug, service or supply is emptied with its code."""
         changes = {}
         drug = self.policy.drug_category(check_in.drug_name, self.says_hiv)
         if drug is not None:
@@ -329,7 +540,7 @@ class _Cut:
             if found is not None:
                 self.counts[found, "service"] += 1
                 changes.update({f"{kind}_code": "", f"{kind}_name": ""})
-        kept = self.fields(check_in, ())
+        kept = self.fields(check_in, [n for n in _names(CheckIn, TEXT) if n not in ("service_name", "supply_name")])
         return dataclasses.replace(kept, **changes) if changes else kept
 
     def tables(self, tables: tuple[RawTable, ...]):
@@ -362,14 +573,15 @@ class _Cut:
 
 #: Record-set attribute → the step that filters it, in the order the parts are visited.
 _STEPS = (
-    ("encounter", _Cut.encounter),
+    ("encounter", _Cut.record),
     ("diagnosis", _Cut.diagnosis),
-    ("medications", lambda cut, lines: cut.lines(lines, "medication", cut.medication)),
-    ("services", lambda cut, lines: cut.lines(lines, "service", cut.service)),
-    ("observations", lambda cut, lines: cut.lines(lines, "observation", cut.observation)),
-    ("notes", lambda cut, lines: cut.lines(lines, "note", cut.note)),
-    ("referral", lambda cut, letter: cut.fields(letter, _REFERRAL_TEXTS)),
-    ("appointment", lambda cut, letter: cut.fields(letter, ())),
+    ("medications", lambda cut, lines: cut.lines(lines, "medication")),
+    ("services", lambda cut, lines: cut.lines(lines, "service")),
+    ("observations", lambda cut, lines: cut.lines(lines, "observation")),
+    ("notes", lambda cut, lines: cut.lines(lines, "note")),
+    ("immunizations", lambda cut, lines: cut.lines(lines, "immunization")),
+    ("referral", _Cut.record),
+    ("appointment", _Cut.record),
     ("check_in", _Cut.check_in),
     ("other_tables", _Cut.tables),
 )

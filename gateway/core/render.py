@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.core.hookspecs import NotRenderable, Payload, hookimpl
+from gateway.core.hookspecs import NotRenderable, Payload, PluginDescription, hookimpl
 from gateway.core.model import RecordSet
 from gateway.formats.charsets import codec_for
 from gateway.formats.fhir import render_fhir_json
@@ -23,6 +23,11 @@ from gateway.formats.hl7v2 import Hl7Message, with_msh_field
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, ClaimFile, write_xml130
 
 UTF8_CHARSET = "UNICODE UTF-8"
+
+
+@hookimpl
+def hssk_describe() -> PluginDescription:
+    return PluginDescription("core.render", "formats json, xml130, fhir, hl7v2, after any plugin that renders them")
 
 
 @hookimpl(trylast=True)

@@ -3,8 +3,10 @@
 Every check returns :class:`Issue` objects (HL7 table 0357 codes: 101 required field missing,
 102 data type / format or inconsistent value, 103 value not in its table) whose location is
 ``TABLE^record^FIELD`` (``XML2^3^SO_LUONG``) and whose text names the field and the rule, with
-identifiers masked. :func:`require_valid` turns errors into a :class:`ContentError`, which the
-pipeline answers with HL7 AE + ERR or HTTP 422 with the JSON list (``Issue.to_dict``).
+identifiers masked. The built-in rule plugins of :mod:`gateway.rules` apply them to every record
+set through ``hssk_check`` (:func:`identity_issues`, :func:`claim_issues`, :func:`check_totals`),
+and the pipeline answers their errors with HL7 AE + ERR or HTTP 422 with the JSON list
+(``Issue.to_dict``); :func:`require_valid` raises them as a :class:`ContentError`.
 
 Configurable, because the reference leaves them open (:class:`ValidationRules`):
 ``totals_tolerance`` (BHXH's rounding tolerance is not published; default 1 đồng, since line
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -165,37 +167,51 @@ def _xml1_required(records: RecordSet, rules: ValidationRules) -> list[Issue]:
             for tag in rules.required_xml1 if not present.get(tag)]
 
 
-def _person_issues(records: RecordSet, rules: ValidationRules) -> list[Issue]:
+#: ERR-2 of the n-th value of an XML1 tag's ``;`` list (1 for a tag that is no list).
+Locate = Callable[[str, int], str]
+
+
+def xml1_location(tag: str, n: int = 1) -> str:
+    """Where a rule's field is in an XML 130 file: ``XML1^1^TAG``. A BHXH number has no field of
+    its own there; it is the last ten characters of MA_THE_BHYT."""
+    return f"XML1^1^{'MA_THE_BHYT' if tag == BHXH_NUMBER else tag}"
+
+
+#: The identity rules' key for a BHXH number: a PID-3 repetition in HL7, part of the card in XML.
+BHXH_NUMBER = "BHXH"
+
+
+def _person_issues(records: RecordSet, rules: ValidationRules, locate: Locate) -> list[Issue]:
     person = records.person
     if person is None:
         return []
-    loc = "XML1^1^"
     issues = []
     if person.sex and person.sex not in rules.sex_codes:
         issues.append(Issue(103, f"GIOI_TINH: {person.sex!r} is not 1 (Nam), 2 (Nữ) or 3 (chưa xác định)",
-                            loc + "GIOI_TINH"))
-    issues += check_datetime(person.birth_date, field="NGAY_SINH", location=loc + "NGAY_SINH", lengths=(8, 12),
+                            locate("GIOI_TINH", 1)))
+    issues += check_datetime(person.birth_date, field="NGAY_SINH", location=locate("NGAY_SINH", 1), lengths=(8, 12),
                              allow_unknown_day_month=True, sensitive=True)
     cards = [i for i in person.identifiers if i.system == "BHYT"]
     for i in person.identifiers:
         if i.system == "CCCD":
-            issues += check_cccd(i.value, location=loc + "SO_CCCD", birth_date=person.birth_date, sex=person.sex,
+            issues += check_cccd(i.value, location=locate("SO_CCCD", 1), birth_date=person.birth_date, sex=person.sex,
                                  rules=rules.identity)
         elif i.system == "BHXH":
-            issues += check_bhxh_number(i.value, location=loc + "MA_THE_BHYT")
+            issues += check_bhxh_number(i.value, location=locate(BHXH_NUMBER, 1))
     for n, card in enumerate(cards, 1):
         which = f" (card {n})" if len(cards) > 1 else ""
-        issues += check_bhyt_card(card.value, field="MA_THE_BHYT" + which, location=loc + "MA_THE_BHYT",
+        issues += check_bhyt_card(card.value, field="MA_THE_BHYT" + which, location=locate("MA_THE_BHYT", n),
                                   rules=rules.identity)
-        issues += check_facility_code(card.registered_facility, field="MA_DKBD" + which, location=loc + "MA_DKBD",
-                                      rules=rules.identity)
+        issues += check_facility_code(card.registered_facility, field="MA_DKBD" + which,
+                                      location=locate("MA_DKBD", n), rules=rules.identity)
         for tag, value in (("GT_THE_TU", card.valid_from), ("GT_THE_DEN", card.valid_to)):
-            issues += check_datetime(value, field=tag + which, location=loc + tag, lengths=(8,))
+            issues += check_datetime(value, field=tag + which, location=locate(tag, n), lengths=(8,))
         if card.valid_from and card.valid_to and card.valid_from > card.valid_to:
             issues.append(Issue(102, f"GT_THE_TU{which}: card {mask_identifier(card.value)} is valid from after "
-                                     "it is valid to (GT_THE_DEN)", loc + "GT_THE_TU"))
+                                     "it is valid to (GT_THE_DEN)", locate("GT_THE_TU", n)))
     if person.address is not None:
-        issues += check_province_code(person.address.province, location=loc + "MATINH_CU_TRU", rules=rules.identity)
+        issues += check_province_code(person.address.province, location=locate("MATINH_CU_TRU", 1),
+                                      rules=rules.identity)
     return issues
 
 
@@ -241,19 +257,36 @@ def _line_issues(records: RecordSet) -> list[Issue]:
     return issues
 
 
-def validate_record_set(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
-    """Every rule above, for one episode (one HOSO / MA_LK). Returns all issues found, not just the first,
-    so a sender fixes a file in one round."""
-    issues = _xml1_required(records, rules)
-    issues += _person_issues(records, rules)
-    issues += _encounter_issues(records, rules)
+def identity_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES,
+                    locate: Locate = xml1_location) -> tuple[Issue, ...]:
+    """The identity and code rules that apply to any feed (CCCD structure, BHYT card, BHXH
+    number, registered facility, birth date, sex, province, ICD-10 shape), located by ``locate``:
+    in XML 130 terms by default, in HL7 terms with :func:`hl7_locator`."""
+    issues = _person_issues(records, rules, locate)
     if records.diagnosis is not None:
-        issues += check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
-                                        max_secondary=rules.max_secondary_diagnoses)
+        issues += [Issue(i.code, i.text, locate(i.location.rpartition("^")[2], 1), i.severity)
+                   for i in check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
+                                                  max_secondary=rules.max_secondary_diagnoses)]
+    return tuple(issues)
+
+
+def claim_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
+    """The claim rules of an XML 130 episode: the XML1 fields it may not lack, the visit's codes
+    and times, the detail lines' times, and MA_LK linking every table. Totals are
+    :func:`check_totals`. An HL7 message is no claim, so none of these apply to one."""
+    issues = _xml1_required(records, rules)
+    issues += _encounter_issues(records, rules)
     issues += _line_issues(records)
-    issues += check_totals(records, tolerance=rules.totals_tolerance)
     issues += check_linkage(records)
     return tuple(issues)
+
+
+def validate_record_set(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
+    """Every rule above, for one episode (one HOSO / MA_LK), in the order the built-in rule plugins
+    run them (identity, claims, totals). Returns all issues found, not just the first, so a sender
+    fixes a file in one round."""
+    return (identity_issues(records, rules) + claim_issues(records, rules)
+            + tuple(check_totals(records, tolerance=rules.totals_tolerance)))
 
 
 def require_valid(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> RecordSet:
@@ -276,23 +309,19 @@ def check_hl7_structure(message: Hl7Message) -> tuple[Issue, ...]:
     return ()
 
 
-#: Where each XML1 field of the identity rules lives in an HL7 v2 message, for ERR-2.
-_HL7_LOCATIONS = {"SO_CCCD": "PID^1^3", "MA_THE_BHYT": "PID^1^3", "MA_DKBD": "IN1^1^36", "GT_THE_TU": "IN1^1^12",
-                  "GT_THE_DEN": "IN1^1^13", "NGAY_SINH": "PID^1^7", "GIOI_TINH": "PID^1^8",
+#: Where each XML1 field of the identity rules lives in an HL7 v2 message, for ERR-2, unless the
+#: vendor profile placed it elsewhere (:attr:`RecordSet.field_locations`).
+_HL7_LOCATIONS = {"SO_CCCD": "PID^1^3", "MA_THE_BHYT": "PID^1^3", BHXH_NUMBER: "PID^1^3", "MA_DKBD": "IN1^1^36",
+                  "GT_THE_TU": "IN1^1^12", "GT_THE_DEN": "IN1^1^13", "NGAY_SINH": "PID^1^7", "GIOI_TINH": "PID^1^8",
                   "MATINH_CU_TRU": "PID^1^11", "MA_BENH_CHINH": "DG1^1^3", "MA_BENH_KT": "DG1^2^3"}
 
 
-def validate_hl7_identity(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> tuple[Issue, ...]:
-    """The identity and code rules that apply to any feed (CCCD structure, BHYT card, BHXH
-    number, registered facility, birth date, sex, province, ICD-10 shape), located in HL7 terms.
-    The claim rules (required XML1 fields, totals, MA_LK linkage) are for XML 130 files only: an
-    ADT message is not a claim."""
-    issues = _person_issues(records, rules)
-    if records.diagnosis is not None:
-        issues += check_diagnosis_codes(records.diagnosis.main, records.diagnosis.secondary,
-                                        max_secondary=rules.max_secondary_diagnoses)
-    return tuple(Issue(i.code, i.text, _HL7_LOCATIONS.get(i.location.rpartition("^")[2], i.location), i.severity)
-                 for i in issues)
+def hl7_locator(records: RecordSet) -> Locate:
+    """ERR-2 in an HL7 message: where the vendor profile read the value, else the field's
+    standard place (a VNPT card date read from ZBH-4 is reported at ZBH^1^4, not IN1^1^12)."""
+    def locate(tag: str, n: int) -> str:
+        return records.location_of(tag, n) or _HL7_LOCATIONS.get(tag, xml1_location(tag))
+    return locate
 
 
 def rules_from_config(config) -> ValidationRules:

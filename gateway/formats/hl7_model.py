@@ -363,7 +363,7 @@ def _typed(fm: FieldMap, value: str, path: FieldPath, occurrence: int):
             return Decimal(value)
         except InvalidOperation:
             raise ContentError([Issue(102, f"{path}: {value[:20]!r} is not a number ({fm.tag}, '.' as the decimal "
-                                           "separator)", f"{path.segment}^{occurrence}^{path.field}")]) from None
+                                           "separator)", location_in(path, occurrence))]) from None
     if fm.tag in TIME_FIELDS:
         return hl7_time(value)
     if fm.tag in _DATE8_TAGS:
@@ -384,31 +384,57 @@ def _placed_values(message: Hl7Message, placements) -> dict[str, tuple[FieldPath
     return found
 
 
-def _with_cards(person: Person, placed: Mapping[str, tuple[FieldPath, list[str]]]) -> Person:
+def location_in(path: FieldPath, occurrence: int) -> str:
+    """ERR-2 of ``path`` in the n-th occurrence of its segment: ``ZBH^1^4``, or ``PID^1^11^1^9``
+    for a component other than the first (of the first repetition, the one a path reads)."""
+    where = f"{path.segment}^{occurrence}^{path.field}"
+    return where if path.component == 1 else f"{where}^1^{path.component}"
+
+
+def _list_values(path: FieldPath, values: list[str]) -> list[tuple[str, str]]:
+    """Each value of a placed ``;`` list with the location it was read from, every occurrence of
+    the segment in turn (an empty occurrence keeps its place, so the n-th values line up)."""
+    return [(item, location_in(path, k)) for k, value in enumerate(values, 1) for item in value.split(";")]
+
+
+def _with_cards(person: Person, placed: Mapping[str, tuple[FieldPath, list[str]]]
+                ) -> tuple[Person, list[tuple[str, int, str]]]:
     """Cards placed outside PID-3 (IN1-36, a Z-segment) merged with the PID-3 cards: a number
     already in PID-3 is enriched, a new one added; validity and MA_DKBD columns line up with
-    the n-th card (and with PID-3's cards when no number was placed)."""
+    the n-th card (and with PID-3's cards when no number was placed). Also returns where each
+    placed value was read, as ``(tag, n, location)`` for the person's n-th card."""
     identifiers = list(person.identifiers)
     if "MA_THE_BHYT" in placed:
-        numbers = [n for v in placed["MA_THE_BHYT"][1] for n in v.split(";")]
+        numbers = _list_values(*placed["MA_THE_BHYT"])
     else:
-        numbers = [i.value for i in identifiers if i.system == "BHYT"]
-    columns = {attr: [c for v in placed[tag][1] for c in v.split(";")] if tag in placed else []
-               for tag, attr in CARD_COLUMNS.items()}
-    columns["valid_from"] = [hl7_time(v, 8) for v in columns["valid_from"]]
-    columns["valid_to"] = [hl7_time(v, 8) for v in columns["valid_to"]]
-    for n, number in enumerate(numbers):
+        numbers = [(i.value, "") for i in identifiers if i.system == "BHYT"]
+    columns = {tag: _list_values(*placed[tag]) if tag in placed else [] for tag in CARD_COLUMNS}
+    read_from = []
+    for n, (number, number_location) in enumerate(numbers):
         if not number:
             continue
         at = next((k for k, i in enumerate(identifiers) if i.system == "BHYT" and i.value == number), None)
         card = identifiers[at] if at is not None else Identifier("BHYT", number)
-        changes = {attr: values[n] for attr, values in columns.items() if n < len(values) and values[n]}
+        changes = {}
+        for tag, values in columns.items():
+            value, location = values[n] if n < len(values) else ("", "")
+            if tag in _DATE8_TAGS:
+                value = hl7_time(value, 8)
+            if value:
+                changes[CARD_COLUMNS[tag]] = value
+                read_from.append((number, tag, location))
+        if number_location:
+            read_from.append((number, "MA_THE_BHYT", number_location))
         card = dataclasses.replace(card, **changes)
         if at is None:
             identifiers.append(card)
         else:
             identifiers[at] = card
-    return dataclasses.replace(person, identifiers=with_bhxh_from_cards(tuple(identifiers)))
+    ordinal: dict[str, int] = {}
+    for card in (i for i in identifiers if i.system == "BHYT"):
+        ordinal.setdefault(card.value, len(ordinal) + 1)
+    return (dataclasses.replace(person, identifiers=with_bhxh_from_cards(tuple(identifiers))),
+            [(tag, ordinal[number], location) for number, tag, location in read_from])
 
 
 def _with_identifier(person: Person, system: str, value: str, assigner: str = "") -> Person:
@@ -418,22 +444,35 @@ def _with_identifier(person: Person, system: str, value: str, assigner: str = ""
     return dataclasses.replace(person, identifiers=(Identifier(system, value, assigner),) + kept)
 
 
+def _first_placed(placed: Mapping[str, tuple[FieldPath, list[str]]], tag: str) -> tuple[str, str]:
+    """The first value placed on ``tag`` and where it was read."""
+    path, values = placed[tag]
+    occurrence, value = next((n, v) for n, v in enumerate(values, 1) if v)
+    return value, location_in(path, occurrence)
+
+
 def apply_placements(message: Hl7Message, records: RecordSet, placements) -> RecordSet:
-    """Fill XML1 tags from the profile's field paths (see :class:`Hl7Mapping`)."""
+    """Fill XML1 tags from the profile's field paths (see :class:`Hl7Mapping`), noting where
+    each value was read in :attr:`RecordSet.field_locations`."""
     placed = _placed_values(message, placements)
     if not placed:
         return records
     person = records.person or Person()
     encounter = records.encounter
+    read_from: list[tuple[str, int, str]] = []
     if IDENTIFIER_TAGS & placed.keys():
         if "SO_CCCD" in placed:
-            value = next(v for v in placed["SO_CCCD"][1] if v)
+            value, location = _first_placed(placed, "SO_CCCD")
             person = _with_identifier(person, personal_id_system(value), value)
+            read_from.append(("SO_CCCD", 1, location))
         if "MA_BN" in placed:
             facility = encounter.facility if encounter else message.sending_facility
-            person = _with_identifier(person, "MR", next(v for v in placed["MA_BN"][1] if v), facility)
+            value, location = _first_placed(placed, "MA_BN")
+            person = _with_identifier(person, "MR", value, facility)
+            read_from.append(("MA_BN", 1, location))
         if placed.keys() & {"MA_THE_BHYT", *CARD_COLUMNS}:
-            person = _with_cards(person, placed)
+            person, card_locations = _with_cards(person, placed)
+            read_from += card_locations
     changes: dict[str, dict] = {"person": {}, "address": {}, "encounter": {}, "diagnosis": {}, "claim": {}}
     for tag, (path, values) in placed.items():
         if tag in IDENTIFIER_TAGS:
@@ -441,6 +480,7 @@ def apply_placements(message: Hl7Message, records: RecordSet, placements) -> Rec
         section, fm = _SECTIONS[tag]
         occurrence, value = next((n, v) for n, v in enumerate(values, 1) if v)
         changes[section][fm.attribute] = _typed(fm, value, path, occurrence)
+        read_from.append((tag, 1, location_in(path, occurrence)))
     if changes["address"]:
         changes["person"]["address"] = dataclasses.replace(person.address or Address(), **changes["address"])
     if changes["person"]:
@@ -455,4 +495,5 @@ def apply_placements(message: Hl7Message, records: RecordSet, placements) -> Rec
     if changes["claim"]:
         claim = dataclasses.replace(claim or ClaimTotals(), **changes["claim"])
     return dataclasses.replace(records, person=person if records.person or person != Person() else None,
-                               encounter=encounter, diagnosis=diagnosis, claim=claim)
+                               encounter=encounter, diagnosis=diagnosis, claim=claim,
+                               field_locations=records.field_locations + tuple(read_from))

@@ -215,6 +215,29 @@ async def test_broken_rules_answer_422_with_one_error_per_field_and_the_file_is_
 
 
 @pytest_twisted.ensureDeferred
+async def test_errors_come_in_call_order_core_identity_claims_totals_then_the_plugins_checks(xml_gateway):
+    """The national rules are hssk_check hooks of built-in plugins, run before any plugin's."""
+    def break_one_rule_of_each(kind, table):
+        if kind != "XML1":
+            return table
+        return table.replace(b"<T_TONGCHI_BV>3947280.00<", b"<T_TONGCHI_BV>3947999.00<") \
+            .replace(b"<NGAY_RA>202407061000<", b"<NGAY_RA>202407061075<") \
+            .replace(b"<GIOI_TINH>2<", b"<GIOI_TINH>7<")
+
+    response = await http_request(xml_gateway, "POST", "/xml130",
+                                  rewrite_tables(sample("xml4750_noi_tru.xml"), break_one_rule_of_each),
+                                  "application/xml")
+
+    assert response.code == 422
+    assert [(e["location"], e["severity"]) for e in response.json()["errors"]] == [
+        ("XML1^1^GIOI_TINH", "E"),  # core.identity
+        ("XML1^1^NGAY_RA", "E"),  # core.claims
+        ("XML1^1^T_TONGCHI_BV", "E"),  # core.totals
+        ("XML1^1^SO_CCCD", "W"),  # the test plugin's check
+    ]
+
+
+@pytest_twisted.ensureDeferred
 async def test_not_well_formed_xml_is_422_naming_the_document(xml_gateway):
     response = await http_request(xml_gateway, "POST", "/xml130", b"<GIAMDINHHS><THONGTINDONVI>", "application/xml")
 

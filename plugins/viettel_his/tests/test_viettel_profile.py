@@ -15,8 +15,9 @@ from gateway.formats.profile import VendorPlugin
 from gateway.formats.xml130 import read_xml130
 from plugins.viettel_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (connect_mllp, encode_windows_1258, fresh_plugin_manager, msa, plugin_sample, send_and_receive, start_gateway,
-                           wait_until, xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, connect_mllp, encode_windows_1258, err_segments,
+                           fresh_plugin_manager, msa, plugin_sample, send_and_receive, start_gateway, wait_until,
+                           xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 NHUNG = "Nguyễn Thị Hồng Nhung"
@@ -166,3 +167,17 @@ def test_fhir_destination_gets_a_bundle_with_patient_encounter_conditions_and_re
     assert patient["name"][0]["text"].encode("utf-8") == NHUNG.encode("utf-8")
     assert {"system": "urn:hssk:sid:cccd", "value": "079185004321"} in patient["identifier"]
     assert bundle["entry"][1]["resource"]["identifier"][0]["value"] == "79001.2503150001"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_registered_facility_in_pd1_3_is_answered_at_pd1_3_where_the_profile_read_it(tmp_path):
+    """The Viettel profile reads MA_DKBD from PD1-3 (``field_map``): the ERR names PD1-3, not the
+    IN1-36 of the standard placement, which holds the card number in this message."""
+    raw = plugin_sample(HERE, "adt_a04.hl7").replace(b"PD1|||79025^^79025", b"PD1|||7902^^7902")
+
+    ack = await answer_of_a_fresh_gateway(tmp_path, [VendorPlugin(NAME, DEFAULTS, contract="1.0")], raw)
+
+    assert msa(ack)[1] == "CE"  # the sample asks for enhanced mode: the commit answer carries the errors
+    [err] = err_segments(ack)
+    assert (err[2], err[3].split("^")[0]) == ("PD1^1^3", "102")
+    assert err[8] == "MA_DKBD: facility code '7902' has 4 characters, expected 5"

@@ -18,8 +18,8 @@ from gateway.formats.xml130 import read_xml130, write_xml130
 from plugins.viettel_his.plugin import DEFAULTS as VIETTEL_DEFAULTS
 from plugins.vnpt_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (fresh_plugin_manager, http_request, plugin_sample, replace_msh_field, start_gateway,
-                           wait_until, xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, err_segments, fresh_plugin_manager, http_request, msa,
+                           plugin_sample, replace_msh_field, start_gateway, wait_until, xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 REPO = HERE.parents[1]
@@ -80,6 +80,20 @@ def test_cccd_comes_from_pid_19_and_card_data_from_zbh():
         "HT3484812345670", "20240101", "20241231", "48202")
     assert person.identifier("BHXH") == "4812345670"
     assert records.encounter.region == "K2"
+
+
+def test_each_placed_value_remembers_the_field_and_segment_occurrence_it_was_read_from():
+    second_card = b"ZBH|2|GD4484899999999|48202|20250101|20251231|K2|20190101\r"
+    raw = plugin_sample(HERE, "adt_a04.hl7").replace(b"ZTC|", second_card + b"ZTC|")
+
+    records, _ = normalize(hook_for(), raw)
+
+    assert [i.value for i in records.person.identifiers if i.system == "BHYT"] == ["HT3484812345670", "GD4484899999999"]
+    assert [records.location_of(tag, n) for tag, n in (("MA_THE_BHYT", 1), ("GT_THE_TU", 1), ("MA_THE_BHYT", 2),
+                                                       ("GT_THE_DEN", 2), ("SO_CCCD", 1), ("T_BHTT", 1))] == [
+        "ZBH^1^2", "ZBH^1^4", "ZBH^2^2", "ZBH^2^5", "PID^1^19", "ZTC^1^10"]
+    assert records.location_of("NGAY_SINH") == ""  # read from its standard place, PID-7
+    assert "field_locations" not in records.json_text
 
 
 def test_the_same_message_under_the_viettel_profile_loses_the_vnpt_placements():
@@ -244,3 +258,17 @@ async def test_vnpt_xml_file_posted_to_xml130_reaches_the_store_as_xml130(tmp_pa
     assert request.content_type == "application/xml"
     assert xml130_projection(records) == xml130_projection(sent)
     assert records.person.full_name.encode("utf-8") == "Nguyễn Thị Hồng Nhung".encode("utf-8")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_card_date_in_zbh_4_is_answered_at_zbh_4_where_the_profile_read_it(tmp_path):
+    """The VNPT profile reads GT_THE_TU from ZBH-4 (``field_map``), so the ERR names ZBH-4, not
+    the IN1-12 of the standard placement, a segment this message does not have."""
+    raw = plugin_sample(HERE, "adt_a04.hl7").replace(b"|20240101|20241231|", b"|20240230|20241231|")
+
+    ack = await answer_of_a_fresh_gateway(tmp_path, [VendorPlugin(NAME, DEFAULTS, contract="1.0")], raw)
+
+    assert msa(ack)[1] == "CE"  # the sample asks for enhanced mode: the commit answer carries the errors
+    [err] = err_segments(ack)
+    assert (err[2], err[3].split("^")[0]) == ("ZBH^1^4", "102")
+    assert err[8] == "GT_THE_TU: '20240230' is not a calendar date"

@@ -1,0 +1,35 @@
+"""``core.claims`` and ``core.totals``: the rules of an XML 130 episode as a claim (vn-standards
+§1.5). An HL7 message is no claim, so both pass it by (``message`` is not None): an ADT's totals
+from a vendor's Z-segment have no lines to add up to."""
+from __future__ import annotations
+
+from gateway.core.hookspecs import hookimpl
+from gateway.core.model import RecordSet
+from gateway.core.outcome import Issue
+from gateway.core.validation import check_totals, claim_issues
+from gateway.formats.hl7v2 import Hl7Message
+from gateway.rules.configured import ConfiguredRule
+
+
+class ClaimRules(ConfiguredRule):
+    """Required XML1 fields, the visit's facility codes and times, the detail lines' times, and
+    MA_LK linking every table to XML1."""
+
+    name = "core.claims"
+    claims = "XML 130 episodes: required XML1 fields, facility codes, times, MA_LK linkage of every table"
+
+    @hookimpl(tryfirst=True)
+    def hssk_check(self, message: Hl7Message | None, records: RecordSet) -> tuple[Issue, ...]:
+        return claim_issues(records, self.rules) if message is None else ()
+
+
+class TotalsRule(ConfiguredRule):
+    """T_TONGCHI_BV and T_TONGCHI_BH against the XML2 + XML3 lines, T_BHTT = T_TONGCHI_BH − T_BNCCT,
+    within ``validation.totals_tolerance``."""
+
+    name = "core.totals"
+    claims = "XML 130 episodes: XML1 totals against the XML2 + XML3 lines (validation.totals_tolerance)"
+
+    @hookimpl(tryfirst=True)
+    def hssk_check(self, message: Hl7Message | None, records: RecordSet) -> tuple[Issue, ...]:
+        return tuple(check_totals(records, tolerance=self.rules.totals_tolerance)) if message is None else ()
