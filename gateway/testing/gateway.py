@@ -175,7 +175,7 @@ class GatewayUnderTest:
     "file"}``), over ``config_file`` when one is given.
     """
 
-    def __init__(self, data_dir: Path, plugins: Sequence[str | object] = (), settings: Mapping[str, Any] = (),
+    def __init__(self, data_dir: Path, plugins: Sequence[str | object] = (), settings: Mapping[str, Any] | None = None,
                  config_file: Path | None = None) -> None:
         names = [p for p in plugins if isinstance(p, str)]
         objects = [p for p in plugins if not isinstance(p, str)]
@@ -185,7 +185,7 @@ class GatewayUnderTest:
             raise LookupError(f"no installed plugin is named {', '.join(unknown)} (entry-point group "
                               f"{ENTRY_POINT_GROUP!r} has {', '.join(sorted(installed)) or 'none'}); is the "
                               f"package installed (pip install -e .)?")
-        values = {"data_dir": str(data_dir), **BASE_SETTINGS, **dict(settings)}
+        values = {"data_dir": str(data_dir), **BASE_SETTINGS, **(settings or {})}
         if names:
             values["plugins.disabled"] = sorted(installed - set(names) | set(values.get("plugins.disabled", ())))
         self.config = load_config(path=config_file, environ={}, overrides=values)
@@ -281,9 +281,7 @@ class HttpClient:
         producer = None if body is None else FileBodyProducer(BytesIO(body))
         response = await Agent(_reactor()).request(method.encode("ascii"), f"http://{host}:{port}{path}".encode("ascii"),
                                                 sent, producer)
-        finished: Deferred = Deferred()
-        response.deliverBody(_BodyReader(finished))
-        data = await finished
+        data = await read_body(response)
         return HttpAnswer(response.code, {name.decode("latin-1").lower(): values[-1].decode("latin-1")
                                           for name, values in response.headers.getAllRawHeaders()}, data)
 
@@ -295,6 +293,14 @@ class HttpClient:
         """An XML 130 file (``POST /xml130``): 200 ``{"status": "accepted", "message_id": N}``
         after the commit, 422 with ``{"errors": [...]}`` naming each broken rule."""
         return await self.request("POST", "/xml130", raw, "application/xml")
+
+
+def read_body(response) -> Deferred:
+    """The whole body of a twisted.web client response, like ``readBody`` without its
+    abortConnection deprecation warning; a body cut short by the server is what arrived."""
+    finished: Deferred = Deferred()
+    response.deliverBody(_BodyReader(finished))
+    return finished
 
 
 class _BodyReader(Protocol):
