@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from gateway import __version__
@@ -61,6 +62,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     plugins = describe_plugins(build_plugin_manager(config))
     print(f"configuration OK: MLLP {config.mllp.listen}, HTTP {config.http.listen}, journal {config.database_path}, "
           f"synchronous={config.store.synchronous}, plugins: {', '.join(p.name for p in plugins) or 'none'}")
+    return 0
+
+
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    """Write a new plugin package, and say what to do next: the README it writes says what to edit."""
+    from gateway.scaffold import ScaffoldError, write_plugin
+
+    try:
+        root, written = write_plugin(args.name, Path(args.directory))
+    except ScaffoldError as e:
+        raise OperatorError(str(e)) from None
+    print(f"wrote plugin {args.name} in {root}:")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
+    print(f"next: read {root / 'README.md'} (what to edit), then\n"
+          f"  cd {root} && pip install -e '.[test]' && pytest")
     return 0
 
 
@@ -571,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", parents=[common], help="list loaded plugins, versions and claims")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
+
+    plugin = sub.add_parser("plugin", help="write a new plugin").add_subparsers(dest="action", required=True)
+    new = plugin.add_parser("new", help="write a pip-installable plugin package: adapter, samples, tests, README")
+    new.add_argument("name", help="the plugin's name: its package, entry point and [plugins.NAME] table (my_his)")
+    new.add_argument("--directory", metavar="DIR", default=".", help="where to create the NAME folder (default: here)")
+    new.set_defaults(func=cmd_plugin_new)
 
     clients = sub.add_parser("clients", help="who may send: configured clients, new tokens").add_subparsers(
         dest="action", required=True)

@@ -23,6 +23,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.model import RecordSet
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
+from gateway.testing.gateway import read_body
 from gateway.transports.framing import FrameDecoder, Violation, wrap
 
 SAMPLES = Path(__file__).resolve().parent / "messages"
@@ -313,35 +314,10 @@ async def http_request(gateway: Gateway, method: str, path: str, body: bytes | N
     agent = Agent(reactor, bindAddress=None if source is None else (source, 0))
     response = await agent.request(method.encode("ascii"), f"http://{host}:{port}{path}".encode("ascii"), sent,
                                    producer)
-    data = await _read_body(response)
+    data = await read_body(response)
     found = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
              for name, values in response.headers.getAllRawHeaders()}
     return HttpResponse(response.code, found, data)
-
-
-class _BodyCollector(Protocol):
-    def __init__(self, finished: Deferred) -> None:
-        self.finished = finished
-        self.chunks: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason=None) -> None:
-        from twisted.web.client import ResponseDone
-        from twisted.web.http import PotentialDataLoss
-
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
-        else:
-            self.finished.errback(reason)
-
-
-def _read_body(response) -> Deferred:
-    """The whole response body (like ``readBody``, without its abortConnection deprecation warning)."""
-    finished: Deferred = Deferred()
-    response.deliverBody(_BodyCollector(finished))
-    return finished
 
 
 # --- helpers for the destination tests (added; nothing above changed) --------------------------------

@@ -6,7 +6,7 @@ what its sites send, not a published spec; each one is overridden by ``[plugins.
 """
 from __future__ import annotations
 
-from gateway.formats.profile import ProfileDefaults, VendorPlugin
+from gateway.plugin import ProfileDefaults, VendorPlugin
 
 NAME = "viettel_his"
 DEFAULT_SENDING_APPLICATIONS = ("VIETTEL_HIS", "VTHIS")

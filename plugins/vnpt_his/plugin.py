@@ -6,7 +6,7 @@ README.md beside this file and ``gateway.formats.profile``).
 """
 from __future__ import annotations
 
-from gateway.formats.profile import ProfileDefaults, VendorPlugin
+from gateway.plugin import ProfileDefaults, VendorPlugin
 
 NAME = "vnpt_his"
 DEFAULT_SENDING_APPLICATIONS = ("VNPT_HIS", "VNPTHIS")
