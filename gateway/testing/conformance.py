@@ -199,7 +199,9 @@ class PluginConformance:
         [plugin] = [p for name, p in gateway.plugins.list_name_plugin() if name == self.plugin]
 
         assert contract_problem(getattr(plugin, "hssk_contract", None)) is None
-        [description] = [d for d in gateway.plugins.hook.hssk_describe() if d is not None]
+        describe = getattr(plugin, "hssk_describe", None)
+        assert callable(describe), "the plugin must implement hssk_describe"
+        description = describe()
         assert description.name and description.claims, "hssk_describe must say what the plugin claims"
 
     @pytest_twisted.ensureDeferred
