@@ -11,6 +11,8 @@ import pluggy
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
+from gateway.core.sources import SourceError, SourceRegistry
+from gateway.sources import hl7v2, xml130
 
 
 class PluginLoadError(RuntimeError):
@@ -28,11 +30,16 @@ def build_plugin_manager(
     config: GatewayConfig, extra: Iterable[object] = (), load_entry_points: bool = True
 ) -> pluggy.PluginManager:
     """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
-    ``extra`` ones, then call ``hssk_configure``. Tests pass ``load_entry_points=False`` and their
-    own plugin objects to prove one plugin in isolation."""
+    ``extra`` ones, then call ``hssk_configure`` and check the sources they register. Tests pass
+    ``load_entry_points=False`` and their own plugin objects to prove one plugin in isolation.
+
+    The gateway's own parts that plugins could replace or sit beside are built-in plugins, as
+    pytest registers its own: the ``json`` renderer and the HL7 v2 and XML 130 sources."""
     pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
+    pm.register(hl7v2, name="core.hl7v2")
+    pm.register(xml130, name="core.xml130")
     for name in config.plugins.disabled:
         pm.set_blocked(name)
     if load_entry_points:
@@ -51,6 +58,10 @@ def build_plugin_manager(
         raise PluginLoadError(f"plugin {pm.get_name(e.plugin)!r} has a hook the contract does not know: {e}; "
                               f"hooks are listed in gateway/core/hookspecs.py") from e
     pm.hook.hssk_configure(config=config)
+    try:
+        SourceRegistry.from_hook(pm.hook, config)
+    except SourceError as e:
+        raise PluginLoadError(str(e)) from e
     return pm
 
 
