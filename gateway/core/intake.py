@@ -329,9 +329,9 @@ class Intake:
         False when the job timed out meanwhile."""
         if decision.lookups and job.rounds >= MAX_ROUNDS:
             decision, replies = undecided(job.envelope, ERROR, Issue(
-                207, f"plugin {decision.plugin or 'unknown'} asked for remote lookups {job.rounds + 1} times for "
-                     f"this {job.source.noun}, more than {MAX_ROUNDS}; it is journaled and can be replayed once the "
-                     f"plugin is fixed", job.source.location), decision.plugin, job.source, job.request,
+                207, f"the plugins asked for remote lookups {job.rounds + 1} times for this {job.source.noun} "
+                     f"(hssk_lookups), more than {MAX_ROUNDS}; it is journaled and can be replayed once the plugin "
+                     f"is fixed", job.source.location), decision.plugin, job.source, job.request,
                 fault=(decision.plugin or "unknown", "lookup")), None
         self._count_faults(decision)
         with self._lock:

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
-from twisted.internet.error import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -97,14 +96,32 @@ class LookupRunner:
         limit = self._limits.get(lookup.service)
         if limit is None:
             limit = self._limits[lookup.service] = DeferredSemaphore(lookup.max_concurrent)
-        d = limit.run(self._call, lookup)
-        d.addTimeout(lookup.timeout_seconds, self._clock)
+        waiting = self._metrics.lookups_waiting.labels(service=lookup.service)
+        waiting.inc()
+        placed = []
+
+        def call(lookup: Lookup) -> Deferred:
+            placed.append(True)
+            waiting.dec()
+            return self._call(lookup)
+
+        d = limit.run(call, lookup)
+        # Not Deferred.addTimeout: cancelling a request in flight fails it with the client's own
+        # error (twisted.web's ResponseNeverReceived), which addTimeout cannot tell from a failure.
+        timed_out = []
+        timer = self._clock.callLater(lookup.timeout_seconds, lambda: (timed_out.append(True), d.cancel()))
 
         def answered(value: object) -> LookupAnswer:
+            if timer.active():
+                timer.cancel()
             return self._count(lookup, started, LookupAnswer(ANSWERED, value))
 
         def failed(failure: Failure) -> LookupAnswer:
-            if failure.check(DeferredTimeout):
+            if timer.active():
+                timer.cancel()
+            if not placed:  # timed out or cancelled while waiting for a place
+                waiting.dec()
+            if timed_out:
                 answer = LookupAnswer(TIMEOUT, error=f"no answer within {lookup.timeout_seconds:g} s")
             elif failure.check(CancelledError):
                 answer = LookupAnswer(FAILED, error="cancelled: the message was answered without it")

@@ -146,6 +146,9 @@ class Metrics:
         self.lookups = Counter(
             "hssk_lookups_total", "Remote lookups plugins asked for before deciding (hssk_lookups), by service and "
             "outcome (answered, failed, timeout).", ["service", "outcome"], registry=r)
+        self.lookups_waiting = Gauge(
+            "hssk_lookups_waiting", "Lookups asked for and waiting for a place under their service's max_concurrent.",
+            ["service"], registry=r)
         self.lookup_duration = Histogram(
             "hssk_lookup_duration_seconds", "Time from a lookup asked to its answer (or timeout), waiting for a place "
             "under the service's max_concurrent included.", ["service"], buckets=LATENCY_BUCKETS, registry=r)
