@@ -73,7 +73,7 @@ class Gateway:
             stale_destinations=self.delivery.stale_destinations,
             admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
                                 Replayer(self.intake, self.pipeline, self.store, self.clients, config, reactor),
-                                _admin_token(config)),
+                                self.intake, _admin_token(config)),
             clients=self.clients, limiter=auth_limiter)
         self.ports: dict[str, object] = {}
 
