@@ -164,6 +164,11 @@ class Intake:
         return self._in_flight
 
     @property
+    def clock(self) -> IReactorTime:
+        """What times its messages, and the received times of inputs the gateway makes itself (a feed)."""
+        return self._clock
+
+    @property
     def sources(self) -> SourceRegistry:
         """The registered sources, which transports mount and ``submit`` takes by name."""
         return self._pipeline.sources

@@ -371,7 +371,7 @@ class AdminResource(Resource):
         body = request.content.read()
         # Splitting is the source's parsing of the whole file: on a thread, never on the reactor.
         records, failure = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _split, found, body)
-        report = await feed(self._intake, found, _then_raise(records, failure), self._reactor,
+        report = await feed(self._intake, found, _then_raise(records, failure), self._intake.clock,
                             file=params.get("file", "upload"), peer=peer_of(request.getClientAddress()),
                             max_record_bytes=limit)
         await self._delivery.refresh()
