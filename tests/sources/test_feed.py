@@ -47,6 +47,14 @@ async def start(data_dir, drop):
         "files": {"kind": "file", "format": "json", "directory": str(drop)}})
 
 
+@pytest_twisted.async_yield_fixture
+async def gw(tmp_path):
+    """A gateway with the population plugin and a JSON file destination under ``tmp_path``."""
+    gateway = await start(tmp_path / "data", tmp_path / "drop")
+    yield gateway
+    await gateway.stop()
+
+
 async def feed_by_admin(gw, data: bytes, name: str = "district7.csv", source: str = "population_csv"):
     return await http_request(gw, "POST", f"/admin/feed/{source}?file={name}", data, "text/csv")
 
@@ -65,104 +73,79 @@ def population_installed(tmp_path, monkeypatch):
 
 
 @pytest_twisted.ensureDeferred
-async def test_each_row_fed_through_the_running_gateway_is_one_journaled_message_with_its_own_keys(tmp_path):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        report = (await feed_by_admin(gw, population_file(tmp_path / "district7.csv"))).json()
+async def test_each_row_fed_through_the_running_gateway_is_one_journaled_message_with_its_own_keys(gw, tmp_path):
+    report = (await feed_by_admin(gw, population_file(tmp_path / "district7.csv"))).json()
 
-        assert {k: report[k] for k in ("source", "file", "records", "accepted", "repeats", "errors", "stopped")} == {
-            "source": "population_csv", "file": "district7.csv", "records": 4, "accepted": 3, "repeats": 0,
-            "errors": 1, "stopped": None}
-        assert [(p["record"], p["ack_code"], p["errors"][0]["location"]) for p in report["problems"]] == [
-            (2, "AE", "ROW^SO_CCCD")]
-        rows = journal_rows(gw)
-        assert [(r["transport"], r["listener"], r["source"], r["status"]) for r in rows] == [
-            ("feed", "district7.csv", "population_csv", s) for s in ("accepted", "error", "accepted", "accepted")]
-        queued = outbox_rows(gw)
-        assert [q["message_id"] for q in queued] == [rows[0]["id"], rows[2]["id"], rows[3]["id"]]
-        assert len({q["idempotency_key"] for q in queued}) == 3
-        await wait_until(lambda: len(list((tmp_path / "drop").glob("*"))) == 3, what="three files delivered")
-    finally:
-        await gw.stop()
+    assert {k: report[k] for k in ("source", "file", "records", "accepted", "repeats", "errors", "stopped")} == {
+        "source": "population_csv", "file": "district7.csv", "records": 4, "accepted": 3, "repeats": 0,
+        "errors": 1, "stopped": None}
+    assert [(p["record"], p["ack_code"], p["errors"][0]["location"]) for p in report["problems"]] == [
+        (2, "AE", "ROW^SO_CCCD")]
+    rows = journal_rows(gw)
+    assert [(r["transport"], r["listener"], r["source"], r["status"]) for r in rows] == [
+        ("feed", "district7.csv", "population_csv", s) for s in ("accepted", "error", "accepted", "accepted")]
+    queued = outbox_rows(gw)
+    assert [q["message_id"] for q in queued] == [rows[0]["id"], rows[2]["id"], rows[3]["id"]]
+    assert len({q["idempotency_key"] for q in queued}) == 3
+    await wait_until(lambda: len(list((tmp_path / "drop").glob("*"))) == 3, what="three files delivered")
 
 
 @pytest_twisted.ensureDeferred
-async def test_feeding_the_same_file_again_queues_nothing_twice(tmp_path):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        data = population_file(tmp_path / "district7.csv")
-        await feed_by_admin(gw, data)
+async def test_feeding_the_same_file_again_queues_nothing_twice(gw, tmp_path):
+    data = population_file(tmp_path / "district7.csv")
+    await feed_by_admin(gw, data)
 
-        again = (await feed_by_admin(gw, data)).json()
+    again = (await feed_by_admin(gw, data)).json()
 
-        assert (again["records"], again["accepted"], again["repeats"], again["errors"]) == (4, 0, 4, 0)
-        assert len(journal_rows(gw)) == 4 and len(outbox_rows(gw)) == 3
-    finally:
-        await gw.stop()
+    assert (again["records"], again["accepted"], again["repeats"], again["errors"]) == (4, 0, 4, 0)
+    assert len(journal_rows(gw)) == 4 and len(outbox_rows(gw)) == 3
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_feed_that_stopped_half_way_goes_on_where_it_stopped_when_the_file_is_fed_again(tmp_path):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        await feed_by_admin(gw, population_file(tmp_path / "half.csv", ROWS[:1]))
+async def test_a_feed_that_stopped_half_way_goes_on_where_it_stopped_when_the_file_is_fed_again(gw, tmp_path):
+    await feed_by_admin(gw, population_file(tmp_path / "half.csv", ROWS[:1]))
 
-        whole = (await feed_by_admin(gw, population_file(tmp_path / "district7.csv"))).json()
+    whole = (await feed_by_admin(gw, population_file(tmp_path / "district7.csv"))).json()
 
-        assert (whole["accepted"], whole["repeats"], whole["errors"]) == (2, 1, 1)
-        assert [r["status"] for r in journal_rows(gw)] == ["accepted", "error", "accepted", "accepted"]
-        assert len(outbox_rows(gw)) == 3
-    finally:
-        await gw.stop()
+    assert (whole["accepted"], whole["repeats"], whole["errors"]) == (2, 1, 1)
+    assert [r["status"] for r in journal_rows(gw)] == ["accepted", "error", "accepted", "accepted"]
+    assert len(outbox_rows(gw)) == 3
 
 
 @pytest_twisted.ensureDeferred
-async def test_only_a_source_with_a_split_is_fed_and_the_refusal_names_those_that_are(tmp_path):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        answer = await feed_by_admin(gw, b"MSH|^~\\&|A|B\r", source="hl7v2")
+async def test_only_a_source_with_a_split_is_fed_and_the_refusal_names_those_that_are(gw):
+    answer = await feed_by_admin(gw, b"MSH|^~\\&|A|B\r", source="hl7v2")
 
-        assert answer.code == 404
-        assert answer.json()["error"] == ("source 'hl7v2' cannot be fed from a file (it has no split); sources fed "
-                                          "from files here: population_csv")
-        assert journal_rows(gw) == []
-    finally:
-        await gw.stop()
+    assert answer.code == 404
+    assert answer.json()["error"] == ("source 'hl7v2' cannot be fed from a file (it has no split); sources fed "
+                                      "from files here: population_csv")
+    assert journal_rows(gw) == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_cli_feeds_through_the_running_gateway_given_its_url(tmp_path):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        population_file(tmp_path / "district7.csv")
-        host, port = gw.address("http")
+async def test_the_cli_feeds_through_the_running_gateway_given_its_url(gw, tmp_path):
+    population_file(tmp_path / "district7.csv")
+    host, port = gw.address("http")
 
-        result = await deferToThread(run_cli, "feed", "population_csv", tmp_path / "district7.csv",
-                                     "--url", f"http://{host}:{port}", "--json")
+    result = await deferToThread(run_cli, "feed", "population_csv", tmp_path / "district7.csv",
+                                 "--url", f"http://{host}:{port}", "--json")
 
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["accepted"] == 3
-        assert [r["transport"] for r in journal_rows(gw)] == ["feed"] * 4
-    finally:
-        await gw.stop()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accepted"] == 3
+    assert [r["transport"] for r in journal_rows(gw)] == ["feed"] * 4
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_cli_refuses_to_journal_beside_the_gateway_that_holds_the_data_directory(tmp_path,
-                                                                                          population_installed):
-    gw = await start(tmp_path / "data", tmp_path / "drop")
-    try:
-        population_file(tmp_path / "district7.csv")
+async def test_the_cli_refuses_to_journal_beside_the_gateway_that_holds_the_data_directory(gw, population_installed, tmp_path):
+    population_file(tmp_path / "district7.csv")
 
-        result = await deferToThread(run_cli, "feed", "population_csv", tmp_path / "district7.csv",
-                                     "--data-dir", tmp_path / "data")
+    result = await deferToThread(run_cli, "feed", "population_csv", tmp_path / "district7.csv",
+                                 "--data-dir", tmp_path / "data")
 
-        assert result.returncode == 1
-        assert f"a gateway (PID {os.getpid()}) holds the data directory" in result.stderr.decode()
-        assert "--url" in result.stderr.decode()
-        assert journal_rows(gw) == []
-    finally:
-        await gw.stop()
+    assert result.returncode == 1
+    assert f"a gateway (PID {os.getpid()}) holds the data directory" in result.stderr.decode()
+    assert "--url" in result.stderr.decode()
+    assert journal_rows(gw) == []
 
 
 @pytest_twisted.ensureDeferred

@@ -25,6 +25,13 @@ async def start(tmp_path, *plugins):
         "files": {"kind": "file", "format": "json", "directory": str(tmp_path / "drop")}})
 
 
+@pytest_twisted.async_yield_fixture
+async def gw(tmp_path):
+    gateway = await start(tmp_path)
+    yield gateway
+    await gateway.stop()
+
+
 def test_the_population_plugin_imports_nothing_of_the_gateway_but_its_public_surface():
     tree = ast.parse(Path(population_csv.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -34,65 +41,49 @@ def test_the_population_plugin_imports_nothing_of_the_gateway_but_its_public_sur
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_plugin_source_is_mounted_on_its_route_and_journaled_under_its_own_name(tmp_path):
-    gw = await start(tmp_path)
-    try:
-        answer = await http_request(gw, "POST", "/population", row(), "text/csv")
+async def test_a_plugin_source_is_mounted_on_its_route_and_journaled_under_its_own_name(gw):
+    answer = await http_request(gw, "POST", "/population", row(), "text/csv")
 
-        assert answer.code == 200, answer.body
-        assert answer.json()["status"] == "accepted" and answer.json()["duplicate"] is False
-        [journaled] = journal_rows(gw)
-        assert (journaled["source"], journaled["transport"], journaled["sender"], journaled["message_type"],
-                journaled["plugin"]) == ("population_csv", "http", "POP|79001", "POPULATION", "population_csv")
-        assert json.loads(journaled["records"])["person"]["identifiers"][0]["value"] == "079085000123"
-        assert [r["destination"] for r in outbox_rows(gw)] == ["files"]
-        assert metric_value(gw, "hssk_messages_received_total", transport="http", plugin="population_csv",
-                            message_type="POPULATION") == 1
-    finally:
-        await gw.stop()
+    assert answer.code == 200, answer.body
+    assert answer.json()["status"] == "accepted" and answer.json()["duplicate"] is False
+    [journaled] = journal_rows(gw)
+    assert (journaled["source"], journaled["transport"], journaled["sender"], journaled["message_type"],
+            journaled["plugin"]) == ("population_csv", "http", "POP|79001", "POPULATION", "population_csv")
+    assert json.loads(journaled["records"])["person"]["identifiers"][0]["value"] == "079085000123"
+    assert [r["destination"] for r in outbox_rows(gw)] == ["files"]
+    assert metric_value(gw, "hssk_messages_received_total", transport="http", plugin="population_csv",
+                        message_type="POPULATION") == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_same_record_sent_again_is_a_repeat_and_queues_nothing(tmp_path):
-    gw = await start(tmp_path)
-    try:
-        first = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
-        again = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
+async def test_the_same_record_sent_again_is_a_repeat_and_queues_nothing(gw):
+    first = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
+    again = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
 
-        assert (again["message_id"], again["duplicate"]) == (first["message_id"], True)
-        assert len(journal_rows(gw)) == 1 and len(outbox_rows(gw)) == 1
-    finally:
-        await gw.stop()
+    assert (again["message_id"], again["duplicate"]) == (first["message_id"], True)
+    assert len(journal_rows(gw)) == 1 and len(outbox_rows(gw)) == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_record_the_source_refuses_is_answered_422_naming_the_field_and_journaled(tmp_path):
-    gw = await start(tmp_path)
-    try:
-        answer = await http_request(gw, "POST", "/population", HEADER + b"79001,,Nguyen Van An,19850412,1,\n",
-                                    "text/csv")
+async def test_a_record_the_source_refuses_is_answered_422_naming_the_field_and_journaled(gw):
+    answer = await http_request(gw, "POST", "/population", HEADER + b"79001,,Nguyen Van An,19850412,1,\n",
+                                "text/csv")
 
-        assert answer.code == 422
-        assert [(e["code"], e["location"]) for e in answer.json()["errors"]] == [(101, "ROW^SO_CCCD")]
-        [journaled] = journal_rows(gw)
-        assert (journaled["source"], journaled["status"], journaled["sender"][:15]) == (
-            "population_csv", "error", "population_csv|")
-        assert outbox_rows(gw) == []
-    finally:
-        await gw.stop()
+    assert answer.code == 422
+    assert [(e["code"], e["location"]) for e in answer.json()["errors"]] == [(101, "ROW^SO_CCCD")]
+    [journaled] = journal_rows(gw)
+    assert (journaled["source"], journaled["status"], journaled["sender"][:15]) == (
+        "population_csv", "error", "population_csv|")
+    assert outbox_rows(gw) == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_body_of_another_media_type_is_refused_in_the_words_of_the_source(tmp_path):
-    gw = await start(tmp_path)
-    try:
-        answer = await http_request(gw, "POST", "/population", row(), "application/xml")
+async def test_a_body_of_another_media_type_is_refused_in_the_words_of_the_source(gw):
+    answer = await http_request(gw, "POST", "/population", row(), "application/xml")
 
-        assert answer.code == 415
-        assert answer.json()["errors"][0]["text"] == ("content type 'application/xml' is not CSV; send a population "
-                                                      "list row (a header line and one row) as text/csv")
-    finally:
-        await gw.stop()
+    assert answer.code == 415
+    assert answer.json()["errors"][0]["text"] == ("content type 'application/xml' is not CSV; send a population "
+                                                  "list row (a header line and one row) as text/csv")
 
 
 class CrashingReader:
@@ -128,16 +119,12 @@ async def test_a_plugin_sources_reader_that_raises_costs_that_input_counted_unde
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_plugin_sources_record_is_replayed_with_that_source_and_queued_once(tmp_path):
-    gw = await start(tmp_path)
-    try:
-        first = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
+async def test_a_plugin_sources_record_is_replayed_with_that_source_and_queued_once(gw):
+    first = (await http_request(gw, "POST", "/population", row(), "text/csv")).json()
 
-        replayed = (await http_request(gw, "POST", f"/admin/messages/{first['message_id']}/replay")).json()
+    replayed = (await http_request(gw, "POST", f"/admin/messages/{first['message_id']}/replay")).json()
 
-        [entry] = replayed["replayed"]
-        assert (entry["ack_code"], entry["queued"]) == ("AA", 0)
-        assert [r["source"] for r in journal_rows(gw)] == ["population_csv", "population_csv"]
-        assert len(outbox_rows(gw)) == 1
-    finally:
-        await gw.stop()
+    [entry] = replayed["replayed"]
+    assert (entry["ack_code"], entry["queued"]) == ("AA", 0)
+    assert [r["source"] for r in journal_rows(gw)] == ["population_csv", "population_csv"]
+    assert len(outbox_rows(gw)) == 1
