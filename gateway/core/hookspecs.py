@@ -243,13 +243,16 @@ def hssk_sources(config: GatewayConfig) -> Iterable[Source] | None:
     :returns: sources, each with a ``name`` no other source has. Two with one name, or two on one
         HTTP ``route``, stop start-up naming both plugins.
 
-    Called once per pipeline at start-up (in each child process with ``pipeline.isolation =
-    "processes"``), after :func:`hssk_configure`; not firstresult: every plugin's sources count.
-    The gateway's own sources are built-in plugins of this hook (``core.hl7v2``, ``core.xml130``,
-    see :mod:`gateway.sources`). A source with a ``route`` is mounted on the HTTP listener at
-    ``POST /<route>`` and answered in JSON as ``/xml130`` is (in HL7 ACKs when ``hl7`` is set);
-    one with ``split`` can be fed from a file with ``hssk-gateway feed NAME FILE``, each record
-    one journaled input named by its content, so feeding the same file again queues nothing twice::
+    Called at start-up, after :func:`hssk_configure`, and again in each child process with
+    ``pipeline.isolation = "processes"``: return new objects and change nothing. Not firstresult:
+    every plugin's sources count. The gateway's own sources are built-in plugins of this hook
+    (``core.hl7v2``, ``core.xml130``, see :mod:`gateway.sources`). A source with a ``route`` is
+    mounted on the HTTP listener at ``POST /<route>`` and answered in JSON as ``/xml130`` is (in HL7
+    ACKs when ``hl7`` is set); one with ``split`` can be fed from a file with ``hssk-gateway feed
+    NAME FILE``, each record one journaled input named by its content, so feeding the same file
+    again queues nothing twice. Its record sets then pass :func:`hssk_check` (with ``message``
+    None unless it is an HL7 source) and :func:`hssk_render` (with the reading's origin as
+    ``message``) as every other's do::
 
         def read_row(envelope, request):
             row = parse_row(envelope.raw)            # raise ContentError for a row that is no row
