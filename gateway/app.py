@@ -17,6 +17,7 @@ from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
 from gateway.core.intake import Intake
 from gateway.core.journal_identity import check_journal, record_journal
+from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
@@ -48,13 +49,15 @@ class Gateway:
         self.clock = clock or reactor
         self.datadir_lock = DataDirLock(config.data_dir)
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
-        self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe()))
+        self.pipeline = Pipeline(self.plugins.hook, config)
+        self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe(),
+                                                 self.pipeline.sources.message_types()))
         self.store = Store(config.database_path, config.store.synchronous)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
-        self.pipeline = Pipeline(self.plugins.hook, config)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
-                             pool=self._process_pool(plugins, extra_plugins))
+                             pool=self._process_pool(plugins, extra_plugins),
+                             lookups=LookupRunner(self.plugins.hook, reactor, self.clock, self.metrics))
         self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
         self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
@@ -70,7 +73,7 @@ class Gateway:
             stale_destinations=self.delivery.stale_destinations,
             admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
                                 Replayer(self.intake, self.pipeline, self.store, self.clients, config, reactor),
-                                _admin_token(config)),
+                                self.intake, _admin_token(config)),
             clients=self.clients, limiter=auth_limiter)
         self.ports: dict[str, object] = {}
 

@@ -280,9 +280,6 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
 def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
     """POST to the running gateway's ``/admin/messages/...replay``, with the admin token from the
     variable ``auth.admin_token_env`` names (pass the gateway's --config)."""
-    import os
-    import urllib.error
-    import urllib.request
     from urllib.parse import urlencode
 
     params: dict[str, object] = {"dry_run": 1} if args.dry_run else {}
@@ -293,22 +290,106 @@ def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, select
         params.update(status=selection.status, since=_iso(selection.since), limit=selection.limit)
         if selection.until is not None:
             params["until"] = _iso(selection.until)
-    request = urllib.request.Request(args.url.rstrip("/") + path + ("?" + urlencode(params) if params else ""),
-                                     data=b"", method="POST")
+    return _admin_post(config, args.url, path + ("?" + urlencode(params) if params else ""), b"")
+
+
+def _admin_post(config: GatewayConfig, url: str, path: str, body: bytes) -> dict:
+    """POST ``body`` to the running gateway's admin API at ``url`` + ``path``, with the admin token
+    from the variable ``auth.admin_token_env`` names (pass the gateway's --config); its JSON answer."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + path, data=body, method="POST")
     token = os.environ.get(config.auth.admin_token_env, "") if config.auth.admin_token_env else ""
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=600) as response:
+        with urllib.request.urlopen(request, timeout=3600) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:
         try:
             reason = json.loads(e.read()).get("error", e.reason)
         except ValueError:
             reason = e.reason
-        raise OperatorError(f"the gateway at {args.url} answered {e.code}: {reason}") from None
+        raise OperatorError(f"the gateway at {url} answered {e.code}: {reason}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise OperatorError(f"cannot reach the gateway's admin API at {args.url}: {e}") from None
+        raise OperatorError(f"cannot reach the gateway's admin API at {url}: {e}") from None
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    """Feed a file's records to a source (see :mod:`gateway.core.feed`). With ``--url`` the running
+    gateway does it through its admin API (its workers, its single journal writer); without, this
+    process does, only while no gateway holds the data directory."""
+    config = _config_from(args)
+    if not os.path.isfile(args.file):
+        raise OperatorError(f"no file {args.file}")
+    report = _feed_by_admin_api(config, args) if args.url else _feed_here(config, args.source, args.file)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(f"{report['records']} records of {report['file']} fed to {report['source']}: {report['accepted']} "
+              f"queued, {report['repeats']} already there (fed before), {report['errors']} AE, "
+              f"{report['rejected']} AR" + (f", {report['ignored']} ignored" if report["ignored"] else ""))
+        for problem in report["problems"]:
+            errors = "; ".join(f"{e['location']}: {e['text']}" if e["location"] else e["text"]
+                               for e in problem["errors"]) or "-"
+            print(f"  record {problem['record']}: {problem['ack_code']} (message {problem['message_id']}): "
+                  f"{_one_line(errors, 100)}")
+        if report["stopped"]:
+            print(f"stopped: {report['stopped']}")
+    return 1 if report["stopped"] else 0
+
+
+def _feed_here(config: GatewayConfig, source: str, path: str) -> dict:
+    """This process's own intake and journal writer, holding the data directory's lock for the
+    while, so that no gateway starts on the journal meanwhile (one writer per journal)."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
+
+    from gateway.core.datadir_lock import DataDirInUse, DataDirLock, holder_pid
+    from gateway.core.feed import FeedRefused, feed_here
+
+    _require_journal(config)
+    holder = holder_pid(config.data_dir)
+    if holder is not None:
+        raise OperatorError(f"a gateway (PID {holder}) holds the data directory {config.data_dir}: feed through it "
+                            f"with --url and its HTTP listener (http://127.0.0.1:8080), or stop it first")
+    lock = DataDirLock(config.data_dir)
+    try:
+        lock.acquire()
+    except DataDirInUse as e:
+        raise OperatorError(f"{e}; feed through it with --url") from None
+    try:
+        plugins = build_plugin_manager(config)
+        result: list = []
+
+        def run() -> None:
+            d = Deferred.fromCoroutine(feed_here(config, plugins, source, path, reactor))
+            d.addBoth(result.append)
+            d.addBoth(lambda _: reactor.stop())
+
+        reactor.callWhenRunning(run)
+        reactor.run()
+    finally:
+        lock.release()
+    if not result:
+        raise OperatorError("the feed was interrupted; what was journaled stays: feed the same file again to go on")
+    if isinstance(result[0], Failure):
+        if result[0].check(FeedRefused):
+            raise OperatorError(result[0].getErrorMessage())
+        result[0].raiseException()
+    return result[0].to_dict()
+
+
+def _feed_by_admin_api(config: GatewayConfig, args: argparse.Namespace) -> dict:
+    """POST the file to the running gateway's ``/admin/feed/SOURCE``."""
+    from urllib.parse import quote, urlencode
+
+    with open(args.file, "rb") as f:
+        body = f.read()
+    path = f"/admin/feed/{quote(args.source, safe='')}?{urlencode({'file': os.path.basename(args.file)})}"
+    return _admin_post(config, args.url, path, body)
 
 
 class OperatorError(Exception):
@@ -632,6 +713,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "admin API; without --url this process does, for a stopped gateway")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_messages_replay)
+
+    feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
+                                                           "list, an immunization export) as an input of SOURCE")
+    feed.add_argument("source", metavar="SOURCE", help="a registered source that can be fed from a file (`plugins`)")
+    feed.add_argument("file", metavar="FILE")
+    feed.add_argument("--url", metavar="URL",
+                      help="the running gateway's HTTP listener (http://127.0.0.1:8080): it feeds through its admin "
+                           "API; without --url this process does, only while no gateway holds the data directory")
+    feed.add_argument("--json", action="store_true")
+    feed.set_defaults(func=cmd_feed)
 
     outbox = sub.add_parser("outbox", help="inspect and operate the delivery queues").add_subparsers(
         dest="action", required=True)

@@ -29,6 +29,7 @@ from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
 from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
+from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.masking import mask_identifier, mask_name, mask_text
 from gateway.core.model import (
     Address,
@@ -50,7 +51,8 @@ from gateway.core.model import (
     RelatedPerson,
     ServiceLine,
 )
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, Unavailable
+from gateway.core.sources import Reading, Source, Verdict
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,
@@ -71,4 +73,6 @@ __all__ = [
     "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape", "hookimpl", "immunizations_from_rxa",
     "mask_identifier", "mask_name", "mask_text", "observations_from_obx", "person_from_pid", "records_from_hl7",
     "unescape",
+    # contract 1.0, issue 16: input kinds and remote lookups
+    "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
 ]

@@ -29,7 +29,8 @@ CONTROL_ID_LENGTH = 32
 
 @dataclass(frozen=True)
 class DocumentSource:
-    """The names one XML 130 file goes by, shaped like the parts of an HL7 message that the
+    """The names one XML 130 file goes by (or any input other than an HL7 message: a source's
+    :attr:`gateway.core.sources.Reading.origin`), shaped like the parts of an HL7 message that the
     journal, the outbox keys and the renderers read (``sender``, ``control_id``,
     ``message_type``, ``sending_facility``)."""
 
@@ -53,10 +54,19 @@ class DocumentSource:
     def unread(cls, raw: bytes, request: DocumentRequest | None) -> DocumentSource:
         """A file whose content the gateway has not (or could not) read: named by its bytes and
         by what the transport was told, so its journal row is still findable."""
-        digest = hashlib.sha256(raw).hexdigest()
         facility = request.facility if request is not None else ""
         kind = CHECK_IN_KIND if request is not None and request.document == CHECK_IN_DOCUMENT else CLAIM_KIND
-        return cls(SENDER_PREFIX + facility, digest[:CONTROL_ID_LENGTH], kind, facility, digest)
+        return cls.named_by_content(raw, SENDER_PREFIX + facility, kind, facility)
+
+    @classmethod
+    def named_by_content(cls, raw: bytes, sender: str, message_type: str, facility: str,
+                         records: int = 0) -> DocumentSource:
+        """An input that names no control id of its own, named by its bytes: an identical copy
+        sent again (a file fed twice) meets the first in the journal and is not queued again,
+        and two different inputs never share a control id. ``sender`` should carry a prefix of
+        its source's own (``XML|``), so that it is never an HL7 ``APP|FACILITY``."""
+        digest = hashlib.sha256(raw).hexdigest()
+        return cls(sender, digest[:CONTROL_ID_LENGTH], message_type, facility, digest, records=records)
 
 
 @dataclass(frozen=True)

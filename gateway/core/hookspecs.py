@@ -50,21 +50,29 @@ Version note (issue 16): the national rules moved from the pipeline into the bui
 ``core.identity``, ``core.claims`` and ``core.totals``, which ``hssk-gateway plugins`` lists after
 the installed ones and ``plugins.disabled`` cannot name; a plugin's ``hssk_check`` now runs after
 them, as it ran after the pipeline's own checks before, and sees the same arguments.
+
+Contract 1.0 added input kinds (:func:`hssk_sources`) and remote lookups (:func:`hssk_lookups`,
+:func:`hssk_perform_lookup`, :func:`hssk_check_lookups`), which run on the reactor rather than
+on a worker.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from gateway.config import DestinationConfig, GatewayConfig
     from gateway.core.documents import DocumentSource
     from gateway.core.envelope import Envelope
+    from gateway.core.lookups import Lookup, LookupAnswer
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
+    from gateway.core.sources import Source
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
 
@@ -244,4 +252,123 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
                 if not records.person or not records.person.identifier("BHYT"):
                     raise NotRenderable("no_card", "a csv row is keyed by the BHYT card")
                 return Payload("text/csv", f"{idempotency_key},{records.kind}\n".encode())
+    """
+
+
+@hookspec
+def hssk_sources(config: GatewayConfig) -> Iterable[Source] | None:
+    """Register input kinds: return the :class:`gateway.core.sources.Source` objects this plugin
+    adds (a population list, an immunization export), or None.
+
+    :param config: the validated configuration, so a source can close over its settings (the
+        gateway's own take ``mllp.default_charset`` and ``http.max_body_bytes`` this way).
+    :returns: sources, each with a ``name`` no other source has. Two with one name, or two on one
+        HTTP ``route``, stop start-up naming both plugins.
+
+    Called at start-up, after :func:`hssk_configure`, and again in each child process with
+    ``pipeline.isolation = "processes"``: return new objects and change nothing. Not firstresult:
+    every plugin's sources count. The gateway's own sources are built-in plugins of this hook
+    (``core.hl7v2``, ``core.xml130``, see :mod:`gateway.sources`). A source with a ``route`` is
+    mounted on the HTTP listener at ``POST /<route>`` and answered in JSON as ``/xml130`` is (in HL7
+    ACKs when ``hl7`` is set); one with ``split`` can be fed from a file with ``hssk-gateway feed
+    NAME FILE``, each record one journaled input named by its content, so feeding the same file
+    again queues nothing twice. Its record sets then pass :func:`hssk_check` (with ``message``
+    None unless it is an HL7 source) and :func:`hssk_render` (with the reading's origin as
+    ``message``) as every other's do::
+
+        def read_row(envelope, request):
+            row = parse_row(envelope.raw)            # raise ContentError for a row that is no row
+            origin = DocumentSource.named_by_content(envelope.raw, f"POP|{row.facility}", "POPULATION",
+                                                     row.facility)
+            return Reading(origin, row)
+
+        @hookimpl
+        def hssk_sources(config):
+            return [Source("population_csv", read=read_row, identify=lambda hook, reading, envelope: ADAPTER,
+                           split=rows_with_header, message_types=frozenset({"POPULATION"}))]
+
+    Version note: added in contract 1.0 (issue 16); before it, HL7 v2 and XML 130 were the only
+    input kinds, hard-coded in the pipeline.
+    """
+
+
+@hookspec
+def hssk_lookups(records: RecordSet, envelope: Envelope) -> Iterable[Lookup] | None:
+    """Ask for remote answers this record set needs before it can be checked (a BHYT card looked
+    up at the BHXH portal), or None.
+
+    :param records: one record set that passed the check step so far (no issue of severity ``E``).
+    :param envelope: how the input came (client, facility), as in :func:`hssk_identify`.
+    :returns: :class:`gateway.core.lookups.Lookup` objects; identical ones are asked once.
+
+    Called on a pipeline worker after :func:`hssk_check`; not firstresult. When a lookup asked
+    for has no answer yet, the worker does not wait: the decision stops here, the intake performs
+    the lookups on the reactor (:func:`hssk_perform_lookup`), each bounded by its
+    ``timeout_seconds`` and its service's ``max_concurrent``, and the input goes back to a worker,
+    where the pipeline decides it again from the start with the answers: so return the same
+    lookups for the same records. :func:`hssk_check_lookups` then judges them. The message's own
+    deadline, ``pipeline.timeout_seconds``, still holds (AR 207 past it): keep lookup timeouts well
+    under it. At most 16 lookups in 3 rounds per input; more is the plugin's bug (AE 207)::
+
+        @hookimpl
+        def hssk_lookups(records):
+            card = records.person and records.person.identifier("BHYT")
+            if card:
+                return [Lookup("bhxh_card", card, timeout_seconds=3.0, max_concurrent=4)]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_perform_lookup(lookup: Lookup, reactor) -> Deferred | None:
+    """Perform ``lookup`` if it is one of this plugin's services, else None.
+
+    :param lookup: as :func:`hssk_lookups` asked for it.
+    :param reactor: the gateway's reactor, to make requests with (``twisted.web.client.Agent``).
+    :returns: a Deferred that fires with the answer as plain data (it may be pickled to a child
+        process), or fails; a cancellable one, so a timeout stops the request.
+
+    Called on the reactor thread in the gateway's own process (never in a child process): never
+    block here, return the Deferred at once. The first non-None answer wins. A failure, an
+    exception or no answer within ``lookup.timeout_seconds`` becomes a
+    :class:`gateway.core.lookups.LookupAnswer` saying so, never the message's fault, and is
+    counted in ``hssk_lookups_total{service, outcome}``::
+
+        @hookimpl
+        def hssk_perform_lookup(lookup, reactor):
+            if lookup.service == "bhxh_card":
+                d = Agent(reactor).request(b"GET", f"{PORTAL}/the/{lookup.key}".encode())
+                return d.addCallback(readBody).addCallback(json.loads)
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_check_lookups(records: RecordSet, answers: Mapping[Lookup, LookupAnswer]) -> Iterable[Issue] | None:
+    """Judge the remote answers a record set asked for, as :func:`hssk_check` judges its records.
+
+    :param records: the record set whose :func:`hssk_lookups` asked.
+    :param answers: each lookup it asked for, answered: ``answer.outcome`` is ``answered`` (with
+        ``answer.value``), ``failed``, ``timeout`` or ``not_performed`` (a replay run without the
+        gateway, which cannot reach the service).
+    :returns: issues (``E`` makes the answer AE, ``W``/``I`` ride along on an AA), or None. To
+        answer AR instead, "cannot decide now, send again", raise
+        :class:`gateway.core.outcome.Unavailable` with the issues.
+
+    Called on a pipeline worker, once every lookup of the record set has its answer; not
+    firstresult. What a timeout means is the plugin's choice, not the gateway's::
+
+        @hookimpl
+        def hssk_check_lookups(records, answers):
+            for lookup, answer in answers.items():
+                if lookup.service != "bhxh_card":
+                    continue
+                if not answer.answered:
+                    return [Issue(0, f"BHYT card not checked at the BHXH portal ({answer.outcome})", "IN1^1^36", "W")]
+                if not answer.value["valid"]:
+                    return [Issue(103, "IN1-36: the BHXH portal knows no valid card by this number", "IN1^1^36")]
+
+    Version note: added in contract 1.0 (issue 16).
     """

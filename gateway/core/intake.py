@@ -13,9 +13,13 @@ and therefore each person's deliveries follow the sender's order (invariant 4). 
 holds back only the later messages of its own connection, and no longer than its timer: a
 timed-out message goes to the journal as its AR and lets the ones behind it go.
 
-XML 130 files (``submit_document``) take the same path — same workers, timer, bounds and group
-commit — and their Outcome carries the decision without HL7 replies; the transport turns it
-into JSON.
+Every kind of input takes this one path (``submit`` with its registered source's name) — same
+workers, timer, bounds and group commit. An HL7 source's Outcome carries the ACKs; any other's
+carries the decision without replies, and its transport turns it into JSON.
+
+A decision that waits for remote answers (``hssk_lookups``, :mod:`gateway.core.lookups`) leaves
+its worker at once: the lookups run on the reactor, each bounded, and the input goes back to the
+workers with the answers, all within its one timer.
 """
 from __future__ import annotations
 
@@ -34,17 +38,19 @@ from twisted.logger import Logger
 from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.envelope import Envelope
+from gateway.core.lookups import MAX_ROUNDS, LookupRunner, not_performed
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics, reason_label
 from gateway.core.outbox import NotRouted
 from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
-from gateway.core.pipeline import Decision, Pipeline, best_header, source_location, undecided
+from gateway.core.pipeline import Decision, Pipeline, best_header, undecided
 from gateway.core.pipeline_process import ProcessPool
+from gateway.core.sources import HL7_V2, Source, SourceRegistry
 from gateway.core.store import Committed, JournalWriter
 
 log = Logger(namespace="hssk.intake")
 
-QUEUED, PROCESSING, DECIDED, COMMITTING, TIMED_OUT, ABANDONED, ANSWERED = range(7)
+QUEUED, PROCESSING, DECIDED, COMMITTING, TIMED_OUT, ABANDONED, ANSWERED, LOOKING_UP = range(8)
 _STOP = object()
 #: Worker threads in all, stuck ones included, as a multiple of ``pipeline.workers``: a thread
 #: stuck in a plugin cannot be killed, so it is replaced, but not without bound.
@@ -75,9 +81,10 @@ class _Job:
     """One message on its way through workers and writer; ``state`` moves under the intake lock."""
 
     __slots__ = ("intake", "envelope", "deferred", "timer", "state", "decision", "outcome", "plugin", "trace",
-                 "replies", "document", "request", "resent", "arrivals", "journal_ready")
+                 "replies", "source", "request", "resent", "arrivals", "journal_ready", "answers", "waiting",
+                 "rounds")
 
-    def __init__(self, intake: Intake, envelope: Envelope, document: bool = False,
+    def __init__(self, intake: Intake, envelope: Envelope, source: Source,
                  request: DocumentRequest | None = None, arrivals: ArrivalOrder | None = None) -> None:
         self.intake = intake
         self.envelope = envelope
@@ -85,9 +92,14 @@ class _Job:
         #: timeout's AR) is ready for the journal while an earlier one of that connection is not.
         self.arrivals = arrivals
         self.journal_ready = False
-        #: An XML 130 file rather than an HL7 message, and what its transport was told about it.
-        self.document = document
+        #: The registered source of the input, and what its transport was told about it.
+        self.source = source
         self.request = request
+        #: Remote lookups answered so far, the ones running (cancelled if the timer fires first),
+        #: and how many times the pipeline asked for more.
+        self.answers: dict = {}
+        self.waiting: Deferred | None = None
+        self.rounds = 0
         self.deferred: Deferred = Deferred()
         self.timer = None
         self.state = QUEUED
@@ -116,8 +128,11 @@ class _Job:
 class Intake:
     def __init__(self, pipeline: Pipeline, writer: JournalWriter, clock: IReactorTime, metrics: Metrics,
                  workers: int = 2, timeout: float = 10.0, max_in_flight: int = 10000,
-                 pool: ProcessPool | None = None) -> None:
+                 pool: ProcessPool | None = None, lookups: LookupRunner | None = None) -> None:
         self._pipeline = pipeline
+        #: Performs the remote lookups decisions wait for; without it (a replay's own process)
+        #: they are answered ``not_performed``.
+        self._lookups = lookups
         #: With ``pipeline.isolation = "processes"``: child processes decide instead of threads.
         self._pool = pool
         if pool is not None:
@@ -147,6 +162,16 @@ class Intake:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def clock(self) -> IReactorTime:
+        """What times its messages, and the received times of inputs the gateway makes itself (a feed)."""
+        return self._clock
+
+    @property
+    def sources(self) -> SourceRegistry:
+        """The registered sources, which transports mount and ``submit`` takes by name."""
+        return self._pipeline.sources
 
     def pipeline_status(self) -> dict:
         """For ``/readyz``: with child processes, ready while at least one of them is."""
@@ -191,16 +216,13 @@ class Intake:
             drained.addCallback(lambda _: pool.stop())
         return drained
 
-    def submit(self, envelope: Envelope, arrivals: ArrivalOrder | None = None) -> Deferred:
+    def submit(self, envelope: Envelope, arrivals: ArrivalOrder | None = None, *, source: str = HL7_V2,
+               request: DocumentRequest | None = None) -> Deferred:
         """Fires with the :class:`Outcome` once the decision is journaled (or refused at a bound).
-        ``arrivals`` is the sender's connection: its messages are journaled in submission order."""
-        return self._admit(_Job(self, envelope, arrivals=arrivals))
-
-    def submit_document(self, envelope: Envelope, request: DocumentRequest | None = None,
-                        arrivals: ArrivalOrder | None = None) -> Deferred:
-        """Like :meth:`submit` for an XML 130 file in ``envelope.raw``; ``request`` is what the
-        transport was told about it (see :class:`DocumentRequest`). The Outcome has no replies."""
-        return self._admit(_Job(self, envelope, document=True, request=request, arrivals=arrivals))
+        ``arrivals`` is the sender's connection: its messages are journaled in submission order.
+        ``source`` names the registered source of ``envelope.raw`` (an HL7 v2 message by default),
+        ``request`` what the transport was told about it (see :class:`DocumentRequest`)."""
+        return self._admit(_Job(self, envelope, self._pipeline.sources[source], request, arrivals))
 
     def _admit(self, job: _Job) -> Deferred:
         envelope = job.envelope
@@ -228,9 +250,9 @@ class Intake:
         return job.deferred
 
     def _refusal_for(self, job: _Job, reason: str) -> Outcome:
-        """The not-stored AR for ``job``: an HL7 ACK for a message, the bare decision for a file
-        (not hashed or parsed: a refusal must stay cheap on the reactor)."""
-        if not job.document:
+        """The not-stored AR for ``job``: an HL7 ACK for a message, the bare decision for any
+        other input (not hashed or parsed: a refusal must stay cheap on the reactor)."""
+        if job.source.hl7:
             return self.refusal(job.envelope, reason)
         request = job.request or DocumentRequest()
         return Outcome(REJECT, (Issue(207, reason, ""),), None, committed=False, facility=request.facility)
@@ -265,12 +287,9 @@ class Intake:
             self._worker_died(job, e)
 
     def _decide(self, job: _Job) -> tuple[Decision, tuple[str, ...] | None]:
-        if job.document:
-            decision = self._pipeline.decide_document(job.envelope, job, job.request)
-        else:
-            decision = self._pipeline.decide(job.envelope, job)
+        decision = self._pipeline.decide(job.envelope, job, job.request, source=job.source.name, answers=job.answers)
         replies = None
-        if decision.ack_code is not None and not job.document:
+        if decision.ack_code is not None and job.source.hl7:
             try:
                 replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
                                                  self._clock.seconds()))
@@ -285,10 +304,10 @@ class Intake:
         log.error("pipeline worker {name} ended by {error_type}", name=threading.current_thread().name,
                   error_type=type(error).__name__)
         if job is not None and job is not _STOP and job.state == PROCESSING:
-            issue = Issue(207, f"the pipeline worker deciding this {'file' if job.document else 'message'} ended "
+            issue = Issue(207, f"the pipeline worker deciding this {job.source.noun} ended "
                                f"({type(error).__name__}); it is journaled and can be replayed",
-                          source_location(job.document))
-            self._decided(job, undecided(job.envelope, ERROR, issue, job.plugin, job.document, job.request,
+                          job.source.location)
+            self._decided(job, undecided(job.envelope, ERROR, issue, job.plugin, job.source, job.request,
                                          fault=(job.plugin or "unknown", "worker")), None)
         with self._lock:
             self._threads.remove(threading.current_thread())
@@ -311,18 +330,55 @@ class Intake:
         return True
 
     def _decided(self, job: _Job, decision: Decision, replies: tuple[str, ...] | None) -> bool:
-        """Hand the decision to the journal writer; False when the job timed out meanwhile."""
+        """Hand the decision to the journal writer, or the lookups it waits for to the reactor;
+        False when the job timed out meanwhile."""
+        if decision.lookups and job.rounds >= MAX_ROUNDS:
+            decision, replies = undecided(job.envelope, ERROR, Issue(
+                207, f"the plugins asked for remote lookups {job.rounds + 1} times for this {job.source.noun} "
+                     f"(hssk_lookups), more than {MAX_ROUNDS}; it is journaled and can be replayed once the plugin "
+                     f"is fixed", job.source.location), decision.plugin, job.source, job.request,
+                fault=(decision.plugin or "unknown", "lookup")), None
         self._count_faults(decision)
         with self._lock:
             if job.state != PROCESSING:
                 return False
-            job.state = DECIDED
-            job.decision = decision
-            job.replies = replies
-            if job.trace is not None:
-                job.trace.append(time.perf_counter())
-            self._to_journal(job)
+            if decision.lookups:
+                job.state = LOOKING_UP
+                job.rounds += 1
+            else:
+                job.state = DECIDED
+                job.decision = decision
+                job.replies = replies
+                if job.trace is not None:
+                    job.trace.append(time.perf_counter())
+                self._to_journal(job)
+        if decision.lookups:
+            if self._lookups is None:
+                self._looked_up(not_performed(decision.lookups, "no gateway reactor performs lookups here"), job)
+            else:
+                self._lookups.reactor.callFromThread(self._look_up, job, decision.lookups)
         return True
+
+    def _look_up(self, job: _Job, lookups) -> None:
+        """On the reactor: perform the lookups ``job``'s decision waits for, unless its timer
+        answered it meanwhile. No thread waits for them."""
+        if job.state != LOOKING_UP:
+            return
+        job.waiting = self._lookups.perform(lookups)
+        job.waiting.addCallback(self._looked_up, job)
+
+    def _looked_up(self, answers: dict, job: _Job) -> None:
+        """Every lookup has its answer: back to the workers, which decide again with them."""
+        with self._lock:
+            if job.state != LOOKING_UP:
+                return
+            job.state = QUEUED
+            job.waiting = None
+            job.answers = {**job.answers, **answers}
+        if self._pool is not None:
+            self._pool.submit(job)
+        else:
+            self._work.put(job)
 
     def _to_journal(self, job: _Job) -> None:
         """(Lock held.) ``job`` is ready for the writer: hand it over, unless a message that
@@ -349,7 +405,7 @@ class Intake:
             abandoned = job.state == ABANDONED
         if abandoned:
             job.decision = undecided(job.envelope, REJECT, Issue(207, self._late_commit_text(), ""), job.plugin,
-                                     job.document, job.request)
+                                     job.source, job.request)
             job.replies = None
 
     def _late_commit_text(self) -> str:
@@ -399,7 +455,7 @@ class Intake:
         replacement = None
         with self._lock:
             state = job.state
-            if state in (QUEUED, PROCESSING):
+            if state in (QUEUED, PROCESSING, LOOKING_UP):
                 job.state = TIMED_OUT
                 if state == PROCESSING and self._pool is None:
                     replacement = self._replace_stuck_worker()
@@ -416,6 +472,8 @@ class Intake:
             self._pool.abandon(job)
         elif self._pool is not None and state == QUEUED:
             self._pool.forget(job)
+        if state == LOOKING_UP and job.waiting is not None:
+            job.waiting.cancel()
         plugin = job.plugin or "unknown"
         self._metrics.plugin_timeouts.labels(plugin=plugin).inc()
         if state == DECIDED:
@@ -426,12 +484,17 @@ class Intake:
             log.warn("no pipeline worker was free within {timeout}s", timeout=self._timeout)
             text = (f"no pipeline worker was free within {self._timeout:g} s (pipeline.timeout_seconds): all "
                     f"pipeline.workers were busy or not started; send again later")
+        elif state == LOOKING_UP:
+            log.warn("plugin {plugin} waited for remote lookups longer than {timeout}s", plugin=plugin,
+                     timeout=self._timeout)
+            text = (f"plugin {plugin} waited for remote lookups longer than {self._timeout:g} s "
+                    f"(pipeline.timeout_seconds); send again later")
         else:
             log.warn("plugin {plugin} did not decide within {timeout}s", plugin=plugin, timeout=self._timeout)
             text = (f"plugin {plugin} did not answer within {self._timeout:g} s (pipeline.timeout_seconds); "
                     f"send again later")
-        job.decision = undecided(job.envelope, REJECT, Issue(207, text, source_location(job.document)), job.plugin,
-                                 job.document, job.request)
+        job.decision = undecided(job.envelope, REJECT, Issue(207, text, job.source.location), job.plugin,
+                                 job.source, job.request)
         with self._lock:
             self._to_journal(job)
         if replacement is not None:

@@ -41,12 +41,14 @@ class LabelValues:
     message_types: frozenset[str] = _DOCUMENT_TYPES
 
     @classmethod
-    def known(cls, clients: Iterable[ClientConfig], plugins: Iterable[PluginDescription]) -> LabelValues:
-        """From the configured clients and what the loaded plugins describe (``hssk_describe``)."""
+    def known(cls, clients: Iterable[ClientConfig], plugins: Iterable[PluginDescription],
+              source_types: frozenset[str] = frozenset()) -> LabelValues:
+        """From the configured clients, what the loaded plugins describe (``hssk_describe``) and
+        the message types the registered sources declare (``Source.message_types``)."""
         plugins = list(plugins)
         return cls(frozenset(code for client in clients for code in client.facilities)
                    | frozenset(code for p in plugins for code in p.facilities),
-                   _DOCUMENT_TYPES | frozenset(t for p in plugins for t in p.message_types))
+                   _DOCUMENT_TYPES | source_types | frozenset(t for p in plugins for t in p.message_types))
 
     def facility(self, code: str) -> str:
         return code if code in self.facilities else OTHER
@@ -141,6 +143,15 @@ class Metrics:
             "(no_episode, not_hl7, privacy, privacy_unknown, or a plugin's).", ["destination", "reason"], registry=r)
         self.in_flight = Gauge(
             "hssk_messages_in_flight", "Messages received but not yet answered.", registry=r)
+        self.lookups = Counter(
+            "hssk_lookups_total", "Remote lookups plugins asked for before deciding (hssk_lookups), by service and "
+            "outcome (answered, failed, timeout).", ["service", "outcome"], registry=r)
+        self.lookups_waiting = Gauge(
+            "hssk_lookups_waiting", "Lookups asked for and waiting for a place under their service's max_concurrent.",
+            ["service"], registry=r)
+        self.lookup_duration = Histogram(
+            "hssk_lookup_duration_seconds", "Time from a lookup asked to its answer (or timeout), waiting for a place "
+            "under the service's max_concurrent included.", ["service"], buckets=LATENCY_BUCKETS, registry=r)
 
         self.outbox_rows = Gauge(
             "hssk_outbox_rows", "Outbox rows per destination and state (refreshed from the journal).",

@@ -59,6 +59,16 @@ class ContentError(Exception):
         super().__init__("; ".join(i.text for i in self.issues))
 
 
+class Unavailable(Exception):
+    """Raised by a plugin that cannot decide the message now, through no fault of its content (a
+    remote service it must consult did not answer): the sender gets AR with these issues and may
+    send it again, and the journal keeps it as rejected, so the resend is decided afresh."""
+
+    def __init__(self, issues: Iterable[Issue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("; ".join(i.text for i in self.issues))
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The answer a transport gives its sender, known only after the journal commit."""

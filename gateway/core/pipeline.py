@@ -1,14 +1,14 @@
-"""The five steps every message goes through, as one synchronous function.
+"""The five steps every input goes through, as one synchronous function.
 
-``Pipeline.decide`` runs on a worker thread (see :mod:`gateway.core.intake`): it decodes the
-frame, checks the header, asks the plugins who owns the message, normalises it and runs the
-policy checks. It never raises: every failure becomes a :class:`Decision` with an ACK code and
-ERR issues, because a message that crashes the pipeline must still be journaled and answered.
-Routing and rendering for the outbox join this function with the delivery work.
-
-``Pipeline.decide_document`` is the same five steps for an XML 130 file: parse safely, ask
-``hssk_identify_document``, normalise into one record set per episode, validate and check each,
-route each. Its Decision names the file through a :class:`DocumentSource` instead of a message.
+``Pipeline.decide`` runs on a worker thread (see :mod:`gateway.core.intake`) for every kind of
+input, each a registered :class:`gateway.core.sources.Source` (HL7 v2 messages, XML 130 files, a
+plugin's own): the source reads the bytes safely and names them, a plugin claims what it read
+(identify), its adapter makes canonical records (normalize), the national rules, ``hssk_check``
+and any remote lookups judge each record set (check), and each destination that wants them gets
+them rendered (route). It never raises: every failure becomes a :class:`Decision` with an ACK
+code and ERR issues, because an input that crashes the pipeline must still be journaled and
+answered. A decision that needs remote answers first comes back with the lookups it lacks
+(:attr:`Decision.lookups`); the intake performs them and decides again with the answers.
 """
 from __future__ import annotations
 
@@ -19,27 +19,17 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
-from gateway.core.clients import facility_refusal
-from gateway.core.documents import (
-    DocumentRequest,
-    DocumentSource,
-    file_facility_refusal,
-    located,
-    record_identity,
-    repeated_episodes,
-    request_issues,
-)
+from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
-from gateway.core.masking import mask_text, names_in_records
+from gateway.core.lookups import MAX_LOOKUPS, Lookup, LookupAnswer
+from gateway.core.masking import mask_text
 from gateway.core.model import RecordSet
 from gateway.core.hookspecs import NotRenderable
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue
+from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue, Unavailable
 from gateway.core.privacy import PrivacyPolicy, Removal, UnknownPart
-from gateway.core.validation import check_hl7_structure
-from gateway.formats.hl7_model import names_in
+from gateway.core.sources import HL7_V2, Reading, Source, SourceRegistry, Verdict
 from gateway.formats.hl7v2 import (
-    CharsetConflictError,
     CharsetError,
     Hl7Message,
     MessageFormatError,
@@ -47,7 +37,6 @@ from gateway.formats.hl7v2 import (
     peek_header,
     with_msh_field,
 )
-from gateway.formats.xml130 import read_xml130
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -60,8 +49,9 @@ REPLY_CHARSET = "UNICODE UTF-8"
 class Decision:
     """What the pipeline concluded, before the journal commit makes it an Outcome.
 
-    ``message`` is the HL7 message, or ``document`` names the XML file; ``source`` is whichever
-    is set, read by the journal for sender, control id, version and charset.
+    ``message`` is the HL7 message, or ``document`` names any other input (an XML file, a
+    plugin source's record); ``source`` is whichever is set, read by the journal for sender,
+    control id, version and charset, and ``source_name`` is the registered source that read it.
     """
 
     envelope: Envelope
@@ -89,6 +79,10 @@ class Decision:
     #: Destinations that wanted a record set their format cannot carry; journaled with the
     #: message and counted by the intake, the answer unchanged.
     not_routed: tuple[NotRouted, ...] = ()
+    #: The registered source (:class:`gateway.core.sources.Source`) whose input this is.
+    source_name: str = HL7_V2
+    #: Not a decision yet: the remote answers it waits for (see :mod:`gateway.core.lookups`).
+    lookups: tuple[Lookup, ...] = ()
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -124,32 +118,38 @@ class Decision:
 
 
 class Pipeline:
-    """Holds what every decision needs: the plugin hooks and the limits from config. It counts
-    nothing itself (see :attr:`Decision.fault`), so it runs the same in a child process."""
+    """Holds what every decision needs: the plugin hooks, the registered sources and the limits
+    from config. It counts nothing itself (see :attr:`Decision.fault`), so it runs the same in a
+    child process."""
 
     def __init__(self, hook, config: GatewayConfig) -> None:
         self._hook = hook
-        self._default_charset = config.mllp.default_charset
-        self._versions = frozenset(config.pipeline.supported_versions)
+        self.sources = SourceRegistry.from_hook(hook, config)
         self._destinations = tuple(d for d in config.destinations if d.enabled)
         self._privacy = PrivacyPolicy.from_config(config.privacy)
-        self._max_xml_bytes = config.http.max_body_bytes
 
-    def decide(self, envelope: Envelope, progress=None) -> Decision:
-        """``progress``, when given, gets ``progress.plugin`` set as soon as a plugin claims the
-        message, so a timeout can name the plugin that was too slow.
+    def decide(self, envelope: Envelope, progress=None, request: DocumentRequest | None = None, *,
+               source: str = HL7_V2, answers: dict[Lookup, LookupAnswer] | None = None) -> Decision:
+        """Decide about ``envelope.raw``, an input of the registered ``source``. ``progress``,
+        when given, gets ``progress.plugin`` set as soon as a plugin claims the input, so a
+        timeout can name the plugin that was too slow. ``request`` is what the transport was told
+        beside the bytes (see :class:`DocumentRequest`), ``answers`` the remote lookups performed
+        so far for this input.
 
         Plugin faults are caught where they happen; anything else that raises here is a bug of
-        the gateway's own, and it too must cost this message only: an AE 207 that keeps the
-        bytes in the journal for a replay, never a dead worker."""
+        the gateway's own, and it too must cost this input only: an AE 207 that keeps the bytes
+        in the journal for a replay, never a dead worker."""
+        kind = self.sources[source]
         try:
-            return self._decide(envelope, progress)
+            decision = self._decide(envelope, kind, progress, request, answers or {})
         except Exception as e:
-            return self._internal_error(envelope, e, document=False)
+            decision = self._internal_error(envelope, e, kind, request)
+        decision.request = request
+        return decision
 
-    def _internal_error(self, envelope: Envelope, error: Exception, document: bool,
+    def _internal_error(self, envelope: Envelope, error: Exception, source: Source,
                         request: DocumentRequest | None = None) -> Decision:
-        what = "file" if document else "message"
+        what = source.noun
         # Where it was raised, not the traceback: its last line would quote the text unmasked.
         frames = traceback.extract_tb(error.__traceback__)
         where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
@@ -157,154 +157,93 @@ class Pipeline:
                   error_type=type(error).__name__, where=where, error=mask_text(str(error)))
         return undecided(envelope, ERROR, Issue(
             207, f"the gateway failed while deciding this {what} ({type(error).__name__}); it is journaled and can "
-                 f"be replayed once the gateway is fixed", source_location(document)),
-            document=document, request=request, fault=("core", "decide"))
+                 f"be replayed once the gateway is fixed", source.location),
+            source=source, request=request, fault=("core", "decide"))
 
-    def _decide(self, envelope: Envelope, progress) -> Decision:
+    def _decide(self, envelope: Envelope, source: Source, progress, request: DocumentRequest | None,
+                answers: dict[Lookup, LookupAnswer]) -> Decision:
+        """Step 0, read: the source parses the bytes and refuses what it can without a plugin.
+        A reader that raises costs this input (journaled for a replay), never a worker."""
         try:
-            message = Hl7Message.from_bytes(envelope.raw, envelope.forced_charset, self._default_charset,
-                                            envelope.content_charset)
-        except MessageFormatError as e:
-            return Decision(envelope, None, REJECT, (Issue(100, f"MSH: {e}", "MSH^1"),))
-        except UnknownCharsetError as e:
-            text = (f"{e}; write the message in a character set of HL7 table 0211 (UNICODE UTF-8, 8859/1, ...) "
-                    f"or WINDOWS-1258, and name it in MSH-18")
-            return Decision(envelope, header_in_reply_charset(envelope.raw), ERROR, (Issue(102, text, "MSH^1^18"),),
-                            decoded=False)
-        except CharsetConflictError as e:
-            text = (f"{e}; name the character set the bytes are written in in MSH-18, and send the same one "
-                    f"in the Content-Type or none")
-            return Decision(envelope, _header_of(envelope.raw, e.charset), ERROR, (Issue(102, text, "MSH^1^18"),),
-                            decoded=False)
-        except CharsetError as e:
-            text = (f"{e}; MSH-18 (or the listener's forced charset) must name the character set the "
-                    f"bytes are written in")
-            return Decision(envelope, _header_of(envelope.raw, e.charset), ERROR,
-                            (Issue(102, text, f"{e.segment}^{e.sequence}"),), decoded=False)
-        refusal = self._check_header(message)
-        if refusal is not None:
-            return Decision(envelope, message, REJECT, (refusal,))
-        if message.message_code == "ACK":
-            return Decision(envelope, message, None)
-        refusal = facility_refusal(envelope, (("MSH-4", message.sending_facility, "MSH^1^4"),))
-        if refusal is not None:
-            return Decision(envelope, message, REJECT, (refusal,), repeatable=False)
-        return self._run_plugins(envelope, message, progress)
+            reading = source.read(envelope, request)
+        except ContentError as e:
+            return decision_for(source, envelope, source.unread_origin(envelope, request), ERROR, e.issues)
+        except Exception as e:  # a reader bug on one odd input must cost that input, never a worker thread
+            log.error("reading a {what} of source {source} raised {error_type}: {error}", what=source.noun,
+                      source=source.name, error_type=type(e).__name__, error=mask_text(str(e)))
+            return decision_for(source, envelope, source.unread_origin(envelope, request), ERROR, (Issue(
+                207, f"the gateway could not read the {source.noun} ({type(e).__name__}); it is journaled and can "
+                     f"be replayed once the reader is fixed", source.location),),
+                fault=(self.sources.owners[source.name], "parse"))
+        if isinstance(reading, Verdict):
+            return decision_for(source, envelope, reading.origin, reading.code, reading.issues,
+                                decoded=reading.decoded, repeatable=reading.repeatable)
+        return self._run_plugins(envelope, source, reading, progress, answers)
 
-    def _check_header(self, message: Hl7Message) -> Issue | None:
-        if not message.message_code:
-            return Issue(101, "MSH-9: message type is required", "MSH^1^9")
-        if not message.control_id:
-            return Issue(101, "MSH-10: message control id is required", "MSH^1^10")
-        if message.version not in self._versions:
-            return Issue(203, f"MSH-12: version {message.version!r} is not supported "
-                              f"(supported: {', '.join(sorted(self._versions))})", "MSH^1^12")
-        return None
-
-    def _run_plugins(self, envelope: Envelope, message: Hl7Message, progress) -> Decision:
+    def _run_plugins(self, envelope: Envelope, source: Source, reading: Reading, progress,
+                     answers: dict[Lookup, LookupAnswer]) -> Decision:
+        """Steps 1 to 4: identify, normalize, check (national rules, ``hssk_check``, lookups),
+        route. An input whose record sets break a rule is answered AE and routed nowhere."""
+        origin = reading.origin
+        message = origin if source.hl7 else None
         stage, plugin = "identify", ""
         try:
-            adapter = self._hook.hssk_identify(message=message, envelope=envelope)
+            adapter = source.identify(self._hook, reading, envelope)
             if adapter is None:
-                return Decision(envelope, message, REJECT, (Issue(
-                    200, f"no plugin claims messages of type {message.message_type!r} from sending application "
-                         f"{message.sending_application!r} (MSH-3), facility {message.sending_facility!r} (MSH-4)",
-                    "MSH^1^3"),))
-            plugin, stage = adapter.name, "normalize"
-            structure = check_hl7_structure(message)
-            if structure:
-                return Decision(envelope, message, ERROR, structure, plugin)
-            if progress is not None:
-                progress.plugin = plugin
-            records = adapter.normalize(message)
-            stage = "check"  # the built-in rules (core.identity …) first, then the plugins': gateway.rules
-            issues = tuple(i for found in self._hook.hssk_check(message=message, records=records) if found
-                           for i in found)
-            stage = "serialize"
-            records_json = records.json_text
-            stage = "render"
-            routed = Routed() if any(i.severity == "E" for i in issues) else self._route(
-                message, records, plugin, records.kind)
-        except ContentError as e:
-            return Decision(envelope, message, ERROR, e.issues, plugin)
-        except (Exception, SystemExit) as e:  # a plugin bug must cost one message, never the gateway
-            # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
-            issue = self._plugin_failed(e, plugin, stage, "message", "MSH^1^9", message.control_id,
-                                        names_in(message))
-            return Decision(envelope, message, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
-        code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, message, code, issues, plugin, records_json, outbox=tuple(routed.outbox),
-                        privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
-
-    def decide_document(self, envelope: Envelope, progress=None, request: DocumentRequest | None = None) -> Decision:
-        """Decide about one XML 130 file (``envelope.raw``); like :meth:`decide`, never raises.
-
-        A file the sender must fix (unsafe or malformed XML, a rule broken) is AE; a file no
-        plugin claims, one that names a facility its client may not send for (anywhere: form,
-        header, episode), or one that contradicts ``request`` (the endpoint's kind, the form's
-        maCSKCB), is AR — AR is never repeated from the journal, so the same file sent correctly
-        is decided afresh. The client's facilities are checked before the form, so a client
-        sending another hospital's file hears that (403), not that a form field is wrong (205).
-        """
-        try:
-            decision = self._decide_document(envelope, progress, request)
-        except Exception as e:
-            decision = self._internal_error(envelope, e, document=True, request=request)
-        decision.request = request
-        return decision
-
-    def _decide_document(self, envelope: Envelope, progress, request: DocumentRequest | None) -> Decision:
-        try:
-            document = read_xml130(envelope.raw, max_bytes=self._max_xml_bytes)
-        except ContentError as e:
-            return Decision(envelope, None, ERROR, e.issues, document=DocumentSource.unread(envelope.raw, request))
-        except Exception as e:  # a reader bug on one odd file must cost that file, never a worker thread
-            log.error("reading an XML file raised {error_type}: {error}", error_type=type(e).__name__,
-                      error=mask_text(str(e)))
-            return Decision(envelope, None, ERROR, (Issue(
-                207, f"the gateway could not read the file ({type(e).__name__}); it is journaled and can be "
-                     f"replayed once the reader is fixed", "GIAMDINHHS"),),
-                document=DocumentSource.unread(envelope.raw, request), fault=("core", "parse"))
-        source = DocumentSource.of_file(document, envelope.raw)
-        foreign = file_facility_refusal(envelope, document, request)
-        refusal = (foreign,) if foreign else request_issues(document, request)
-        if refusal:
-            return Decision(envelope, None, REJECT, refusal, document=source, repeatable=False)
-        stage, plugin = "identify", ""
-        try:
-            adapter = self._hook.hssk_identify_document(document=document, envelope=envelope)
-            if adapter is None:
-                return Decision(envelope, None, REJECT, (Issue(
-                    200, f"no plugin claims facility MACSKCB={document.facility!r} ({document.document} file); "
-                         f"the gateway's plugin config lists the facilities it takes", "THONGTINDONVI^MACSKCB"),),
-                    document=source)
+                return decision_for(source, envelope, origin, REJECT, (source.unclaimed(reading),))
             plugin, stage = adapter.name, "normalize"
             if progress is not None:
                 progress.plugin = plugin
-            record_sets = tuple(adapter.normalize(document))
+            normalized = source.normalize(adapter, reading)
+            record_sets = (normalized,) if isinstance(normalized, RecordSet) else tuple(normalized)
+            if not source.many and len(record_sets) != 1:
+                raise TypeError(f"adapter {plugin} made {len(record_sets)} record sets of one {source.noun}; "
+                                f"source {source.name} takes one per input")
             stage = "check"
-            issues = list(repeated_episodes(record_sets))
+            issues = list(source.check_input(record_sets))
             for n, records in enumerate(record_sets, 1):
-                found = [i for answer in self._hook.hssk_check(message=None, records=records) if answer
+                found = [i for answer in self._hook.hssk_check(message=message, records=records) if answer
                          for i in answer]
-                issues += [located(i, n, len(record_sets)) for i in found]
+                issues += [source.locate(i, n, len(record_sets)) for i in found]
+            if not any(i.severity == "E" for i in issues):
+                stage = "lookup"
+                asked = [tuple(dict.fromkeys(lookup for found in self._hook.hssk_lookups(records=records,
+                                                                                         envelope=envelope)
+                                             if found for lookup in found)) for records in record_sets]
+                missing = tuple(dict.fromkeys(lookup for wanted in asked for lookup in wanted
+                                              if lookup not in answers))
+                if len(missing) + len(answers) > MAX_LOOKUPS:
+                    raise RuntimeError(f"plugins asked for {len(missing) + len(answers)} lookups for one "
+                                       f"{source.noun}, more than {MAX_LOOKUPS}")
+                if missing:
+                    return decision_for(source, envelope, origin, None, (), plugin, lookups=missing)
+                for n, (records, wanted) in enumerate(zip(record_sets, asked), 1):
+                    if wanted:
+                        found = [i for answer in self._hook.hssk_check_lookups(
+                            records=records, answers={lookup: answers[lookup] for lookup in wanted}) if answer
+                            for i in answer]
+                        issues += [source.locate(i, n, len(record_sets)) for i in found]
             stage = "serialize"
-            records_json = f"[{','.join(r.json_text for r in record_sets)}]"
+            records_json = (f"[{','.join(r.json_text for r in record_sets)}]" if source.many
+                            else record_sets[0].json_text)
             stage = "render"
             routed = Routed()
             if not any(i.severity == "E" for i in issues):
                 for records in record_sets:
-                    self._route(source, records, plugin, record_identity(records), routed)
+                    self._route(origin, records, plugin, source.identity(records), routed)
         except ContentError as e:
-            return Decision(envelope, None, ERROR, e.issues, plugin, document=source)
-        except (Exception, SystemExit) as e:  # a plugin bug must cost one file, never the gateway
-            issue = self._plugin_failed(e, plugin, stage, "file", "GIAMDINHHS", source.control_id,
-                                        names_in_records([r.to_dict() for r in document.records]))
-            return Decision(envelope, None, ERROR, (issue,), plugin, document=source,
-                            fault=(plugin or "unknown", stage))
+            return decision_for(source, envelope, origin, ERROR, e.issues, plugin)
+        except Unavailable as e:
+            return decision_for(source, envelope, origin, REJECT, e.issues, plugin)
+        except (Exception, SystemExit) as e:  # a plugin bug must cost one input, never the gateway
+            # (SystemExit too: a plugin calling sys.exit() would otherwise end a worker thread silently)
+            issue = self._plugin_failed(e, plugin, stage, source.noun, source.location, origin.control_id,
+                                        source.names(reading))
+            return decision_for(source, envelope, origin, ERROR, (issue,), plugin, fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=tuple(routed.outbox),
-                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
+        return decision_for(source, envelope, origin, code, tuple(issues), plugin, records_json=records_json,
+                            outbox=tuple(routed.outbox), privacy=tuple(routed.privacy),
+                            not_routed=tuple(routed.not_routed))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str, names: tuple[str, ...]) -> Issue:
@@ -317,11 +256,11 @@ class Pipeline:
                           f"can be replayed once the plugin is fixed", location)
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
-               routed: Routed | None = None) -> Routed:
+               routed: Routed) -> None:
         """One outbox item per destination whose routes take this record set, rendered now so
         that a plugin's rendering bug is answered (AE 207) and journaled for a replay, not found
-        as a dead letter days later. ``identity`` tells the record sets of one source apart in the
-        idempotency key; ``routed`` collects the record sets of one file.
+        as a dead letter days later. ``identity`` tells the record sets of one input apart in the
+        idempotency key; ``routed`` collects them.
 
         What a destination's format cannot carry is not the sender's error: a renderer that
         raises :class:`NotRenderable` leaves that destination out, and the message is accepted
@@ -330,7 +269,6 @@ class Pipeline:
         policy would remove, and every filtered destination when the record set holds a part the
         policy does not know (:class:`UnknownPart`). Every other destination with
         ``privacy = "filtered"`` is rendered from the record set the policy left."""
-        routed = routed if routed is not None else Routed()
         person = ordering_key(records, source)
         filtered = None
         for destination in self._destinations:
@@ -362,7 +300,6 @@ class Pipeline:
                 raise LookupError(f"no plugin renders format {destination.format!r} "
                                   f"for destination {destination.name!r}")
             routed.outbox.append(OutboxItem(destination.name, key, person, payload.content_type, payload.body))
-        return routed
 
 
 #: Why an ``hl7v2`` destination with ``privacy = "filtered"`` does not get a message the policy would cut.
@@ -379,19 +316,24 @@ class Routed:
     not_routed: list[NotRouted] = field(default_factory=list)
 
 
-def source_location(document: bool) -> str:
-    """ERR-2 for a fault about the whole message (its MSH-9) or the whole XML 130 file."""
-    return "GIAMDINHHS" if document else "MSH^1^9"
+def decision_for(source: Source, envelope: Envelope, origin: Hl7Message | DocumentSource | None, code: str | None,
+                 issues: tuple[Issue, ...], plugin: str = "", **fields) -> Decision:
+    """A decision about an input of ``source``, its origin where the journal and the ACK builder
+    look for it: the HL7 message, or the name of any other input."""
+    if source.hl7:
+        return Decision(envelope, origin, code, issues, plugin, source_name=source.name, **fields)
+    return Decision(envelope, None, code, issues, plugin, document=origin, source_name=source.name, **fields)
 
 
-def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", document: bool = False,
+def undecided(envelope: Envelope, code: str, issue: Issue, plugin: str = "", source: Source | None = None,
               request: DocumentRequest | None = None, fault: tuple[str, str] | None = None) -> Decision:
-    """The decision for a message or file the pipeline did not decide (too slow, its process
-    lost): journaled under whatever names its bytes give, so operators can find and replay it."""
-    if document:
-        return Decision(envelope, None, code, (issue,), plugin, document=DocumentSource.unread(envelope.raw, request),
+    """The decision for an input the pipeline did not decide (too slow, its process lost):
+    journaled under whatever names its bytes give, so operators can find and replay it. Without
+    ``source``, an HL7 v2 message."""
+    if source is None:
+        return Decision(envelope, best_header(envelope), code, (issue,), plugin, fault=fault)
+    return decision_for(source, envelope, source.unread_origin(envelope, request), code, (issue,), plugin,
                         fault=fault, request=request)
-    return Decision(envelope, best_header(envelope), code, (issue,), plugin, fault=fault)
 
 
 def best_header(envelope: Envelope) -> Hl7Message | None:
@@ -412,12 +354,3 @@ def header_in_reply_charset(raw: bytes) -> Hl7Message | None:
     if message is None:
         return None
     return Hl7Message(with_msh_field(message.text, message.field_separator, 18, REPLY_CHARSET), REPLY_CHARSET)
-
-
-def _header_of(raw: bytes, declared_charset: str) -> Hl7Message | None:
-    """The MSH of a message whose body did not decode, in the charset it declares, so the AE
-    goes back in that charset with the sender's header mirrored as the sender wrote it."""
-    message = peek_header(raw, declared_charset)
-    if message is not None:
-        message.charset = declared_charset
-    return message

@@ -14,7 +14,8 @@ object registered in the parent cannot follow it into a new interpreter.
 A child is ``python -m gateway.core.pipeline_process GATEWAY_PID``. It reads frames on its standard input
 and writes frames to descriptor 3 (its standard output and error are the gateway's, for logs).
 Each frame is a 4-byte length and a body. The first frame in is the config; the child loads the
-plugins and answers ``R`` (ready). Then for each question (a pickled envelope) it answers ``P``
+plugins and answers ``R`` (ready). Then for each question (a pickled envelope, with the name of its
+source and the remote lookups answered so far) it answers ``P``
 with the name of the plugin that claimed it, at once, so that a timeout can name the plugin,
 and ``D`` with the pickled decision and ACKs. End of input ends the child; on Linux it is also
 killed when the gateway dies, even in the middle of a plugin call.
@@ -42,7 +43,7 @@ from gateway.core.ack import acknowledgements
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ERROR, Issue
-from gateway.core.pipeline import Decision, Pipeline, source_location, undecided
+from gateway.core.pipeline import Decision, Pipeline, undecided
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -215,7 +216,7 @@ class ProcessPool:
         self._restart_delay = min(self._restart_delay * 2, MAX_RESTART_DELAY_SECONDS)
 
     def submit(self, job) -> None:
-        """Decide ``job`` (``envelope``, ``document``, ``request``) in the next idle child."""
+        """Decide ``job`` (``envelope``, ``source``, ``request``, ``answers``) in the next idle child."""
         self._queue.append(job)
         self._dispatch()
 
@@ -236,7 +237,7 @@ class ProcessPool:
                 if not self.take(job):
                     continue
             child = self._idle.popleft()
-            question = (job.document, job.envelope, job.request, self._clock.seconds())
+            question = (job.source.name, job.envelope, job.request, self._clock.seconds(), job.answers)
             try:
                 child.transport.writeToChild(_CHILD_INPUT, frame(pickle.dumps(question, pickle.HIGHEST_PROTOCOL)))
             except KeyError:  # its input is already gone: it is ending, and the job goes to the next one
@@ -345,10 +346,10 @@ class ProcessPool:
         plugin = job.plugin or "unknown"
         log.error("pipeline process {pid} ended while plugin {plugin} decided: {why}", pid=child.pid, plugin=plugin,
                   why=str(why))
-        text = (f"the pipeline process deciding this {'file' if job.document else 'message'} ended "
+        text = (f"the pipeline process deciding this {job.source.noun} ended "
                 f"(plugin {plugin}); it is journaled and can be replayed")
-        self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, source_location(job.document)), job.plugin,
-                                    job.document, job.request, fault=(plugin, "process")), None)
+        self.decided(job, undecided(job.envelope, ERROR, Issue(207, text, job.source.location), job.plugin,
+                                    job.source, job.request, fault=(plugin, "process")), None)
 
     def stop(self) -> Deferred:
         """Close every child's input, which ends it once idle; kill what is left after a while."""
@@ -402,29 +403,28 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
     write(frame(_READY))
     progress = _Progress(write)
     for question in incoming:
-        document, envelope, request, now = pickle.loads(question)
-        if document:
-            decision = pipeline.decide_document(envelope, progress, request)
-        else:
-            decision = pipeline.decide(envelope, progress)
+        name, envelope, request, now, answers = pickle.loads(question)
+        source = pipeline.sources[name]
+        decision = pipeline.decide(envelope, progress, request, source=name, answers=answers)
         try:
-            answer = _answer(decision, document, now)
+            answer = _answer(decision, source.hl7, now)
         except Exception as e:  # what a plugin put in the decision does not pickle: the sender's AE, not a dead child
             plugin = decision.plugin or "unknown"
             log.error("the decision of plugin {plugin} could not be sent to the gateway: {error}", plugin=plugin,
                       error=f"{type(e).__name__}: {e}")
             text = (f"plugin {plugin} returned data the gateway cannot carry ({type(e).__name__}); the "
-                    f"{'file' if document else 'message'} is journaled and can be replayed once the plugin is fixed")
-            decision = undecided(envelope, ERROR, Issue(207, text, source_location(document)),
-                                 decision.plugin, document, request, fault=(plugin, "serialize"))
-            answer = _answer(decision, document, now)
+                    f"{source.noun} is journaled and can be replayed once the plugin is fixed")
+            decision = undecided(envelope, ERROR, Issue(207, text, source.location),
+                                 decision.plugin, source, request, fault=(plugin, "serialize"))
+            answer = _answer(decision, source.hl7, now)
         write(frame(answer))
 
 
-def _answer(decision: Decision, document: bool, now: float) -> bytes:
-    """The ``D`` frame's body: the decision without its envelope (the gateway has it) and its ACKs."""
+def _answer(decision: Decision, hl7: bool, now: float) -> bytes:
+    """The ``D`` frame's body: the decision without its envelope (the gateway has it) and its ACKs
+    (for an HL7 source's input)."""
     replies = None
-    if decision.ack_code is not None and not document:
+    if decision.ack_code is not None and hl7:
         try:
             replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
         except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only

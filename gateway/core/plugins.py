@@ -13,6 +13,8 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
 from gateway.rules import built_in_rules
+from gateway.core.sources import SourceError, SourceRegistry
+from gateway.sources import hl7v2, xml130
 
 
 class PluginLoadError(RuntimeError):
@@ -31,11 +33,16 @@ def build_plugin_manager(
     config: GatewayConfig, extra: Iterable[object] = (), load_entry_points: bool = True
 ) -> pluggy.PluginManager:
     """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
-    ``extra`` ones, then call ``hssk_configure``. Tests pass ``load_entry_points=False`` and their
-    own plugin objects to prove one plugin in isolation."""
+    ``extra`` ones, then call ``hssk_configure`` and check the sources they register. Tests pass
+    ``load_entry_points=False`` and their own plugin objects to prove one plugin in isolation.
+
+    The gateway's own parts that plugins could replace or sit beside are built-in plugins, as
+    pytest registers its own: the ``json`` renderer and the HL7 v2 and XML 130 sources."""
     pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
+    pm.register(hl7v2, name="core.hl7v2")
+    pm.register(xml130, name="core.xml130")
     _refuse_disabling_built_ins(config.plugins.disabled)
     for name in config.plugins.disabled:
         pm.set_blocked(name)
@@ -56,6 +63,10 @@ def build_plugin_manager(
         raise PluginLoadError(f"plugin {pm.get_name(e.plugin)!r} has a hook the contract does not know: {e}; "
                               f"hooks are listed in gateway/core/hookspecs.py") from e
     pm.hook.hssk_configure(config=config)
+    try:
+        SourceRegistry.from_hook(pm.hook, config)
+    except SourceError as e:
+        raise PluginLoadError(str(e)) from e
     return pm
 
 
@@ -70,11 +81,11 @@ def _register_rules(pm: GatewayPluginManager) -> None:
 
 
 def _refuse_disabling_built_ins(disabled: Iterable[str]) -> None:
-    """The national rules and the core's renderers are not the operator's to switch off."""
+    """The national rules, the core's sources and renderers are not the operator's to switch off."""
     built_in = [name for name in disabled if name.startswith("core.")]
     if built_in:
         raise ConfigError("plugins.disabled", f"{', '.join(built_in)}: built-in plugins (the national rules, the "
-                                              f"core's renderers) cannot be disabled")
+                                              f"core's sources and renderers) cannot be disabled")
 
 
 class GatewayPluginManager(pluggy.PluginManager):

@@ -38,10 +38,12 @@ from gateway.core.clients import ClientRegistry
 from gateway.core.documents import SENDER_PREFIX, DocumentRequest
 from gateway.core.envelope import Envelope
 from gateway.core.intake import ArrivalOrder, Intake
+from gateway.core.lookups import not_performed
 from gateway.core.masking import mask_text, names_in_records
 from gateway.core.outbox import queued_keys
 from gateway.core.outcome import ACCEPT, STATUS_BY_CODE, Outcome
 from gateway.core.pipeline import Decision, Pipeline
+from gateway.core.sources import HL7_V2, XML_130
 from gateway.core.store import Store, journal_decisions
 
 #: The statuses a period's messages are picked by; an inbound ACK (``ignored``) only by its id.
@@ -49,6 +51,8 @@ SELECTABLE_STATUSES = ("accepted", "error", "rejected")
 MAX_LIMIT = 1000
 #: What a message whose bytes retention removed is answered.
 PRUNED = "its bytes were removed after the retention period (outbox.retention_days); it cannot be replayed"
+#: The answer of a remote lookup a replay cannot perform: only the running gateway reaches remote services.
+NO_LOOKUPS = "decided outside the running gateway (a dry run, or a replay without --url), which performs no lookups"
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,15 @@ class Journaled:
     sender: str
     control_id: str
     ack_code: str | None
-
-    @property
-    def document(self) -> bool:
-        return self.sender.startswith(SENDER_PREFIX)
+    #: The registered source that read it.
+    source: str
 
 
-_SELECT = """
+#: Rows from before sources were journaled are HL7 v2 messages or XML 130 files (``XML|`` senders).
+_SELECT = f"""
 SELECT id, coalesce(replay_of, id), received_at, transport, peer, listener, coalesce(client, ''), forced_charset,
-       raw, request, sender, control_id, ack_code
+       raw, request, sender, control_id, ack_code,
+       coalesce(source, CASE WHEN substr(sender, 1, 4) = '{SENDER_PREFIX}' THEN '{XML_130}' ELSE '{HL7_V2}' END)
 FROM messages AS m
 """
 
@@ -147,9 +151,25 @@ def envelope_of(message: Journaled, clients: ClientRegistry, listener_charset: s
 
 
 def decide(pipeline: Pipeline, message: Journaled, envelope: Envelope) -> Decision:
-    if message.document:
-        return pipeline.decide_document(envelope, None, message.request)
-    return pipeline.decide(envelope)
+    """Decided here, in this thread: remote lookups are answered ``not_performed``, and the
+    plugin that asked decides what that means, as for a service that is down."""
+    decision = pipeline.decide(envelope, None, message.request, source=message.source)
+    if decision.lookups:
+        decision = pipeline.decide(envelope, None, message.request, source=message.source,
+                                   answers=not_performed(decision.lookups, NO_LOOKUPS))
+    return decision
+
+
+def _unknown_source(message: Journaled, pipeline: Pipeline) -> str | None:
+    """Why ``message`` cannot be replayed by this pipeline: its source is not registered any more."""
+    if message.source in pipeline.sources:
+        return None
+    return (f"its source {message.source!r} is not registered (the plugin that added it is not loaded); it cannot "
+            f"be replayed")
+
+
+def _skipped(message: Journaled, pipeline: Pipeline) -> str | None:
+    return PRUNED if not message.raw else _unknown_source(message, pipeline)
 
 
 def _entry(message: Journaled, ack_code: str | None = None, errors: list[dict] | None = None,
@@ -213,28 +233,27 @@ class Replayer:
 
     async def replay(self, messages: list[Journaled], more: bool, dry_run: bool) -> dict:
         envelopes = [envelope_of(m, self._clients, self._listener_charset) for m in messages]
+        skipped = [_skipped(m, self._pipeline) for m in messages]
         if dry_run:
             decisions = [await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), decide,
-                                                 self._pipeline, m, e) if m.raw else None
-                         for m, e in zip(messages, envelopes)]
+                                                 self._pipeline, m, e) if not skip else None
+                         for m, e, skip in zip(messages, envelopes, skipped)]
             queued = await self._read(lambda conn: _already_queued(conn, [d for d in decisions if d]))
-            return _answer(True, [_planned(m, d, queued) if d else _entry(m, skipped=PRUNED)
-                                  for m, d in zip(messages, decisions)], more)
+            return _answer(True, [_planned(m, d, queued) if d else _entry(m, skipped=skip)
+                                  for m, d, skip in zip(messages, decisions, skipped)], more)
         order, window = ArrivalOrder(), DeferredSemaphore(self._window)
-        outcomes = await gatherResults([window.run(self._submit, m, e, order) if m.raw else succeed(None)
-                                        for m, e in zip(messages, envelopes)])
+        outcomes = await gatherResults([window.run(self._submit, m, e, order) if not skip else succeed(None)
+                                        for m, e, skip in zip(messages, envelopes, skipped)])
 
         def read_back(conn: sqlite3.Connection) -> list[dict]:
-            return [_entry(m, skipped=PRUNED) if outcome is None
+            return [_entry(m, skipped=skip) if outcome is None
                     else _entry(m, skipped=_not_journaled(outcome)) if outcome.message_id is None
-                    else _recorded(conn, m, outcome.message_id) for m, outcome in zip(messages, outcomes)]
+                    else _recorded(conn, m, outcome.message_id) for m, outcome, skip in zip(messages, outcomes, skipped)]
 
         return _answer(False, await self._read(read_back), more)
 
     def _submit(self, message: Journaled, envelope: Envelope, order: ArrivalOrder):
-        if message.document:
-            return self._intake.submit_document(envelope, message.request, order)
-        return self._intake.submit(envelope, order)
+        return self._intake.submit(envelope, order, source=message.source, request=message.request)
 
 
 def _not_journaled(outcome: Outcome) -> str:
@@ -254,8 +273,9 @@ def replay_here(store: Store, config: GatewayConfig, pipeline: Pipeline, selecti
         messages, more = select(conn, selection)
         entries = []
         for message in messages:
-            if not message.raw:
-                entries.append(_entry(message, skipped=PRUNED))
+            skipped = _skipped(message, pipeline)
+            if skipped:
+                entries.append(_entry(message, skipped=skipped))
                 continue
             decision = decide(pipeline, message, envelope_of(message, clients, config.mllp.charset))
             if dry_run:

@@ -193,6 +193,13 @@ def _create_not_routed(db: sqlite_utils.Database) -> None:
     db["not_routed"].create_index(["message_id"], index_name="not_routed_by_message")
 
 
+def _add_message_source(db: sqlite_utils.Database) -> None:
+    """The registered source that read each input (``hl7v2``, ``xml130``, a plugin's), so a replay
+    reads the bytes with the same one. Rows from before this step are NULL: an ``XML|`` sender's
+    is an XML 130 file, every other an HL7 v2 message (see :mod:`gateway.core.replay`)."""
+    db["messages"].add_column("source", str)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -205,6 +212,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0008_messages_acks_sent", _add_acks_sent),
     ("0009_messages_replay", _add_replay_columns),
     ("0010_not_routed", _create_not_routed),
+    ("0011_messages_source", _add_message_source),
 )
 
 
@@ -300,7 +308,8 @@ class WriteJob(Protocol):
 
 _COLUMNS = ("received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id", "message_type",
             "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256", "raw", "records",
-            "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request", "forced_charset")
+            "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request", "forced_charset",
+            "source")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 #: The first copies whose answer was final (AA or AE) among a batch's keys, and their replays;
@@ -502,7 +511,7 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
             else "" if envelope.replay_of is not None else ",".join(ack_codes(decision.message, ack_code)),
             envelope.replay_of,
             None if request is None else json.dumps({"document": request.document, "facility": request.facility}),
-            envelope.forced_charset,
+            envelope.forced_charset, decision.source_name,
         ])
         plan.append(("row", len(rows) - 1, (ack_code, tuple(issues), False)))
         if status in ("accepted", "error") and decision.control_id:
@@ -635,7 +644,7 @@ class Journal:
 
     COLUMNS = ("id", "received_at", "committed_at", "transport", "peer", "listener", "sender", "control_id",
                "message_type", "version", "charset", "plugin", "ack_code", "status", "errors", "content_sha256",
-               "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request")
+               "repeat_count", "last_repeat_at", "client", "acks_sent", "replay_of", "request", "source")
 
     def __init__(self, store: Store) -> None:
         self._conn = store.connect()

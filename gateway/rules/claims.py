@@ -1,6 +1,7 @@
 """``core.claims`` and ``core.totals``: the rules of an XML 130 episode as a claim (vn-standards
-§1.5). An HL7 message is no claim, so both pass it by (``message`` is not None): an ADT's totals
-from a vendor's Z-segment have no lines to add up to."""
+§1.5). They look at record sets read from an XML 130 file (claim or check-in) and at nothing
+else: an HL7 message is no claim (an ADT's totals from a vendor's Z-segment have no lines to add
+up to), and neither is a row of a population list or another source a plugin adds."""
 from __future__ import annotations
 
 from gateway.core.hookspecs import hookimpl
@@ -8,6 +9,7 @@ from gateway.core.model import RecordSet
 from gateway.core.outcome import Issue
 from gateway.core.validation import check_totals, claim_issues
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
 from gateway.rules.configured import ConfiguredRule
 
 
@@ -20,7 +22,7 @@ class ClaimRules(ConfiguredRule):
 
     @hookimpl(tryfirst=True)
     def hssk_check(self, message: Hl7Message | None, records: RecordSet) -> tuple[Issue, ...]:
-        return claim_issues(records, self.rules) if message is None else ()
+        return claim_issues(records, self.rules) if is_xml130_episode(records) else ()
 
 
 class TotalsRule(ConfiguredRule):
@@ -32,4 +34,8 @@ class TotalsRule(ConfiguredRule):
 
     @hookimpl(tryfirst=True)
     def hssk_check(self, message: Hl7Message | None, records: RecordSet) -> tuple[Issue, ...]:
-        return tuple(check_totals(records, tolerance=self.rules.totals_tolerance)) if message is None else ()
+        return tuple(check_totals(records, tolerance=self.rules.totals_tolerance)) if is_xml130_episode(records) else ()
+
+
+def is_xml130_episode(records: RecordSet) -> bool:
+    return records.kind in (CLAIM_KIND, CHECK_IN_KIND)

@@ -29,6 +29,9 @@ dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
     POST /admin/messages/replay?status=S&since=ISO&until=ISO&limit=N&dry_run=1
                                                 the same for the latest attempts with status S
                                                 received in [since, until), oldest first
+    POST /admin/feed/SOURCE?file=NAME           the body is a file of source SOURCE: each record
+                                                one input, through the intake (see
+                                                :mod:`gateway.core.feed`); answers with the report
 
 Writes run on the journal writer thread (:meth:`JournalWriter.run`, the single writer), reads
 on a connection of their own in the thread pool, so neither blocks the reactor; after a write
@@ -37,15 +40,17 @@ the delivery service refreshes at once, so a pause or a retry takes effect befor
 from __future__ import annotations
 
 import hmac
+import io
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -53,6 +58,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
+from gateway.core.envelope import peer_of
+from gateway.core.feed import FeedRefused, feed, feedable
+from gateway.core.intake import Intake
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
@@ -104,6 +112,7 @@ _ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "destinations/{dest}/flush", "flush"),
     ("POST", "messages/replay", "replay_selected"),
     ("POST", "messages/{message_id}/replay", "replay_one"),
+    ("POST", "feed/{source}", "feed"),
 )
 
 
@@ -123,9 +132,11 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(self, delivery: DeliveryService, writer: JournalWriter, store: Store, reactor,
-                 limiter: AuthFailureLimiter, metrics: Metrics, replayer: Replayer, token: str = "") -> None:
+                 limiter: AuthFailureLimiter, metrics: Metrics, replayer: Replayer, intake: Intake,
+                 token: str = "") -> None:
         super().__init__()
         self._replayer = replayer
+        self._intake = intake
         self._token = token.encode("utf-8")
         self._limiter = limiter
         self._metrics = metrics
@@ -345,6 +356,42 @@ class AdminResource(Resource):
                  dry=" (dry run: nothing journaled)" if dry_run == "1" else "")
         await self._delivery.refresh()
         return answer
+
+    async def _feed(self, request: Request, source: str) -> dict:
+        params = _query(request, {"file"})
+        try:
+            found = feedable(self._intake.sources, source)
+        except FeedRefused as e:
+            raise AdminError(http.NOT_FOUND, str(e)) from None
+        limit = self._delivery.config.http.max_body_bytes
+        if getattr(request, "too_large", False):
+            raise AdminError(http.REQUEST_ENTITY_TOO_LARGE, f"the file is larger than {limit} bytes (http.max_body_bytes); "
+                                                             f"feed it in parts, or without --url while the gateway is "
+                                                             f"stopped")
+        body = request.content.read()
+        # Splitting is the source's parsing of the whole file: on a thread, never on the reactor.
+        records, failure = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _split, found, body)
+        report = await feed(self._intake, found, _then_raise(records, failure), self._intake.clock,
+                            file=params.get("file", "upload"), peer=peer_of(request.getClientAddress()),
+                            max_record_bytes=limit)
+        await self._delivery.refresh()
+        return report.to_dict()
+
+
+def _split(source, body: bytes) -> tuple[list[bytes], Exception | None]:
+    """The records of a file, and what stopped the split (a broken file, a bug) after them."""
+    records: list[bytes] = []
+    try:
+        records.extend(source.split(io.BytesIO(body)))
+    except Exception as e:  # the split is plugin code; the feed reports it after the records before it
+        return records, e
+    return records, None
+
+
+def _then_raise(records: list[bytes], failure: Exception | None) -> Iterator[bytes]:
+    yield from records
+    if failure is not None:
+        raise failure
 
 
 def _query(request: Request, known: set[str]) -> dict[str, str]:

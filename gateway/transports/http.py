@@ -1,5 +1,9 @@
 """HTTP listener: HL7 over HTTP, health, readiness and Prometheus metrics.
 
+Every registered source with a route is mounted at ``POST /<route>`` (see
+:mod:`gateway.core.sources`): an HL7 source's (``/hl7``) here, any other's answered in JSON as
+``/xml130`` is (:mod:`gateway.transports.xml_http`).
+
 ``POST /hl7`` answers 200 with the ACK as body for AA, AE and AR alike (HL7-over-HTTP puts the
 decision in the ACK, not the status); HTTP status codes are kept for what HTTP itself is about:
 415 for a body that is not HL7 v2, 413 for one over ``http.max_body_bytes``, and 503 with
@@ -30,18 +34,18 @@ from gateway.core.intake import Intake
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import Outcome
+from gateway.core.sources import XML_130
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import mime_name
 from gateway.transports.http_connections import BoundedSite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
-from gateway.transports.xml_http import mount_xml_intake
+from gateway.transports.xml_http import JsonSourceResource, mount_bhxh_portal
 
 #: How long a failed journal commit keeps ``/readyz`` unready when nothing has committed since.
 #: The probe's own one-row write can succeed where a message's larger one fails (a WAL that may
 #: reuse its space, but not grow), so a failure counts until a message commits or this passes.
 COMMIT_FAILURE_SECONDS = 60.0
 
-HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 #: Paths whose requests the access log leaves out: Prometheus scrapes them every few seconds.
 UNLOGGED_PATHS = frozenset({b"/metrics"})
 
@@ -84,6 +88,8 @@ class BoundedRequest(Request):
 
 
 class Hl7Resource(IntakeResource):
+    """``POST /hl7`` (or an HL7 source's own route): the message as the body, the ACK as the answer."""
+
     def render_POST(self, request: BoundedRequest):
         client = self._authenticate(request)
         if isinstance(client, Refusal):
@@ -94,13 +100,13 @@ class Hl7Resource(IntakeResource):
                          f"body exceeds {request.channel.site.max_body_bytes} bytes (http.max_body_bytes)\n")
         content_type = header(request, "content-type").lower()
         media_type, _, params = content_type.partition(";")
-        if media_type.strip() not in HL7_CONTENT_TYPES:
+        if media_type.strip() not in self._source.media_types:
             return _text(request, http.UNSUPPORTED_MEDIA_TYPE,
-                         f"content type {media_type.strip() or '(none)'!r} is not HL7 v2; send one of "
-                         f"{', '.join(HL7_CONTENT_TYPES)}\n")
+                         f"content type {media_type.strip() or '(none)'!r} is not {self._source.title}; send one of "
+                         f"{', '.join(self._source.media_types)}\n")
         received_at = self._clock.seconds()
         d = self._intake.submit(self._envelope(request, request.content.read(), received_at, _charset_param(params),
-                                               client))
+                                               client), source=self._source.name)
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
@@ -201,20 +207,25 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
                listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None,
                limiter: AuthFailureLimiter | None = None) -> GatewaySite:
-    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); XML 130
-    intake at ``/xml130`` and ``/api/qd130/`` (see :mod:`gateway.transports.xml_http`). ``clients``
+    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); each of the
+    intake's sources with a route at ``/<route>``, and the BHXH portal's pair at ``/api/qd130/`` for
+    the XML 130 source (see :mod:`gateway.transports.xml_http`). ``clients``
     are who the intake endpoints recognise, ``limiter`` counts their wrong credentials per peer
     (share it with ``admin``, so a peer is one peer to all of them); health and metrics answer
     anyone."""
     clients = clients or ClientRegistry(())
     limiter = limiter or AuthFailureLimiter(clock)
     root = Resource()
-    root.putChild(b"hl7", Hl7Resource(intake, clock, metrics, listener, clients, limiter))
+    for source in intake.sources:
+        if source.route is not None:
+            resource = Hl7Resource if source.hl7 else JsonSourceResource
+            root.putChild(source.route, resource(intake, clock, metrics, listener, clients, limiter, source))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(writer, data_dir, min_free_disk_bytes, plugin_names, probe_timeout, clock,
                                                 stale_destinations, intake.pipeline_status))
     root.putChild(b"metrics", MetricsResource(metrics))
-    mount_xml_intake(root, intake, clock, metrics, listener, clients, limiter)
+    if XML_130 in intake.sources:
+        mount_bhxh_portal(root, intake, clock, metrics, listener, clients, limiter, intake.sources[XML_130])
     if admin is not None:
         root.putChild(b"admin", admin)
     site = GatewaySite(root, http_config, metrics, clock, requestFactory=BoundedRequest,

@@ -17,6 +17,7 @@ from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.core.sources import Source
 from gateway.transports.tls import peer_certificate
 
 log = Logger(namespace="hssk.http")
@@ -32,14 +33,16 @@ _REASON_PHRASES = {TOO_MANY_REQUESTS: b"Too Many Requests"}
 
 
 class IntakeResource(Resource):
-    """A leaf whose POST bodies go to the intake and are answered after the journal commit."""
+    """A leaf whose POST bodies go to the intake as inputs of ``source`` and are answered after the
+    journal commit."""
 
     isLeaf = True
 
     def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                 clients: ClientRegistry, limiter: AuthFailureLimiter) -> None:
+                 clients: ClientRegistry, limiter: AuthFailureLimiter, source: Source) -> None:
         super().__init__()
         self._intake = intake
+        self._source = source
         self._clock = clock
         self._metrics = metrics
         self._listener = listener

@@ -1,10 +1,11 @@
-"""XML 130 intake over HTTP: a vendor-neutral ``POST /xml130``, and the BHXH portal's pair
+"""JSON intake over HTTP: a vendor-neutral ``POST /xml130`` (and ``POST /<route>`` for every other
+registered source that is not HL7, answered the same way), and the BHXH portal's pair
 ``POST /api/qd130/guiHoSoXmlQD4750`` (claim file) and ``POST /api/qd130/checkInKcbQd4750``
-(check-in file), so a HIS that already submits to the portal sends a copy here by changing only
-the address.
+(check-in file) for the XML 130 source, so a HIS that already submits to the portal sends a copy
+here by changing only the address.
 
 Every answer that says "accepted" is given only after the journal commit (invariant 1): the
-resources hand the file to :meth:`Intake.submit_document` and answer when its Deferred fires.
+resources hand the file to :meth:`Intake.submit` and answer when its Deferred fires.
 The file itself is parsed on a pipeline worker, never on the reactor; here we only check the
 size, the media type or the form fields, and base64-decode the portal's ``fileHSBase64``.
 
@@ -39,13 +40,13 @@ from gateway.core.documents import DocumentRequest
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
+from gateway.core.sources import Source
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
 from gateway.transports.forms import FormError, parse_form
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, json_reply, refusal_status
 
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
-XML_CONTENT_TYPES = ("application/xml", "text/xml")
 
 #: Vietnam has kept UTC+7 without daylight saving since 1975, so a fixed offset is exact and
 #: needs no tz database on the host.
@@ -80,11 +81,12 @@ _MAX_FORM_FIELDS = 32
 
 
 class _DocumentResource(IntakeResource):
-    """What both kinds of XML intake share: the submit, the answer after commit."""
+    """What the JSON intake and the portal pair share: the submit, the answer after commit."""
 
     def _submit(self, request: Request, raw: bytes, received_at: float, document_request: DocumentRequest | None,
                 client: Client | None):
-        d = self._intake.submit_document(self._envelope(request, raw, received_at, client=client), document_request)
+        d = self._intake.submit(self._envelope(request, raw, received_at, client=client), source=self._source.name,
+                                request=document_request)
         d.addCallback(self._respond, request, received_at)
         return NOT_DONE_YET
 
@@ -113,8 +115,9 @@ class _DocumentResource(IntakeResource):
         return True
 
 
-class Xml130Resource(_DocumentResource):
-    """``POST /xml130``: the GIAMDINHHS (or check-in) file as the body, answered in plain HTTP."""
+class JsonSourceResource(_DocumentResource):
+    """``POST /xml130``, the GIAMDINHHS (or check-in) file as the body, and ``POST /<route>`` of any
+    other source that is not HL7: answered in plain HTTP with a JSON body."""
 
     def render_POST(self, request: Request):
         client = self._authenticate(request)
@@ -128,10 +131,10 @@ class Xml130Resource(_DocumentResource):
             return json_reply(request, http.REQUEST_ENTITY_TOO_LARGE, _errors(
                 "too_large", Issue(102, f"body exceeds {limit} bytes (http.max_body_bytes)", "body")))
         media_type = header(request, "content-type").lower().partition(";")[0].strip()
-        if media_type not in XML_CONTENT_TYPES:
+        if media_type not in self._source.media_types:
             return json_reply(request, http.UNSUPPORTED_MEDIA_TYPE, _errors("unsupported_media_type", Issue(
-                102, f"content type {media_type or '(none)'!r} is not XML; send an XML 130 file as "
-                     f"{' or '.join(XML_CONTENT_TYPES)}", "content-type")))
+                102, f"content type {media_type or '(none)'!r} is not {self._source.title}; send "
+                     f"{self._source.description} as {' or '.join(self._source.media_types)}", "content-type")))
         return self._submit(request, request.content.read(), self._clock.seconds(), None, client)
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
@@ -155,8 +158,9 @@ class BhxhPortalResource(_DocumentResource):
     ``file_type`` the ``loaiHoSo`` value the portal expects with it (130 claim, 0 check-in)."""
 
     def __init__(self, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                 clients: ClientRegistry, limiter: AuthFailureLimiter, *, document: str, file_type: str) -> None:
-        super().__init__(intake, clock, metrics, listener, clients, limiter)
+                 clients: ClientRegistry, limiter: AuthFailureLimiter, source: Source, *, document: str,
+                 file_type: str) -> None:
+        super().__init__(intake, clock, metrics, listener, clients, limiter, source)
         self._document = document
         self._file_type = file_type
 
@@ -292,14 +296,14 @@ def _errors(status: str, *issues: Issue) -> dict:
 
 
 
-def mount_xml_intake(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
-                     clients: ClientRegistry, limiter: AuthFailureLimiter) -> None:
-    """Put ``/xml130`` and ``/api/qd130/{guiHoSoXmlQD4750,checkInKcbQd4750}`` under ``root``."""
-    root.putChild(b"xml130", Xml130Resource(intake, clock, metrics, listener, clients, limiter))
+def mount_bhxh_portal(root: Resource, intake: Intake, clock: IReactorTime, metrics: Metrics, listener: str,
+                      clients: ClientRegistry, limiter: AuthFailureLimiter, source: Source) -> None:
+    """Put ``/api/qd130/{guiHoSoXmlQD4750,checkInKcbQd4750}`` under ``root``, for files of the XML 130
+    ``source``."""
     api, qd130 = Resource(), Resource()
     root.putChild(b"api", api)
     api.putChild(b"qd130", qd130)
-    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter,
+    qd130.putChild(b"guiHoSoXmlQD4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter, source,
                                                            document=CLAIM_DOCUMENT, file_type="130"))
-    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter,
+    qd130.putChild(b"checkInKcbQd4750", BhxhPortalResource(intake, clock, metrics, listener, clients, limiter, source,
                                                            document=CHECK_IN_DOCUMENT, file_type="0"))

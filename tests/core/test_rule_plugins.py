@@ -3,6 +3,8 @@
 ``[validation]`` per gateway, and not the operator's to disable."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.config import ConfigError, load_config
@@ -11,6 +13,7 @@ from gateway.core.outcome import Issue
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.formats.xml130_reader import CLAIM_KIND
 from tests.support import TestPlugin, hl7
 
 #: A CCCD whose century/sex digit (0: a man born 1900–1999) contradicts PID-8 F.
@@ -30,9 +33,14 @@ def manager(plugin=None, **overrides):
                                 load_entry_points=False)
 
 
-def check(pm, raw: bytes, as_file: bool = False) -> list[Issue]:
+def check(pm, raw: bytes, as_file: bool = False, kind: str = CLAIM_KIND) -> list[Issue]:
+    """The hook's issues for the message's records; ``as_file``: as the XML 130 source hands them
+    on (no HL7 message, an episode of ``kind``)."""
     message = Hl7Message.from_bytes(raw)
-    answers = pm.hook.hssk_check(message=None if as_file else message, records=records_from_hl7(message))
+    records = records_from_hl7(message)
+    if as_file:
+        records = dataclasses.replace(records, kind=kind)
+    answers = pm.hook.hssk_check(message=None if as_file else message, records=records)
     return [issue for answer in answers if answer for issue in answer]
 
 
@@ -55,6 +63,16 @@ def test_claim_and_totals_rules_pass_an_hl7_message_by_and_hold_a_record_set_fro
     assert [i.location for i in from_hl7] == ["PID^1^3"]
     assert as_file[0].location == "XML1^1^SO_CCCD"
     assert "XML1^1^MA_LK" in [i.location for i in as_file]  # core.claims: an episode file needs its MA_LK
+
+
+def test_claim_and_totals_rules_pass_a_record_set_of_another_source_by():
+    """A plugin's source (a population list row) hands on no HL7 message either: it is no claim."""
+    pm = manager()
+
+    as_population_row = check(pm, WOMAN_WITH_A_MANS_CCCD, as_file=True, kind="POPULATION")
+
+    assert "XML1^1^MA_LK" not in [i.location for i in as_population_row]
+    assert [i.code for i in as_population_row] == [102]
 
 
 def test_each_gateway_configures_its_own_rules_from_its_validation_section():
