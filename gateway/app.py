@@ -20,7 +20,7 @@ from gateway.core.journal_identity import check_journal, record_journal
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
-from gateway.core.plugins import build_plugin_manager, describe_plugins
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
@@ -55,9 +55,10 @@ class Gateway:
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
                              pool=self._process_pool(plugins, extra_plugins))
-        self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
+        destinations = destination_kinds(self.plugins).configure(config.destinations)
+        self.delivery = DeliveryService(config, destinations, self.store, self.writer, reactor, self.clock, self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
-        self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
+        self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
         auth_limiter = AuthFailureLimiter.from_config(config.auth, self.clock)

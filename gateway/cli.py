@@ -15,7 +15,7 @@ from typing import TypeVar
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
 from gateway.core.outbox import STATES
-from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins
+from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins, destination_kinds
 
 
 def _config_from(args: argparse.Namespace) -> GatewayConfig:
@@ -245,11 +245,14 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
     from gateway.core.pipeline import Pipeline
     from gateway.core.replay import replay_here
     from gateway.core.store import Store
+    from gateway.destinations.factory import batched_names
 
     _require_journal(config)
     store = Store(config.database_path, config.store.synchronous)
     store.migrate()
-    answer = replay_here(store, config, Pipeline(build_plugin_manager(config).hook, config), selection, dry_run)
+    plugins = build_plugin_manager(config)
+    unordered = batched_names(destination_kinds(plugins).configure(config.destinations))
+    answer = replay_here(store, config, Pipeline(plugins.hook, config), selection, dry_run, unordered)
     if selection.message_id is not None and not answer["replayed"]:
         raise OperatorError(f"no message with id {selection.message_id}")
     return answer
@@ -508,10 +511,11 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     config, conn = _outbox(args)
     try:
         destination = _known_destination(config, conn, args.dest)
-        kind = next((d.kind for d in config.destinations if d.name == destination), None)
-        if kind != "batch":
+        kind = next((d.kind for d in destination_kinds(build_plugin_manager(config)).configure(config.destinations)
+                     if d.name == destination), None)
+        if kind is None or not kind.batched:
             raise OperatorError(
-                f"{destination} is {'not configured' if kind is None else f'a {kind} destination'}; flush runs a "
+                f"{destination} is {'not configured' if kind is None else f'a {kind.name} destination'}; flush runs a "
                 f"configured batch destination's batch now (other kinds deliver each row as it comes)")
         _write(conn, lambda c, now: request_flush(c, now, destination))
     finally:

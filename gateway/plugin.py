@@ -24,7 +24,8 @@ The hooks themselves, when each is called and what it may return, are documented
 """
 from __future__ import annotations
 
-from gateway.config import ConfigError, DestinationConfig, GatewayConfig
+from gateway.config import ConfigError, DestinationConfig, GatewayConfig, setting
+from gateway.core.batch import BatchSettings
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
@@ -51,6 +52,8 @@ from gateway.core.model import (
     ServiceLine,
 )
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue
+from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.destinations.factory import DestinationContext, DestinationKind
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,
@@ -63,12 +66,13 @@ from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
-    "ACCEPT", "Adapter", "Address", "Appointment", "CONTRACT_VERSION", "CheckIn", "ClaimFile", "ClaimTotals",
-    "ClinicalNote", "ConfigError", "ContentError", "DestinationConfig", "Diagnosis", "DocumentAdapter",
+    "ACCEPT", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn", "ClaimFile",
+    "ClaimTotals", "ClinicalNote", "ConfigError", "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult",
+    "Destination", "DestinationConfig", "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter",
     "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",
     "Identifier", "Immunization", "Issue", "MedicationLine", "NotRenderable", "Observation", "Payload", "Person",
-    "PluginDescription", "ProfileDefaults", "REJECT", "RawTable", "RecordSet", "Referral", "RelatedPerson",
+    "PluginDescription", "ProfileDefaults", "REJECT", "RETRY", "RawTable", "RecordSet", "Referral", "RelatedPerson",
     "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape", "hookimpl", "immunizations_from_rxa",
     "mask_identifier", "mask_name", "mask_text", "observations_from_obx", "person_from_pid", "records_from_hl7",
-    "unescape",
+    "setting", "unescape",
 ]

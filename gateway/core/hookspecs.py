@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
+    from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
 
@@ -223,4 +224,47 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
                 if not records.person or not records.person.identifier("BHYT"):
                     raise NotRenderable("no_card", "a csv row is keyed by the BHYT card")
                 return Payload("text/csv", f"{idempotency_key},{records.kind}\n".encode())
+    """
+
+
+@hookspec
+def hssk_destination_kinds() -> Iterable[DestinationKind]:
+    """Register destination kinds: what a ``[destinations.NAME]`` table's ``kind`` may name.
+
+    :returns: :class:`~gateway.plugin.DestinationKind` objects, each with its ``name``, the
+        frozen dataclass of its own keys (``settings``), the factory that builds its
+        :class:`~gateway.plugin.Destination`, and optionally a ``check`` of rules across keys.
+
+    Called once when the plugins are loaded (at start-up, in ``check-config``, in each pipeline
+    child), before ``hssk_configure``; every plugin's kinds are collected (not firstresult), and
+    two plugins registering one name stop start-up. Each destination's table is then checked
+    against its kind: an unknown key, a missing required one, a wrong type or a rule broken is a
+    configuration error naming ``destinations.NAME.key`` (exit status 2). The built-in ``http``,
+    ``file``, ``mllp`` and ``batch`` come through this hook too (:mod:`gateway.destinations.builtin`).
+
+    ``build(config, settings, context)`` runs once at start-up on the reactor and returns an
+    object whose ``deliver(delivery)`` fires with a :class:`~gateway.plugin.DeliveryResult`
+    (delivered, retry, dead) and never errbacks, and whose ``close()`` releases connections.
+    Retries, backoff, per-person order and dead letters stay the gateway's::
+
+        @dataclass(frozen=True)
+        class SftpSettings:
+            host: str = setting()                                 # required
+            directory: str = "/incoming"
+
+        class SftpDestination:
+            def __init__(self, config, settings, context):
+                self.name = config.name
+                ...
+            def deliver(self, delivery):
+                ...  # upload delivery.payload as f"{delivery.idempotency_key}.json"
+                return succeed(DeliveryResult(DELIVERED, "uploaded"))
+            def close(self):
+                return succeed(None)
+
+        @hookimpl
+        def hssk_destination_kinds():
+            return [DestinationKind("sftp", SftpSettings, SftpDestination)]
+
+    Version note: added in contract 1.0 (issue 16); before it the four kinds were built in.
     """

@@ -11,6 +11,8 @@ import pluggy
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
+from gateway.destinations import builtin as builtin_destinations
+from gateway.destinations.factory import DestinationKind, DestinationKinds
 
 
 class PluginLoadError(RuntimeError):
@@ -28,11 +30,13 @@ def build_plugin_manager(
     config: GatewayConfig, extra: Iterable[object] = (), load_entry_points: bool = True
 ) -> pluggy.PluginManager:
     """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
-    ``extra`` ones, then call ``hssk_configure``. Tests pass ``load_entry_points=False`` and their
-    own plugin objects to prove one plugin in isolation."""
+    ``extra`` ones, check each destination's table against its kind, then call ``hssk_configure``.
+    Tests pass ``load_entry_points=False`` and their own plugin objects to prove one plugin in
+    isolation."""
     pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
+    pm.register(builtin_destinations, name="core.destinations")
     for name in config.plugins.disabled:
         pm.set_blocked(name)
     if load_entry_points:
@@ -50,8 +54,33 @@ def build_plugin_manager(
     except pluggy.PluginValidationError as e:
         raise PluginLoadError(f"plugin {pm.get_name(e.plugin)!r} has a hook the contract does not know: {e}; "
                               f"hooks are listed in gateway/core/hookspecs.py") from e
+    destination_kinds(pm).configure(config.destinations)
     pm.hook.hssk_configure(config=config)
     return pm
+
+
+def destination_kinds(pm: pluggy.PluginManager) -> DestinationKinds:
+    """Every kind the plugins register through ``hssk_destination_kinds``. A plugin whose hook
+    raises or returns something else, or a kind two plugins register, stops start-up naming the
+    plugins: which of the two a config means cannot be guessed."""
+    owners: dict[str, str] = {}
+    kinds: list[DestinationKind] = []
+    for impl in pm.hook.hssk_destination_kinds.get_hookimpls():
+        try:
+            registered = list(impl.function())
+        except Exception as e:  # an integrator's bug must name the plugin, not crash bare
+            raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in hssk_destination_kinds: "
+                                  f"{type(e).__name__}: {e}") from e
+        for kind in registered:
+            if not isinstance(kind, DestinationKind):
+                raise PluginLoadError(f"plugin {impl.plugin_name!r}: hssk_destination_kinds must return "
+                                      f"DestinationKind objects, got {kind!r}")
+            if kind.name in owners:
+                raise PluginLoadError(f"plugin {impl.plugin_name!r} registers destination kind {kind.name!r}, "
+                                      f"which plugin {owners[kind.name]!r} registers already")
+            owners[kind.name] = impl.plugin_name
+            kinds.append(kind)
+    return DestinationKinds(kinds)
 
 
 class GatewayPluginManager(pluggy.PluginManager):
