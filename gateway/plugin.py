@@ -25,6 +25,7 @@ The hooks themselves, when each is called and what it may return, are documented
 from __future__ import annotations
 
 from gateway.config import ConfigError, DestinationConfig, GatewayConfig, setting
+from gateway.core.ack_profile import AckProfile
 from gateway.core.batch import BatchSettings
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
@@ -66,7 +67,7 @@ from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
-    "ACCEPT", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn", "ClaimFile",
+    "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn", "ClaimFile",
     "ClaimTotals", "ClinicalNote", "ConfigError", "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult",
     "Destination", "DestinationConfig", "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter",
     "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",

@@ -42,6 +42,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from gateway.config import DestinationConfig, GatewayConfig
+    from gateway.core.ack_profile import AckProfile
     from gateway.core.documents import DocumentSource
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
@@ -267,4 +268,32 @@ def hssk_destination_kinds() -> Iterable[DestinationKind]:
             return [DestinationKind("sftp", SftpSettings, SftpDestination)]
 
     Version note: added in contract 1.0 (issue 16); before it the four kinds were built in.
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_ack_profile(message: Hl7Message, envelope: Envelope) -> AckProfile | None:
+    """Choose the ACK profile of ``message``: extra ACK MSH fields, and which issue severities
+    make its answer AE or AR. Return None to leave the ACK as HL7's base rules make it.
+
+    :param message: the message being answered; only its MSH is sure to be read (a message whose
+        body did not decode is answered too).
+    :param envelope: how it arrived (transport, client, facility).
+    :returns: an :class:`~gateway.plugin.AckProfile`, or None. The first non-None answer wins.
+
+    Called on the pipeline worker (or child process) once the message is decided, for every
+    decision that has an answer and a readable MSH — AA, AE and AR alike, the claiming plugin's
+    or not — and before anything is journaled, so the code the profile gives is the one
+    journaled, counted and repeated to a resend. Refusals made before deciding (a bound reached,
+    the gateway stopping, a decision that timed out) carry no profile. An exception is AE with
+    ERR 207 for the message, like any plugin fault. The CDC IIS guide's VXU ACK, for example::
+
+        CDC_Z23 = AckProfile(msh_fields={21: "Z23^CDCPHINVS"}, severity_codes={"W": "AE"})
+
+        @hookimpl
+        def hssk_ack_profile(message, envelope):
+            if message.message_code == "VXU":
+                return CDC_Z23
+
+    Version note: added in contract 1.0 (issue 16).
     """

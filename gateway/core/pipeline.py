@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
+from gateway.core.ack_profile import AckProfile, with_ack_profile
 from gateway.core.clients import facility_refusal
 from gateway.core.documents import (
     DocumentRequest,
@@ -94,6 +95,8 @@ class Decision:
     #: Destinations that wanted a record set their format cannot carry; journaled with the
     #: message and counted by the intake, the answer unchanged.
     not_routed: tuple[NotRouted, ...] = ()
+    #: What the plugins ask of this message's ACK (``hssk_ack_profile``); every ACK built for it uses it.
+    ack_profile: AckProfile | None = None
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -149,7 +152,7 @@ class Pipeline:
         the gateway's own, and it too must cost this message only: an AE 207 that keeps the
         bytes in the journal for a replay, never a dead worker."""
         try:
-            return self._decide(envelope, progress)
+            return with_ack_profile(self._hook, self._decide(envelope, progress))
         except Exception as e:
             return self._internal_error(envelope, e, document=False)
 

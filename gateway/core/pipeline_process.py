@@ -426,7 +426,8 @@ def _answer(decision: Decision, document: bool, now: float) -> bytes:
     replies = None
     if decision.ack_code is not None and not document:
         try:
-            replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
+            replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now,
+                                             decision.ack_profile))
         except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
             log.error("building the ACK failed: {error}", error=mask_text(str(e)))
     envelope, decision.envelope = decision.envelope, None
