@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
+from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins, destination_kinds
 
@@ -545,7 +546,8 @@ def cmd_outbox_purge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway")
+    parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="TOML configuration file (default: built-in defaults)")
@@ -640,7 +642,47 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--delivered-before", type=_parse_time, required=True, metavar="DATE",
                        help="ISO date/time (local), exclusive")
     purge.set_defaults(func=cmd_outbox_purge)
+    _add_plugin_commands(parser, sub, common)
     return parser
+
+
+def _add_plugin_commands(parser: argparse.ArgumentParser, sub, common: argparse.ArgumentParser) -> None:
+    """``hssk-gateway PLUGIN COMMAND`` for each command an installed plugin adds (``hssk_commands``,
+    :mod:`gateway.core.commands`); a plugin that could not say its commands is named in ``--help``."""
+    from gateway.core.commands import installed_commands
+
+    found = installed_commands(reserved=set(sub.choices))
+    for plugin, commands in found.by_plugin.items():
+        try:
+            tree = argparse.ArgumentParser(prog=f"{parser.prog} {plugin}", add_help=False)
+            actions = tree.add_subparsers(dest="action", required=True, metavar="COMMAND")
+            for command in commands:
+                own = actions.add_parser(command.name, parents=[common], help=command.help)
+                if command.arguments is not None:
+                    command.arguments(own)
+                own.set_defaults(func=_plugin_command(plugin, command))
+        except Exception as e:  # a plugin's broken arguments cost its own commands only
+            found.problems.append(f"{plugin}: {type(e).__name__}: {e}")
+            continue
+        sub.add_parser(plugin, parents=[tree], help=f"commands of plugin {plugin}")
+    if found.problems:
+        parser.epilog = ("plugins whose commands are missing (hssk-gateway check-config says more):\n  "
+                         + "\n  ".join(found.problems))
+
+
+def _plugin_command(plugin: str, command) -> Callable[[argparse.Namespace], int]:
+    """Run a plugin's command with the configuration and the plugins loaded as ``serve`` would."""
+    from gateway.core.commands import CommandContext
+
+    def run(args: argparse.Namespace) -> int:
+        config = _config_from(args)
+        if plugin in config.plugins.disabled:
+            raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
+        build_plugin_manager(config)
+        status = command.run(args, CommandContext(plugin, config))
+        return 0 if status is None else status
+
+    return run
 
 
 def _reader_gone() -> int:
@@ -667,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginLoadError as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 2
-    except OperatorError as e:
+    except (OperatorError, CommandError) as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 1
     except sqlite3.Error as e:

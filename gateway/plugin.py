@@ -27,6 +27,7 @@ from __future__ import annotations
 from gateway.config import ConfigError, DestinationConfig, GatewayConfig, setting
 from gateway.core.ack_profile import AckProfile
 from gateway.core.batch import BatchSettings
+from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
@@ -68,7 +69,7 @@ from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
     "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn", "ClaimFile",
-    "ClaimTotals", "ClinicalNote", "ConfigError", "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult",
+    "ClaimTotals", "ClinicalNote", "Command", "CommandContext", "CommandError", "ConfigError", "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult",
     "Destination", "DestinationConfig", "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter",
     "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",
     "Identifier", "Immunization", "Issue", "MedicationLine", "NotRenderable", "Observation", "Payload", "Person",

@@ -43,6 +43,7 @@ import pluggy
 if TYPE_CHECKING:
     from gateway.config import DestinationConfig, GatewayConfig
     from gateway.core.ack_profile import AckProfile
+    from gateway.core.commands import Command
     from gateway.core.documents import DocumentSource
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
@@ -294,6 +295,35 @@ def hssk_ack_profile(message: Hl7Message, envelope: Envelope) -> AckProfile | No
         def hssk_ack_profile(message, envelope):
             if message.message_code == "VXU":
                 return CDC_Z23
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_commands() -> Iterable[Command]:
+    """Add commands to the command line: each :class:`~gateway.plugin.Command` becomes
+    ``hssk-gateway PLUGIN NAME …``, under this plugin's entry-point name, with ``--config`` and
+    ``--data-dir`` like the gateway's own commands.
+
+    :returns: the plugin's :class:`~gateway.plugin.Command` objects (name, help, ``run``, and
+        optionally ``arguments`` to add argparse arguments).
+
+    Called when the command line is built, before it is parsed, with each plugin loaded on its
+    own: the plugin is not configured yet, so return the commands and do the work in ``run``.
+    Not firstresult (each plugin says its own). A plugin that fails to load, or whose hook
+    raises, loses its commands and is named in ``hssk-gateway --help``; nothing else is lost.
+    ``run(args, context)`` gets the parsed arguments and a :class:`~gateway.plugin.CommandContext`:
+    the configuration, with every plugin loaded and configured as ``serve`` would. A command of a
+    plugin named in ``plugins.disabled`` is refused (exit 2)::
+
+        def show_links(args, context):
+            print(f"{args.limit} links of {context.plugin}")
+
+        @hookimpl
+        def hssk_commands():
+            return [Command("links", "list the person links this plugin keeps", show_links,
+                            arguments=lambda parser: parser.add_argument("--limit", type=int, default=20))]
 
     Version note: added in contract 1.0 (issue 16).
     """
