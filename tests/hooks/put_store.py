@@ -44,10 +44,15 @@ class PutStoreDestination:
         url = (self._settings.base_url + delivery.idempotency_key).encode("ascii")
         headers = Headers({b"content-type": [delivery.content_type.encode("latin-1")]})
         d = self._agent.request(b"PUT", url, headers, FileBodyProducer(BytesIO(delivery.payload)))
-        d.addCallback(lambda response: _body(response).addCallback(lambda body: self._classify(response.code, body)))
+        d.addCallback(self._answered)
         d.addTimeout(self._settings.timeout_seconds, self._reactor)
         d.addErrback(lambda failure: DeliveryResult(RETRY, "connection", failure.getErrorMessage()))
         return d
+
+    def _answered(self, response) -> Deferred:
+        body = _Body()
+        response.deliverBody(body)
+        return body.finished.addCallback(lambda data: self._classify(response.code, data))
 
     @staticmethod
     def _classify(code: int, body: bytes) -> DeliveryResult:
@@ -61,23 +66,18 @@ class PutStoreDestination:
         return self._pool.closeCachedConnections()
 
 
-class _BodyReader(Protocol):
-    def __init__(self, finished: Deferred) -> None:
-        self.finished = finished
-        self.chunks: list[bytes] = []
+class _Body(Protocol):
+    """Collects an answer's body (a store's reason for a dead letter); ``finished`` fires with it."""
+
+    def __init__(self) -> None:
+        self.finished: Deferred = Deferred()
+        self.data = b""
 
     def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
+        self.data += data
 
     def connectionLost(self, reason=None) -> None:
-        self.finished.callback(b"".join(self.chunks))
-
-
-def _body(response) -> Deferred:
-    """The whole answer (the store's reason, for a dead letter)."""
-    finished: Deferred = Deferred()
-    response.deliverBody(_BodyReader(finished))
-    return finished
+        self.finished.callback(self.data)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from tests.core.fault_plugin import start_isolated
 from tests.hooks import iis_vxu
 from tests.hooks.support import installed
 from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, outbox_rows,
-                           replace_msh_field, sample, segments_of, send_and_receive, start_gateway)
+                           replace_msh_field, sample, segments_of, start_gateway)
 
 FILES = {"files": {"kind": "file", "directory": "files"}}
 
@@ -110,9 +110,7 @@ class BrokenProfile:
 async def test_a_profile_hook_that_raises_costs_the_message_ae_207(tmp_path):
     gw = await start_gateway(tmp_path / "data", plugins=[TestPlugin(), BrokenProfile()], destinations=FILES)
     try:
-        client = await connect_mllp(gw)
-        ack = await send_and_receive(client, hl7(control_id="BROKEN1"))
-        client.transport.loseConnection()
+        [ack] = await exchange(gw, hl7(control_id="BROKEN1"), acks=1)
     finally:
         await gw.stop()
 
