@@ -20,7 +20,8 @@ from gateway.core.journal_identity import check_journal, record_journal
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
-from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds
+from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
@@ -48,6 +49,8 @@ class Gateway:
         self.clock = clock or reactor
         self.datadir_lock = DataDirLock(config.data_dir)
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
+        #: The plugins' own schema steps, applied after the core's at start-up.
+        self.migration_sets = migration_sets(self.plugins)
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe()))
         self.store = Store(config.database_path, config.store.synchronous)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
@@ -95,11 +98,15 @@ class Gateway:
         check_journal(self.store.path, self.fresh_journal)
         self.store.make_private()
         applied = self.store.migrate()
+        applied += apply_migration_sets(self.store, self.migration_sets)
         record_journal(self.store.path)
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
         yield self.delivery.start()
+        self.plugins.hook.hssk_journal(journal=GatewayJournal(
+            self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
+            self.clock))
         self.intake.start()
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):

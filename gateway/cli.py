@@ -15,6 +15,7 @@ from typing import TypeVar
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
 from gateway.core.commands import CommandError
+from gateway.core.plugin_journal import MigrationError
 from gateway.core.outbox import STATES
 from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins, destination_kinds
 
@@ -242,21 +243,35 @@ def cmd_messages_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
-    """The pipeline in this process, on the journal directly (brought to today's schema first)."""
-    from gateway.core.pipeline import Pipeline
+    """The pipeline in this process, on the journal directly (brought to today's schema first),
+    the plugins handed a journal of this process's own as ``serve`` hands them the gateway's."""
     from gateway.core.replay import replay_here
+
+    plugins = build_plugin_manager(config)
+    journal = _plugin_journal(config, plugins)
+    plugins.hook.hssk_journal(journal=journal)
+    answer = replay_here(journal.store, config, journal.pipeline, selection, dry_run, journal.unordered)
+    if selection.message_id is not None and not answer["replayed"]:
+        raise OperatorError(f"no message with id {selection.message_id}")
+    return answer
+
+
+def _plugin_journal(config: GatewayConfig, plugins):
+    """The journal of ``config``'s data dir for this process: brought to today's schema (the
+    core's steps, then the plugins'), written in short transactions of its own."""
+    from gateway.core.pipeline import Pipeline
+    from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
+    from gateway.core.plugins import migration_sets
     from gateway.core.store import Store
     from gateway.destinations.factory import batched_names
 
     _require_journal(config)
     store = Store(config.database_path, config.store.synchronous)
     store.migrate()
-    plugins = build_plugin_manager(config)
+    sets = migration_sets(plugins)
+    apply_migration_sets(store, sets)
     unordered = batched_names(destination_kinds(plugins).configure(config.destinations))
-    answer = replay_here(store, config, Pipeline(plugins.hook, config), selection, dry_run, unordered)
-    if selection.message_id is not None and not answer["replayed"]:
-        raise OperatorError(f"no message with id {selection.message_id}")
-    return answer
+    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered)
 
 
 def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
@@ -678,8 +693,8 @@ def _plugin_command(plugin: str, command) -> Callable[[argparse.Namespace], int]
         config = _config_from(args)
         if plugin in config.plugins.disabled:
             raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
-        build_plugin_manager(config)
-        status = command.run(args, CommandContext(plugin, config))
+        plugins = build_plugin_manager(config)
+        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins)))
         return 0 if status is None else status
 
     return run
@@ -706,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hssk-gateway: configuration error: {e}", file=sys.stderr)
         return 2
-    except PluginLoadError as e:
+    except (PluginLoadError, MigrationError) as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 2
     except (OperatorError, CommandError) as e:

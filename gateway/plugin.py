@@ -31,6 +31,7 @@ from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
+from gateway.core.events import Event, QueuedEvent
 from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
 from gateway.core.masking import mask_identifier, mask_name, mask_text
 from gateway.core.model import (
@@ -54,6 +55,7 @@ from gateway.core.model import (
     ServiceLine,
 )
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue
+from gateway.core.plugin_journal import MigrationSet, PluginJournal
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
 from gateway.destinations.factory import DestinationContext, DestinationKind
 from gateway.formats.hl7_model import (
@@ -68,13 +70,14 @@ from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
-    "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn", "ClaimFile",
-    "ClaimTotals", "ClinicalNote", "Command", "CommandContext", "CommandError", "ConfigError", "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult",
-    "Destination", "DestinationConfig", "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter",
-    "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",
-    "Identifier", "Immunization", "Issue", "MedicationLine", "NotRenderable", "Observation", "Payload", "Person",
-    "PluginDescription", "ProfileDefaults", "REJECT", "RETRY", "RawTable", "RecordSet", "Referral", "RelatedPerson",
-    "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape", "hookimpl", "immunizations_from_rxa",
-    "mask_identifier", "mask_name", "mask_text", "observations_from_obx", "person_from_pid", "records_from_hl7",
-    "setting", "unescape",
+    "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn",
+    "ClaimFile", "ClaimTotals", "ClinicalNote", "Command", "CommandContext", "CommandError", "ConfigError",
+    "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult", "Destination", "DestinationConfig",
+    "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter", "DocumentRequest", "DocumentSource",
+    "ERROR", "Encounter", "Envelope", "Event", "Extra", "GatewayConfig", "Hl7Message", "Identifier",
+    "Immunization", "Issue", "MedicationLine", "MigrationSet", "NotRenderable", "Observation", "Payload", "Person",
+    "PluginDescription", "PluginJournal", "ProfileDefaults", "QueuedEvent", "REJECT", "RETRY", "RawTable",
+    "RecordSet", "Referral", "RelatedPerson", "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape",
+    "hookimpl", "immunizations_from_rxa", "mask_identifier", "mask_name", "mask_text", "observations_from_obx",
+    "person_from_pid", "records_from_hl7", "setting", "unescape",
 ]

@@ -14,10 +14,14 @@ import argparse
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.core import hookspecs
 from gateway.core.contract import contract_problem
+
+if TYPE_CHECKING:
+    from gateway.core.plugin_journal import PluginJournal
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,15 @@ class CommandContext:
 
     plugin: str
     config: GatewayConfig
+    open_journal: Callable[[], PluginJournal] = field(repr=False, compare=False)
+
+    def journal(self) -> PluginJournal:
+        """The journal of the data dir, brought to today's schema (the core's steps and every
+        plugin's), as a :class:`~gateway.core.plugin_journal.PluginJournal` whose writes and
+        events are short transactions of this process's own (a running gateway delivers what
+        they queue at its next outbox refresh). A data dir without a journal is a configuration
+        error: a command never creates one."""
+        return self.open_journal()
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,11 @@ dropped. An exception is answered AE with ERR 207 and counted per plugin; neithe
 gateway. With ``pipeline.isolation = "processes"`` the worker is a child process: every plugin is
 loaded and ``hssk_configure`` called in each child, so a plugin keeps no state it expects the
 gateway's process, or another child, to see; what a hook returns (records, issues, payloads) is
-pickled back, so it holds plain data. Version notes: all hooks are as of 0.1;
-:class:`PluginDescription` gained ``message_types`` and ``facilities`` after 0.1.0.
+pickled back, so it holds plain data. Version notes: the message hooks are as of 0.1;
+:class:`PluginDescription` gained ``message_types`` and ``facilities`` after 0.1.0; contract 1.0
+added what a national system's plugin needs besides deciding messages: ``hssk_ack_profile``,
+``hssk_destination_kinds``, ``hssk_commands``, ``hssk_migrations`` and ``hssk_journal`` (with it,
+events: outbox work no inbound message caused).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from gateway.core.envelope import Envelope
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
+    from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
@@ -324,6 +328,72 @@ def hssk_commands() -> Iterable[Command]:
         def hssk_commands():
             return [Command("links", "list the person links this plugin keeps", show_links,
                             arguments=lambda parser: parser.add_argument("--limit", type=int, default=20))]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_migrations() -> Iterable[MigrationSet]:
+    """Declare this plugin's own tables in the journal, as named, ordered schema steps.
+
+    :returns: :class:`~gateway.plugin.MigrationSet` objects: a ``name`` (the plugin's; its
+        tables are named ``NAME_…``) and ``steps``, ``(step name, function(db))`` where ``db`` is
+        a ``sqlite_utils.Database`` on the journal.
+
+    Called at start-up (``serve``; the CLI's replay and a plugin command's ``context.journal()``
+    too), after the core's schema steps: each step not yet recorded for its set runs, in order,
+    in a transaction of its own, and is recorded in ``_plugin_migrations``, so it never runs
+    again; append steps, never edit one. Not firstresult; two sets of one name stop start-up.
+    A step may create and change only its set's tables: touching another (``messages``,
+    ``outbox``, another plugin's) is refused by SQLite, the step rolled back and start-up
+    stopped naming it, as does any exception::
+
+        def create_links(db):
+            db["person_links_merges"].create({"retired": str, "surviving": str, "merged_at": float},
+                                             pk="retired")
+
+        @hookimpl
+        def hssk_migrations():
+            return [MigrationSet("person_links", [("0001_create_merges", create_links)])]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_journal(journal: PluginJournal) -> None:
+    """Receive the plugin's way into the journal, once it is ready: migrated, its writer running,
+    before any message is taken. Keep it; it is the only safe path to the plugin's tables.
+
+    :param journal: a :class:`~gateway.plugin.PluginJournal`. ``journal.read(query)`` runs
+        ``query(connection)`` on a read-only connection of its own, on the calling thread.
+        ``journal.write(task)`` runs ``task(connection, now)`` inside the journal writer's next
+        group commit and returns a Deferred of its result; only the plugins' own tables may be
+        changed, and a task that fails is rolled back alone. ``journal.queue_event(event)``
+        journals an :class:`~gateway.plugin.Event` and queues its record set (see
+        :mod:`gateway.core.events`); its Deferred fires with a :class:`~gateway.plugin.QueuedEvent`.
+        ``write`` and ``queue_event`` are called on the reactor thread; a hook, which runs on a
+        pipeline worker thread, calls them through ``journal.wait(journal.write, task)``, which
+        returns the result.
+
+    Called once in the gateway's process at start-up, and in each pipeline child process
+    (``pipeline.isolation = "processes"``) with a journal that only reads (its writes fail:
+    write from the gateway's process). Not firstresult: every plugin gets it. A plugin's command
+    gets the same kind of object from ``context.journal()``::
+
+        JOURNAL = None
+
+        @hookimpl
+        def hssk_journal(journal):
+            global JOURNAL
+            JOURNAL = journal
+
+        @hookimpl
+        def hssk_check(message, records):
+            retired = JOURNAL.read(lambda conn: conn.execute(
+                "SELECT surviving FROM person_links_merges WHERE retired = ?", (cccd_of(records),)).fetchone())
+            ...
 
     Version note: added in contract 1.0 (issue 16).
     """

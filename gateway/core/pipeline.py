@@ -31,6 +31,7 @@ from gateway.core.documents import (
     request_issues,
 )
 from gateway.core.envelope import Envelope
+from gateway.core.events import EVENT_TRANSPORT, event_source, read_event
 from gateway.core.masking import mask_text, names_in_records
 from gateway.core.model import RecordSet
 from gateway.core.hookspecs import NotRenderable
@@ -152,6 +153,8 @@ class Pipeline:
         the gateway's own, and it too must cost this message only: an AE 207 that keeps the
         bytes in the journal for a replay, never a dead worker."""
         try:
+            if envelope.transport == EVENT_TRANSPORT:
+                return self._decide_event(envelope)
             return with_ack_profile(self._hook, self._decide(envelope, progress))
         except Exception as e:
             return self._internal_error(envelope, e, document=False)
@@ -314,6 +317,27 @@ class Pipeline:
                             fault=(plugin or "unknown", stage))
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return Decision(envelope, None, code, tuple(issues), plugin, records_json, outbox=tuple(routed.outbox),
+                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
+
+    def _decide_event(self, envelope: Envelope) -> Decision:
+        """A plugin's event (:mod:`gateway.core.events`): its record set checked by every plugin's
+        ``hssk_check`` (``message`` None, as for a file's) and routed like a message's."""
+        event = read_event(envelope.raw)
+        source, records, stage = event_source(event, envelope.raw), event.records, "check"
+        try:
+            issues = tuple(i for found in self._hook.hssk_check(message=None, records=records) if found for i in found)
+            stage = "render"
+            routed = Routed() if any(i.severity == "E" for i in issues) else self._route(
+                source, records, event.source, "")
+        except ContentError as e:
+            return Decision(envelope, None, ERROR, e.issues, event.source, document=source)
+        except (Exception, SystemExit) as e:  # a plugin bug costs this event, which stays journaled for a replay
+            issue = self._plugin_failed(e, event.source, stage, "event", "EVENT", source.control_id,
+                                        names_in_records(records.to_dict()))
+            return Decision(envelope, None, ERROR, (issue,), event.source, document=source,
+                            fault=(event.source, stage))
+        code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
+        return Decision(envelope, None, code, issues, event.source, records.json_text, outbox=tuple(routed.outbox),
                         document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,

@@ -43,6 +43,8 @@ from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ERROR, Issue
 from gateway.core.pipeline import Decision, Pipeline, source_location, undecided
+from gateway.core.plugin_journal import ReadOnlyJournal
+from gateway.core.store import Store
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -398,7 +400,9 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
         except OSError as e:  # a container's cpuset may forbid CPUs the machine has: run unpinned, say why
             log.error("pipeline.process_cpus {cpus} could not be applied ({error}); this pipeline process runs "
                       "on the gateway's CPUs", cpus=list(config.pipeline.process_cpus), error=str(e))
-    pipeline = Pipeline(build_plugin_manager(config).hook, config)
+    plugins = build_plugin_manager(config)
+    plugins.hook.hssk_journal(journal=ReadOnlyJournal(Store(config.database_path, config.store.synchronous)))
+    pipeline = Pipeline(plugins.hook, config)
     write(frame(_READY))
     progress = _Progress(write)
     for question in incoming:

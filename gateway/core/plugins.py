@@ -11,6 +11,7 @@ import pluggy
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
+from gateway.core.plugin_journal import MigrationSet
 from gateway.destinations import builtin as builtin_destinations
 from gateway.destinations.factory import DestinationKind, DestinationKinds
 
@@ -60,27 +61,37 @@ def build_plugin_manager(
 
 
 def destination_kinds(pm: pluggy.PluginManager) -> DestinationKinds:
-    """Every kind the plugins register through ``hssk_destination_kinds``. A plugin whose hook
-    raises or returns something else, or a kind two plugins register, stops start-up naming the
-    plugins: which of the two a config means cannot be guessed."""
+    """Every kind the plugins register through ``hssk_destination_kinds`` (which of two kinds of
+    one name a config means cannot be guessed, so two stop start-up)."""
+    return DestinationKinds(_declared(pm, "hssk_destination_kinds", DestinationKind, "destination kind"))
+
+
+def migration_sets(pm: pluggy.PluginManager) -> tuple[MigrationSet, ...]:
+    """Every plugin's own schema steps (``hssk_migrations``), in the order the plugins were registered."""
+    return tuple(_declared(pm, "hssk_migrations", MigrationSet, "migration set"))
+
+
+def _declared(pm: pluggy.PluginManager, hook: str, cls: type, what: str) -> list:
+    """What each plugin's ``hook`` returns, in the order the plugins were registered. A plugin
+    whose hook raises or returns something that is no ``cls``, or two of one name, stop start-up
+    naming the plugins."""
     owners: dict[str, str] = {}
-    kinds: list[DestinationKind] = []
-    for impl in pm.hook.hssk_destination_kinds.get_hookimpls():
+    found = []
+    for impl in getattr(pm.hook, hook).get_hookimpls():
         try:
-            registered = list(impl.function())
+            declared = list(impl.function())
         except Exception as e:  # an integrator's bug must name the plugin, not crash bare
-            raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in hssk_destination_kinds: "
-                                  f"{type(e).__name__}: {e}") from e
-        for kind in registered:
-            if not isinstance(kind, DestinationKind):
-                raise PluginLoadError(f"plugin {impl.plugin_name!r}: hssk_destination_kinds must return "
-                                      f"DestinationKind objects, got {kind!r}")
-            if kind.name in owners:
-                raise PluginLoadError(f"plugin {impl.plugin_name!r} registers destination kind {kind.name!r}, "
-                                      f"which plugin {owners[kind.name]!r} registers already")
-            owners[kind.name] = impl.plugin_name
-            kinds.append(kind)
-    return DestinationKinds(kinds)
+            raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in {hook}: {type(e).__name__}: {e}") from e
+        for item in declared:
+            if not isinstance(item, cls):
+                raise PluginLoadError(f"plugin {impl.plugin_name!r}: {hook} must return {cls.__name__} objects, "
+                                      f"got {item!r}")
+            if item.name in owners:
+                raise PluginLoadError(f"plugin {impl.plugin_name!r} registers {what} {item.name!r}, which plugin "
+                                      f"{owners[item.name]!r} registers already")
+            owners[item.name] = impl.plugin_name
+            found.append(item)
+    return found
 
 
 class GatewayPluginManager(pluggy.PluginManager):
@@ -131,3 +142,4 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
             claims=description.claims if description else "",
         ))
     return sorted(infos, key=lambda i: i.name)
+
