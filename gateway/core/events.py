@@ -5,10 +5,12 @@ An event is journaled like a message so operators see and replay it: a row with 
 ``event``, sender ``EVENT|<source>`` (the plugin), the plugin's own key as its control id and the
 event's kind as its message type; its bytes are the event as JSON (:func:`event_bytes`). It is
 decided by the pipeline like a message (on a worker or a pipeline child, within
-``pipeline.timeout_seconds``): its record set is checked by the plugins' ``hssk_check`` (with
-``message`` None, as for a file's record sets), then routed, privacy-filtered and rendered for
-each destination that takes its kind, and the journal row and its outbox rows are committed in
-one transaction by the journal writer.
+``pipeline.timeout_seconds``): its record set is routed, privacy-filtered and rendered for each
+destination that takes its kind and source, and the journal row and its outbox rows are
+committed in one transaction by the journal writer. ``hssk_check`` does not see it: the checks
+are of what senders send (``message`` None there is an XML 130 episode), and the plugin that
+queues an event answers for its records. A renderer that fails makes it AE 207, journaled, for
+a replay once the plugin is fixed.
 
 The key makes it idempotent: the outbox rows' idempotency keys derive from it (as from a
 message's control id), and an event queued again with the same key and content is a repeat that
@@ -65,8 +67,8 @@ class Event:
 class QueuedEvent:
     """What became of a queued event: its journal row (``message_id``; None when it was refused
     before the journal, ``ack_code`` AR: queue it again later), the decision (AA: queued; AE:
-    a check or a renderer refused it, ``issues`` say why, nothing queued), and whether it was a
-    repeat of an event already journaled (nothing queued again)."""
+    a renderer failed, or the key was used for other content, ``issues`` say why, nothing
+    queued), and whether it was a repeat of an event already journaled (nothing queued again)."""
 
     message_id: int | None
     ack_code: str | None

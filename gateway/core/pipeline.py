@@ -320,24 +320,18 @@ class Pipeline:
                         document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def _decide_event(self, envelope: Envelope) -> Decision:
-        """A plugin's event (:mod:`gateway.core.events`): its record set checked by every plugin's
-        ``hssk_check`` (``message`` None, as for a file's) and routed like a message's."""
+        """A plugin's event (:mod:`gateway.core.events`): its record set routed like a message's.
+        It is the plugin's own word, not a sender's, so ``hssk_check`` does not see it."""
         event = read_event(envelope.raw)
-        source, records, stage = event_source(event, envelope.raw), event.records, "check"
+        source, records = event_source(event, envelope.raw), event.records
         try:
-            issues = tuple(i for found in self._hook.hssk_check(message=None, records=records) if found for i in found)
-            stage = "render"
-            routed = Routed() if any(i.severity == "E" for i in issues) else self._route(
-                source, records, event.source, "")
-        except ContentError as e:
-            return Decision(envelope, None, ERROR, e.issues, event.source, document=source)
+            routed = self._route(source, records, event.source, "")
         except (Exception, SystemExit) as e:  # a plugin bug costs this event, which stays journaled for a replay
-            issue = self._plugin_failed(e, event.source, stage, "event", "EVENT", source.control_id,
+            issue = self._plugin_failed(e, event.source, "render", "event", "EVENT", source.control_id,
                                         names_in_records(records.to_dict()))
             return Decision(envelope, None, ERROR, (issue,), event.source, document=source,
-                            fault=(event.source, stage))
-        code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
-        return Decision(envelope, None, code, issues, event.source, records.json_text, outbox=tuple(routed.outbox),
+                            fault=(event.source, "render"))
+        return Decision(envelope, None, ACCEPT, (), event.source, records.json_text, outbox=tuple(routed.outbox),
                         document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,

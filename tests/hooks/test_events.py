@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from gateway.plugin import Event, Issue, Person, RecordSet
+from gateway.plugin import Event, Payload, Person, RecordSet
 from tests.fake_store import start_store, url_of
 from tests.hooks import person_links
 from tests.hooks.support import installed, run_gateway_cli
@@ -120,33 +120,35 @@ async def test_events_are_routed_by_kind_and_plugin_like_messages(tmp_path, stor
     assert [r["destination"] for r in outbox(gw)] == ["mpi"]
 
 
-class RefusesMerges:
-    """A policy plugin that refuses merge events until it is told otherwise."""
+class MpiRenderer:
+    """Renders format ``mpi`` for the national person index: broken for merges until fixed."""
 
     def __init__(self) -> None:
-        self.refuse = True
+        self.broken = True
 
-    def hssk_check(self, message, records):
-        if self.refuse and records.kind == "ADT^A40":
-            return [Issue(103, "ADT^A40: merges are not taken yet", "EVENT")]
-        return None
+    def hssk_render(self, records, destination, message, idempotency_key):
+        if destination.format != "mpi":
+            return None
+        if self.broken:
+            raise KeyError("previous_identifiers")
+        return Payload("application/json", json.dumps({"id": idempotency_key, "kind": records.kind}).encode())
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_refused_event_is_journaled_and_an_operator_replays_it_once_fixed(tmp_path):
-    policy = RefusesMerges()
-    gw = await start_gateway(tmp_path / "data", plugins=[TestPlugin(), person_links, policy],
-                             destinations={"mpi": {"kind": "file", "directory": "mpi"}})
+async def test_an_event_a_renderer_fails_is_journaled_and_an_operator_replays_it_once_fixed(tmp_path):
+    renderer = MpiRenderer()
+    gw = await start_gateway(tmp_path / "data", plugins=[TestPlugin(), person_links, renderer],
+                             destinations={"mpi": {"kind": "file", "directory": "mpi", "format": "mpi"}})
     try:
-        refused = await person_links.JOURNAL.queue_event(person_links.merge_event("CCCD", RETIRED, SURVIVING))
+        failed = await person_links.JOURNAL.queue_event(person_links.merge_event("CCCD", RETIRED, SURVIVING))
         queued_before = len(outbox(gw))
-        policy.refuse = False
-        replayed = await http_request(gw, "POST", f"/admin/messages/{refused.message_id}/replay")
+        renderer.broken = False
+        replayed = await http_request(gw, "POST", f"/admin/messages/{failed.message_id}/replay")
     finally:
         await gw.stop()
 
-    assert (refused.ack_code, [i.text for i in refused.issues]) == ("AE", ["ADT^A40: merges are not taken yet"])
-    assert queued_before == 0
+    assert (failed.ack_code, failed.issues[0].code) == ("AE", 207)
+    assert "plugin person_links failed in render" in failed.issues[0].text and queued_before == 0
     assert replayed.code == 200, replayed.body
     [entry] = replayed.json()["replayed"]
     assert (entry["was"], entry["ack_code"], entry["queued"]) == ("AE", "AA", 1)
