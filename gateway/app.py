@@ -59,7 +59,8 @@ class Gateway:
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
                              pool=self._process_pool(plugins, extra_plugins))
         destinations = destination_kinds(self.plugins).configure(config.destinations)
-        self.delivery = DeliveryService(config, destinations, self.store, self.writer, reactor, self.clock, self.metrics)
+        self.delivery = DeliveryService(config, destinations, self.store, self.writer, reactor, self.clock,
+                                        self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason

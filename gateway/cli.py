@@ -10,14 +10,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
 from gateway.core.commands import CommandError
-from gateway.core.plugin_journal import MigrationError
 from gateway.core.outbox import STATES
+from gateway.core.plugin_journal import MigrationError
 from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_plugins, destination_kinds
+
+if TYPE_CHECKING:
+    from gateway.core.commands import Command
+    from gateway.core.plugin_journal import CommandJournal
 
 
 def _config_from(args: argparse.Namespace) -> GatewayConfig:
@@ -256,7 +260,7 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
     return answer
 
 
-def _plugin_journal(config: GatewayConfig, plugins):
+def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     """The journal of ``config``'s data dir for this process: brought to today's schema (the
     core's steps, then the plugins'), written in short transactions of its own."""
     from gateway.core.pipeline import Pipeline
@@ -685,7 +689,7 @@ def _add_plugin_commands(parser: argparse.ArgumentParser, sub, common: argparse.
                          + "\n  ".join(found.problems))
 
 
-def _plugin_command(plugin: str, command) -> Callable[[argparse.Namespace], int]:
+def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespace], int]:
     """Run a plugin's command with the configuration and the plugins loaded as ``serve`` would."""
     from gateway.core.commands import CommandContext
 

@@ -94,7 +94,8 @@ def installed_commands(reserved: Collection[str]) -> InstalledCommands:
         if not commands:
             continue
         if ep.name in reserved:
-            found.problems.append(f"{ep.name}: its commands are not added, '{ep.name}' is a command of the gateway's own")
+            found.problems.append(f"{ep.name}: its commands are not added, '{ep.name}' is a command of the "
+                                  f"gateway's own")
             continue
         found.by_plugin[ep.name] = commands
     return found

@@ -142,4 +142,3 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
             claims=description.claims if description else "",
         ))
     return sorted(infos, key=lambda i: i.name)
-

@@ -38,6 +38,8 @@ from gateway.destinations.http_client import (ConnectionDropped, HttpClient, Htt
                                               ResponseTimeout)
 
 RETRYABLE_STATUSES = frozenset({408, 429})
+#: Enough of an error body to explain a dead letter; a store that answers megabytes is cut short.
+MAX_REASON_BYTES = 2000
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,6 @@ def check_url(url: str, key: str) -> None:
 
 def check_http(destination: DestinationConfig, settings: HttpSettings) -> None:
     check_url(settings.url, destination.key("url"))
-#: Enough of an error body to explain a dead letter; a store that answers megabytes is cut short.
-MAX_REASON_BYTES = 2000
 
 
 @implementer(IPolicyForHTTPS)
