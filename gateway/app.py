@@ -21,7 +21,8 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
-from gateway.core.plugins import build_plugin_manager, describe_plugins
+from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.transports.admin import AdminResource
@@ -50,6 +51,8 @@ class Gateway:
         self.datadir_lock = DataDirLock(config.data_dir)
         self.plugins = plugins or build_plugin_manager(config, extra_plugins)
         self.pipeline = Pipeline(self.plugins.hook, config)
+        #: The plugins' own schema steps, applied after the core's at start-up.
+        self.migration_sets = migration_sets(self.plugins)
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe(),
                                                  self.pipeline.sources.message_types()))
         self.store = Store(config.database_path, config.store.synchronous)
@@ -58,9 +61,11 @@ class Gateway:
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
                              pool=self._process_pool(plugins, extra_plugins),
                              lookups=LookupRunner(self.plugins.hook, reactor, self.clock, self.metrics))
-        self.delivery = DeliveryService(config, self.store, self.writer, reactor, self.clock, self.metrics)
+        destinations = destination_kinds(self.plugins).configure(config.destinations)
+        self.delivery = DeliveryService(config, destinations, self.store, self.writer, reactor, self.clock,
+                                        self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
-        self.writer.unordered_destinations = frozenset(d.name for d in config.destinations if d.kind == "batch")
+        self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
         auth_limiter = AuthFailureLimiter.from_config(config.auth, self.clock)
@@ -97,11 +102,15 @@ class Gateway:
         check_journal(self.store.path, self.fresh_journal)
         self.store.make_private()
         applied = self.store.migrate()
+        applied += apply_migration_sets(self.store, self.migration_sets)
         record_journal(self.store.path)
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
         yield self.delivery.start()
+        self.plugins.hook.hssk_journal(journal=GatewayJournal(
+            self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
+            self.clock))
         self.intake.start()
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):

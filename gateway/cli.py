@@ -11,12 +11,19 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
+from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
-from gateway.core.plugins import PluginLoadError, build_plugin_manager, describe_built_ins, describe_plugins
+from gateway.core.plugin_journal import MigrationError
+from gateway.core.plugins import (PluginLoadError, build_plugin_manager, describe_built_ins, describe_plugins,
+                                  destination_kinds)
+
+if TYPE_CHECKING:
+    from gateway.core.commands import Command
+    from gateway.core.plugin_journal import CommandJournal
 
 
 def _config_from(args: argparse.Namespace) -> GatewayConfig:
@@ -263,18 +270,35 @@ def cmd_messages_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
-    """The pipeline in this process, on the journal directly (brought to today's schema first)."""
-    from gateway.core.pipeline import Pipeline
+    """The pipeline in this process, on the journal directly (brought to today's schema first),
+    the plugins handed a journal of this process's own as ``serve`` hands them the gateway's."""
     from gateway.core.replay import replay_here
+
+    plugins = build_plugin_manager(config)
+    journal = _plugin_journal(config, plugins)
+    plugins.hook.hssk_journal(journal=journal)
+    answer = replay_here(journal.store, config, journal.pipeline, selection, dry_run, journal.unordered)
+    if selection.message_id is not None and not answer["replayed"]:
+        raise OperatorError(f"no message with id {selection.message_id}")
+    return answer
+
+
+def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
+    """The journal of ``config``'s data dir for this process: brought to today's schema (the
+    core's steps, then the plugins'), written in short transactions of its own."""
+    from gateway.core.pipeline import Pipeline
+    from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
+    from gateway.core.plugins import migration_sets
     from gateway.core.store import Store
+    from gateway.destinations.factory import batched_names
 
     _require_journal(config)
     store = Store(config.database_path, config.store.synchronous)
     store.migrate()
-    answer = replay_here(store, config, Pipeline(build_plugin_manager(config).hook, config), selection, dry_run)
-    if selection.message_id is not None and not answer["replayed"]:
-        raise OperatorError(f"no message with id {selection.message_id}")
-    return answer
+    sets = migration_sets(plugins)
+    apply_migration_sets(store, sets)
+    unordered = batched_names(destination_kinds(plugins).configure(config.destinations))
+    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered)
 
 
 def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
@@ -611,10 +635,11 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     config, conn = _outbox(args)
     try:
         destination = _known_destination(config, conn, args.dest)
-        kind = next((d.kind for d in config.destinations if d.name == destination), None)
-        if kind != "batch":
+        kind = next((d.kind for d in destination_kinds(build_plugin_manager(config)).configure(config.destinations)
+                     if d.name == destination), None)
+        if kind is None or not kind.batched:
             raise OperatorError(
-                f"{destination} is {'not configured' if kind is None else f'a {kind} destination'}; flush runs a "
+                f"{destination} is {'not configured' if kind is None else f'a {kind.name} destination'}; flush runs a "
                 f"configured batch destination's batch now (other kinds deliver each row as it comes)")
         _write(conn, lambda c, now: request_flush(c, now, destination))
     finally:
@@ -644,7 +669,8 @@ def cmd_outbox_purge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway")
+    parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="TOML configuration file (default: built-in defaults)")
@@ -755,7 +781,47 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--delivered-before", type=_parse_time, required=True, metavar="DATE",
                        help="ISO date/time (local), exclusive")
     purge.set_defaults(func=cmd_outbox_purge)
+    _add_plugin_commands(parser, sub, common)
     return parser
+
+
+def _add_plugin_commands(parser: argparse.ArgumentParser, sub, common: argparse.ArgumentParser) -> None:
+    """``hssk-gateway PLUGIN COMMAND`` for each command an installed plugin adds (``hssk_commands``,
+    :mod:`gateway.core.commands`); a plugin that could not say its commands is named in ``--help``."""
+    from gateway.core.commands import installed_commands
+
+    found = installed_commands(reserved=set(sub.choices))
+    for plugin, commands in found.by_plugin.items():
+        try:
+            tree = argparse.ArgumentParser(prog=f"{parser.prog} {plugin}", add_help=False)
+            actions = tree.add_subparsers(dest="action", required=True, metavar="COMMAND")
+            for command in commands:
+                own = actions.add_parser(command.name, parents=[common], help=command.help)
+                if command.arguments is not None:
+                    command.arguments(own)
+                own.set_defaults(func=_plugin_command(plugin, command))
+        except Exception as e:  # a plugin's broken arguments cost its own commands only
+            found.problems.append(f"{plugin}: {type(e).__name__}: {e}")
+            continue
+        sub.add_parser(plugin, parents=[tree], help=f"commands of plugin {plugin}")
+    if found.problems:
+        parser.epilog = ("plugins whose commands are missing (hssk-gateway check-config says more):\n  "
+                         + "\n  ".join(found.problems))
+
+
+def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespace], int]:
+    """Run a plugin's command with the configuration and the plugins loaded as ``serve`` would."""
+    from gateway.core.commands import CommandContext
+
+    def run(args: argparse.Namespace) -> int:
+        config = _config_from(args)
+        if plugin in config.plugins.disabled:
+            raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
+        plugins = build_plugin_manager(config)
+        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins)))
+        return 0 if status is None else status
+
+    return run
 
 
 def _reader_gone() -> int:
@@ -779,10 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hssk-gateway: configuration error: {e}", file=sys.stderr)
         return 2
-    except PluginLoadError as e:
+    except (PluginLoadError, MigrationError) as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 2
-    except OperatorError as e:
+    except (OperatorError, CommandError) as e:
         print(f"hssk-gateway: {e}", file=sys.stderr)
         return 1
     except sqlite3.Error as e:

@@ -11,11 +11,10 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 ENV_PREFIX = "HSSK_"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -39,6 +38,33 @@ def _positive(value: Any) -> bool:
 
 def _check(rule: str, test) -> dict:
     return {"rule": rule, "test": test}
+
+
+def setting(default: Any = dataclasses.MISSING, *, rule: str = "", test: Callable[[Any], bool] | None = None) -> Any:
+    """A key of a settings table that a plugin declares (a destination kind's), with its default
+    and the rule its value must keep, as the gateway's own keys are declared::
+
+        @dataclass(frozen=True)
+        class SftpSettings:
+            host: str = setting()                      # no default: the key is required
+            port: int = setting(22, rule="must be a port number", test=lambda v: 0 < v < 65536)
+
+    The field's type (``str``, ``int``, ``float``, ``bool``, ``tuple[str, ...]``) is checked
+    first; then ``test``, and a value it refuses is an error naming the dotted key and ``rule``."""
+    metadata = _check(rule, test) if test is not None else {}
+    return field(default=default, metadata=metadata)
+
+
+def build_settings(cls: type, table: Mapping[str, Any], prefix: str, also_known: Iterable[str] = ()) -> Any:
+    """``cls`` (a dataclass of settings) from ``table``, every value checked as :func:`load_config`
+    checks the gateway's own: an unknown key, a missing required one, a value of the wrong type or
+    one its rule refuses is a :class:`ConfigError` named ``prefix + key``. ``also_known`` are keys
+    the same table holds for someone else (a destination's common keys), listed in the error."""
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in table]
+    if missing:
+        raise ConfigError(prefix + missing[0], "is required")
+    return _build_dataclass(cls, table, prefix, also_known=frozenset(also_known))
 
 
 @dataclass(frozen=True)
@@ -198,17 +224,19 @@ class ClientConfig:
     certificates: tuple[str, ...] = ()
 
 
-DESTINATION_KINDS = ("http", "mllp", "file", "batch")
 PRIVACY_LEVELS = ("filtered", "full")
 
 
 @dataclass(frozen=True)
 class DestinationConfig:
-    """One ``[destinations.NAME]`` table. Common keys first, then the keys of each kind."""
+    """One ``[destinations.NAME]`` table: the keys every destination has. The keys of its kind
+    (``url`` for ``http``, ``endpoint`` for ``mllp`` …) are kept as written in ``options`` and
+    validated by the kind once the plugins are loaded (:mod:`gateway.destinations.factory`),
+    since a plugin may add kinds."""
 
     name: str
-    kind: str = field(default="", metadata=_check(f"must be one of {', '.join(DESTINATION_KINDS)}",
-                                                  lambda v: v in DESTINATION_KINDS))
+    kind: str = field(default="", metadata=_check("must be the name of a destination kind such as 'http'",
+                                                  lambda v: bool(v)))
     format: str = "json"
     message_types: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
@@ -225,24 +253,12 @@ class DestinationConfig:
     circuit_failures: int = field(default=5, metadata=_check("must be a positive integer", _positive))
     circuit_open_seconds: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
     alert_pending_age_seconds: float = field(default=900.0, metadata=_check("must be a positive number", _positive))
-    # http (and batch with an http sink)
-    url: str = ""
-    auth_header_env: str = ""
-    ca_bundle: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    connect_timeout_seconds: float = field(default=10.0, metadata=_check("must be a positive number", _positive))
-    response_timeout_seconds: float = field(default=30.0, metadata=_check("must be a positive number", _positive))
-    # mllp
-    endpoint: str = ""
-    dead_letter_codes: tuple[str, ...] = ("AE", "CE")
-    # file (and batch with a file sink)
-    directory: str = ""
-    # batch
-    schedule: str = ""
-    timezone: str = "Asia/Ho_Chi_Minh"
-    batch_format: str = field(default="ndjson", metadata=_check("must be 'ndjson' or 'xml130'",
-                                                                lambda v: v in ("ndjson", "xml130")))
+    #: The kind's own keys, as written; its settings dataclass validates them.
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def key(self, name: str) -> str:
+        """The dotted key of this table's ``name``, as a :class:`ConfigError` names it."""
+        return f"destinations.{self.name}.{name}"
 
     def matches(self, message_type: str, plugin: str) -> bool:
         """Does this destination want records of ``message_type`` made by ``plugin``?
@@ -452,56 +468,24 @@ def _build_clients(raw: Any) -> tuple[ClientConfig, ...]:
     return tuple(built)
 
 
+#: The keys of a ``[destinations.NAME]`` table that every kind shares.
+_COMMON_DESTINATION_KEYS = frozenset(f.name for f in dataclasses.fields(DestinationConfig)) - {"options"}
+
+
 def _build_destinations(raw: Any) -> tuple[DestinationConfig, ...]:
     built = []
     for name, prefix, table in _named_tables(raw, "destinations"):
         if "kind" not in table:
-            raise ConfigError(prefix + "kind", f"is required (one of {', '.join(DESTINATION_KINDS)})")
-        destination = _build_dataclass(DestinationConfig, {"name": name, **table}, prefix)
-        _check_destination(destination, prefix)
+            raise ConfigError(prefix + "kind", "is required: the destination's kind (http, mllp, file, batch, "
+                                               "or one a plugin adds)")
+        common = {k: v for k, v in table.items() if k in _COMMON_DESTINATION_KEYS}
+        options = {k: v for k, v in table.items() if k not in _COMMON_DESTINATION_KEYS}
+        destination = _build_dataclass(DestinationConfig, {"name": name, **common}, prefix)
+        destination = dataclasses.replace(destination, options=options)
+        if destination.backoff_cap_seconds < destination.backoff_base_seconds:
+            raise ConfigError(prefix + "backoff_cap_seconds", "must not be below backoff_base_seconds")
         built.append(destination)
     return tuple(built)
-
-
-def _check_url(url: str, key: str) -> None:
-    try:
-        parts = urlsplit(url)
-        credentials = parts.username is not None or parts.password is not None
-    except ValueError as e:
-        raise ConfigError(key, f"is not a valid URL ({e})") from None
-    if credentials:
-        raise ConfigError(key, "must not carry credentials (they would reach logs and the Host header); "
-                               "put the Authorization value in the environment variable named by auth_header_env")
-    try:
-        port = parts.port
-    except ValueError as e:
-        raise ConfigError(key, f"is not a valid URL ({e}): {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(key, f"must be an http:// or https:// URL with a host, got {url!r}")
-    if port == 0 or not (parts.path + parts.query).isascii():
-        raise ConfigError(key, f"needs a non-zero port and an ASCII path (percent-encode the rest), got {url!r}")
-
-
-def _check_destination(d: DestinationConfig, prefix: str) -> None:
-    if d.kind == "http":
-        _check_url(d.url, prefix + "url")
-    if d.kind == "mllp" and not d.endpoint:
-        raise ConfigError(prefix + "endpoint", "is required: a Twisted client endpoint such as 'tcp:127.0.0.1:2576'")
-    if d.kind == "file" and not d.directory:
-        raise ConfigError(prefix + "directory", "is required: the folder payload files are written to")
-    if d.kind == "batch":
-        from gateway.core.schedule import ScheduleError, parse_schedule
-
-        try:
-            parse_schedule(d.schedule, d.timezone)
-        except ScheduleError as e:
-            raise ConfigError(prefix + "schedule", str(e)) from None
-        if bool(d.url) == bool(d.directory):
-            raise ConfigError(prefix + "url", "a batch destination needs exactly one sink: url (http) or directory (file)")
-        if d.url:
-            _check_url(d.url, prefix + "url")
-    if d.backoff_cap_seconds < d.backoff_base_seconds:
-        raise ConfigError(prefix + "backoff_cap_seconds", "must not be below backoff_base_seconds")
 
 
 def _build_plugins(raw: Any) -> PluginsConfig:
@@ -513,12 +497,13 @@ def _build_plugins(raw: Any) -> PluginsConfig:
     return dataclasses.replace(base, settings=settings)
 
 
-def _build_dataclass(cls, raw: Mapping[str, Any], prefix: str, nested: set[str] = frozenset()):
+def _build_dataclass(cls, raw: Mapping[str, Any], prefix: str, nested: set[str] = frozenset(),
+                     also_known: frozenset[str] = frozenset()):
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(prefix + key, f"unknown key (known keys: {', '.join(sorted(known))})")
+            raise ConfigError(prefix + key, f"unknown key (known keys: {', '.join(sorted(known.keys() | also_known))})")
         if key in nested:
             kwargs[key] = value
             continue

@@ -24,10 +24,14 @@ The hooks themselves, when each is called and what it may return, are documented
 """
 from __future__ import annotations
 
-from gateway.config import ConfigError, DestinationConfig, GatewayConfig
+from gateway.config import ConfigError, DestinationConfig, GatewayConfig, setting
+from gateway.core.ack_profile import AckProfile
+from gateway.core.batch import BatchSettings
+from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
+from gateway.core.events import Event, QueuedEvent
 from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.masking import mask_identifier, mask_name, mask_text
@@ -52,7 +56,10 @@ from gateway.core.model import (
     ServiceLine,
 )
 from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, Unavailable
+from gateway.core.plugin_journal import MigrationSet, PluginJournal
 from gateway.core.sources import Reading, Source, Verdict
+from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.destinations.factory import DestinationContext, DestinationKind
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,
@@ -65,14 +72,16 @@ from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
-    "ACCEPT", "Adapter", "Address", "Appointment", "CONTRACT_VERSION", "CheckIn", "ClaimFile", "ClaimTotals",
-    "ClinicalNote", "ConfigError", "ContentError", "DestinationConfig", "Diagnosis", "DocumentAdapter",
-    "DocumentRequest", "DocumentSource", "ERROR", "Encounter", "Envelope", "Extra", "GatewayConfig", "Hl7Message",
-    "Identifier", "Immunization", "Issue", "MedicationLine", "NotRenderable", "Observation", "Payload", "Person",
-    "PluginDescription", "ProfileDefaults", "REJECT", "RawTable", "RecordSet", "Referral", "RelatedPerson",
-    "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape", "hookimpl", "immunizations_from_rxa",
-    "mask_identifier", "mask_name", "mask_text", "observations_from_obx", "person_from_pid", "records_from_hl7",
-    "unescape",
+    "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn",
+    "ClaimFile", "ClaimTotals", "ClinicalNote", "Command", "CommandContext", "CommandError", "ConfigError",
+    "ContentError", "DEAD", "DELIVERED", "Delivery", "DeliveryResult", "Destination", "DestinationConfig",
+    "DestinationContext", "DestinationKind", "Diagnosis", "DocumentAdapter", "DocumentRequest", "DocumentSource",
+    "ERROR", "Encounter", "Envelope", "Event", "Extra", "GatewayConfig", "Hl7Message", "Identifier",
+    "Immunization", "Issue", "MedicationLine", "MigrationSet", "NotRenderable", "Observation", "Payload", "Person",
+    "PluginDescription", "PluginJournal", "ProfileDefaults", "QueuedEvent", "REJECT", "RETRY", "RawTable",
+    "RecordSet", "Referral", "RelatedPerson", "ServiceLine", "VendorPlugin", "encounter_from_pv1", "escape",
+    "hookimpl", "immunizations_from_rxa", "mask_identifier", "mask_name", "mask_text", "observations_from_obx",
+    "person_from_pid", "records_from_hl7", "setting", "unescape",
     # contract 1.0, issue 16: input kinds and remote lookups
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
 ]

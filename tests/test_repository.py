@@ -39,8 +39,10 @@ def _documented_keys(text: str) -> set[str]:
 
 
 def _config_keys() -> set[str]:
-    """Every key the configuration dataclasses of ``gateway/config.py`` take."""
+    """Every key the configuration dataclasses of ``gateway/config.py`` take, and those of the
+    built-in destination kinds' tables."""
     from gateway.config import ClientConfig, DestinationConfig, GatewayConfig, PluginsConfig
+    from gateway.destinations.builtin import KINDS
 
     def fields(cls, prefix: str, skip: set[str] = frozenset()) -> set[str]:
         return {prefix + f.name for f in dataclasses.fields(cls) if f.name not in skip}
@@ -52,7 +54,10 @@ def _config_keys() -> set[str]:
             keys |= fields(type(f.default), f"{f.name}.", skip)
         elif f.name not in ("destinations", "clients"):
             keys.add(f.name)
-    return keys | fields(DestinationConfig, "destinations.*.", {"name"}) | fields(ClientConfig, "clients.*.", {"name"})
+    for kind in KINDS:
+        keys |= fields(kind.settings, "destinations.*.")
+    return keys | fields(DestinationConfig, "destinations.*.", {"name", "options"}) | fields(ClientConfig, "clients.*.",
+                                                                                          {"name"})
 
 
 def test_the_shipped_config_documents_every_key_and_only_keys_that_exist():

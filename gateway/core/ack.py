@@ -10,10 +10,14 @@ import itertools
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.core.outcome import ACCEPT, TABLE_0357, Issue
 from gateway.formats.charsets import codec_for
 from gateway.formats.hl7v2 import Hl7Message, escape
+
+if TYPE_CHECKING:
+    from gateway.core.ack_profile import AckProfile
 
 _DEFAULT_ENCODING = "^~\\&"
 _sequence = itertools.count(1)
@@ -74,17 +78,19 @@ def ack_codes(message: Hl7Message | None, code: str) -> list[str]:
     return codes
 
 
-def acknowledgements(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float) -> list[str]:
+def acknowledgements(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float,
+                     profile: AckProfile | None = None) -> list[str]:
     """Every ACK this decision owes the sender, in the order they go on the wire (see :func:`ack_codes`)."""
-    return [build_ack(message, sent, issues, now) for sent in ack_codes(message, code)]
+    return [build_ack(message, sent, issues, now, profile=profile) for sent in ack_codes(message, code)]
 
 
 def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], now: float,
-              control_id: str | None = None) -> str:
+              control_id: str | None = None, profile: AckProfile | None = None) -> str:
     """One ACK message as text with CR segment ends (no MLLP framing).
 
     ``message`` may be None when the frame had no readable MSH; the ACK then carries an empty
-    MSA-2, which is all HL7 allows us to say.
+    MSA-2, which is all HL7 allows us to say. ``profile`` adds the MSH fields a plugin's ACK
+    profile asks for (:mod:`gateway.core.ack_profile`).
     """
     if message is None:
         sep, enc = "|", _DEFAULT_ENCODING
@@ -101,9 +107,14 @@ def build_ack(message: Hl7Message | None, code: str, issues: Sequence[Issue], no
         enc[0].join(("ACK", event, "ACK")) if event else "ACK",
         control_id or next_ack_control_id(), mirror[11] or "P", mirror[12] or "2.5",
     ]
+    extra = profile.header_fields(enc) if profile is not None else {}
     charset = _reply_charset(mirror[18], enc, message)
     if charset:
-        msh += ["", "", "", "", "", charset]
+        extra[18] = charset
+    if extra:
+        msh += [""] * (max(extra) - len(msh))
+        for number, value in extra.items():
+            msh[number - 1] = value
     msa = ["MSA", code, original_id]
     errors = [i for i in issues if i.severity == "E"]
     if code[1] != "A" and errors and _has_msa3(version):

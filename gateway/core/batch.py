@@ -53,7 +53,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from gateway.config import DestinationConfig
+from gateway.config import DestinationConfig, setting
 from gateway.core.dispatch import backoff_delay
 from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
@@ -88,6 +88,17 @@ XML130_TABLES = {
     "CHI_TIEU_GIAYHEN_KHAMLAI": "XML14",
     "CHI_TIEU_DIEUTRI_BENHLAO": "XML15",
 }
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The keys every batched destination kind has (``DestinationKind(batched=True)``): when a
+    period ends, and what its file is. The kind's own settings extend this with its sink's keys."""
+
+    #: ``daily HH:MM`` or ``weekly DAY HH:MM`` (:func:`gateway.core.schedule.parse_schedule`).
+    schedule: str = ""
+    timezone: str = "Asia/Ho_Chi_Minh"
+    batch_format: str = setting("ndjson", rule="must be 'ndjson' or 'xml130'", test=lambda v: v in ("ndjson", "xml130"))
+
 
 class BatchNotDelivered(Exception):
     """A batch file the sink did not accept (or could not be made); its rows stay pending."""
@@ -188,15 +199,15 @@ class BatchFile:
     message_ids: tuple[int, ...]
 
 
-def build_batch_file(config: DestinationConfig, schedule: Schedule, period: str, cutoff: float,
+def build_batch_file(name: str, batch_format: str, schedule: Schedule, period: str, cutoff: float,
                      rows: list[BatchRow]) -> BatchFile:
     """CPU work proportional to a week of records: run in the thread pool, not on the reactor."""
-    if config.batch_format == "xml130":
+    if batch_format == "xml130":
         content_type, body = XML, build_xml130(rows, cutoff, schedule)
     else:
         content_type, body = NDJSON, build_ndjson(rows)
     row_ids = [row.row_id for row in rows]
-    return BatchFile(period, batch_key(config.name, period, row_ids), content_type, body, tuple(row_ids), rows[0],
+    return BatchFile(period, batch_key(name, period, row_ids), content_type, body, tuple(row_ids), rows[0],
                      min(row.created_at for row in rows), tuple(dict.fromkeys(row.message_id for row in rows)))
 
 
@@ -221,11 +232,12 @@ class BatchRunner:
     carries them. A request that arrives while a batch is being collected or sent waits for it.
     """
 
-    def __init__(self, config: DestinationConfig, sink: Destination, writer, store: Store, clock: IReactorTime,
-                 reactor, metrics: Metrics, rng: random.Random | None = None) -> None:
+    def __init__(self, config: DestinationConfig, settings: BatchSettings, sink: Destination, writer, store: Store,
+                 clock: IReactorTime, reactor, metrics: Metrics, rng: random.Random | None = None) -> None:
         self.config = config
         self.sink = sink
-        self.schedule = parse_schedule(config.schedule, config.timezone)
+        self.schedule = parse_schedule(settings.schedule, settings.timezone)
+        self._batch_format = settings.batch_format
         self._writer = writer
         self._store = store
         self._clock = clock
@@ -343,7 +355,8 @@ class BatchRunner:
             self._finish()
             return
         job.file = yield deferToThreadPool(self._reactor, self._reactor.getThreadPool(), build_batch_file,
-                                           self.config, self.schedule, job.period, job.cutoff, rows)
+                                           self.config.name, self._batch_format, self.schedule, job.period, job.cutoff,
+                                           rows)
         self._attempt(job)
 
     def _broken(self, failure, job: _Job, doing: str) -> None:

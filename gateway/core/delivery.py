@@ -5,6 +5,7 @@ tells intake when to refuse work (outbox too deep, disk too full)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
@@ -18,26 +19,29 @@ from gateway.core.outbox import (STATES, UNDELIVERED, destination_status, prune_
                                  recover_in_flight, reset_circuits)
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered, BatchRunner
-from gateway.destinations.factory import build_batch_sink, build_destination
+from gateway.destinations.factory import ConfiguredDestination, DestinationContext, batched_names
 
 log = Logger(namespace="hssk.delivery")
 
 
 class DeliveryService:
-    def __init__(self, config: GatewayConfig, store: Store, writer: JournalWriter, reactor, clock,
-                 metrics: Metrics) -> None:
+    def __init__(self, config: GatewayConfig, destinations: Sequence[ConfiguredDestination], store: Store,
+                 writer: JournalWriter, reactor, clock, metrics: Metrics) -> None:
+        """``destinations``: ``config.destinations`` with their kinds (``DestinationKinds.configure``)."""
         self.config = config
         self._store = store
         self._writer = writer
         self._reactor = reactor
         self._clock = clock
         self._metrics = metrics
+        context = DestinationContext(reactor, clock, config.data_dir)
+        self.batched = batched_names(destinations)
         self.dispatchers: dict[str, Dispatcher] = {
-            d.name: Dispatcher(d, build_destination(d, reactor, config.data_dir), writer, clock, metrics)
-            for d in config.destinations if d.enabled and d.kind != "batch"}
+            d.name: Dispatcher(d.config, d.build(context), writer, clock, metrics)
+            for d in destinations if d.config.enabled and not d.kind.batched}
         self.batches: dict[str, BatchRunner] = {
-            d.name: BatchRunner(d, build_batch_sink(d, reactor, config.data_dir), writer, store, clock, reactor, metrics)
-            for d in config.destinations if d.enabled and d.kind == "batch"}
+            d.name: BatchRunner(d.config, d.settings, d.build(context), writer, store, clock, reactor, metrics)
+            for d in destinations if d.config.enabled and d.kind.batched}
         #: The last ``destination_state.flush_requested_at`` acted on, per batch destination.
         #: Seeded by the first refresh without acting: a request older than this process was
         #: made to the process that was running then.

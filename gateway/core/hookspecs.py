@@ -53,7 +53,10 @@ them, as it ran after the pipeline's own checks before, and sees the same argume
 
 Contract 1.0 added input kinds (:func:`hssk_sources`) and remote lookups (:func:`hssk_lookups`,
 :func:`hssk_perform_lookup`, :func:`hssk_check_lookups`), which run on the reactor rather than
-on a worker.
+on a worker; and what a national system's plugin needs besides deciding messages:
+:func:`hssk_ack_profile`, :func:`hssk_destination_kinds`, :func:`hssk_commands`,
+:func:`hssk_migrations` and :func:`hssk_journal` (with it, events: outbox work no inbound
+message caused).
 """
 from __future__ import annotations
 
@@ -67,12 +70,16 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from gateway.config import DestinationConfig, GatewayConfig
+    from gateway.core.ack_profile import AckProfile
+    from gateway.core.commands import Command
     from gateway.core.documents import DocumentSource
     from gateway.core.envelope import Envelope
     from gateway.core.lookups import Lookup, LookupAnswer
     from gateway.core.model import RecordSet
     from gateway.core.outcome import Issue
+    from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
+    from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
 
@@ -369,6 +376,172 @@ def hssk_check_lookups(records: RecordSet, answers: Mapping[Lookup, LookupAnswer
                     return [Issue(0, f"BHYT card not checked at the BHXH portal ({answer.outcome})", "IN1^1^36", "W")]
                 if not answer.value["valid"]:
                     return [Issue(103, "IN1-36: the BHXH portal knows no valid card by this number", "IN1^1^36")]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_destination_kinds() -> Iterable[DestinationKind]:
+    """Register destination kinds: what a ``[destinations.NAME]`` table's ``kind`` may name.
+
+    :returns: :class:`~gateway.plugin.DestinationKind` objects, each with its ``name``, the
+        frozen dataclass of its own keys (``settings``), the factory that builds its
+        :class:`~gateway.plugin.Destination`, and optionally a ``check`` of rules across keys.
+
+    Called once when the plugins are loaded (at start-up, in ``check-config``, in each pipeline
+    child), before ``hssk_configure``; every plugin's kinds are collected (not firstresult), and
+    two plugins registering one name stop start-up. Each destination's table is then checked
+    against its kind: an unknown key, a missing required one, a wrong type or a rule broken is a
+    configuration error naming ``destinations.NAME.key`` (exit status 2). The built-in ``http``,
+    ``file``, ``mllp`` and ``batch`` come through this hook too (:mod:`gateway.destinations.builtin`).
+
+    ``build(config, settings, context)`` runs once at start-up on the reactor and returns an
+    object whose ``deliver(delivery)`` fires with a :class:`~gateway.plugin.DeliveryResult`
+    (delivered, retry, dead) and never errbacks, and whose ``close()`` releases connections.
+    Retries, backoff, per-person order and dead letters stay the gateway's::
+
+        @dataclass(frozen=True)
+        class SftpSettings:
+            host: str = setting()                                 # required
+            directory: str = "/incoming"
+
+        class SftpDestination:
+            def __init__(self, config, settings, context):
+                self.name = config.name
+                ...
+            def deliver(self, delivery):
+                ...  # upload delivery.payload as f"{delivery.idempotency_key}.json"
+                return succeed(DeliveryResult(DELIVERED, "uploaded"))
+            def close(self):
+                return succeed(None)
+
+        @hookimpl
+        def hssk_destination_kinds():
+            return [DestinationKind("sftp", SftpSettings, SftpDestination)]
+
+    Version note: added in contract 1.0 (issue 16); before it the four kinds were built in.
+    """
+
+
+@hookspec(firstresult=True)
+def hssk_ack_profile(message: Hl7Message, envelope: Envelope) -> AckProfile | None:
+    """Choose the ACK profile of ``message``: extra ACK MSH fields, and which issue severities
+    make its answer AE or AR. Return None to leave the ACK as HL7's base rules make it.
+
+    :param message: the message being answered; only its MSH is sure to be read (a message whose
+        body did not decode is answered too).
+    :param envelope: how it arrived (transport, client, facility).
+    :returns: an :class:`~gateway.plugin.AckProfile`, or None. The first non-None answer wins.
+
+    Called on the pipeline worker (or child process) once the message is decided, for every
+    decision that has an answer and a readable MSH — AA, AE and AR alike, the claiming plugin's
+    or not — and before anything is journaled, so the code the profile gives is the one
+    journaled, counted and repeated to a resend. Refusals made before deciding (a bound reached,
+    the gateway stopping, a decision that timed out) carry no profile. An exception is AE with
+    ERR 207 for the message, like any plugin fault. The CDC IIS guide's VXU ACK, for example::
+
+        CDC_Z23 = AckProfile(msh_fields={21: "Z23^CDCPHINVS"}, severity_codes={"W": "AE"})
+
+        @hookimpl
+        def hssk_ack_profile(message, envelope):
+            if message.message_code == "VXU":
+                return CDC_Z23
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_commands() -> Iterable[Command]:
+    """Add commands to the command line: each :class:`~gateway.plugin.Command` becomes
+    ``hssk-gateway PLUGIN NAME …``, under this plugin's entry-point name, with ``--config`` and
+    ``--data-dir`` like the gateway's own commands.
+
+    :returns: the plugin's :class:`~gateway.plugin.Command` objects (name, help, ``run``, and
+        optionally ``arguments`` to add argparse arguments).
+
+    Called when the command line is built, before it is parsed, with each plugin loaded on its
+    own: the plugin is not configured yet, so return the commands and do the work in ``run``.
+    Not firstresult (each plugin says its own). A plugin that fails to load, or whose hook
+    raises, loses its commands and is named in ``hssk-gateway --help``; nothing else is lost.
+    ``run(args, context)`` gets the parsed arguments and a :class:`~gateway.plugin.CommandContext`:
+    the configuration, with every plugin loaded and configured as ``serve`` would. A command of a
+    plugin named in ``plugins.disabled`` is refused (exit 2)::
+
+        def show_links(args, context):
+            print(f"{args.limit} links of {context.plugin}")
+
+        @hookimpl
+        def hssk_commands():
+            return [Command("links", "list the person links this plugin keeps", show_links,
+                            arguments=lambda parser: parser.add_argument("--limit", type=int, default=20))]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_migrations() -> Iterable[MigrationSet]:
+    """Declare this plugin's own tables in the journal, as named, ordered schema steps.
+
+    :returns: :class:`~gateway.plugin.MigrationSet` objects: a ``name`` (the plugin's; its
+        tables are named ``NAME_…``) and ``steps``, ``(step name, function(db))`` where ``db`` is
+        a ``sqlite_utils.Database`` on the journal.
+
+    Called at start-up (``serve``; the CLI's replay and a plugin command's ``context.journal()``
+    too), after the core's schema steps: each step not yet recorded for its set runs, in order,
+    in a transaction of its own, and is recorded in ``_plugin_migrations``, so it never runs
+    again; append steps, never edit one. Not firstresult; two sets of one name stop start-up.
+    A step may create and change only its set's tables: touching another (``messages``,
+    ``outbox``, another plugin's) is refused by SQLite, the step rolled back and start-up
+    stopped naming it, as does any exception::
+
+        def create_links(db):
+            db["person_links_merges"].create({"retired": str, "surviving": str, "merged_at": float},
+                                             pk="retired")
+
+        @hookimpl
+        def hssk_migrations():
+            return [MigrationSet("person_links", [("0001_create_merges", create_links)])]
+
+    Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_journal(journal: PluginJournal) -> None:
+    """Receive the plugin's way into the journal, once it is ready: migrated, its writer running,
+    before any message is taken. Keep it; it is the only safe path to the plugin's tables.
+
+    :param journal: a :class:`~gateway.plugin.PluginJournal`. ``journal.read(query)`` runs
+        ``query(connection)`` on a read-only connection of its own, on the calling thread.
+        ``journal.write(task)`` runs ``task(connection, now)`` inside the journal writer's next
+        group commit and returns a Deferred of its result; only the plugins' own tables may be
+        changed, and a task that fails is rolled back alone. ``journal.queue_event(event)``
+        journals an :class:`~gateway.plugin.Event` and queues its record set (see
+        :mod:`gateway.core.events`); its Deferred fires with a :class:`~gateway.plugin.QueuedEvent`.
+        ``write`` and ``queue_event`` are called on the reactor thread; a hook, which runs on a
+        pipeline worker thread, calls them through ``journal.wait(journal.write, task)``, which
+        returns the result.
+
+    Called once in the gateway's process at start-up, and in each pipeline child process
+    (``pipeline.isolation = "processes"``) with a journal that only reads (its writes fail:
+    write from the gateway's process). Not firstresult: every plugin gets it. A plugin's command
+    gets the same kind of object from ``context.journal()``::
+
+        JOURNAL = None
+
+        @hookimpl
+        def hssk_journal(journal):
+            global JOURNAL
+            JOURNAL = journal
+
+        @hookimpl
+        def hssk_check(message, records):
+            retired = JOURNAL.read(lambda conn: conn.execute(
+                "SELECT surviving FROM person_links_merges WHERE retired = ?", (cccd_of(records),)).fetchone())
+            ...
 
     Version note: added in contract 1.0 (issue 16).
     """

@@ -292,7 +292,7 @@ class Intake:
         if decision.ack_code is not None and job.source.hl7:
             try:
                 replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues,
-                                                 self._clock.seconds()))
+                                                 self._clock.seconds(), decision.ack_profile))
             except Exception as e:  # the writer tries again, and a failure there costs this message only
                 log.error("building the ACK failed: {error}", error=mask_text(str(e)))
         return decision, replies
@@ -547,7 +547,7 @@ class Intake:
               and code == decision.ack_code and (issues is decision.issues or issues == decision.issues)):
             replies = prebuilt
         else:
-            replies = tuple(acknowledgements(message, code, issues, self._clock.seconds()))
+            replies = tuple(acknowledgements(message, code, issues, self._clock.seconds(), decision.ack_profile))
         if duplicate:
             self._metrics.duplicates_suppressed.labels(transport=transport).inc()
         elif code == decision.ack_code and message_id is not None:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
+from gateway.core.ack_profile import AckProfile, with_ack_profile
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
+from gateway.core.events import EVENT_TRANSPORT, event_source, read_event
 from gateway.core.lookups import MAX_LOOKUPS, Lookup, LookupAnswer
-from gateway.core.masking import mask_text
+from gateway.core.masking import mask_text, names_in_records
 from gateway.core.model import RecordSet
 from gateway.core.hookspecs import NotRenderable
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
@@ -83,6 +85,8 @@ class Decision:
     source_name: str = HL7_V2
     #: Not a decision yet: the remote answers it waits for (see :mod:`gateway.core.lookups`).
     lookups: tuple[Lookup, ...] = ()
+    #: What the plugins ask of this message's ACK (``hssk_ack_profile``); every ACK built for it uses it.
+    ack_profile: AckProfile | None = None
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -141,7 +145,10 @@ class Pipeline:
         in the journal for a replay, never a dead worker."""
         kind = self.sources[source]
         try:
-            decision = self._decide(envelope, kind, progress, request, answers or {})
+            if envelope.transport == EVENT_TRANSPORT:
+                decision = self._decide_event(envelope)
+            else:
+                decision = with_ack_profile(self._hook, self._decide(envelope, kind, progress, request, answers or {}))
         except Exception as e:
             decision = self._internal_error(envelope, e, kind, request)
         decision.request = request
@@ -244,6 +251,22 @@ class Pipeline:
         return decision_for(source, envelope, origin, code, tuple(issues), plugin, records_json=records_json,
                             outbox=tuple(routed.outbox), privacy=tuple(routed.privacy),
                             not_routed=tuple(routed.not_routed))
+
+    def _decide_event(self, envelope: Envelope) -> Decision:
+        """A plugin's event (:mod:`gateway.core.events`): its record set routed like a message's.
+        It is the plugin's own word, not a sender's, so ``hssk_check`` does not see it."""
+        event = read_event(envelope.raw)
+        source, records = event_source(event, envelope.raw), event.records
+        routed = Routed()
+        try:
+            self._route(source, records, event.source, "", routed)
+        except (Exception, SystemExit) as e:  # a plugin bug costs this event, which stays journaled for a replay
+            issue = self._plugin_failed(e, event.source, "render", "event", "EVENT", source.control_id,
+                                        names_in_records(records.to_dict()))
+            return Decision(envelope, None, ERROR, (issue,), event.source, document=source,
+                            fault=(event.source, "render"))
+        return Decision(envelope, None, ACCEPT, (), event.source, records.json_text, outbox=tuple(routed.outbox),
+                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str, names: tuple[str, ...]) -> Issue:

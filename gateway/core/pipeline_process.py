@@ -44,6 +44,8 @@ from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outcome import ERROR, Issue
 from gateway.core.pipeline import Decision, Pipeline, undecided
+from gateway.core.plugin_journal import ReadOnlyJournal
+from gateway.core.store import Store
 
 log = Logger(namespace="hssk.pipeline")
 
@@ -399,7 +401,9 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
         except OSError as e:  # a container's cpuset may forbid CPUs the machine has: run unpinned, say why
             log.error("pipeline.process_cpus {cpus} could not be applied ({error}); this pipeline process runs "
                       "on the gateway's CPUs", cpus=list(config.pipeline.process_cpus), error=str(e))
-    pipeline = Pipeline(build_plugin_manager(config).hook, config)
+    plugins = build_plugin_manager(config)
+    plugins.hook.hssk_journal(journal=ReadOnlyJournal(Store(config.database_path, config.store.synchronous)))
+    pipeline = Pipeline(plugins.hook, config)
     write(frame(_READY))
     progress = _Progress(write)
     for question in incoming:
@@ -426,7 +430,8 @@ def _answer(decision: Decision, hl7: bool, now: float) -> bytes:
     replies = None
     if decision.ack_code is not None and hl7:
         try:
-            replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now))
+            replies = tuple(acknowledgements(decision.message, decision.ack_code, decision.issues, now,
+                                             decision.ack_profile))
         except Exception as e:  # the gateway's writer tries again, and a failure there costs this message only
             log.error("building the ACK failed: {error}", error=mask_text(str(e)))
     envelope, decision.envelope = decision.envelope, None

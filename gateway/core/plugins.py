@@ -15,6 +15,9 @@ from gateway.core.contract import contract_problem
 from gateway.rules import built_in_rules
 from gateway.core.sources import SourceError, SourceRegistry
 from gateway.sources import hl7v2, xml130
+from gateway.core.plugin_journal import MigrationSet
+from gateway.destinations import builtin as builtin_destinations
+from gateway.destinations.factory import DestinationKind, DestinationKinds
 
 
 class PluginLoadError(RuntimeError):
@@ -33,16 +36,19 @@ def build_plugin_manager(
     config: GatewayConfig, extra: Iterable[object] = (), load_entry_points: bool = True
 ) -> pluggy.PluginManager:
     """Register every plugin from ``hssk_gateway.plugins`` (minus ``plugins.disabled``) and the
-    ``extra`` ones, then call ``hssk_configure`` and check the sources they register. Tests pass
-    ``load_entry_points=False`` and their own plugin objects to prove one plugin in isolation.
+    ``extra`` ones, check each destination's table against its kind, then call ``hssk_configure``
+    and check the sources they register. Tests pass ``load_entry_points=False`` and their own
+    plugin objects to prove one plugin in isolation.
 
     The gateway's own parts that plugins could replace or sit beside are built-in plugins, as
-    pytest registers its own: the ``json`` renderer and the HL7 v2 and XML 130 sources."""
+    pytest registers its own: the ``json`` renderer, the HL7 v2 and XML 130 sources and the
+    destination kinds."""
     pm = GatewayPluginManager()
     pm.add_hookspecs(hookspecs)
     pm.register(render, name="core.render")
     pm.register(hl7v2, name="core.hl7v2")
     pm.register(xml130, name="core.xml130")
+    pm.register(builtin_destinations, name="core.destinations")
     _refuse_disabling_built_ins(config.plugins.disabled)
     for name in config.plugins.disabled:
         pm.set_blocked(name)
@@ -62,6 +68,7 @@ def build_plugin_manager(
     except pluggy.PluginValidationError as e:
         raise PluginLoadError(f"plugin {pm.get_name(e.plugin)!r} has a hook the contract does not know: {e}; "
                               f"hooks are listed in gateway/core/hookspecs.py") from e
+    destination_kinds(pm).configure(config.destinations)
     pm.hook.hssk_configure(config=config)
     try:
         SourceRegistry.from_hook(pm.hook, config)
@@ -86,6 +93,40 @@ def _refuse_disabling_built_ins(disabled: Iterable[str]) -> None:
     if built_in:
         raise ConfigError("plugins.disabled", f"{', '.join(built_in)}: built-in plugins (the national rules, the "
                                               f"core's sources and renderers) cannot be disabled")
+
+
+def destination_kinds(pm: pluggy.PluginManager) -> DestinationKinds:
+    """Every kind the plugins register through ``hssk_destination_kinds`` (which of two kinds of
+    one name a config means cannot be guessed, so two stop start-up)."""
+    return DestinationKinds(_declared(pm, "hssk_destination_kinds", DestinationKind, "destination kind"))
+
+
+def migration_sets(pm: pluggy.PluginManager) -> tuple[MigrationSet, ...]:
+    """Every plugin's own schema steps (``hssk_migrations``), in the order the plugins were registered."""
+    return tuple(_declared(pm, "hssk_migrations", MigrationSet, "migration set"))
+
+
+def _declared(pm: pluggy.PluginManager, hook: str, cls: type, what: str) -> list:
+    """What each plugin's ``hook`` returns, in the order the plugins were registered. A plugin
+    whose hook raises or returns something that is no ``cls``, or two of one name, stop start-up
+    naming the plugins."""
+    owners: dict[str, str] = {}
+    found = []
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        try:
+            declared = list(impl.function())
+        except Exception as e:  # an integrator's bug must name the plugin, not crash bare
+            raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in {hook}: {type(e).__name__}: {e}") from e
+        for item in declared:
+            if not isinstance(item, cls):
+                raise PluginLoadError(f"plugin {impl.plugin_name!r}: {hook} must return {cls.__name__} objects, "
+                                      f"got {item!r}")
+            if item.name in owners:
+                raise PluginLoadError(f"plugin {impl.plugin_name!r} registers {what} {item.name!r}, which plugin "
+                                      f"{owners[item.name]!r} registers already")
+            owners[item.name] = impl.plugin_name
+            found.append(item)
+    return found
 
 
 class GatewayPluginManager(pluggy.PluginManager):

@@ -262,12 +262,12 @@ def _not_journaled(outcome: Outcome) -> str:
 
 
 def replay_here(store: Store, config: GatewayConfig, pipeline: Pipeline, selection: Selection,
-                dry_run: bool) -> dict:
+                dry_run: bool, unordered: frozenset[str] = frozenset()) -> dict:
     """The CLI's replay, in this process: each message decided here and, unless ``dry_run``,
     journaled in a transaction of its own (BEGIN IMMEDIATE, so a running writer and this take
-    turns). For a stopped gateway; a running one is asked through its admin API instead."""
+    turns). For a stopped gateway; a running one is asked through its admin API instead.
+    ``unordered``: the batched destinations, whose rows need no per-person order."""
     clients = ClientRegistry.from_config(config.clients, config.auth)
-    unordered = frozenset(d.name for d in config.destinations if d.kind == "batch")
     conn = store.connect()
     try:
         messages, more = select(conn, selection)

@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import mimetypes
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
+from gateway.config import ConfigError, DestinationConfig
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 
 _EXTENSIONS = {"application/json": ".json", "application/xml": ".xml", "text/xml": ".xml",
                "application/fhir+json": ".json", "application/x-ndjson": ".ndjson", "application/hl7-v2": ".hl7"}
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """The keys of a ``file`` destination's table."""
+
+    #: The folder payload files are written to; a relative one is under ``data_dir``.
+    directory: str = ""
+
+
+def check_file(destination: DestinationConfig, settings: FileSettings) -> None:
+    if not settings.directory:
+        raise ConfigError(destination.key("directory"), "is required: the folder payload files are written to")
 
 
 def extension_for(content_type: str) -> str:

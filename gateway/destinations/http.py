@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from gateway.config import DestinationConfig
+from gateway.config import ConfigError, DestinationConfig, setting
 from gateway.core.masking import mask_text
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.destinations.http_client import (ConnectionDropped, HttpClient, HttpResponse, MalformedResponse,
@@ -39,6 +40,45 @@ from gateway.destinations.http_client import (ConnectionDropped, HttpClient, Htt
 RETRYABLE_STATUSES = frozenset({408, 429})
 #: Enough of an error body to explain a dead letter; a store that answers megabytes is cut short.
 MAX_REASON_BYTES = 2000
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The keys of an ``http`` destination's table (a ``batch`` destination's http sink has them too)."""
+
+    url: str = ""
+    #: The environment variable holding the Authorization header's value (never in the file, never logged).
+    auth_header_env: str = ""
+    ca_bundle: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    connect_timeout_seconds: float = setting(10.0, rule="must be a positive number", test=lambda v: v > 0)
+    response_timeout_seconds: float = setting(30.0, rule="must be a positive number", test=lambda v: v > 0)
+
+
+def check_url(url: str, key: str) -> None:
+    """A record store's URL: http or https, a host, a valid port, no credentials (they would reach
+    logs and the Host header), an ASCII path; a ConfigError naming ``key`` otherwise."""
+    try:
+        parts = urlsplit(url)
+        credentials = parts.username is not None or parts.password is not None
+    except ValueError as e:
+        raise ConfigError(key, f"is not a valid URL ({e})") from None
+    if credentials:
+        raise ConfigError(key, "must not carry credentials (they would reach logs and the Host header); "
+                               "put the Authorization value in the environment variable named by auth_header_env")
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(key, f"is not a valid URL ({e}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"must be an http:// or https:// URL with a host, got {url!r}")
+    if port == 0 or not (parts.path + parts.query).isascii():
+        raise ConfigError(key, f"needs a non-zero port and an ASCII path (percent-encode the rest), got {url!r}")
+
+
+def check_http(destination: DestinationConfig, settings: HttpSettings) -> None:
+    check_url(settings.url, destination.key("url"))
 
 
 @implementer(IPolicyForHTTPS)
@@ -84,8 +124,8 @@ def classify(status: int, body: bytes, retry_after: float | None) -> DeliveryRes
 
 
 class HttpDestination:
-    def __init__(self, config: DestinationConfig, reactor) -> None:
-        self.name = config.name
+    def __init__(self, destination: DestinationConfig, config: HttpSettings, reactor) -> None:
+        self.name = destination.name
         self._config = config
         self._reactor = reactor
         url = urlsplit(config.url)
@@ -97,7 +137,7 @@ class HttpDestination:
             policy = (_ConfiguredTLS(config.ca_bundle, config.client_cert, config.client_key)
                       if config.ca_bundle or config.client_cert else BrowserLikePolicyForHTTPS())
             endpoint = wrapClientTLS(policy.creatorForNetloc(url.hostname.encode("idna"), port), endpoint)
-        self._client = HttpClient(endpoint, reactor, url.netloc, max_idle=config.max_in_flight)
+        self._client = HttpClient(endpoint, reactor, url.netloc, max_idle=destination.max_in_flight)
 
     def _headers(self, delivery: Delivery) -> list[tuple[bytes, bytes]]:
         headers = [(b"Content-Type", delivery.content_type.encode("latin-1")),

@@ -16,6 +16,7 @@ masked, because receivers quote identifiers in their errors.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -25,7 +26,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from gateway.config import ConfigError, DestinationConfig
+from gateway.config import ConfigError, DestinationConfig, setting
 from gateway.core.masking import mask_text
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.formats.hl7v2 import (UTF8_BOM, CharsetError, Hl7Message, MessageFormatError, normalize_segment_ends,
@@ -40,6 +41,24 @@ REFUSED = ("AE", "AR", "CE", "CR")
 MAX_ACK_BYTES = 1024 * 1024
 #: Reasons end up in the outbox row and in logs; a receiver's error text is cut to this length.
 MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class MllpSettings:
+    """The keys of an ``mllp`` destination's table."""
+
+    #: A Twisted client endpoint string: ``tcp:10.0.0.5:2575``, ``tls:host:2576:…`` for TLS.
+    endpoint: str = ""
+    #: MSA-1 codes that dead-letter the row: the receiver says the content is wrong.
+    dead_letter_codes: tuple[str, ...] = ("AE", "CE")
+    connect_timeout_seconds: float = setting(10.0, rule="must be a positive number", test=lambda v: v > 0)
+    response_timeout_seconds: float = setting(30.0, rule="must be a positive number", test=lambda v: v > 0)
+
+
+def check_mllp(destination: DestinationConfig, settings: MllpSettings) -> None:
+    if not settings.endpoint:
+        raise ConfigError(destination.key("endpoint"),
+                          "is required: a Twisted client endpoint such as 'tcp:127.0.0.1:2576'")
 
 
 class AnswerTooLarge(Exception):
@@ -124,14 +143,14 @@ class MllpDestination:
     test can use real sockets and a ``task.Clock``.
     """
 
-    def __init__(self, config: DestinationConfig, reactor, clock=None) -> None:
-        self.name = config.name
+    def __init__(self, destination: DestinationConfig, config: MllpSettings, reactor, clock=None) -> None:
+        self.name = destination.name
         self._config = config
         self._clock = clock or reactor
         try:
             self._endpoint = clientFromString(reactor, config.endpoint)
         except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"destinations.{config.name}.endpoint",
+            raise ConfigError(destination.key("endpoint"),
                               f"is not a Twisted client endpoint string such as 'tcp:127.0.0.1:2576': {e}") from None
         self._queue: deque[tuple[Delivery, Deferred]] = deque()
         self._busy = False
@@ -247,7 +266,7 @@ class MllpDestination:
         return connecting.addCallbacks(connected, failed)
 
 
-def _connect_failure(config: DestinationConfig, error: Exception) -> str:
+def _connect_failure(config: MllpSettings, error: Exception) -> str:
     if isinstance(error, DeferredTimeout):
         return (f"cannot connect to {config.endpoint} within {config.connect_timeout_seconds:g} s "
                 f"(connect_timeout_seconds)")

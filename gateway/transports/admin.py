@@ -296,7 +296,7 @@ class AdminResource(Resource):
     async def _flush(self, request: Request, dest: str) -> dict:
         name = await self._known(dest)
         config = next((d for d in self._delivery.config.destinations if d.name == name), None)
-        if config is None or config.kind != "batch":
+        if config is None or name not in self._delivery.batched:
             what = "not configured" if config is None else f"a {config.kind} destination"
             raise AdminError(http.BAD_REQUEST, f"{name} is {what}; flush runs a configured batch destination's batch now")
         if not config.enabled:

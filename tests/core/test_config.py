@@ -214,8 +214,10 @@ def test_bad_plugin_setting_stops_start_up_naming_the_key(tmp_path):
     ("https://user:secret@store.example:99999/records", "must not carry credentials"),
 ])
 def test_destination_url_errors_name_the_key_and_never_echo_credentials(url, message):
+    config = load_config(environ={}, overrides={"destinations.store.kind": "http", "destinations.store.url": url})
+
     with pytest.raises(ConfigError) as raised:
-        load_config(environ={}, overrides={"destinations.store.kind": "http", "destinations.store.url": url})
+        build_plugin_manager(config, load_entry_points=False)
 
     assert raised.value.key == "destinations.store.url"
     assert message in str(raised.value)

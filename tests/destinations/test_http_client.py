@@ -19,6 +19,8 @@ from twisted.internet.task import Clock, deferLater
 
 from gateway.config import load_config
 from gateway.destinations import DELIVERED, RETRY, Delivery
+from gateway.destinations.builtin import KINDS
+from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.http import HttpDestination
 from gateway.destinations.http_client import (MAX_DRAINED_BODY, MAX_IDLE_SECONDS, ConnectionDropped, HttpClient,
                                               MalformedResponse, ResponseParser)
@@ -158,7 +160,8 @@ def scripted():
 def destination(url: str, **extra) -> HttpDestination:
     values = {"destinations.store.kind": "http", "destinations.store.url": url}
     values.update({f"destinations.store.{k}": v for k, v in extra.items()})
-    return HttpDestination(load_config(environ={}, overrides=values).destinations[0], reactor)
+    [configured] = DestinationKinds(KINDS).configure(load_config(environ={}, overrides=values).destinations)
+    return HttpDestination(configured.config, configured.settings, reactor)
 
 
 def delivery(n: int = 1) -> Delivery:

@@ -16,6 +16,8 @@ from twisted.internet.task import Clock, deferLater
 from gateway.config import load_config
 from gateway.core.outbox import get_row
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
+from gateway.destinations.builtin import KINDS
+from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.http import HttpDestination, parse_retry_after
 from tests.fake_store import start_store, url_of
 from tests.support import (TestPlugin, connect_mllp, hl7, metric_value, msa, run_clock_until, select_rows,
@@ -23,9 +25,11 @@ from tests.support import (TestPlugin, connect_mllp, hl7, metric_value, msa, run
 
 
 def destination_config(url: str, **extra):
+    """The ``[destinations.store]`` table with its ``http`` settings, validated as at start-up."""
     values = {"destinations.store.kind": "http", "destinations.store.url": url}
     values.update({f"destinations.store.{k}": v for k, v in extra.items()})
-    return load_config(environ={}, overrides=values).destinations[0]
+    [configured] = DestinationKinds(KINDS).configure(load_config(environ={}, overrides=values).destinations)
+    return configured
 
 
 def delivery(payload: bytes = b'{"record": 1}', key: str = "k-1") -> Delivery:
@@ -42,7 +46,8 @@ def store():
 
 
 async def deliver_once(url: str, **extra):
-    destination = HttpDestination(destination_config(url, **extra), reactor)
+    configured = destination_config(url, **extra)
+    destination = HttpDestination(configured.config, configured.settings, reactor)
     try:
         return await destination.deliver(delivery())
     finally:

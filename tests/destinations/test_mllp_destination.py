@@ -12,6 +12,8 @@ from twisted.internet.task import Clock
 
 from gateway.config import ConfigError, load_config
 from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
+from gateway.destinations.builtin import KINDS
+from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.mllp import MllpDestination
 from gateway.transports.framing import FrameDecoder, Violation, wrap
 from tests.support import (connect_mllp, hl7, msa, outbox_rows, replace_msh_field, send_and_receive, start_gateway,
@@ -151,7 +153,8 @@ def destination(endpoint: str, clock=None, **settings) -> MllpDestination:
     """An mllp destination built from a validated ``[destinations.lab]`` table."""
     config = load_config(environ={}, overrides={
         "destinations": {"lab": {"kind": "mllp", "format": "hl7v2", "endpoint": endpoint, **settings}}})
-    return MllpDestination(config.destinations[0], reactor, clock)
+    [configured] = DestinationKinds(KINDS).configure(config.destinations)
+    return MllpDestination(configured.config, configured.settings, reactor, clock)
 
 
 def delivery(control: str, row_id: int = 1, payload: bytes | None = None) -> Delivery:
