@@ -55,9 +55,9 @@ from twisted.logger import Logger
 
 from gateway.config import DestinationConfig, setting
 from gateway.core.dispatch import backoff_delay
-from gateway.core.masking import mask_text
+from gateway.model.masking import mask_text
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import ContentError
+from gateway.model.outcome import ContentError
 from gateway.core.outbox import BatchRow, mark_batch_delivered, patient_names, pending_for_batch, record_batch_failure
 from gateway.core.schedule import Schedule, parse_schedule
 from gateway.core.store import Store

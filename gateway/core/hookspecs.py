@@ -73,15 +73,15 @@ if TYPE_CHECKING:
     from gateway.core.ack_profile import AckProfile
     from gateway.core.commands import Command
     from gateway.core.documents import DocumentSource
-    from gateway.core.envelope import Envelope
     from gateway.core.lookups import Lookup, LookupAnswer
-    from gateway.core.model import RecordSet
-    from gateway.core.outcome import Issue
     from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
     from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
+    from gateway.model.envelope import Envelope
+    from gateway.model.outcome import Issue
+    from gateway.model.records import RecordSet
 
 PROJECT = "hssk_gateway"
 ENTRY_POINT_GROUP = "hssk_gateway.plugins"
@@ -95,7 +95,7 @@ class Adapter(Protocol):
 
     ``name`` is used in the journal, in metrics labels and in ERR texts, so keep it short and
     stable (``viettel_his``). ``normalize`` returns the canonical records, or raises
-    :class:`gateway.core.outcome.ContentError` with issues naming each bad field (the sender then
+    :class:`gateway.model.outcome.ContentError` with issues naming each bad field (the sender then
     gets AE with one ERR per issue).
     """
 
@@ -109,7 +109,7 @@ class DocumentAdapter(Protocol):
     file. The core has already parsed the file safely into canonical records (one RecordSet per
     HOSO / MA_LK); ``normalize`` applies the vendor's profile (code systems, where it puts the
     CCCD or card) and returns the record sets to keep, or raises
-    :class:`gateway.core.outcome.ContentError` naming each bad field (the sender gets 422 / a
+    :class:`gateway.model.outcome.ContentError` naming each bad field (the sender gets 422 / a
     BHXH-style error code with one entry per issue).
     """
 
@@ -218,7 +218,7 @@ def hssk_check(message: Hl7Message | None, records: RecordSet) -> Iterable[Issue
 
     Return issues (severity ``E`` makes the answer AE / HTTP 422, ``W``/``I`` ride along on an
     AA), or None. A text names the field and the rule, never the patient: mask an identifier
-    you show with ``gateway.core.masking.mask_identifier`` and leave names out (operator views
+    you show with ``gateway.model.masking.mask_identifier`` and leave names out (operator views
     mask them again, but the ACK carries the text as written)::
 
         @hookimpl
@@ -362,7 +362,7 @@ def hssk_check_lookups(records: RecordSet, answers: Mapping[Lookup, LookupAnswer
         gateway, which cannot reach the service).
     :returns: issues (``E`` makes the answer AE, ``W``/``I`` ride along on an AA), or None. To
         answer AR instead, "cannot decide now, send again", raise
-        :class:`gateway.core.outcome.Unavailable` with the issues.
+        :class:`gateway.model.outcome.Unavailable` with the issues.
 
     Called on a pipeline worker, once every lookup of the record set has its answer; not
     firstresult. What a timeout means is the plugin's choice, not the gateway's::

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from lxml import etree
 
 from gateway.core.hookspecs import NotRenderable
-from gateway.core.model import (
+from gateway.formats.xml_safety import parse_untrusted_xml
+from gateway.model.records import (
     Address,
     Appointment,
     CheckIn,
@@ -64,7 +65,6 @@ from gateway.core.model import (
     RelatedPerson,
     ServiceLine,
 )
-from gateway.formats.xml_safety import parse_untrusted_xml
 
 HIV, DRUG_USE, SEX_WORK = "hiv", "drug_use", "sex_work"
 CATEGORIES = (HIV, DRUG_USE, SEX_WORK)

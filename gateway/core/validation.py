@@ -33,10 +33,10 @@ from gateway.core.identity import (
     check_facility_code,
     check_province_code,
 )
-from gateway.core.masking import mask_identifier
-from gateway.core.model import RecordSet
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.model.masking import mask_identifier
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import RecordSet
 
 _ICD10 = re.compile(r"[A-Z][0-9]{2}(\.?[0-9A-Z]{1,2})?[†*]?")
 _LINK_TABLES = (("XML2", "medications"), ("XML3", "services"), ("XML4", "observations"), ("XML5", "notes"))

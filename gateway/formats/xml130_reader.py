@@ -24,18 +24,6 @@ from decimal import Decimal
 
 from lxml import etree
 
-from gateway.core.model import (
-    Address,
-    CheckIn,
-    ClaimTotals,
-    Diagnosis,
-    Encounter,
-    Identifier,
-    Person,
-    RawTable,
-    RecordSet,
-)
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.xml130_tables import (
     CHECK_IN,
     CHECK_IN_DOCUMENT,
@@ -61,6 +49,18 @@ from gateway.formats.xml130_tables import (
 )
 from gateway.formats.xml130_writer import xml1_values
 from gateway.formats.xml_safety import DEFAULT_MAX_BYTES, parse_untrusted_xml
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import (
+    Address,
+    CheckIn,
+    ClaimTotals,
+    Diagnosis,
+    Encounter,
+    Identifier,
+    Person,
+    RawTable,
+    RecordSet,
+)
 
 CLAIM_KIND = "XML130"
 CHECK_IN_KIND = "XML130^CHECKIN"

@@ -10,7 +10,6 @@ import typing
 
 import pytest
 
-from gateway.core.model import Encounter, Person, RawTable, RecordSet
 from gateway.core.privacy import (
     CODES,
     DRUG,
@@ -25,6 +24,7 @@ from gateway.core.privacy import (
     PrivacyPolicy,
     UnknownPart,
 )
+from gateway.model.records import Encounter, Person, RawTable, RecordSet
 
 
 def record_types_in(hint) -> set[type]:

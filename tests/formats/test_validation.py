@@ -5,8 +5,6 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.core.model import Diagnosis
-from gateway.core.outcome import ContentError
 from gateway.core.validation import (
     ValidationRules,
     check_datetime,
@@ -18,6 +16,8 @@ from gateway.core.validation import (
     validate_record_set,
 )
 from gateway.formats.xml130 import read_xml130
+from gateway.model.outcome import ContentError
+from gateway.model.records import Diagnosis
 from tests.formats.support import INPATIENT_4750, sample
 
 

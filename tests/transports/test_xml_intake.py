@@ -13,7 +13,7 @@ import pytest_twisted
 from lxml import etree
 
 from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.outcome import Issue
+from gateway.model.outcome import Issue
 from tests.support import http_request, journal_rows, metric_value, outbox_rows, start_gateway, wait_until
 
 SAMPLES = Path(__file__).resolve().parents[2] / "plugins" / "vnpt_his" / "samples"

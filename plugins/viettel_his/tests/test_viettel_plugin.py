@@ -8,9 +8,9 @@ from twisted.internet import reactor
 
 from gateway.app import Gateway
 from gateway.config import load_config
-from gateway.core.envelope import Envelope
 from gateway.core.plugins import build_plugin_manager, describe_plugins
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.model.envelope import Envelope
 from tests.support import connect_mllp, hl7, journal_rows, msa, replace_msh_field, sample, segments_of
 
 REPO = Path(__file__).resolve().parents[3]

@@ -8,11 +8,11 @@ import pytest_twisted
 from lxml import etree
 from twisted.internet import reactor
 
-from gateway.core.envelope import Envelope
 from gateway.core.render import render_xml130
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.profile import VendorPlugin
 from gateway.formats.xml130 import read_xml130
+from gateway.model.envelope import Envelope
 from plugins.viettel_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
 from tests.support import (answer_of_a_fresh_gateway, connect_mllp, encode_windows_1258, err_segments,

@@ -1,7 +1,7 @@
 """Claim-side canonical records: the XML 130/4750 detail tables and the XML1 totals.
 
-Kept apart from ``model.py`` so the person/encounter core stays short; ``model.py`` re-exports
-every name here, so callers import from ``gateway.core.model`` only.
+Kept apart from ``records.py`` so the person/encounter core stays short; ``records.py`` re-exports
+every name here, so callers import from ``gateway.model.records`` only.
 
 Conventions shared by every record:
 
