@@ -31,7 +31,7 @@ from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
-from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
+from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
 from gateway.core.sources import Reading, Source, Verdict
@@ -48,8 +48,9 @@ from gateway.formats.hl7v2 import Hl7Message, escape, unescape
 from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
 from gateway.model.envelope import Envelope
+from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.masking import mask_identifier, mask_name, mask_text
-from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, Unavailable
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Unavailable
 from gateway.model.records import (
     Address,
     Appointment,

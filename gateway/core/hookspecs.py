@@ -1,12 +1,13 @@
 """The plugin contract: every hook a plugin may implement.
 
 A plugin is a module (or object) with functions named like the specs below (``@hookimpl`` marks
-them, and sets options such as ``tryfirst``); it is found through the ``hssk_gateway.plugins``
-entry-point group, exactly like the bundled plugins. It imports only from :mod:`gateway.plugin`
-and declares the contract version it was written for, ``hssk_contract = "1.0"``
-(:mod:`gateway.core.contract` says which versions load). Any callable whose name starts with
-``hssk_`` is taken for a hook, so a misspelt one stops start-up rather than never being called.
-A minimal plugin::
+them, and sets options such as ``tryfirst``; it and :class:`~gateway.model.hooks.PluginDescription`
+live in :mod:`gateway.model.hooks`, below the national rules that are plugins too); it is found
+through the ``hssk_gateway.plugins`` entry-point group, exactly like the bundled plugins. It
+imports only from :mod:`gateway.plugin` and declares the contract version it was written for,
+``hssk_contract = "1.0"`` (:mod:`gateway.core.contract` says which versions load). Any callable
+whose name starts with ``hssk_`` is taken for a hook, so a misspelt one stops start-up rather
+than never being called. A minimal plugin::
 
     from gateway.plugin import RecordSet, hookimpl
 
@@ -66,6 +67,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
+from gateway.model.hooks import PROJECT
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -80,14 +83,13 @@ if TYPE_CHECKING:
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
     from gateway.model.envelope import Envelope
+    from gateway.model.hooks import PluginDescription
     from gateway.model.outcome import Issue
     from gateway.model.records import RecordSet
 
-PROJECT = "hssk_gateway"
 ENTRY_POINT_GROUP = "hssk_gateway.plugins"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class Adapter(Protocol):
@@ -124,38 +126,6 @@ class Payload:
 
     content_type: str
     body: bytes
-
-
-class NotRenderable(Exception):
-    """Raised by :func:`hssk_render` when this record set has no place in the destination's format
-    (an XML 130 file is an episode's file, so a person without an episode cannot be one). The
-    sender's answer does not change: the destination does not get the record set, and it is
-    journaled, counted (``hssk_records_not_routed_total``) and logged as not routed.
-
-    ``reason`` is a short fixed word, the metric's label (``no_episode``); ``text`` says it to
-    an operator, without patient data."""
-
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-
-
-@dataclass(frozen=True)
-class PluginDescription:
-    """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims.
-
-    ``message_types`` (``ADT^A04``, as :attr:`Hl7Message.message_type` gives them) and
-    ``facilities`` (MSH-4, MACSKCB) are the same claims as data: metrics label a message's type
-    and facility only with such known values (and the facilities of ``[clients.NAME]``), every
-    other value a sender writes as ``other``, so that strangers cannot grow the series. Added after
-    0.1.0; a plugin that leaves them empty sees its messages counted under ``other``.
-    """
-
-    name: str
-    claims: str
-    message_types: frozenset[str] = frozenset()
-    facilities: frozenset[str] = frozenset()
 
 
 @hookspec

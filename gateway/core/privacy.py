@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from gateway.core.hookspecs import NotRenderable
 from gateway.formats.xml_safety import parse_untrusted_xml
+from gateway.model.outcome import NotRenderable
 from gateway.model.records import (
     Address,
     Appointment,

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig
-from gateway.core.hookspecs import PluginDescription, hookimpl
 from gateway.formats.charsets import codec_for
 from gateway.formats.hl7_fields import parse_path
 from gateway.formats.hl7_model import (
@@ -41,6 +40,7 @@ from gateway.formats.hl7_model import (
 from gateway.formats.hl7v2 import CharsetError, Hl7Message
 from gateway.formats.xml130 import ClaimFile
 from gateway.model.envelope import Envelope
+from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.outcome import ContentError, Issue
 from gateway.model.records import RecordSet
 

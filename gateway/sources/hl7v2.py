@@ -15,7 +15,7 @@ from functools import partial
 from gateway.config import GatewayConfig
 from gateway.core.clients import facility_refusal
 from gateway.core.documents import DocumentRequest
-from gateway.core.hookspecs import Adapter, hookimpl
+from gateway.core.hookspecs import Adapter
 from gateway.core.pipeline import best_header, header_in_reply_charset
 from gateway.core.sources import HL7_V2, Reading, Source, Verdict
 from gateway.core.validation import check_hl7_structure
@@ -29,6 +29,7 @@ from gateway.formats.hl7v2 import (
     peek_header,
 )
 from gateway.model.envelope import Envelope
+from gateway.model.hooks import hookimpl
 from gateway.model.outcome import ERROR, REJECT, ContentError, Issue
 from gateway.model.records import RecordSet
 

@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.core.hookspecs import hookimpl
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130_reader import CLAIM_KIND
+from gateway.model.hooks import hookimpl
 from gateway.model.outcome import Issue
 from tests.support import TestPlugin, hl7
 

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest_twisted
 from lxml import etree
 
-from gateway.core.hookspecs import PluginDescription, hookimpl
+from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.outcome import Issue
 from tests.support import http_request, journal_rows, metric_value, outbox_rows, start_gateway, wait_until
 

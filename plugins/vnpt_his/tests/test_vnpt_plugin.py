@@ -7,14 +7,13 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from gateway.config import ConfigError
-from gateway.core.hookspecs import NotRenderable
 from gateway.core.plugins import build_plugin_manager
 from gateway.core.render import render_xml130
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.profile import VendorPlugin
 from gateway.formats.xml130 import read_xml130, write_xml130
 from gateway.model.envelope import Envelope
-from gateway.model.outcome import ContentError
+from gateway.model.outcome import ContentError, NotRenderable
 from plugins.viettel_his.plugin import DEFAULTS as VIETTEL_DEFAULTS
 from plugins.vnpt_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
