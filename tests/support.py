@@ -20,11 +20,11 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.core.metrics import Metrics
 from gateway.core.plugins import build_plugin_manager
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
 from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.records import RecordSet
 from gateway.testing.gateway import read_body
-from gateway.transports.framing import FrameDecoder, Violation, wrap
 
 SAMPLES = Path(__file__).resolve().parent / "messages"
 

@@ -18,9 +18,9 @@ from gateway.core.ack import encode_reply
 from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.metrics import Metrics
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.model.envelope import Envelope, peer_of
 from gateway.model.outcome import Outcome
-from gateway.transports.framing import FrameDecoder, Violation, wrap
 from gateway.transports.tls import is_tls, peer_certificate
 
 log = Logger(namespace="hssk.mllp")

@@ -18,7 +18,7 @@ import pytest_twisted
 from twisted.internet.task import deferLater
 
 from gateway.config import ConfigError
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from tests.core.fault_plugin import alive, decided_by, fault_message, fault_then_fine, start_isolated
 from tests.support import (TestPlugin, connect_mllp, err_segments, free_port, gateway_config, hl7, http_request,
                            journal_rows, metric_value, msa, segments_of, send_and_receive, start_gateway, wait_until)

@@ -15,7 +15,7 @@ from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
 from gateway.destinations.builtin import KINDS
 from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.mllp import MllpDestination
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from tests.support import (connect_mllp, hl7, msa, outbox_rows, replace_msh_field, send_and_receive, start_gateway,
                            wait_until)
 
