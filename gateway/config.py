@@ -133,7 +133,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     """The identifier and claim rules that the standards reference leaves uncertain
-    (``gateway.core.identity`` and ``gateway.core.validation`` say why for each)."""
+    (``gateway.rules.identifiers`` and ``gateway.rules.validation`` say why for each)."""
 
     province_codes: str = field(default="2024", metadata=_check(
         "must be '2024' (63 provinces) or '2025' (34 after the 07/2025 merger)", lambda v: v in ("2024", "2025")))
@@ -169,7 +169,7 @@ _ICD10_PREFIXES = _check("must list ICD-10 codes or prefixes such as 'B20' or 'O
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """The lists behind the privacy policy (``gateway.core.privacy``, which holds the defaults and
+    """The lists behind the privacy policy (``gateway.rules.privacy``, which holds the defaults and
     says where they come from). A list left unset keeps the default; a list given replaces it,
     so a code the standards reference got wrong can be taken out as well as one added."""
 
@@ -241,7 +241,7 @@ class DestinationConfig:
     message_types: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
     enabled: bool = True
-    #: "filtered": HIV, drug-use and sex-work data removed first (gateway.core.privacy); "full":
+    #: "filtered": HIV, drug-use and sex-work data removed first (gateway.rules.privacy); "full":
     #: everything, for the BHXH appraisal path only, which the law lets see it.
     privacy: str = field(default="filtered", metadata=_check("must be 'filtered' or 'full'",
                                                              lambda v: v in PRIVACY_LEVELS))

@@ -43,7 +43,7 @@ Call order, for each message or XML 130 file:
    plugin and marked ``tryfirst``, so they run first even before a plugin's ``tryfirst`` check;
 4. route — the config's routes pick the destinations;
 5. privacy — per destination with ``privacy = "filtered"``, the privacy policy
-   (:mod:`gateway.core.privacy`) cuts the record set, or withholds it when it holds a part the
+   (:mod:`gateway.rules.privacy`) cuts the record set, or withholds it when it holds a part the
    policy does not know. It is a built-in step, not a hook: no plugin may replace or skip it;
 6. render — :func:`hssk_render`, the first answer wins, the core's renderers (``core.render``) last.
 
@@ -210,7 +210,7 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
 
     Render from ``records``, never from ``message``'s segments: for a destination with
     ``privacy = "filtered"`` (the default), ``records`` is what the privacy policy left
-    (:mod:`gateway.core.privacy`), while ``message`` is still the message as received.
+    (:mod:`gateway.rules.privacy`), while ``message`` is still the message as received.
 
     For a record set read from an XML 130 file, ``message`` is a
     :class:`gateway.core.documents.DocumentSource`: it has ``sender`` (``XML|<MACSKCB>``),

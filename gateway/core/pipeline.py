@@ -28,7 +28,7 @@ from gateway.model.masking import mask_text, names_in_records
 from gateway.model.records import RecordSet
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
 from gateway.model.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue, NotRenderable, Unavailable
-from gateway.core.privacy import PrivacyPolicy, Removal, UnknownPart
+from gateway.rules.privacy import PrivacyPolicy, Removal, UnknownPart
 from gateway.core.sources import HL7_V2, Reading, Source, SourceRegistry, Verdict
 from gateway.formats.hl7v2 import (
     CharsetError,

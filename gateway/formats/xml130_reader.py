@@ -4,7 +4,7 @@ The outer GIAMDINHHS document and every base64 FILEHOSO table are parsed by
 ``xml_safety.parse_untrusted_xml``, so no table can smuggle in a DTD or exceed the size bound.
 Problems the sender must fix (bad base64, a number with a ``,``, a missing XML1) are collected and
 raised together as one :class:`ContentError`, each naming the table, line and field. Rules about
-the *values* (CCCD shape, totals…) are not checked here but in ``gateway.core.validation``, so a
+the *values* (CCCD shape, totals…) are not checked here but in ``gateway.rules.validation``, so a
 caller can read a file and still show it when it breaks a rule.
 
 4210 files are recognised by their table forms (``DSACH_*`` roots, XML1 ``MA_THE`` / ``T_TONGCHI``

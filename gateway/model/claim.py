@@ -41,7 +41,7 @@ class Diagnosis:
 
 @dataclass(frozen=True)
 class ClaimTotals:
-    """XML1 money totals. The consistency rules are in ``gateway.core.validation``."""
+    """XML1 money totals. The consistency rules are in ``gateway.rules.validation``."""
 
     drugs: Decimal | None = None  # T_THUOC
     supplies: Decimal | None = None  # T_VTYT

@@ -272,7 +272,7 @@ class UnknownPart(NotRenderable):
     def __init__(self, parts: list[str]) -> None:
         shown = ", ".join(sorted(set(parts)))
         super().__init__("privacy_unknown", f"the privacy policy does not know {shown} of this record set, so it "
-                                            f"cannot tell what to remove; teach gateway/core/privacy.py (FIELDS) "
+                                            f"cannot tell what to remove; teach gateway/rules/privacy.py (FIELDS) "
                                             f"that part, or route the message to a destination with privacy = "
                                             f"\"full\" if the law allows")
 
