@@ -288,11 +288,11 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
 def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     """The journal of ``config``'s data dir for this process: brought to today's schema (the
     core's steps, then the plugins'), written in short transactions of its own."""
+    from gateway.core.destination_kinds import batched_names
     from gateway.core.pipeline import Pipeline
     from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
     from gateway.core.plugins import migration_sets
     from gateway.core.store import Store
-    from gateway.destinations.factory import batched_names
 
     _require_journal(config)
     store = Store(config.database_path, config.store.synchronous)

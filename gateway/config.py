@@ -231,7 +231,7 @@ PRIVACY_LEVELS = ("filtered", "full")
 class DestinationConfig:
     """One ``[destinations.NAME]`` table: the keys every destination has. The keys of its kind
     (``url`` for ``http``, ``endpoint`` for ``mllp`` …) are kept as written in ``options`` and
-    validated by the kind once the plugins are loaded (:mod:`gateway.destinations.factory`),
+    validated by the kind once the plugins are loaded (:mod:`gateway.core.destination_kinds`),
     since a plugin may add kinds."""
 
     name: str

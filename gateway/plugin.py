@@ -29,14 +29,14 @@ from gateway.core.ack_profile import AckProfile
 from gateway.core.batch import BatchSettings
 from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
 from gateway.core.sources import Reading, Source, Verdict
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
-from gateway.destinations.factory import DestinationContext, DestinationKind
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,

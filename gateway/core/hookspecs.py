@@ -75,11 +75,11 @@ if TYPE_CHECKING:
     from gateway.config import DestinationConfig, GatewayConfig
     from gateway.core.ack_profile import AckProfile
     from gateway.core.commands import Command
+    from gateway.core.destination_kinds import DestinationKind
     from gateway.core.documents import DocumentSource
     from gateway.core.lookups import Lookup, LookupAnswer
     from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
-    from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
     from gateway.model.envelope import Envelope

@@ -32,7 +32,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import ConfigError, DestinationConfig, setting
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.destinations.http_client import (ConnectionDropped, HttpClient, HttpResponse, MalformedResponse,
                                               ResponseTimeout)
 from gateway.model.masking import mask_text

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from gateway.config import ConfigError, DestinationConfig, setting
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.formats.hl7v2 import (UTF8_BOM, CharsetError, Hl7Message, MessageFormatError, normalize_segment_ends,
                                    peek_header)
