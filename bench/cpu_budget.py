@@ -32,12 +32,12 @@ import hl7
 
 from gateway.config import load_config
 from gateway.core.ack import acknowledgements
-from gateway.core.envelope import Envelope
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import build_plugin_manager
 from gateway.core.store import JournalWriter, Store
 from gateway.formats.hl7v2 import normalize_segment_ends, with_msh_field
+from gateway.model.envelope import Envelope
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "messages" / "adt_a04.hl7"

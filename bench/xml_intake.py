@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from gateway.core.hookspecs import hookimpl  # noqa: E402  (after the path insert, for a checkout without install)
+from gateway.model.hooks import hookimpl  # noqa: E402  (after the path insert, for a checkout without install)
 
 SAMPLE = REPO / "plugins" / "vnpt_his" / "samples" / "xml4750_noi_tru.xml"
 SAMPLE_MA_LK = b"79025.2024070100123"

@@ -1,12 +1,15 @@
 """Wiring: builds the gateway from its configuration. Nothing else knows the whole."""
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import pluggy
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gateway import __version__
@@ -25,10 +28,11 @@ from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migrati
 from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
+from gateway.formats.charsets import codec_for
 from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
 from gateway.transports.mllp import MLLPFactory
-from gateway.transports.tls import listening_endpoint
+from gateway.transports.tls import listening_endpoint, server_options
 
 log = Logger(namespace="hssk.app")
 
@@ -181,3 +185,35 @@ def _admin_token(config: GatewayConfig) -> str:
     """The admin API's token from the variable ``auth.admin_token_env`` names ("" when unset:
     loopback only). An unset variable is a config error at start-up (``validate_runtime``)."""
     return os.environ.get(config.auth.admin_token_env, "") if config.auth.admin_token_env else ""
+
+
+def validate_runtime(config: GatewayConfig, reactor) -> None:
+    """Checks that need the outside world: endpoint strings parse, charsets exist, data dir is usable.
+
+    Kept apart from :func:`gateway.config.load_config` so that loading stays pure and testable
+    without a reactor, and here rather than beside it because it asks the layers above the config:
+    the transports' TLS options and the formats' character sets.
+    """
+    for key, description in (("mllp.listen", config.mllp.listen), ("http.listen", config.http.listen)):
+        try:
+            serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(key, f"is not a Twisted endpoint string such as 'tcp:2575:interface=127.0.0.1': {e}") from None
+    for section, listener in (("mllp", config.mllp), ("http", config.http)):
+        if listener.tls_certificate:
+            try:
+                server_options(listener.tls_certificate, listener.tls_private_key, listener.tls_client_ca)
+            except (OSError, ValueError, TypeError) as e:
+                raise ConfigError(f"{section}.tls_certificate", f"TLS files (tls_certificate, tls_private_key, "
+                                                                f"tls_client_ca) do not load: {e}") from None
+    for key, name in (("mllp.charset", config.mllp.charset), ("mllp.default_charset", config.mllp.default_charset)):
+        if name:
+            if codec_for(name) is None:
+                raise ConfigError(key, f"unknown character set {name!r}")
+            codecs.lookup(codec_for(name))
+    if config.auth.admin_token_env and not os.environ.get(config.auth.admin_token_env):
+        raise ConfigError("auth.admin_token_env", f"names {config.auth.admin_token_env}, which is not set or empty; "
+                                                  f"set it to the admin API's token, or remove the key")
+    data_dir = Path(config.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

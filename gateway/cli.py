@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
+from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugin_journal import MigrationError
@@ -37,7 +37,7 @@ def _config_from(args: argparse.Namespace) -> GatewayConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    from gateway.app import Gateway
+    from gateway.app import Gateway, validate_runtime
     from gateway.logs import start_logging
 
     config = _config_from(args)
@@ -63,6 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
+
+    from gateway.app import validate_runtime
 
     config = _config_from(args)
     validate_runtime(config, reactor)
@@ -286,11 +288,11 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
 def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     """The journal of ``config``'s data dir for this process: brought to today's schema (the
     core's steps, then the plugins'), written in short transactions of its own."""
+    from gateway.core.destination_kinds import batched_names
     from gateway.core.pipeline import Pipeline
     from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
     from gateway.core.plugins import migration_sets
     from gateway.core.store import Store
-    from gateway.destinations.factory import batched_names
 
     _require_journal(config)
     store = Store(config.database_path, config.store.synchronous)

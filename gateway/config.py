@@ -133,7 +133,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     """The identifier and claim rules that the standards reference leaves uncertain
-    (``gateway.core.identity`` and ``gateway.core.validation`` say why for each)."""
+    (``gateway.rules.identifiers`` and ``gateway.rules.validation`` say why for each)."""
 
     province_codes: str = field(default="2024", metadata=_check(
         "must be '2024' (63 provinces) or '2025' (34 after the 07/2025 merger)", lambda v: v in ("2024", "2025")))
@@ -169,7 +169,7 @@ _ICD10_PREFIXES = _check("must list ICD-10 codes or prefixes such as 'B20' or 'O
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """The lists behind the privacy policy (``gateway.core.privacy``, which holds the defaults and
+    """The lists behind the privacy policy (``gateway.rules.privacy``, which holds the defaults and
     says where they come from). A list left unset keeps the default; a list given replaces it,
     so a code the standards reference got wrong can be taken out as well as one added."""
 
@@ -231,7 +231,7 @@ PRIVACY_LEVELS = ("filtered", "full")
 class DestinationConfig:
     """One ``[destinations.NAME]`` table: the keys every destination has. The keys of its kind
     (``url`` for ``http``, ``endpoint`` for ``mllp`` …) are kept as written in ``options`` and
-    validated by the kind once the plugins are loaded (:mod:`gateway.destinations.factory`),
+    validated by the kind once the plugins are loaded (:mod:`gateway.core.destination_kinds`),
     since a plugin may add kinds."""
 
     name: str
@@ -241,7 +241,7 @@ class DestinationConfig:
     message_types: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
     enabled: bool = True
-    #: "filtered": HIV, drug-use and sex-work data removed first (gateway.core.privacy); "full":
+    #: "filtered": HIV, drug-use and sex-work data removed first (gateway.rules.privacy); "full":
     #: everything, for the BHXH appraisal path only, which the law lets see it.
     privacy: str = field(default="filtered", metadata=_check("must be 'filtered' or 'full'",
                                                              lambda v: v in PRIVACY_LEVELS))
@@ -546,40 +546,3 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         return tuple(value)
     raise AssertionError(f"no coercion for {key} of type {kind}")
 
-
-def validate_runtime(config: GatewayConfig, reactor) -> None:
-    """Checks that need the outside world: endpoint strings parse, charsets exist, data dir is usable.
-
-    Kept apart from :func:`load_config` so that loading stays pure and testable without a reactor.
-    """
-    import codecs
-
-    from twisted.internet.endpoints import serverFromString
-
-    for key, description in (("mllp.listen", config.mllp.listen), ("http.listen", config.http.listen)):
-        try:
-            serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(key, f"is not a Twisted endpoint string such as 'tcp:2575:interface=127.0.0.1': {e}") from None
-    for section, listener in (("mllp", config.mllp), ("http", config.http)):
-        if listener.tls_certificate:
-            from gateway.transports.tls import server_options
-
-            try:
-                server_options(listener.tls_certificate, listener.tls_private_key, listener.tls_client_ca)
-            except (OSError, ValueError, TypeError) as e:
-                raise ConfigError(f"{section}.tls_certificate", f"TLS files (tls_certificate, tls_private_key, "
-                                                                f"tls_client_ca) do not load: {e}") from None
-    for key, name in (("mllp.charset", config.mllp.charset), ("mllp.default_charset", config.mllp.default_charset)):
-        if name:
-            from gateway.formats.charsets import codec_for
-
-            if codec_for(name) is None:
-                raise ConfigError(key, f"unknown character set {name!r}")
-            codecs.lookup(codec_for(name))
-    if config.auth.admin_token_env and not os.environ.get(config.auth.admin_token_env):
-        raise ConfigError("auth.admin_token_env", f"names {config.auth.admin_token_env}, which is not set or empty; "
-                                                  f"set it to the admin API's token, or remove the key")
-    data_dir = Path(config.data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

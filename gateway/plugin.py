@@ -29,13 +29,29 @@ from gateway.core.ack_profile import AckProfile
 from gateway.core.batch import BatchSettings
 from gateway.core.commands import Command, CommandContext, CommandError
 from gateway.core.contract import CONTRACT_VERSION
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.core.documents import DocumentRequest, DocumentSource
-from gateway.core.envelope import Envelope
 from gateway.core.events import Event, QueuedEvent
-from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
+from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.lookups import Lookup, LookupAnswer
-from gateway.core.masking import mask_identifier, mask_name, mask_text
-from gateway.core.model import (
+from gateway.core.plugin_journal import MigrationSet, PluginJournal
+from gateway.core.sources import Reading, Source, Verdict
+from gateway.formats.hl7_model import (
+    encounter_from_pv1,
+    immunizations_from_rxa,
+    observations_from_obx,
+    person_from_pid,
+    records_from_hl7,
+)
+from gateway.formats.hl7v2 import Hl7Message, escape, unescape
+from gateway.formats.profile import ProfileDefaults, VendorPlugin
+from gateway.formats.xml130 import ClaimFile
+from gateway.model.envelope import Envelope
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.model.masking import mask_identifier, mask_name, mask_text
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Unavailable
+from gateway.model.records import (
     Address,
     Appointment,
     CheckIn,
@@ -55,21 +71,6 @@ from gateway.core.model import (
     RelatedPerson,
     ServiceLine,
 )
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, Unavailable
-from gateway.core.plugin_journal import MigrationSet, PluginJournal
-from gateway.core.sources import Reading, Source, Verdict
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
-from gateway.destinations.factory import DestinationContext, DestinationKind
-from gateway.formats.hl7_model import (
-    encounter_from_pv1,
-    immunizations_from_rxa,
-    observations_from_obx,
-    person_from_pid,
-    records_from_hl7,
-)
-from gateway.formats.hl7v2 import Hl7Message, escape, unescape
-from gateway.formats.profile import ProfileDefaults, VendorPlugin
-from gateway.formats.xml130 import ClaimFile
 
 __all__ = [
     "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn",

@@ -17,14 +17,16 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.core.hookspecs import PluginDescription, hookimpl
+from gateway.config import GatewayConfig, load_config
 from gateway.core.metrics import Metrics
-from gateway.core.model import RecordSet
-from gateway.core.plugins import build_plugin_manager
+from gateway.core.plugins import PluginInfo, build_plugin_manager, describe_plugins
+from gateway.core.render import render_xml130
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.formats.hl7_model import encounter_from_pv1, observations_from_obx, person_from_pid
+from gateway.formats.xml130 import ClaimFile, read_xml130, write_xml130
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.model.records import RecordSet
 from gateway.testing.gateway import read_body
-from gateway.transports.framing import FrameDecoder, Violation, wrap
 
 SAMPLES = Path(__file__).resolve().parent / "messages"
 
@@ -380,6 +382,50 @@ def xml130_projection(records: RecordSet) -> dict:
     return {"xml1": xml1, "identifiers": identifiers, "xml4": results,
             "xml2": len(records.medications), "xml3": len(records.services)}
 
+
+
+# --- what the bundled plugins' tests take of the gateway besides gateway.plugin and gateway.testing
+# (tests/test_layers.py holds plugins/ to those two, as a third party's plugin is held): the
+# configuration, the plugins as the gateway loads them, XML 130 as the gateway reads and renders it
+
+def config_from(path: Path | None = None, **overrides) -> GatewayConfig:
+    """The configuration in ``path`` (the built-in defaults without one) with ``overrides``, read
+    without the environment."""
+    return load_config(path=path, environ={}, overrides=overrides)
+
+
+def installed_plugins(config: GatewayConfig):
+    """The plugin manager the gateway builds for ``config``: the plugins of the entry-point group,
+    configured, and the built-ins."""
+    return build_plugin_manager(config)
+
+
+def described_plugins(config: GatewayConfig) -> list[PluginInfo]:
+    """What ``hssk-gateway plugins`` lists for ``config``."""
+    return describe_plugins(build_plugin_manager(config))
+
+
+async def start_installed_gateway(config: GatewayConfig) -> Gateway:
+    """A gateway on ``config`` with the installed plugins, started."""
+    gateway = Gateway(config, reactor)
+    await gateway.start()
+    return gateway
+
+
+def read_claim_file(raw: bytes) -> ClaimFile:
+    """An XML 130 file read as the gateway reads one a sender posts."""
+    return read_xml130(raw)
+
+
+def write_claim_file(document: ClaimFile) -> bytes:
+    """``document`` written as the gateway writes an XML 130 file."""
+    return write_xml130(document)
+
+
+def rendered_xml130(records: RecordSet, message) -> bytes:
+    """``records`` as the core's XML 130 renderer writes them for a destination (idempotency key
+    ``key-1``); it raises NotRenderable for a record set that has no XML 130 form."""
+    return render_xml130(records, message, "key-1").body
 
 # --- the CLI as an operator runs it: a subprocess of the installed console script --------------
 

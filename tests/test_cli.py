@@ -10,7 +10,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
 from gateway.config import load_config
-from gateway.core.outcome import ContentError, Issue
+from gateway.model.outcome import ContentError, Issue
 from tests.support import run_cli, run_json, TestPlugin, connect_mllp, hl7, msa, send_and_receive, standard_records, start_gateway
 
 DAY_1 = datetime(2025, 3, 15, 8, 0).timestamp()

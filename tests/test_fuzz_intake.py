@@ -8,7 +8,7 @@ must get its accepting ACK: intake keeps answering. At the end, no pipeline work
 good message from every client is still accepted.
 
 The frames themselves are well formed (start block, end block): the frame decoder has property
-tests of its own (``tests/transports/test_framing.py``).
+tests of its own (``tests/formats/test_framing.py``).
 """
 from __future__ import annotations
 

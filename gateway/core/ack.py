@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gateway.core.outcome import ACCEPT, TABLE_0357, Issue
 from gateway.formats.charsets import codec_for
 from gateway.formats.hl7v2 import Hl7Message, escape
+from gateway.model.outcome import ACCEPT, TABLE_0357, Issue
 
 if TYPE_CHECKING:
     from gateway.core.ack_profile import AckProfile

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from gateway.core.masking import mask_text
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue
+from gateway.model.masking import mask_text
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, Issue
 
 log = Logger(namespace="hssk.pipeline")
 

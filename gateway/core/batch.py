@@ -55,13 +55,13 @@ from twisted.logger import Logger
 
 from gateway.config import DestinationConfig, setting
 from gateway.core.dispatch import backoff_delay
-from gateway.core.masking import mask_text
+from gateway.model.masking import mask_text
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import ContentError
+from gateway.model.outcome import ContentError
 from gateway.core.outbox import BatchRow, mark_batch_delivered, patient_names, pending_for_batch, record_batch_failure
 from gateway.core.schedule import Schedule, parse_schedule
 from gateway.core.store import Store
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
 from gateway.formats.xml_safety import parse_untrusted_xml
 
 log = Logger(namespace="hssk.batch")

@@ -31,8 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from gateway.config import AuthConfig, ClientConfig, client_certificate_key
-from gateway.core.envelope import Envelope
-from gateway.core.outcome import Issue
+from gateway.model.envelope import Envelope
+from gateway.model.outcome import Issue
 
 ANONYMOUS_NOT_ALLOWED = "unauthenticated"
 BAD_CREDENTIALS = "bad_credentials"

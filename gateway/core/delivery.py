@@ -19,7 +19,7 @@ from gateway.core.outbox import (STATES, UNDELIVERED, destination_status, prune_
                                  recover_in_flight, reset_circuits)
 from gateway.core.store import JournalWriter, Store
 from gateway.core.batch import BatchNotDelivered, BatchRunner
-from gateway.destinations.factory import ConfiguredDestination, DestinationContext, batched_names
+from gateway.core.destination_kinds import ConfiguredDestination, DestinationContext, batched_names
 
 log = Logger(namespace="hssk.delivery")
 

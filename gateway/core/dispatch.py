@@ -10,10 +10,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.config import DestinationConfig
-from gateway.core.masking import mask_text
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import PENDING, Settled, claim_due, record_circuit, record_results
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult, Destination
+from gateway.model.masking import mask_text
 
 log = Logger(namespace="hssk.dispatch")
 

@@ -15,11 +15,11 @@ import hashlib
 from dataclasses import dataclass
 
 from gateway.core.clients import facility_refusal
-from gateway.core.envelope import Envelope
-from gateway.core.masking import mask_identifier
-from gateway.core.model import RecordSet
-from gateway.core.outcome import Issue
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, CLAIM_KIND, ClaimFile
+from gateway.model.envelope import Envelope
+from gateway.model.masking import mask_identifier
+from gateway.model.outcome import Issue
+from gateway.model.records import RecordSet
 
 #: The journal sender prefix for XML files: ``XML|79025``.
 SENDER_PREFIX = "XML|"

@@ -29,8 +29,8 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.core.documents import DocumentSource
-from gateway.core.model import RecordSet
-from gateway.core.outcome import Issue
+from gateway.model.outcome import Issue
+from gateway.model.records import RecordSet
 
 #: The transport an event's envelope and journal row name.
 EVENT_TRANSPORT = "event"
@@ -98,7 +98,7 @@ def event_source(event: Event, raw: bytes) -> DocumentSource:
 
 
 def from_plain(cls: Any, value: Any) -> Any:
-    """The inverse of :func:`gateway.core.model.as_plain`: a record (or a field of one) from its
+    """The inverse of :func:`gateway.model.records.as_plain`: a record (or a field of one) from its
     JSON form, by the field types the model declares."""
     if value is None:
         return None

@@ -34,11 +34,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
-from gateway.core.envelope import Envelope
 from gateway.core.intake import ArrivalOrder, Intake
-from gateway.core.masking import mask_text
-from gateway.core.outcome import ACCEPT, ERROR, Outcome
 from gateway.core.sources import Source
+from gateway.model.envelope import Envelope
+from gateway.model.masking import mask_text
+from gateway.model.outcome import ACCEPT, ERROR, Outcome
 
 log = Logger(namespace="hssk.feed")
 

@@ -1,12 +1,13 @@
 """The plugin contract: every hook a plugin may implement.
 
 A plugin is a module (or object) with functions named like the specs below (``@hookimpl`` marks
-them, and sets options such as ``tryfirst``); it is found through the ``hssk_gateway.plugins``
-entry-point group, exactly like the bundled plugins. It imports only from :mod:`gateway.plugin`
-and declares the contract version it was written for, ``hssk_contract = "1.0"``
-(:mod:`gateway.core.contract` says which versions load). Any callable whose name starts with
-``hssk_`` is taken for a hook, so a misspelt one stops start-up rather than never being called.
-A minimal plugin::
+them, and sets options such as ``tryfirst``; it and :class:`~gateway.model.hooks.PluginDescription`
+live in :mod:`gateway.model.hooks`, below the national rules that are plugins too); it is found
+through the ``hssk_gateway.plugins`` entry-point group, exactly like the bundled plugins. It
+imports only from :mod:`gateway.plugin` and declares the contract version it was written for,
+``hssk_contract = "1.0"`` (:mod:`gateway.core.contract` says which versions load). Any callable
+whose name starts with ``hssk_`` is taken for a hook, so a misspelt one stops start-up rather
+than never being called. A minimal plugin::
 
     from gateway.plugin import RecordSet, hookimpl
 
@@ -42,7 +43,7 @@ Call order, for each message or XML 130 file:
    plugin and marked ``tryfirst``, so they run first even before a plugin's ``tryfirst`` check;
 4. route — the config's routes pick the destinations;
 5. privacy — per destination with ``privacy = "filtered"``, the privacy policy
-   (:mod:`gateway.core.privacy`) cuts the record set, or withholds it when it holds a part the
+   (:mod:`gateway.rules.privacy`) cuts the record set, or withholds it when it holds a part the
    policy does not know. It is a built-in step, not a hook: no plugin may replace or skip it;
 6. render — :func:`hssk_render`, the first answer wins, the core's renderers (``core.render``) last.
 
@@ -66,28 +67,29 @@ from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
+from gateway.model.hooks import PROJECT
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from gateway.config import DestinationConfig, GatewayConfig
     from gateway.core.ack_profile import AckProfile
     from gateway.core.commands import Command
+    from gateway.core.destination_kinds import DestinationKind
     from gateway.core.documents import DocumentSource
-    from gateway.core.envelope import Envelope
     from gateway.core.lookups import Lookup, LookupAnswer
-    from gateway.core.model import RecordSet
-    from gateway.core.outcome import Issue
     from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
-    from gateway.destinations.factory import DestinationKind
     from gateway.formats.hl7v2 import Hl7Message
     from gateway.formats.xml130 import ClaimFile
+    from gateway.model.envelope import Envelope
+    from gateway.model.hooks import PluginDescription
+    from gateway.model.outcome import Issue
+    from gateway.model.records import RecordSet
 
-PROJECT = "hssk_gateway"
 ENTRY_POINT_GROUP = "hssk_gateway.plugins"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class Adapter(Protocol):
@@ -95,7 +97,7 @@ class Adapter(Protocol):
 
     ``name`` is used in the journal, in metrics labels and in ERR texts, so keep it short and
     stable (``viettel_his``). ``normalize`` returns the canonical records, or raises
-    :class:`gateway.core.outcome.ContentError` with issues naming each bad field (the sender then
+    :class:`gateway.model.outcome.ContentError` with issues naming each bad field (the sender then
     gets AE with one ERR per issue).
     """
 
@@ -109,7 +111,7 @@ class DocumentAdapter(Protocol):
     file. The core has already parsed the file safely into canonical records (one RecordSet per
     HOSO / MA_LK); ``normalize`` applies the vendor's profile (code systems, where it puts the
     CCCD or card) and returns the record sets to keep, or raises
-    :class:`gateway.core.outcome.ContentError` naming each bad field (the sender gets 422 / a
+    :class:`gateway.model.outcome.ContentError` naming each bad field (the sender gets 422 / a
     BHXH-style error code with one entry per issue).
     """
 
@@ -124,38 +126,6 @@ class Payload:
 
     content_type: str
     body: bytes
-
-
-class NotRenderable(Exception):
-    """Raised by :func:`hssk_render` when this record set has no place in the destination's format
-    (an XML 130 file is an episode's file, so a person without an episode cannot be one). The
-    sender's answer does not change: the destination does not get the record set, and it is
-    journaled, counted (``hssk_records_not_routed_total``) and logged as not routed.
-
-    ``reason`` is a short fixed word, the metric's label (``no_episode``); ``text`` says it to
-    an operator, without patient data."""
-
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-
-
-@dataclass(frozen=True)
-class PluginDescription:
-    """What ``hssk-gateway plugins`` shows: a plugin's name and, in words, what it claims.
-
-    ``message_types`` (``ADT^A04``, as :attr:`Hl7Message.message_type` gives them) and
-    ``facilities`` (MSH-4, MACSKCB) are the same claims as data: metrics label a message's type
-    and facility only with such known values (and the facilities of ``[clients.NAME]``), every
-    other value a sender writes as ``other``, so that strangers cannot grow the series. Added after
-    0.1.0; a plugin that leaves them empty sees its messages counted under ``other``.
-    """
-
-    name: str
-    claims: str
-    message_types: frozenset[str] = frozenset()
-    facilities: frozenset[str] = frozenset()
 
 
 @hookspec
@@ -218,7 +188,7 @@ def hssk_check(message: Hl7Message | None, records: RecordSet) -> Iterable[Issue
 
     Return issues (severity ``E`` makes the answer AE / HTTP 422, ``W``/``I`` ride along on an
     AA), or None. A text names the field and the rule, never the patient: mask an identifier
-    you show with ``gateway.core.masking.mask_identifier`` and leave names out (operator views
+    you show with ``gateway.model.masking.mask_identifier`` and leave names out (operator views
     mask them again, but the ACK carries the text as written)::
 
         @hookimpl
@@ -240,7 +210,7 @@ def hssk_render(records: RecordSet, destination: DestinationConfig, message: Hl7
 
     Render from ``records``, never from ``message``'s segments: for a destination with
     ``privacy = "filtered"`` (the default), ``records`` is what the privacy policy left
-    (:mod:`gateway.core.privacy`), while ``message`` is still the message as received.
+    (:mod:`gateway.rules.privacy`), while ``message`` is still the message as received.
 
     For a record set read from an XML 130 file, ``message`` is a
     :class:`gateway.core.documents.DocumentSource`: it has ``sender`` (``XML|<MACSKCB>``),
@@ -362,7 +332,7 @@ def hssk_check_lookups(records: RecordSet, answers: Mapping[Lookup, LookupAnswer
         gateway, which cannot reach the service).
     :returns: issues (``E`` makes the answer AE, ``W``/``I`` ride along on an AA), or None. To
         answer AR instead, "cannot decide now, send again", raise
-        :class:`gateway.core.outcome.Unavailable` with the issues.
+        :class:`gateway.model.outcome.Unavailable` with the issues.
 
     Called on a pipeline worker, once every lookup of the record set has its answer; not
     firstresult. What a timeout means is the plugin's choice, not the gateway's::

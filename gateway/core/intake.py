@@ -37,16 +37,16 @@ from twisted.logger import Logger
 
 from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
-from gateway.core.envelope import Envelope
 from gateway.core.lookups import MAX_ROUNDS, LookupRunner, not_performed
-from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics, reason_label
 from gateway.core.outbox import NotRouted
-from gateway.core.outcome import ERROR, REJECT, Issue, Outcome
 from gateway.core.pipeline import Decision, Pipeline, best_header, undecided
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.sources import HL7_V2, Source, SourceRegistry
 from gateway.core.store import Committed, JournalWriter
+from gateway.model.envelope import Envelope
+from gateway.model.masking import mask_text
+from gateway.model.outcome import ERROR, REJECT, Issue, Outcome
 
 log = Logger(namespace="hssk.intake")
 

@@ -22,8 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
+from gateway.model.masking import mask_text
 
 log = Logger(namespace="hssk.lookups")
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from gateway.config import ClientConfig
-from gateway.core.hookspecs import PluginDescription
 from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
+from gateway.model.hooks import PluginDescription
 
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

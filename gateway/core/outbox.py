@@ -16,8 +16,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.core.masking import mask_text, names_in_records
-from gateway.destinations import DEAD, DELIVERED, Delivery
+from gateway.core.destination import DEAD, DELIVERED, Delivery
+from gateway.model.masking import mask_text, names_in_records
 
 PENDING, IN_FLIGHT, WAITING = "pending", "in_flight", "waiting"
 STATES = (PENDING, WAITING, IN_FLIGHT, DELIVERED, DEAD)

@@ -21,15 +21,14 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.core.ack_profile import AckProfile, with_ack_profile
 from gateway.core.documents import DocumentRequest, DocumentSource
-from gateway.core.envelope import Envelope
+from gateway.model.envelope import Envelope
 from gateway.core.events import EVENT_TRANSPORT, event_source, read_event
 from gateway.core.lookups import MAX_LOOKUPS, Lookup, LookupAnswer
-from gateway.core.masking import mask_text, names_in_records
-from gateway.core.model import RecordSet
-from gateway.core.hookspecs import NotRenderable
+from gateway.model.masking import mask_text, names_in_records
+from gateway.model.records import RecordSet
 from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering_key
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue, Unavailable
-from gateway.core.privacy import PrivacyPolicy, Removal, UnknownPart
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue, NotRenderable, Unavailable
+from gateway.rules.privacy import PrivacyPolicy, Removal, UnknownPart
 from gateway.core.sources import HL7_V2, Reading, Source, SourceRegistry, Verdict
 from gateway.formats.hl7v2 import (
     CharsetError,

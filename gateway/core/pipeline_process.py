@@ -40,12 +40,12 @@ from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
 from gateway.core.ack import acknowledgements
-from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import ERROR, Issue
 from gateway.core.pipeline import Decision, Pipeline, undecided
 from gateway.core.plugin_journal import ReadOnlyJournal
 from gateway.core.store import Store
+from gateway.model.masking import mask_text
+from gateway.model.outcome import ERROR, Issue
 
 log = Logger(namespace="hssk.pipeline")
 

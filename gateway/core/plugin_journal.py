@@ -35,9 +35,9 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
-from gateway.core.envelope import Envelope
 from gateway.core.events import EVENT_TRANSPORT, Event, QueuedEvent, event_bytes
 from gateway.core.store import Store, journal_decisions
+from gateway.model.envelope import Envelope
 
 T = TypeVar("T")
 

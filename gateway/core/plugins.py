@@ -17,7 +17,7 @@ from gateway.core.sources import SourceError, SourceRegistry
 from gateway.sources import hl7v2, xml130
 from gateway.core.plugin_journal import MigrationSet
 from gateway.destinations import builtin as builtin_destinations
-from gateway.destinations.factory import DestinationKind, DestinationKinds
+from gateway.core.destination_kinds import DestinationKind, DestinationKinds
 
 
 class PluginLoadError(RuntimeError):

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 
-from gateway.core.hookspecs import NotRenderable, Payload, PluginDescription, hookimpl
-from gateway.core.model import RecordSet
+from gateway.core.hookspecs import Payload
 from gateway.formats.charsets import codec_for
 from gateway.formats.fhir import render_fhir_json
 from gateway.formats.hl7v2 import Hl7Message, with_msh_field
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CHECK_IN_KIND, CLAIM_DOCUMENT, ClaimFile, write_xml130
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.model.outcome import NotRenderable
+from gateway.model.records import RecordSet
 
 UTF8_CHARSET = "UNICODE UTF-8"
 

@@ -36,15 +36,15 @@ from twisted.internet.threads import deferToThreadPool
 from gateway.config import GatewayConfig
 from gateway.core.clients import ClientRegistry
 from gateway.core.documents import SENDER_PREFIX, DocumentRequest
-from gateway.core.envelope import Envelope
 from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.lookups import not_performed
-from gateway.core.masking import mask_text, names_in_records
 from gateway.core.outbox import queued_keys
-from gateway.core.outcome import ACCEPT, STATUS_BY_CODE, Outcome
 from gateway.core.pipeline import Decision, Pipeline
 from gateway.core.sources import HL7_V2, XML_130
 from gateway.core.store import Store, journal_decisions
+from gateway.model.envelope import Envelope
+from gateway.model.masking import mask_text, names_in_records
+from gateway.model.outcome import ACCEPT, STATUS_BY_CODE, Outcome
 
 #: The statuses a period's messages are picked by; an inbound ACK (``ignored``) only by its id.
 SELECTABLE_STATUSES = ("accepted", "error", "rejected")

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gateway.core.documents import DocumentSource
-from gateway.core.model import RecordSet
-from gateway.core.outcome import Issue
+from gateway.model.outcome import Issue
+from gateway.model.records import RecordSet
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.core.documents import DocumentRequest
-    from gateway.core.envelope import Envelope
     from gateway.core.hookspecs import Adapter
     from gateway.formats.hl7v2 import Hl7Message
+    from gateway.model.envelope import Envelope
 
 #: The built-in sources' names: MLLP carries HL7 v2, and journal rows from before sources were
 #: recorded are one of these two.
@@ -114,7 +114,7 @@ class Source:
 
     ``read(envelope, request)`` parses ``envelope.raw`` safely (bounded, no entities, no network)
     and returns a :class:`Reading`, or a :class:`Verdict` for what it refuses itself; raising
-    :class:`gateway.core.outcome.ContentError` is AE with those issues, any other exception AE 207
+    :class:`gateway.model.outcome.ContentError` is AE with those issues, any other exception AE 207
     (the input is journaled for a replay). ``request`` is what the transport was told beside the
     bytes (the BHXH portal's form fields), None for most. It runs on a pipeline worker.
 

@@ -27,11 +27,11 @@ from twisted.logger import Logger
 
 from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
-from gateway.core.masking import mask_records, mask_text, names_in_records
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
-from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
+from gateway.model.masking import mask_records, mask_text, names_in_records
+from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 
 log = Logger(namespace="hssk.store")
 

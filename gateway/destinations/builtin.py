@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from gateway.config import ConfigError, DestinationConfig
 from gateway.core.batch import BatchSettings
-from gateway.core.hookspecs import hookimpl
-from gateway.destinations import Destination
-from gateway.destinations.factory import DestinationContext, DestinationKind
+from gateway.core.destination import Destination
+from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.destinations.file import FileDestination, FileSettings, check_file
 from gateway.destinations.http import HttpDestination, HttpSettings, check_http, check_url
 from gateway.destinations.mllp import MllpDestination, MllpSettings, check_mllp
+from gateway.model.hooks import hookimpl
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from gateway.config import ConfigError, DestinationConfig
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 
 _EXTENSIONS = {"application/json": ".json", "application/xml": ".xml", "text/xml": ".xml",
                "application/fhir+json": ".json", "application/x-ndjson": ".ndjson", "application/hl7-v2": ".hl7"}

@@ -32,10 +32,10 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import ConfigError, DestinationConfig, setting
-from gateway.core.masking import mask_text
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
 from gateway.destinations.http_client import (ConnectionDropped, HttpClient, HttpResponse, MalformedResponse,
                                               ResponseTimeout)
+from gateway.model.masking import mask_text
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 #: Enough of an error body to explain a dead letter; a store that answers megabytes is cut short.

@@ -27,11 +27,11 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from gateway.config import ConfigError, DestinationConfig, setting
-from gateway.core.masking import mask_text
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryResult
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.formats.hl7v2 import (UTF8_BOM, CharsetError, Hl7Message, MessageFormatError, normalize_segment_ends,
                                    peek_header)
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.model.masking import mask_text
 
 log = Logger(namespace="hssk.destination.mllp")
 

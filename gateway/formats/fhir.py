@@ -19,7 +19,7 @@ import re
 import uuid
 from decimal import Decimal
 
-from gateway.core.model import Diagnosis, Encounter, Immunization, MedicationLine, Observation, Person, RecordSet
+from gateway.model.records import Diagnosis, Encounter, Immunization, MedicationLine, Observation, Person, RecordSet
 
 IDEMPOTENCY_SYSTEM = "urn:hssk:idempotency-key"
 IDENTIFIER_SYSTEMS = {

@@ -19,19 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from gateway.core.model import (
-    Address,
-    ClaimTotals,
-    Diagnosis,
-    Encounter,
-    Identifier,
-    Immunization,
-    Observation,
-    Person,
-    RecordSet,
-    RelatedPerson,
-)
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.hl7_fields import FieldPath, component, hl7_time, read_path, segments_in_order, text
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130_reader import personal_id_system
@@ -45,6 +32,19 @@ from gateway.formats.xml130_tables import (
     XML1_ENCOUNTER,
     XML1_PERSON,
     FieldMap,
+)
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import (
+    Address,
+    ClaimTotals,
+    Diagnosis,
+    Encounter,
+    Identifier,
+    Immunization,
+    Observation,
+    Person,
+    RecordSet,
+    RelatedPerson,
 )
 
 #: PID-3.5 identifier type code (or PID-3.4 assigning authority) → canonical identifier system.

@@ -27,10 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig
-from gateway.core.envelope import Envelope
-from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.model import RecordSet
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.charsets import codec_for
 from gateway.formats.hl7_fields import parse_path
 from gateway.formats.hl7_model import (
@@ -43,6 +39,10 @@ from gateway.formats.hl7_model import (
 )
 from gateway.formats.hl7v2 import CharsetError, Hl7Message
 from gateway.formats.xml130 import ClaimFile
+from gateway.model.envelope import Envelope
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import RecordSet
 
 #: The HL7 events the shared mappers understand. A plugin claims only these (and only from its
 #: senders), so any other event from a known sender is answered AR 200 by the pipeline.

@@ -3,7 +3,7 @@
 The one import for callers; the work is split by concern:
 ``xml_safety`` (hardened lxml parsing), ``xml130_tables`` (field ↔ model mapping, annex order),
 ``xml130_reader`` and ``xml130_writer``. Value rules (CCCD, BHYT, totals, MA_LK links) live in
-``gateway.core.validation`` so HL7 adapters share them.
+``gateway.rules.validation`` so HL7 adapters share them.
 
 Mapped: the envelope (MACSKCB, NGAYLAP, HOSO/FILEHOSO), XML1, XML2, XML3, XML4, XML5, XML13,
 XML14 and the check-in file, in their 130/4750 forms and the 4210 forms of XML1–5. XML6–12 and

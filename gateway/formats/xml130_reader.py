@@ -4,7 +4,7 @@ The outer GIAMDINHHS document and every base64 FILEHOSO table are parsed by
 ``xml_safety.parse_untrusted_xml``, so no table can smuggle in a DTD or exceed the size bound.
 Problems the sender must fix (bad base64, a number with a ``,``, a missing XML1) are collected and
 raised together as one :class:`ContentError`, each naming the table, line and field. Rules about
-the *values* (CCCD shape, totals…) are not checked here but in ``gateway.core.validation``, so a
+the *values* (CCCD shape, totals…) are not checked here but in ``gateway.rules.validation``, so a
 caller can read a file and still show it when it breaks a rule.
 
 4210 files are recognised by their table forms (``DSACH_*`` roots, XML1 ``MA_THE`` / ``T_TONGCHI``
@@ -24,18 +24,6 @@ from decimal import Decimal
 
 from lxml import etree
 
-from gateway.core.model import (
-    Address,
-    CheckIn,
-    ClaimTotals,
-    Diagnosis,
-    Encounter,
-    Identifier,
-    Person,
-    RawTable,
-    RecordSet,
-)
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.xml130_tables import (
     CHECK_IN,
     CHECK_IN_DOCUMENT,
@@ -61,6 +49,18 @@ from gateway.formats.xml130_tables import (
 )
 from gateway.formats.xml130_writer import xml1_values
 from gateway.formats.xml_safety import DEFAULT_MAX_BYTES, parse_untrusted_xml
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import (
+    Address,
+    CheckIn,
+    ClaimTotals,
+    Diagnosis,
+    Encounter,
+    Identifier,
+    Person,
+    RawTable,
+    RecordSet,
+)
 
 CLAIM_KIND = "XML130"
 CHECK_IN_KIND = "XML130^CHECKIN"

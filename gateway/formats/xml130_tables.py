@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.core.model import Appointment, CheckIn, ClinicalNote, MedicationLine, Observation, Referral, ServiceLine
+from gateway.model.records import Appointment, CheckIn, ClinicalNote, MedicationLine, Observation, Referral, ServiceLine
 
 TEXT, NUMBER, LIST = "text", "number", "list"
 

@@ -15,7 +15,6 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from lxml import etree
 
-from gateway.core.model import Identifier, Person, RecordSet
 from gateway.formats.xml130_tables import (
     CHECK_IN,
     CHECK_IN_DOCUMENT,
@@ -40,6 +39,7 @@ from gateway.formats.xml130_tables import (
     FieldMap,
     TableSpec,
 )
+from gateway.model.records import Identifier, Person, RecordSet
 
 _NSMAP = {"xsd": "http://www.w3.org/2001/XMLSchema", "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
 #: Which SO_CCCD value to write when a person holds several kinds: strongest first.

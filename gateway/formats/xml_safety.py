@@ -20,7 +20,7 @@ import re
 
 from lxml import etree
 
-from gateway.core.outcome import ContentError, Issue
+from gateway.model.outcome import ContentError, Issue
 
 #: Default bound for one document. The 4210 portal took 20 MB in office hours and 100 MB
 #: otherwise; the 130/4750 limit is not published (vn-standards "Open questions" 3).

@@ -1,5 +1,9 @@
-"""The national rules as built-in plugins: the same ``hssk_check`` hook every plugin implements,
-under names an operator sees in ``hssk-gateway plugins`` and cannot disable.
+"""The national rules, the layer above the formats: the shapes of identifiers and codes
+(:mod:`~gateway.rules.identifiers`), the values of records bound for XML 130
+(:mod:`~gateway.rules.validation`), the privacy policy (:mod:`~gateway.rules.privacy`), and the
+built-in plugins that apply them through the same ``hssk_check`` hook every plugin implements,
+under names an operator sees in ``hssk-gateway plugins`` and cannot disable. They import the
+model, the formats and the configuration, never the machinery that calls them.
 
 Call order, for every record set whoever made it (each is ``tryfirst`` and registered after every
 installed plugin, and pluggy calls the plugin registered last first, so they run before any
@@ -12,7 +16,7 @@ plugin's check and, registered in reverse, in this order):
 3. ``core.totals`` (:mod:`gateway.rules.claims`): XML1 totals against the lines — XML 130 only;
 
 then the installed plugins' checks. The privacy policy is no hook: it is a step of routing, per
-destination (see :mod:`gateway.core.privacy` and the README's "call order").
+destination (see :mod:`gateway.rules.privacy` and the README's "call order").
 """
 from __future__ import annotations
 

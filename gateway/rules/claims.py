@@ -4,13 +4,13 @@ else: an HL7 message is no claim (an ADT's totals from a vendor's Z-segment have
 up to), and neither is a row of a population list or another source a plugin adds."""
 from __future__ import annotations
 
-from gateway.core.hookspecs import hookimpl
-from gateway.core.model import RecordSet
-from gateway.core.outcome import Issue
-from gateway.core.validation import check_totals, claim_issues
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130_reader import CHECK_IN_KIND, CLAIM_KIND
+from gateway.model.hooks import hookimpl
+from gateway.model.outcome import Issue
+from gateway.model.records import RecordSet
 from gateway.rules.configured import ConfiguredRule
+from gateway.rules.validation import check_totals, claim_issues
 
 
 class ClaimRules(ConfiguredRule):

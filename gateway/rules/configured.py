@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from gateway.config import GatewayConfig
-from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.validation import DEFAULT_RULES, ValidationRules, rules_from_config
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.rules.validation import DEFAULT_RULES, ValidationRules, rules_from_config
 
 
 class ConfiguredRule:

@@ -6,12 +6,12 @@ the XML1 field (``XML1^1^SO_CCCD``).
 """
 from __future__ import annotations
 
-from gateway.core.hookspecs import hookimpl
-from gateway.core.model import RecordSet
-from gateway.core.outcome import Issue
-from gateway.core.validation import hl7_locator, identity_issues, xml1_location
 from gateway.formats.hl7v2 import Hl7Message
+from gateway.model.hooks import hookimpl
+from gateway.model.outcome import Issue
+from gateway.model.records import RecordSet
 from gateway.rules.configured import ConfiguredRule
+from gateway.rules.validation import hl7_locator, identity_issues, xml1_location
 
 
 class IdentityRule(ConfiguredRule):

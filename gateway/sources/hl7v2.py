@@ -15,13 +15,9 @@ from functools import partial
 from gateway.config import GatewayConfig
 from gateway.core.clients import facility_refusal
 from gateway.core.documents import DocumentRequest
-from gateway.core.envelope import Envelope
-from gateway.core.hookspecs import Adapter, hookimpl
-from gateway.core.model import RecordSet
-from gateway.core.outcome import ERROR, REJECT, ContentError, Issue
+from gateway.core.hookspecs import Adapter
 from gateway.core.pipeline import best_header, header_in_reply_charset
 from gateway.core.sources import HL7_V2, Reading, Source, Verdict
-from gateway.core.validation import check_hl7_structure
 from gateway.formats.hl7_model import names_in
 from gateway.formats.hl7v2 import (
     CharsetConflictError,
@@ -31,6 +27,11 @@ from gateway.formats.hl7v2 import (
     UnknownCharsetError,
     peek_header,
 )
+from gateway.model.envelope import Envelope
+from gateway.model.hooks import hookimpl
+from gateway.model.outcome import ERROR, REJECT, ContentError, Issue
+from gateway.model.records import RecordSet
+from gateway.rules.validation import check_hl7_structure
 
 HL7_CONTENT_TYPES = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 

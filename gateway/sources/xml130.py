@@ -21,12 +21,13 @@ from gateway.core.documents import (
     repeated_episodes,
     request_issues,
 )
-from gateway.core.envelope import Envelope
-from gateway.core.hookspecs import DocumentAdapter, hookimpl
-from gateway.core.masking import names_in_records
-from gateway.core.outcome import REJECT, Issue
+from gateway.core.hookspecs import DocumentAdapter
 from gateway.core.sources import XML_130, Reading, Source, Verdict
 from gateway.formats.xml130 import CHECK_IN_KIND, CLAIM_KIND, read_xml130
+from gateway.model.envelope import Envelope
+from gateway.model.hooks import hookimpl
+from gateway.model.masking import names_in_records
+from gateway.model.outcome import REJECT, Issue
 
 XML_CONTENT_TYPES = ("application/xml", "text/xml")
 

@@ -28,8 +28,8 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.core.hookspecs import ENTRY_POINT_GROUP
 from gateway.core.plugins import build_plugin_manager
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from gateway.formats.hl7v2 import Hl7Message
-from gateway.transports.framing import FrameDecoder, Violation, wrap
 
 
 def _reactor():

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from twisted.logger import globalLogPublisher
 
-from gateway.core.masking import mask_identifier
 from gateway.logs import json_line
+from gateway.model.masking import mask_identifier
 
 
 class LogCapture:

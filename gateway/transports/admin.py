@@ -58,10 +58,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
-from gateway.core.envelope import peer_of
+from gateway.model.envelope import peer_of
 from gateway.core.feed import FeedRefused, feed, feedable
 from gateway.core.intake import Intake
-from gateway.core.masking import mask_text
+from gateway.model.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, not_routed_counts, purge_delivered, retry_dead,

@@ -31,12 +31,12 @@ from gateway.core.ack import encode_reply
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry, Refusal
 from gateway.core.intake import Intake
-from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import Outcome
 from gateway.core.sources import XML_130
 from gateway.core.store import JournalWriter
 from gateway.formats.charsets import mime_name
+from gateway.model.masking import mask_text
+from gateway.model.outcome import Outcome
 from gateway.transports.http_connections import BoundedSite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
 from gateway.transports.xml_http import JsonSourceResource, mount_bhxh_portal

@@ -16,11 +16,11 @@ from zope.interface import implementer
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
 from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
-from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import Outcome
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.formats.framing import FrameDecoder, Violation, wrap
+from gateway.model.envelope import Envelope, peer_of
+from gateway.model.outcome import Outcome
 from gateway.transports.tls import is_tls, peer_certificate
 
 log = Logger(namespace="hssk.mllp")

@@ -13,11 +13,11 @@ from twisted.web.server import Request
 
 from gateway.core.auth_limits import AUTH_RATE_LIMITED, AuthFailureLimiter
 from gateway.core.clients import BAD_CREDENTIALS, Client, ClientRegistry, Refusal, envelope_for, ip_of
-from gateway.core.envelope import Envelope, peer_of
 from gateway.core.intake import Intake
-from gateway.core.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.sources import Source
+from gateway.model.envelope import Envelope, peer_of
+from gateway.model.masking import mask_text
 from gateway.transports.tls import peer_certificate
 
 log = Logger(namespace="hssk.http")

@@ -39,9 +39,9 @@ from gateway.core.clients import Client, ClientRegistry, Refusal
 from gateway.core.documents import DocumentRequest
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
-from gateway.core.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.core.sources import Source
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
 from gateway.transports.forms import FormError, parse_form
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, json_reply, refusal_status
 

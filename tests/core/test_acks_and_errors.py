@@ -7,8 +7,8 @@ import json
 
 import pytest_twisted
 
-from gateway.core.outcome import ContentError, Issue
 from gateway.formats.hl7v2 import escape
+from gateway.model.outcome import ContentError, Issue
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, msa, replace_msh_field, segments_of, \
     send_and_receive, standard_records
 

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from tests.core.fault_plugin import fault_message
 from tests.core.test_pipeline_processes import start_isolated
 from tests.fake_store import start_store, url_of

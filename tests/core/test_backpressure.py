@@ -131,7 +131,7 @@ async def test_delivered_rows_and_their_journal_bodies_are_pruned_after_the_rete
 
 @pytest_twisted.ensureDeferred
 async def test_rejected_messages_and_those_with_nothing_to_deliver_lose_their_bodies_after_their_retention(tmp_path):
-    from gateway.core.outcome import ContentError, Issue
+    from gateway.model.outcome import ContentError, Issue
 
     def missing_cccd(message):
         raise ContentError([Issue(101, "PID-3: CCCD is required", "PID^1^3")])

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from twisted.internet import reactor
 
-from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
+from gateway.app import validate_runtime
+from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.plugins import build_plugin_manager
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import json
 
 import pytest_twisted
 
-from gateway.core.outcome import ContentError, Issue
+from gateway.model.outcome import ContentError, Issue
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, replace_msh_field, \
     send_and_receive
 

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.core.ack import acknowledgements, encode_reply
-from gateway.core.envelope import Envelope
-from gateway.core.outcome import REJECT, Issue
 from gateway.core.pipeline import Pipeline, best_header, undecided
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.charsets import codec_for
+from gateway.model.envelope import Envelope
+from gateway.model.outcome import REJECT, Issue
 from tests.support import (connect_mllp, err_segments, hl7, metric_value, msa, replace_msh_field, send_and_receive,
                            standard_records, start_gateway)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from gateway.core.hookspecs import PluginDescription, hookimpl
 from gateway.core.metrics import Metrics
+from gateway.model.hooks import PluginDescription, hookimpl
 from tests.support import (TestPlugin, connect_mllp, connect_mllp_from, hl7, metric_value, msa, send_and_receive,
                            start_gateway)
 

@@ -11,8 +11,10 @@ import json
 import pytest_twisted
 from twisted.logger import formatEvent
 
-from gateway.core.hookspecs import NotRenderable, Payload, hookimpl
+from gateway.core.hookspecs import Payload
 from gateway.formats.hl7_model import records_from_hl7
+from gateway.model.hooks import hookimpl
+from gateway.model.outcome import NotRenderable
 from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, http_request, metric_value, msa, outbox_rows,
                            run_cli, select_rows, send_and_receive, start_gateway)
 from tests.transports.test_xml_intake import TestDocumentPlugin, noi_tru

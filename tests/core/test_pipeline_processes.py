@@ -18,7 +18,7 @@ import pytest_twisted
 from twisted.internet.task import deferLater
 
 from gateway.config import ConfigError
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from tests.core.fault_plugin import alive, decided_by, fault_message, fault_then_fine, start_isolated
 from tests.support import (TestPlugin, connect_mllp, err_segments, free_port, gateway_config, hl7, http_request,
                            journal_rows, metric_value, msa, segments_of, send_and_receive, start_gateway, wait_until)
@@ -220,7 +220,7 @@ async def test_a_child_that_dies_soon_after_it_is_ready_is_restarted_with_a_grow
 async def test_a_message_sent_to_a_child_that_just_died_goes_to_another_idle_child(tmp_path, fault_plugin):
     """The child died idle, unnoticed, as the message was written to it; no plugin claimed the
     message, so it goes to the other child, which is idle, rather than waiting for a new one."""
-    from gateway.core.envelope import Envelope
+    from gateway.model.envelope import Envelope
 
     gw = await start_isolated(tmp_path, **{"pipeline.workers": 2, "pipeline.timeout_seconds": 5})
     try:

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import Clock, deferLater
 
-from gateway.core.hookspecs import hookimpl
+from gateway.model.hooks import hookimpl
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, send_and_receive, \
     standard_records, start_gateway, wait_until
 

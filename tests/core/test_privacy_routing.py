@@ -8,8 +8,8 @@ import json
 import pytest_twisted
 from twisted.logger import formatEvent
 
-from gateway.core.model import Encounter
 from gateway.formats.hl7_model import records_from_hl7
+from gateway.model.records import Encounter
 from tests.support import (TestPlugin, connect_mllp, free_port, hl7, metric_value, msa, select_rows,
                            send_and_receive, start_gateway)
 

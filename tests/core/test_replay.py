@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from gateway.core.outcome import ContentError, Issue
+from gateway.model.outcome import ContentError, Issue
 from tests.support import (REPO, TestPlugin, connect_mllp, err_segments, hl7, http_request, journal_rows, msa,
                            msa_codes, outbox_rows, plugin_sample, run_cli, send_and_receive, standard_records,
                            start_gateway, wait_until)

@@ -8,10 +8,10 @@ import pytest_twisted
 
 import gateway.sources.hl7v2
 import gateway.sources.xml130
-from gateway.core.hookspecs import hookimpl
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import PluginLoadError, build_plugin_manager
 from gateway.core.sources import Reading, Source, SourceError
+from gateway.model.hooks import hookimpl
 from tests.support import (
     TestPlugin,
     connect_mllp,

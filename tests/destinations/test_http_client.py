@@ -18,9 +18,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 
 from gateway.config import load_config
-from gateway.destinations import DELIVERED, RETRY, Delivery
+from gateway.core.destination import DELIVERED, RETRY, Delivery
+from gateway.core.destination_kinds import DestinationKinds
 from gateway.destinations.builtin import KINDS
-from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.http import HttpDestination
 from gateway.destinations.http_client import (MAX_DRAINED_BODY, MAX_IDLE_SECONDS, ConnectionDropped, HttpClient,
                                               MalformedResponse, ResponseParser)

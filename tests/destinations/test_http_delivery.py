@@ -14,10 +14,10 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 
 from gateway.config import load_config
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery
+from gateway.core.destination_kinds import DestinationKinds
 from gateway.core.outbox import get_row
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
 from gateway.destinations.builtin import KINDS
-from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.http import HttpDestination, parse_retry_after
 from tests.fake_store import start_store, url_of
 from tests.support import (TestPlugin, connect_mllp, hl7, metric_value, msa, run_clock_until, select_rows,

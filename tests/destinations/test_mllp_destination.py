@@ -11,11 +11,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
 from gateway.config import ConfigError, load_config
-from gateway.destinations import DEAD, DELIVERED, RETRY, Delivery
+from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery
+from gateway.core.destination_kinds import DestinationKinds
 from gateway.destinations.builtin import KINDS
-from gateway.destinations.factory import DestinationKinds
 from gateway.destinations.mllp import MllpDestination
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from tests.support import (connect_mllp, hl7, msa, outbox_rows, replace_msh_field, send_and_receive, start_gateway,
                            wait_until)
 

@@ -10,9 +10,6 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from gateway.core.model import Observation, Person, RecordSet
-from gateway.core.outcome import ContentError
-from gateway.core.validation import validate_record_set
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, read_xml130, write_xml130
 from gateway.formats.xml130_tables import (
     CHECK_IN,
@@ -24,6 +21,9 @@ from gateway.formats.xml130_tables import (
     XML14,
     XML14_ORDER,
 )
+from gateway.model.outcome import ContentError
+from gateway.model.records import Observation, Person, RecordSet
+from gateway.rules.validation import validate_record_set
 from tests.formats.support import (
     CHECK_IN_4750,
     INPATIENT_4750,

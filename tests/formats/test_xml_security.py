@@ -11,7 +11,7 @@ import pytest
 
 from gateway.formats.xml130 import DEFAULT_MAX_BYTES, UnsafeXmlError, XmlTooLargeError, read_xml130
 from gateway.formats.xml_safety import parse_untrusted_xml
-from gateway.core.outcome import ContentError
+from gateway.model.outcome import ContentError
 from tests.formats.support import INPATIENT_4750, edit_table, sample
 
 FAST = 0.5  # seconds; a refusal that takes longer is doing work it should not

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from gateway.core.hookspecs import hookimpl
 from gateway.core.sources import Source
+from gateway.model.hooks import hookimpl
 from tests.sources import population_csv
 from tests.support import http_request, journal_rows, metric_value, outbox_rows, start_gateway
 

@@ -8,7 +8,7 @@ import os
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from gateway.transports.mllp import REFUSAL_GRACE_SECONDS
 from tests.support import (TestPlugin, connect_mllp, err_segments, hl7, journal_rows, metric_value, msa_codes,
                            start_gateway, wait_until)

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest_twisted
 
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from tests.support import (connect_mllp, hl7, journal_person, journal_rows, metric_value, msa_codes, replace_msh_field,
                            sample)
 

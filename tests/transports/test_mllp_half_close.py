@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from gateway.transports.framing import wrap
+from gateway.formats.framing import wrap
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa_codes
 
 

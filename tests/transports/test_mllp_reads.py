@@ -20,7 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from gateway.app import Gateway
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 from tests.support import (TestPlugin, err_segments, hl7, journal_person, journal_rows, metric_value, msa_codes,
                            replace_msh_field, run_clock_until, sample, start_gateway, wait_until)
 

@@ -17,7 +17,8 @@ from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.threads import deferToThread
 
-from gateway.config import ConfigError, load_config, validate_runtime
+from gateway.app import validate_runtime
+from gateway.config import ConfigError, load_config
 from tests.support import (MLLPClient, TestCA, TestPlugin, err_segments, hl7, journal_rows, metric_value, msa,
                            msa_codes, replace_msh_field, send_and_receive, start_gateway)
 

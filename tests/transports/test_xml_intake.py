@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import pytest_twisted
 from lxml import etree
 
-from gateway.core.hookspecs import PluginDescription, hookimpl
-from gateway.core.outcome import Issue
+from gateway.model.hooks import PluginDescription, hookimpl
+from gateway.model.outcome import Issue
 from tests.support import http_request, journal_rows, metric_value, outbox_rows, start_gateway, wait_until
 
 SAMPLES = Path(__file__).resolve().parents[2] / "plugins" / "vnpt_his" / "samples"

@@ -4,26 +4,22 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
-from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.core.envelope import Envelope
-from gateway.core.plugins import build_plugin_manager, describe_plugins
-from gateway.formats.hl7v2 import Hl7Message
-from tests.support import connect_mllp, hl7, journal_rows, msa, replace_msh_field, sample, segments_of
+from gateway.plugin import Envelope, Hl7Message
+from tests.support import (config_from, connect_mllp, described_plugins, hl7, installed_plugins, journal_rows, msa,
+                           replace_msh_field, sample, segments_of, start_installed_gateway)
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "config" / "gateway.toml"
 
 
 def load(**overrides):
-    return load_config(path=CONFIG, environ={}, overrides=overrides)
+    return config_from(CONFIG, **overrides)
 
 
 @pytest.fixture(scope="module")
 def hook():
-    return build_plugin_manager(load()).hook
+    return installed_plugins(load()).hook
 
 
 def identify(hook, raw: bytes):
@@ -54,7 +50,7 @@ def test_unknown_sending_application_is_not_claimed(hook, make):
 
 
 def test_test_senders_are_not_claimed_without_the_bundled_config():
-    hook = build_plugin_manager(load_config(environ={})).hook
+    hook = installed_plugins(config_from()).hook
 
     adapter, _ = identify(hook, sample("adt_a04.hl7"))
 
@@ -62,7 +58,7 @@ def test_test_senders_are_not_claimed_without_the_bundled_config():
 
 
 def test_disabled_plugin_claims_nothing():
-    hook = build_plugin_manager(load(**{"plugins.disabled": ["viettel_his"]})).hook
+    hook = installed_plugins(load(**{"plugins.disabled": ["viettel_his"]})).hook
 
     adapter, _ = identify(hook, hl7(sending_app="VIETTEL_HIS"))
 
@@ -70,7 +66,7 @@ def test_disabled_plugin_claims_nothing():
 
 
 def test_plugin_is_described_with_version_and_configured_senders():
-    [info] = [i for i in describe_plugins(build_plugin_manager(load())) if i.name == "viettel_his"]
+    [info] = [i for i in described_plugins(load()) if i.name == "viettel_his"]
 
     assert (info.name, info.version) == ("viettel_his", "0.1.0")
     assert "HIS_THU_NGHIEM" in info.claims and "LIS_THU_NGHIEM" in info.claims
@@ -103,8 +99,7 @@ def test_sample_oru_normalizes_its_observations(hook):
 async def test_sample_adt_through_a_real_gateway_gets_ca_and_is_journaled(tmp_path):
     config = load(**{"data_dir": str(tmp_path / "data"), "mllp.listen": "tcp:0:interface=127.0.0.1",
                      "http.listen": "tcp:0:interface=127.0.0.1", "store.min_free_disk_bytes": 0})
-    gateway = Gateway(config, reactor)
-    await gateway.start()
+    gateway = await start_installed_gateway(config)
     try:
         client = await connect_mllp(gateway)
         client.send(sample("adt_a04.hl7"))

@@ -8,16 +8,12 @@ import pytest_twisted
 from lxml import etree
 from twisted.internet import reactor
 
-from gateway.core.envelope import Envelope
-from gateway.core.render import render_xml130
-from gateway.formats.hl7v2 import Hl7Message
-from gateway.formats.profile import VendorPlugin
-from gateway.formats.xml130 import read_xml130
+from gateway.plugin import Envelope, Hl7Message, VendorPlugin
 from plugins.viettel_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (answer_of_a_fresh_gateway, connect_mllp, encode_windows_1258, err_segments,
-                           fresh_plugin_manager, msa, plugin_sample, send_and_receive, start_gateway, wait_until,
-                           xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, config_from, connect_mllp, encode_windows_1258, err_segments,
+                           fresh_plugin_manager, msa, plugin_sample, read_claim_file, rendered_xml130,
+                           send_and_receive, start_gateway, wait_until, xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 NHUNG = "Nguyễn Thị Hồng Nhung"
@@ -40,7 +36,7 @@ def normalize(hook, raw: bytes, **decode):
 def test_hl7_sample_round_trips_through_xml130_losslessly(name, full_name):
     records, message = normalize(hook_for(), plugin_sample(HERE, name))
 
-    [again] = read_xml130(render_xml130(records, message, "key-1").body).records
+    [again] = read_claim_file(rendered_xml130(records, message)).records
 
     assert xml130_projection(again) == xml130_projection(records)
     assert again.person.full_name.encode("utf-8") == full_name.encode("utf-8")
@@ -137,7 +133,7 @@ async def test_viettel_hl7_feed_reaches_the_store_as_xml130(tmp_path):
     [request] = resource.received
     assert request.content_type == "application/xml"
     assert f"<?hssk-id {request.idempotency_key}?>".encode() in request.body
-    [records] = read_xml130(request.body).records
+    [records] = read_claim_file(request.body).records
     assert records.encounter.ma_lk == "79001.2503150001"
     assert [(i.system, i.value) for i in records.person.identifiers] == [
         ("CCCD", "079185004321"), ("BHYT", "DN4797912345678"), ("BHXH", "7912345678"), ("MR", "BN2025000777")]
@@ -149,11 +145,8 @@ async def test_viettel_hl7_feed_reaches_the_store_as_xml130(tmp_path):
 def test_fhir_destination_gets_a_bundle_with_patient_encounter_conditions_and_results():
     import json
 
-    from gateway.config import load_config
-
-    destination = load_config(environ={}, overrides={"destinations.store.kind": "file",
-                                                     "destinations.store.directory": "x",
-                                                     "destinations.store.format": "fhir"}).destinations[0]
+    destination = config_from(**{"destinations.store.kind": "file", "destinations.store.directory": "x",
+                                 "destinations.store.format": "fhir"}).destinations[0]
     hook = hook_for()
     records, message = normalize(hook, plugin_sample(HERE, "adt_a04.hl7"))
 

@@ -6,20 +6,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from gateway.config import ConfigError
-from gateway.core.envelope import Envelope
-from gateway.core.hookspecs import NotRenderable
-from gateway.core.outcome import ContentError
-from gateway.core.plugins import build_plugin_manager
-from gateway.core.render import render_xml130
-from gateway.formats.hl7v2 import Hl7Message
-from gateway.formats.profile import VendorPlugin
-from gateway.formats.xml130 import read_xml130, write_xml130
+from gateway.plugin import ConfigError, ContentError, Envelope, Hl7Message, NotRenderable, VendorPlugin
 from plugins.viettel_his.plugin import DEFAULTS as VIETTEL_DEFAULTS
 from plugins.vnpt_his.plugin import DEFAULTS, NAME
 from tests.fake_store import start_store, url_of
-from tests.support import (answer_of_a_fresh_gateway, err_segments, fresh_plugin_manager, http_request, msa,
-                           plugin_sample, replace_msh_field, start_gateway, wait_until, xml130_projection)
+from tests.support import (answer_of_a_fresh_gateway, config_from, err_segments, fresh_plugin_manager, http_request,
+                           installed_plugins, msa, plugin_sample, read_claim_file, rendered_xml130, replace_msh_field,
+                           start_gateway, wait_until, write_claim_file, xml130_projection)
 
 HERE = Path(__file__).resolve().parents[1]
 REPO = HERE.parents[1]
@@ -45,7 +38,7 @@ def normalize(hook, raw: bytes):
 
 def read_document(hook, name: str):
     raw = plugin_sample(HERE, name)
-    document = read_xml130(raw)
+    document = read_claim_file(raw)
     adapter = hook.hssk_identify_document(document=document, envelope=envelope(raw))
     return adapter, document
 
@@ -160,7 +153,7 @@ def test_a40_has_no_xml130_form_and_says_why():
     records, message = normalize(hook_for(), plugin_sample(HERE, "adt_a40.hl7"))
 
     with pytest.raises(NotRenderable) as raised:
-        render_xml130(records, message, "key-1")
+        rendered_xml130(records, message)
 
     assert raised.value.reason == "no_episode" and "MA_LK" in raised.value.text
 
@@ -169,7 +162,7 @@ def test_a40_has_no_xml130_form_and_says_why():
 def test_hl7_sample_round_trips_through_xml130_losslessly(name):
     records, message = normalize(hook_for(), plugin_sample(HERE, name))
 
-    [again] = read_xml130(render_xml130(records, message, "key-1").body).records
+    [again] = read_claim_file(rendered_xml130(records, message)).records
 
     assert xml130_projection(again) == xml130_projection(records)
     assert again.person.full_name.encode("utf-8") == "Trần Văn Đức".encode("utf-8")
@@ -201,8 +194,9 @@ def test_xml_sample_is_claimed_by_its_facility_and_round_trips(name):
     adapter, document = read_document(hook, name)
 
     kept = adapter.normalize(document)
-    rewritten = write_xml130(type(document)(kept, document.facility, document.created_on, "4750", document.document))
-    again = read_xml130(rewritten).records
+    rewritten = write_claim_file(type(document)(kept, document.facility, document.created_on, "4750",
+                                                document.document))
+    again = read_claim_file(rewritten).records
 
     assert adapter.name == NAME
     assert [xml130_projection(r) for r in again] == [xml130_projection(r) for r in kept]
@@ -226,12 +220,10 @@ def test_xml_standards_override_refuses_4210_files():
 
 
 def test_bundled_config_loads_the_plugin_through_its_entry_point_with_the_sample_facilities():
-    from gateway.config import load_config
-
-    hook = build_plugin_manager(load_config(path=REPO / "config" / "gateway.toml", environ={})).hook
+    hook = installed_plugins(config_from(REPO / "config" / "gateway.toml")).hook
     raw = plugin_sample(HERE, "xml4750_noi_tru.xml")
 
-    adapter = hook.hssk_identify_document(document=read_xml130(raw), envelope=envelope(raw))
+    adapter = hook.hssk_identify_document(document=read_claim_file(raw), envelope=envelope(raw))
 
     assert adapter is not None and adapter.name == NAME
 
@@ -243,7 +235,7 @@ async def test_vnpt_xml_file_posted_to_xml130_reaches_the_store_as_xml130(tmp_pa
         f"plugins.{NAME}.xml_facilities": ["79025"],
         "destinations.store.kind": "http", "destinations.store.url": url_of(listening),
         "destinations.store.format": "xml130"})
-    sent = read_xml130(plugin_sample(HERE, "xml4750_noi_tru.xml")).records[0]
+    sent = read_claim_file(plugin_sample(HERE, "xml4750_noi_tru.xml")).records[0]
     try:
         response = await http_request(gateway, "POST", "/xml130", plugin_sample(HERE, "xml4750_noi_tru.xml"),
                                       "application/xml")
@@ -254,7 +246,7 @@ async def test_vnpt_xml_file_posted_to_xml130_reaches_the_store_as_xml130(tmp_pa
 
     assert response.code == 200
     [request] = resource.received
-    [records] = read_xml130(request.body).records
+    [records] = read_claim_file(request.body).records
     assert request.content_type == "application/xml"
     assert xml130_projection(records) == xml130_projection(sent)
     assert records.person.full_name.encode("utf-8") == "Nguyễn Thị Hồng Nhung".encode("utf-8")

@@ -1,7 +1,7 @@
 """Claim-side canonical records: the XML 130/4750 detail tables and the XML1 totals.
 
-Kept apart from ``model.py`` so the person/encounter core stays short; ``model.py`` re-exports
-every name here, so callers import from ``gateway.core.model`` only.
+Kept apart from ``records.py`` so the person/encounter core stays short; ``records.py`` re-exports
+every name here, so callers import from ``gateway.model.records`` only.
 
 Conventions shared by every record:
 
@@ -41,7 +41,7 @@ class Diagnosis:
 
 @dataclass(frozen=True)
 class ClaimTotals:
-    """XML1 money totals. The consistency rules are in ``gateway.core.validation``."""
+    """XML1 money totals. The consistency rules are in ``gateway.rules.validation``."""
 
     drugs: Decimal | None = None  # T_THUOC
     supplies: Decimal | None = None  # T_VTYT

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 _LONG_IDENTIFIER = re.compile(r"(?=[A-Za-z0-9]{8})(?:\b[A-Z]{0,2}\d[A-Z0-9]{7,}\b|[A-Za-z]{2}\d{13}|\d{9,})")
 #: A word for name matching: letters only, so ``HO_TEN=NGUYEN_VAN_AN`` is three words after the label.
 _WORD = re.compile(r"[^\W\d_]+")
-#: Keys of the canonical record JSON (``gateway.core.model``) that hold a name.
+#: Keys of the canonical record JSON (``gateway.model.records``) that hold a name.
 _NAME_PARTS = ("family", "middle", "given")
 _FULL_NAMES = ("escort_name",)
 #: XML 130 tags that hold a name (HO_TEN, HO_TEN_CHA, HOTEN_NGUOI_HT…) or an identifier.

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from gateway.core.hookspecs import NotRenderable
-from gateway.core.model import (
+from gateway.formats.xml_safety import parse_untrusted_xml
+from gateway.model.outcome import NotRenderable
+from gateway.model.records import (
     Address,
     Appointment,
     CheckIn,
@@ -64,7 +65,6 @@ from gateway.core.model import (
     RelatedPerson,
     ServiceLine,
 )
-from gateway.formats.xml_safety import parse_untrusted_xml
 
 HIV, DRUG_USE, SEX_WORK = "hiv", "drug_use", "sex_work"
 CATEGORIES = (HIV, DRUG_USE, SEX_WORK)
@@ -272,7 +272,7 @@ class UnknownPart(NotRenderable):
     def __init__(self, parts: list[str]) -> None:
         shown = ", ".join(sorted(set(parts)))
         super().__init__("privacy_unknown", f"the privacy policy does not know {shown} of this record set, so it "
-                                            f"cannot tell what to remove; teach gateway/core/privacy.py (FIELDS) "
+                                            f"cannot tell what to remove; teach gateway/rules/privacy.py (FIELDS) "
                                             f"that part, or route the message to a destination with privacy = "
                                             f"\"full\" if the law allows")
 

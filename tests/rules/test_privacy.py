@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.core.privacy import PrivacyPolicy, Removal
 from gateway.formats.hl7_model import records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130 import ClaimFile, read_xml130, write_xml130
+from gateway.rules.privacy import PrivacyPolicy, Removal
 from tests.formats.support import HIV_CARE_TABLE, INPATIENT_4750, edit_table, inner_tables, sample
 
 MSH = "MSH|^~\\&|TEST_HIS|79001|HSSK_GW|SYT_79|20250315083000||ORU^R01^ORU_R01|C1|P|2.5|||||VNM|UNICODE UTF-8"

@@ -5,8 +5,8 @@ import unicodedata
 
 import pytest
 
-from gateway.core import masking
-from gateway.core.masking import mask_name, mask_records, mask_text
+from gateway.model import masking
+from gateway.model.masking import mask_name, mask_records, mask_text
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -2,7 +2,7 @@
 names the field, and never shows the identifier unmasked."""
 import pytest
 
-from gateway.core.identity import (
+from gateway.rules.identifiers import (
     PROVINCE_CODES_2025,
     IdentityRules,
     check_bhxh_number,

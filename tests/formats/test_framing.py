@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.transports.framing import FrameDecoder, Violation, wrap
+from gateway.formats.framing import FrameDecoder, Violation, wrap
 
 LIMIT = 1 << 20
 

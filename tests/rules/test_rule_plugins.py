@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.core.hookspecs import hookimpl
-from gateway.core.outcome import Issue
 from gateway.core.plugins import build_plugin_manager
 from gateway.formats.hl7_model import records_from_hl7
 from gateway.formats.hl7v2 import Hl7Message
 from gateway.formats.xml130_reader import CLAIM_KIND
+from gateway.model.hooks import hookimpl
+from gateway.model.outcome import Issue
 from tests.support import TestPlugin, hl7
 
 #: A CCCD whose century/sex digit (0: a man born 1900–1999) contradicts PID-8 F.

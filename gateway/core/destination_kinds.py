@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from gateway.config import ConfigError, DestinationConfig, build_settings
-from gateway.destinations import Destination
+from gateway.core.destination import Destination
 
 #: The keys a destination's table holds besides its kind's: listed when a key is unknown.
 _COMMON_KEYS = frozenset(f.name for f in dataclasses.fields(DestinationConfig)) - {"name", "options"}
@@ -54,7 +54,7 @@ class DestinationKind:
 
     ``settings`` is a frozen dataclass of the kind's own keys (declare a rule with
     :func:`gateway.config.setting`; a field without a default is a required key). ``build(config,
-    settings, context)`` returns the :class:`~gateway.destinations.Destination` that delivers one
+    settings, context)`` returns the :class:`~gateway.core.destination.Destination` that delivers one
     outbox row at a time; ``check(config, settings)``, when given, raises
     :class:`~gateway.config.ConfigError` for a rule across keys (name the key with
     ``config.key("url")``). A ``batched`` kind collects a period's rows into one file instead:

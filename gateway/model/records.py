@@ -3,7 +3,7 @@
 Plain frozen dataclasses; each field names the XML 130 / HL7 v2 field it maps to, so a reader can
 go from a Vietnamese claim file to this model without a mapping table. Person, encounter and
 observation live here; the claim tables (XML2, XML3, XML5, XML13, XML14, check-in, XML1 totals)
-live in ``gateway.core.claim`` and are re-exported below. Every field added after the first
+live in ``gateway.model.claim`` and are re-exported below. Every field added after the first
 version has a default, so older adapters keep constructing records positionally.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from gateway.core.claim import (
+from gateway.model.claim import (
     Appointment,
     CheckIn,
     ClaimTotals,

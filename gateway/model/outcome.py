@@ -69,6 +69,21 @@ class Unavailable(Exception):
         super().__init__("; ".join(i.text for i in self.issues))
 
 
+class NotRenderable(Exception):
+    """Raised by :func:`~gateway.core.hookspecs.hssk_render` when this record set has no place in
+    the destination's format (an XML 130 file is an episode's file, so a person without an episode
+    cannot be one). The sender's answer does not change: the destination does not get the record set, and it is
+    journaled, counted (``hssk_records_not_routed_total``) and logged as not routed.
+
+    ``reason`` is a short fixed word, the metric's label (``no_episode``); ``text`` says it to
+    an operator, without patient data."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The answer a transport gives its sender, known only after the journal commit."""

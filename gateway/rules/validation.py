@@ -12,7 +12,7 @@ Configurable, because the reference leaves them open (:class:`ValidationRules`):
 ``totals_tolerance`` (BHXH's rounding tolerance is not published; default 1 đồng, since line
 amounts are rounded to 2 decimals before they are summed), ``max_secondary_diagnoses`` (12, [P]),
 ``required_xml1`` (the fields we refuse without), and the identifier rules of
-``gateway.core.identity.IdentityRules``.
+``gateway.rules.identifiers.IdentityRules``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from gateway.core.identity import (
+from gateway.formats.hl7v2 import Hl7Message
+from gateway.model.masking import mask_identifier
+from gateway.model.outcome import ContentError, Issue
+from gateway.model.records import RecordSet
+from gateway.rules.identifiers import (
     DEFAULT_IDENTITY_RULES,
     PROVINCE_CODES_2024,
     PROVINCE_CODES_2025,
@@ -33,10 +37,6 @@ from gateway.core.identity import (
     check_facility_code,
     check_province_code,
 )
-from gateway.core.masking import mask_identifier
-from gateway.core.model import RecordSet
-from gateway.core.outcome import ContentError, Issue
-from gateway.formats.hl7v2 import Hl7Message
 
 _ICD10 = re.compile(r"[A-Z][0-9]{2}(\.?[0-9A-Z]{1,2})?[†*]?")
 _LINK_TABLES = (("XML2", "medications"), ("XML3", "services"), ("XML4", "observations"), ("XML5", "notes"))

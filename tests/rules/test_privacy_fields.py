@@ -1,4 +1,4 @@
-"""The privacy policy knows every field of the record model (``gateway.core.privacy.FIELDS``): each
+"""The privacy policy knows every field of the record model (``gateway.rules.privacy.FIELDS``): each
 is filtered by a named step of the policy, proved here by planting what the step looks for in that
 one field and finding it gone, or is listed with the reason it needs none. A field added to the
 model without teaching the policy fails here; at run time the policy refuses a record set that
@@ -10,8 +10,8 @@ import typing
 
 import pytest
 
-from gateway.core.model import Encounter, Person, RawTable, RecordSet
-from gateway.core.privacy import (
+from gateway.model.records import Encounter, Person, RawTable, RecordSet
+from gateway.rules.privacy import (
     CODES,
     DRUG,
     FIELDS,
@@ -58,7 +58,7 @@ def test_every_field_of_the_record_model_is_filtered_by_a_step_or_says_why_not()
              if (cls, name) not in {(c, n) for c, n, _ in fields}]
     unnamed = {step for names in FIELDS.values() for step in names.values()} - {*FILTERED_BY, *NOT_FILTERED_BECAUSE}
 
-    assert untaught == [], "teach gateway/core/privacy.py FIELDS these fields"
+    assert untaught == [], "teach gateway/rules/privacy.py FIELDS these fields"
     assert stale == [] and unnamed == set()
 
 

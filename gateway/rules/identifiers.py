@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.core.masking import mask_identifier
-from gateway.core.outcome import Issue
+from gateway.model.masking import mask_identifier
+from gateway.model.outcome import Issue
 
 #: Province codes before 07/2025 (63 provinces; GSO codes, QĐ 124/2004). [C]
 PROVINCE_CODES_2024 = frozenset(

@@ -5,9 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.core.model import Diagnosis
-from gateway.core.outcome import ContentError
-from gateway.core.validation import (
+from gateway.formats.xml130 import read_xml130
+from gateway.model.outcome import ContentError
+from gateway.model.records import Diagnosis
+from gateway.rules.validation import (
     ValidationRules,
     check_datetime,
     check_diagnosis_codes,
@@ -17,7 +18,6 @@ from gateway.core.validation import (
     require_valid,
     validate_record_set,
 )
-from gateway.formats.xml130 import read_xml130
 from tests.formats.support import INPATIENT_4750, sample
 
 
