@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
+from gateway.cli_persons import add_person_commands
 from gateway.config import ConfigError, GatewayConfig, load_config, validate_runtime
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
@@ -739,6 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "admin API; without --url this process does, for a stopped gateway")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_messages_replay)
+
+    add_person_commands(sub, common)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")

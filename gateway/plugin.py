@@ -70,6 +70,7 @@ from gateway.formats.hl7_model import (
 from gateway.formats.hl7v2 import Hl7Message, escape, unescape
 from gateway.formats.profile import ProfileDefaults, VendorPlugin
 from gateway.formats.xml130 import ClaimFile
+from gateway.rules.person_index import PersonLink, fold_name
 
 __all__ = [
     "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn",
@@ -84,4 +85,6 @@ __all__ = [
     "person_from_pid", "records_from_hl7", "setting", "unescape",
     # contract 1.0, issue 16: input kinds and remote lookups
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
+    # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked)
+    "PersonLink", "fold_name",
 ]
