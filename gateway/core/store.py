@@ -32,7 +32,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
 from gateway.core.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
-from gateway.rules.person_index import create_person_index, resolve_persons
+from gateway.rules.person_index import Resolved, create_person_index, resolve_persons
 
 log = Logger(namespace="hssk.store")
 
@@ -543,8 +543,8 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         queued = []
         for message_id, decision in accepted:
             outbox = decision.outbox
-            if decision.persons:
-                resolved = resolve_persons(conn, decision.persons, now)
+            resolved = _resolved_persons(conn, decision, now)
+            if resolved is not None:
                 links[message_id] = resolved.links
                 if resolved.keys:
                     outbox = [replace(i, ordering_key=resolved.keys.get(i.ordering_key, i.ordering_key))
@@ -561,6 +561,28 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
     return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate,
                       links.get(first_id + ref, 0) if where == "row" else 0)
             for where, ref, (code, issues, duplicate) in plan]
+
+
+def _resolved_persons(conn: sqlite3.Connection, decision, now: float) -> Resolved | None:
+    """The decision's persons resolved in the person index, in a savepoint of their own: a fault of
+    the index must not cost the commit (and every message in it), so the record sets then keep the
+    ordering keys the pipeline gave them, and the fault is logged."""
+    if not decision.persons:
+        return None
+    conn.execute("SAVEPOINT persons")
+    try:
+        resolved = resolve_persons(conn, decision.persons, now)
+    except Exception as e:
+        if not conn.in_transaction:  # SQLite ended the whole transaction (a full disk): the commit fails
+            raise
+        conn.execute("ROLLBACK TO persons")
+        conn.execute("RELEASE persons")
+        log.error("the person index failed on message {control_id} ({error_type}: {error}); its records are "
+                  "ordered by their own identifiers", control_id=mask_text(decision.control_id),
+                  error_type=type(e).__name__, error=mask_text(str(e)))
+        return None
+    conn.execute("RELEASE persons")
+    return resolved
 
 
 def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -53,6 +54,7 @@ _RANK = {system: n for n, system in enumerate(DURABILITY)}
 #: Systems a person has one number of for life (save a re-issue): a record naming another one is
 #: another person, whatever card it shares.
 _FOR_LIFE = ("CCCD", "BHXH")
+_BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
 
 PROVISIONAL_REVIEW_REASONS = ("twins_without_birth_order", "two_candidates", "mother_identifiers_changed")
 
@@ -77,7 +79,9 @@ def fold_name(name: str) -> str:
 
 def identifier_keys(identifiers: Iterable[Identifier], facility: str = "") -> tuple[IdKey, ...]:
     """The identifiers the index keys by, most durable first, each once. A record number is only
-    unique where it was given: it is scoped by its assigning authority, else by ``facility``."""
+    unique where it was given: it is scoped by its assigning authority, else by ``facility``. A
+    15-character BHYT card also gives the BHXH number it carries (its last ten digits), so a
+    renewed card, or a mother named by her new card, finds the same person."""
     found: dict[str, IdKey] = {}
     for identifier in identifiers:
         system = identifier.system
@@ -87,6 +91,8 @@ def identifier_keys(identifiers: Iterable[Identifier], facility: str = "") -> tu
         scope = (identifier.assigner or facility) if system == "MR" else ""
         key = f"{system}:{scope}:{value}" if system == "MR" else f"{system}:{value}"
         found.setdefault(key, (key, system, value))
+        if system == "BHYT" and _BHYT_CARD.fullmatch(value):
+            found.setdefault(f"BHXH:{value[5:]}", (f"BHXH:{value[5:]}", "BHXH", value[5:]))
     return tuple(sorted(found.values(), key=lambda k: _RANK[k[1]]))
 
 
@@ -304,7 +310,7 @@ class _Index:
             if waiting:
                 person = self.create(f, provisional=None)
                 self.relate(person, f)
-                self.open_review("mother_identifiers_changed", person, waiting)
+                self.open_review("mother_identifiers_changed", person, [c.id for c in waiting])
                 return person
             return None
         candidates = self.children(mother, f.birth_date, provisional=True)
@@ -414,10 +420,9 @@ class _Index:
                 merge(self.conn, retired, person, self.now)
                 self.log_link("merged", "sender", person, other_id=retired)
 
-    def open_review(self, reason: str, subject: str, candidates: Sequence[_Candidate]) -> None:
+    def open_review(self, reason: str, subject: str, candidates: Sequence[str]) -> None:
         self.conn.execute("INSERT INTO person_reviews (created_at, reason, subject, candidates, state) "
-                          "VALUES (?, ?, ?, ?, 'open')",
-                          (self.now, reason, subject, json.dumps([c.id for c in candidates])))
+                          "VALUES (?, ?, ?, ?, 'open')", (self.now, reason, subject, json.dumps(list(candidates))))
 
     def log_link(self, kind: str, how: str, person: str, *, other_id: str = "", provisional_id: str = "",
                  created_by: str = "", previous: Sequence[IdKey] = (), review_id: int | None = None) -> None:

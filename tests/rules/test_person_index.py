@@ -240,3 +240,23 @@ async def test_persons_are_shown_masked_and_a_reveal_is_recorded_with_who_asked(
     [(operator, os_user, command, persons)] = reveals
     assert (operator, command, json.loads(persons)) == ("bs.lan", "persons show", [found["id"]])
     assert os_user
+
+
+def drop_identifiers(conn: sqlite3.Connection, now: float) -> None:
+    """A damaged index (a table lost): resolving any person fails."""
+    conn.execute("DROP TABLE person_identifiers")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fault_of_the_index_costs_neither_the_commit_nor_the_ordering_of_the_message(tmp_path):
+    gw = await paused_gateway(tmp_path)
+    try:
+        await send_all(gw, ("G1", pid(cccd(CCCD))))
+        first = queued(gw)["G1"]
+        await gw.writer.run(drop_identifiers)
+        await send_all(gw, ("G2", pid(cccd(CCCD))))
+        rows = queued(gw)
+    finally:
+        await gw.stop()
+
+    assert rows["G2"] == (first[0], "waiting")
