@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.plugin import (AckProfile, ConfigError, GatewayConfig, Hl7Message, Issue, PluginDescription,
-                            PluginJournal, RecordSet, fold_name, hookimpl)
+from twisted.internet.defer import Deferred
+
+from gateway.plugin import (AckProfile, ConfigError, DestinationConfig, GatewayConfig, Hl7Message, Issue, Payload,
+                            PersonLink, PluginDescription, PluginJournal, RecordSet, fold_name, hookimpl)
+from plugins.immunization.identity import KIND, check_queued, identity_update, render_a40
 from plugins.immunization.vxu import VxuSettings, is_placeholder, records_from_vxu, related_cccd_issues
 
 hssk_contract = "1.1"
@@ -114,6 +117,24 @@ class ImmunizationPlugin:
     @hookimpl
     def hssk_journal(self, journal: PluginJournal) -> None:
         self.journal = journal
+
+    @hookimpl
+    def hssk_identity_linked(self, link: PersonLink) -> Deferred | None:
+        """A provisional child this plugin filed is named now: tell every destination that
+        received it (:mod:`plugins.immunization.identity`)."""
+        event = identity_update(link, NAME)
+        if event is None or self.journal is None:
+            return None
+        return self.journal.queue_event(event).addCallback(check_queued)
+
+    @hookimpl
+    def hssk_render(self, records: RecordSet, destination: DestinationConfig, message,
+                    idempotency_key: str) -> Payload | None:
+        """This plugin's identity updates as an HL7 ADT^A40 for a destination of format ``hl7v2``
+        (which otherwise forwards received messages, and an event is none)."""
+        if destination.format != "hl7v2" or records.kind != KIND or message.sender != f"EVENT|{NAME}":
+            return None
+        return render_a40(records, idempotency_key, "HSSK_GW")
 
 
 def _strings(table: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
