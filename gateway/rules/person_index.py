@@ -158,6 +158,8 @@ def create_person_index(db: sqlite_utils.Database) -> None:
     db["persons"].create_index(["name_folded", "birth_date"], index_name="persons_by_name")
     db.execute("CREATE INDEX persons_provisional ON persons (created_at) "
                "WHERE provisional IS NOT NULL AND replaced_by IS NULL")
+    db.execute("CREATE INDEX persons_provisional_by_birth ON persons (birth_date) "
+               "WHERE provisional IS NOT NULL AND replaced_by IS NULL")
     db["person_identifiers"].create({
         "key": str, "person_id": str, "system": str, "value": str, "scope": str, "first_seen": float,
     }, pk="key", not_null={"person_id", "system", "value"})
@@ -340,13 +342,15 @@ class _Index:
         folded = fold_name(mother_name)
         if not folded:
             return []
-        rows = self.conn.execute(
-            "SELECT p.id, p.birth_date, coalesce(p.birth_order, ''), coalesce(p.multiple_birth, '') "
-            "FROM persons m JOIN person_relations r ON r.parent = m.id AND r.kind = 'mother' "
-            "JOIN persons p ON p.id = r.child "
-            "WHERE m.name_folded = ? AND p.provisional IS NOT NULL AND p.replaced_by IS NULL", (folded,)).fetchall()
         day = birth_date[:8]
-        return [_Candidate(i, order, multiple) for i, born, order, multiple in rows if (born or "")[:8] == day]
+        # From the few provisional children born that day (an index of their own), never from the
+        # mothers of a name, which a common name makes thousands.
+        rows = self.conn.execute(
+            "SELECT p.id, coalesce(p.birth_order, ''), coalesce(p.multiple_birth, '') FROM persons p "
+            "JOIN person_relations r ON r.child = p.id AND r.kind = 'mother' JOIN persons m ON m.id = r.parent "
+            "WHERE p.provisional IS NOT NULL AND p.replaced_by IS NULL AND p.birth_date >= ? AND p.birth_date < ? "
+            "AND +m.name_folded = ?", (day, day + "~", folded)).fetchall()
+        return [_Candidate(i, order, multiple) for i, order, multiple in rows]
 
     # writing
 
@@ -569,7 +573,7 @@ def pending_links(conn: sqlite3.Connection, limit: int = 100) -> list[PersonLink
     rows = conn.execute(
         "SELECT id, kind, how, person_id, coalesce(other_id, ''), coalesce(created_by, ''), coalesce(previous, '[]'), "
         "created_at FROM person_identity_links WHERE announced_at IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
-    names = [r[0] for r in conn.execute("SELECT DISTINCT destination FROM outbox")]
+    names = [r[0] for r in conn.execute(_DESTINATIONS)] if rows else []
     links = []
     for link_id, kind, how, person_id, other_id, created_by, previous, created_at in rows:
         destinations = tuple(name for name in names if conn.execute(
@@ -578,6 +582,15 @@ def pending_links(conn: sqlite3.Connection, limit: int = 100) -> list[PersonLink
         links.append(PersonLink(link_id, kind, how, person_id, other_id, created_by, _person(conn, person_id),
                                 tuple(Identifier(s, v) for s, v in json.loads(previous)), destinations, created_at))
     return links
+
+
+#: The outbox's destination names, one index seek each (``SELECT DISTINCT`` would read the index whole).
+_DESTINATIONS = """
+WITH RECURSIVE d(name) AS (
+    SELECT min(destination) FROM outbox
+    UNION ALL SELECT (SELECT min(destination) FROM outbox WHERE destination > d.name) FROM d WHERE d.name IS NOT NULL)
+SELECT name FROM d WHERE name IS NOT NULL
+"""
 
 
 def _person(conn: sqlite3.Connection, person_id: str) -> Person:
