@@ -32,6 +32,7 @@ from gateway.core.contract import CONTRACT_VERSION
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.envelope import Envelope
 from gateway.core.events import Event, QueuedEvent
+from gateway.core.feed import csv_records
 from gateway.core.hookspecs import Adapter, DocumentAdapter, NotRenderable, Payload, PluginDescription, hookimpl
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.masking import mask_identifier, mask_name, mask_text
@@ -85,6 +86,6 @@ __all__ = [
     "person_from_pid", "records_from_hl7", "setting", "unescape",
     # contract 1.0, issue 16: input kinds and remote lookups
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
-    # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked)
-    "PersonLink", "fold_name",
+    # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
+    "PersonLink", "csv_records", "fold_name",
 ]

@@ -20,9 +20,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from gateway.plugin import (AckProfile, ConfigError, DestinationConfig, GatewayConfig, Hl7Message, Issue, Payload,
-                            PersonLink, PluginDescription, PluginJournal, RecordSet, fold_name, hookimpl)
+from gateway.plugin import (AckProfile, Command, ConfigError, DestinationConfig, GatewayConfig, Hl7Message, Issue,
+                            MigrationSet, Payload, PersonLink, PluginDescription, PluginJournal, RecordSet, Source,
+                            fold_name, hookimpl)
 from plugins.immunization.identity import KIND, check_queued, identity_update, render_a40
+from plugins.immunization.importer import IMPORT, MIGRATIONS
+from plugins.immunization.lists import CSV_COLUMNS, KIND as LIST_KIND, list_source
 from plugins.immunization.vxu import VxuSettings, is_placeholder, records_from_vxu, related_cccd_issues
 
 hssk_contract = "1.1"
@@ -64,6 +67,7 @@ class ImmunizationPlugin:
     def __init__(self) -> None:
         self.senders: frozenset[str] = frozenset()
         self.settings = VxuSettings(tuple(fold_name(p) for p in PLACEHOLDERS), dict(NATIONAL_CODES))
+        self.csv_columns = dict(CSV_COLUMNS)
         #: The journal, once the gateway hands it over (``hssk_journal``).
         self.journal: PluginJournal | None = None
 
@@ -80,12 +84,20 @@ class ImmunizationPlugin:
             raise ConfigError(f"plugins.{NAME}.national_codes", "a table of CVX code = national code (strings), e.g. "
                                                                 '{ "08" = "VGB" }')
         self.settings = VxuSettings(tuple(fold_name(p) for p in placeholders), {**NATIONAL_CODES, **codes})
+        columns = table.get("csv_columns", {})
+        unknown = sorted(set(columns) - set(CSV_COLUMNS)) if isinstance(columns, Mapping) else []
+        if not isinstance(columns, Mapping) or unknown or not all(isinstance(v, str) and v for v in columns.values()):
+            raise ConfigError(f"plugins.{NAME}.csv_columns", f"a table of field = column header, fields among "
+                                                             f"{', '.join(CSV_COLUMNS)}" + (
+                                                                 f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        self.csv_columns = {**CSV_COLUMNS, **columns}
 
     @hookimpl
     def hssk_describe(self) -> PluginDescription:
         senders = f"from MSH-3 {', '.join(sorted(self.senders))}" if self.senders else "from any sender"
-        return PluginDescription(NAME, f"HL7 2.5.1 {VXU} {senders} that no other plugin claims; CDC IIS Z23 ACKs",
-                                 frozenset({VXU}))
+        return PluginDescription(NAME, f"HL7 2.5.1 {VXU} {senders} that no other plugin claims, CDC IIS Z23 ACKs; "
+                                       f"immunization lists (CSV): hssk-gateway immunization import FILE",
+                                 frozenset({VXU, LIST_KIND}))
 
     @hookimpl(trylast=True)
     def hssk_identify(self, message: Hl7Message) -> VxuAdapter | None:
@@ -117,6 +129,18 @@ class ImmunizationPlugin:
     @hookimpl
     def hssk_journal(self, journal: PluginJournal) -> None:
         self.journal = journal
+
+    @hookimpl
+    def hssk_sources(self) -> list[Source]:
+        return [list_source(self.csv_columns, lambda: self.settings)]
+
+    @hookimpl
+    def hssk_migrations(self) -> list[MigrationSet]:
+        return [MIGRATIONS]
+
+    @hookimpl
+    def hssk_commands(self) -> list[Command]:
+        return [IMPORT]
 
     @hookimpl
     def hssk_identity_linked(self, link: PersonLink) -> Deferred | None:
