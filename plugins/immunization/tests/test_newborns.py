@@ -66,10 +66,16 @@ def own_adt(control_id: str, *, cccd: str = CHILD_CCCD, name: str = "Nguyễn^Th
     return ("\r".join(s for s in segments if s) + "\r").encode("utf-8")
 
 
-async def accepted(connection, raw: bytes):
-    ack = await connection.send(raw)
-    ack.assert_accepted()
-    return ack
+async def send_in_order(gateway, *messages: bytes) -> list:
+    """Send each message on one MLLP connection, in order; each must be accepted. Their ACKs."""
+    connection = await gateway.connect_mllp()
+    try:
+        acks = [await connection.send(raw) for raw in messages]
+    finally:
+        connection.close()
+    for ack in acks:
+        ack.assert_accepted()
+    return acks
 
 
 async def eventually(condition, what: str, timeout: float = 10.0):
@@ -113,12 +119,7 @@ def previous_values(person: dict) -> set[str]:
 @pytest_twisted.ensureDeferred
 async def test_a_placeholder_then_the_childs_own_record_sends_the_merge_to_every_store_in_order(
         hssk_gateway, hssk_recording_store):
-    connection = await hssk_gateway.connect_mllp()
-    try:
-        vxu = await accepted(connection, placeholder("NB1"))
-        adt = await accepted(connection, own_adt("OWN1"))
-    finally:
-        connection.close()
+    vxu, adt = await send_in_order(hssk_gateway, placeholder("NB1"), own_adt("OWN1"))
 
     order, body = await delivered_update(hssk_gateway, hssk_recording_store, "json")
     merge = json.loads(body)
@@ -156,12 +157,7 @@ async def test_a_diacritic_free_lower_case_placeholder_is_provisional_too(hssk_g
 @pytest_twisted.ensureDeferred
 async def test_the_childs_own_record_first_and_the_vaccination_after_are_linked_all_the_same(
         hssk_gateway, hssk_recording_store):
-    connection = await hssk_gateway.connect_mllp()
-    try:
-        adt = await accepted(connection, own_adt("OWN3"))
-        vxu = await accepted(connection, placeholder("NB3"))
-    finally:
-        connection.close()
+    adt, vxu = await send_in_order(hssk_gateway, own_adt("OWN3"), placeholder("NB3"))
 
     order, body = await delivered_update(hssk_gateway, hssk_recording_store, "json")
     assert order[:2] == [adt.control_id, vxu.control_id] and len(order) == 3
@@ -171,13 +167,9 @@ async def test_the_childs_own_record_first_and_the_vaccination_after_are_linked_
 
 @pytest_twisted.ensureDeferred
 async def test_twins_with_a_birth_order_link_each_child_to_its_own_placeholder(hssk_gateway, hssk_recording_store):
-    connection = await hssk_gateway.connect_mllp()
-    try:
-        await accepted(connection, placeholder("TW1", niis="NIIS25000001", multiple="Y", order="1"))
-        await accepted(connection, placeholder("TW2", niis="NIIS25000002", multiple="Y", order="2"))
-        await accepted(connection, own_adt("TWIN2", cccd=TWIN_CCCD, name="Nguyễn^Thị Hai", multiple="Y", order="2"))
-    finally:
-        connection.close()
+    await send_in_order(hssk_gateway, placeholder("TW1", niis="NIIS25000001", multiple="Y", order="1"),
+                        placeholder("TW2", niis="NIIS25000002", multiple="Y", order="2"),
+                        own_adt("TWIN2", cccd=TWIN_CCCD, name="Nguyễn^Thị Hai", multiple="Y", order="2"))
 
     _, body = await delivered_update(hssk_gateway, hssk_recording_store, "json")
     assert previous_values(json.loads(body)["records"]["person"]) == {"NIIS25000002"}
@@ -189,12 +181,7 @@ async def test_twins_with_a_birth_order_link_each_child_to_its_own_placeholder(h
 async def test_a_mother_whose_card_changed_in_between_is_still_the_mother(hssk_gateway, hssk_recording_store):
     old_card = MOTHER.replace(f"{MOTHER_CCCD}^^^BCA^CCCD", "GD4790190000456^^^BHXH^HC")
     new_card = old_card.replace("GD4790190000456", "DN4790190000456")
-    connection = await hssk_gateway.connect_mllp()
-    try:
-        await accepted(connection, placeholder("CARD1", mother=old_card))
-        await accepted(connection, own_adt("CARD2", mother=new_card))
-    finally:
-        connection.close()
+    await send_in_order(hssk_gateway, placeholder("CARD1", mother=old_card), own_adt("CARD2", mother=new_card))
 
     _, body = await delivered_update(hssk_gateway, hssk_recording_store, "json")
     assert previous_values(json.loads(body)["records"]["person"]) == {NIIS_ID}
@@ -208,13 +195,8 @@ def cli(gateway, *args: str) -> subprocess.CompletedProcess:
 @pytest_twisted.ensureDeferred
 async def test_twins_without_a_birth_order_wait_for_a_review_and_an_accepted_one_sends_the_update(
         hssk_gateway, hssk_recording_store):
-    connection = await hssk_gateway.connect_mllp()
-    try:
-        await accepted(connection, placeholder("TX1", niis="NIIS25000011", multiple="Y"))
-        await accepted(connection, placeholder("TX2", niis="NIIS25000012", multiple="Y"))
-        await accepted(connection, own_adt("TWINX"))
-    finally:
-        connection.close()
+    await send_in_order(hssk_gateway, placeholder("TX1", niis="NIIS25000011", multiple="Y"),
+                        placeholder("TX2", niis="NIIS25000012", multiple="Y"), own_adt("TWINX"))
     listed = json.loads((await _in_thread(cli, hssk_gateway, "identity", "review", "list", "--json")).stdout)
     [review] = listed
     second = [c["id"] for c in review["candidates"]][1]
