@@ -11,8 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from gateway.config import ConfigError
-from gateway.plugin import RecordSet, hookimpl, records_from_hl7
+from gateway.plugin import ConfigError, RecordSet, hookimpl, records_from_hl7
 from gateway.testing import GatewayUnderTest, read_sample, with_msh_field
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
