@@ -540,15 +540,14 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         first_id = cursor.lastrowid - len(rows) + 1
         accepted = [(first_id + ref, decision) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
                     if where == "row" and code == ACCEPT]
+        resolved = _resolved_persons(conn, accepted, now)
         queued = []
         for message_id, decision in accepted:
-            outbox = decision.outbox
-            resolved = _resolved_persons(conn, decision, now)
-            if resolved is not None:
-                links[message_id] = resolved.links
-                if resolved.keys:
-                    outbox = [replace(i, ordering_key=resolved.keys.get(i.ordering_key, i.ordering_key))
-                              for i in outbox]
+            outbox, found = decision.outbox, resolved.get(message_id)
+            if found is not None:
+                links[message_id] = found.links
+                if found.keys:
+                    outbox = [replace(i, ordering_key=found.keys.get(i.ordering_key, i.ordering_key)) for i in outbox]
             queued += [(message_id, item) for item in outbox]
         if queued:
             insert_outbox_rows(conn, queued, now, unordered)
@@ -563,26 +562,28 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
             for where, ref, (code, issues, duplicate) in plan]
 
 
-def _resolved_persons(conn: sqlite3.Connection, decision, now: float) -> Resolved | None:
-    """The decision's persons resolved in the person index, in a savepoint of their own: a fault of
-    the index must not cost the commit (and every message in it), so the record sets then keep the
-    ordering keys the pipeline gave them, and the fault is logged."""
-    if not decision.persons:
-        return None
+def _resolved_persons(conn: sqlite3.Connection, accepted: list, now: float) -> dict[int, Resolved]:
+    """The accepted decisions' persons resolved in the person index, in journal order, by message
+    id, in one savepoint for the batch: a fault of the index must not cost the commit (and every
+    message in it), so the batch's record sets then keep the ordering keys the pipeline gave them,
+    and the fault is logged."""
+    with_persons = [(message_id, decision) for message_id, decision in accepted if decision.persons]
+    if not with_persons:
+        return {}
     conn.execute("SAVEPOINT persons")
     try:
-        resolved = resolve_persons(conn, decision.persons, now)
+        found = {message_id: resolve_persons(conn, decision.persons, now) for message_id, decision in with_persons}
     except Exception as e:
         if not conn.in_transaction:  # SQLite ended the whole transaction (a full disk): the commit fails
             raise
         conn.execute("ROLLBACK TO persons")
         conn.execute("RELEASE persons")
-        log.error("the person index failed on message {control_id} ({error_type}: {error}); its records are "
-                  "ordered by their own identifiers", control_id=mask_text(decision.control_id),
-                  error_type=type(e).__name__, error=mask_text(str(e)))
-        return None
+        log.error("the person index failed on a commit of {count} messages ({error_type}: {error}); their records "
+                  "are ordered by their own identifiers", count=len(with_persons), error_type=type(e).__name__,
+                  error=mask_text(str(e)))
+        return {}
     conn.execute("RELEASE persons")
-    return resolved
+    return found
 
 
 def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
