@@ -18,6 +18,7 @@ from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
+from gateway.core.identity_updates import IdentityUpdates
 from gateway.core.intake import Intake
 from gateway.core.journal_identity import check_journal, record_journal
 from gateway.core.lookups import LookupRunner
@@ -69,6 +70,9 @@ class Gateway:
         self.delivery = DeliveryService(config, destinations, self.store, self.writer, reactor, self.clock,
                                         self.metrics)
         self.writer.on_queued = self.delivery.rows_committed
+        self.identity_updates = IdentityUpdates(self.plugins.hook, self.store, self.writer, reactor, self.clock,
+                                                self.metrics, config.outbox.poll_interval_seconds)
+        self.writer.on_linked = self.identity_updates.links_committed
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
@@ -116,6 +120,7 @@ class Gateway:
             self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
             self.clock))
         self.intake.start()
+        self.identity_updates.start()
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):
             endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
@@ -162,6 +167,7 @@ class Gateway:
         """Stop listening, let in-flight messages be answered, close connections, stop the writer."""
         for port in self.ports.values():
             yield port.stopListening()
+        yield self.identity_updates.stop()
         yield self.intake.stop()
         for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()

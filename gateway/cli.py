@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
+from gateway.cli_persons import add_person_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
@@ -366,7 +367,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     return 1 if report["stopped"] else 0
 
 
-def _feed_here(config: GatewayConfig, source: str, path: str) -> dict:
+def _feed_here(config: GatewayConfig, source: str, path: str, *, skip: int = 0, progress=None) -> dict:
     """This process's own intake and journal writer, holding the data directory's lock for the
     while, so that no gateway starts on the journal meanwhile (one writer per journal)."""
     from twisted.internet import reactor
@@ -391,7 +392,7 @@ def _feed_here(config: GatewayConfig, source: str, path: str) -> dict:
         result: list = []
 
         def run() -> None:
-            d = Deferred.fromCoroutine(feed_here(config, plugins, source, path, reactor))
+            d = Deferred.fromCoroutine(feed_here(config, plugins, source, path, reactor, skip=skip, progress=progress))
             d.addBoth(result.append)
             d.addBoth(lambda _: reactor.stop())
 
@@ -742,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_messages_replay)
 
+    add_person_commands(sub, common)
+
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")
     feed.add_argument("source", metavar="SOURCE", help="a registered source that can be fed from a file (`plugins`)")
@@ -820,7 +823,9 @@ def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespa
         if plugin in config.plugins.disabled:
             raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
         plugins = build_plugin_manager(config)
-        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins)))
+        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins),
+                                                  lambda source, path, **options: _feed_here(config, source, path,
+                                                                                             **options)))
         return 0 if status is None else status
 
     return run

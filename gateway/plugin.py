@@ -33,6 +33,7 @@ from gateway.core.destination import DEAD, DELIVERED, RETRY, Delivery, DeliveryR
 from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
+from gateway.core.feed import csv_records
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
@@ -71,6 +72,7 @@ from gateway.model.records import (
     RelatedPerson,
     ServiceLine,
 )
+from gateway.rules.person_index import PersonLink, fold_name
 
 __all__ = [
     "ACCEPT", "AckProfile", "Adapter", "Address", "Appointment", "BatchSettings", "CONTRACT_VERSION", "CheckIn",
@@ -85,4 +87,6 @@ __all__ = [
     "person_from_pid", "records_from_hl7", "setting", "unescape",
     # contract 1.0, issue 16: input kinds and remote lookups
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
+    # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
+    "PersonLink", "csv_records", "fold_name",
 ]

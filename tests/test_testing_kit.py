@@ -82,7 +82,8 @@ def test_ack_of_an_enhanced_mode_message_keeps_its_code():
 
 
 def test_an_unknown_plugin_name_says_which_are_installed(tmp_path):
-    with pytest.raises(LookupError, match="no installed plugin is named no_such_his .* dhg_his, viettel_his"):
+    with pytest.raises(LookupError,
+                       match="no installed plugin is named no_such_his .* dhg_his, immunization, viettel_his"):
         GatewayUnderTest(tmp_path, ["no_such_his"])
 
 

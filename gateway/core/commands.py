@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewayConfig
 from gateway.core import hookspecs
@@ -33,6 +33,7 @@ class CommandContext:
     plugin: str
     config: GatewayConfig
     open_journal: Callable[[], PluginJournal] = field(repr=False, compare=False)
+    feed_file: Callable[..., dict] | None = field(default=None, repr=False, compare=False)
 
     def journal(self) -> PluginJournal:
         """The journal of the data dir, brought to today's schema (the core's steps and every
@@ -41,6 +42,17 @@ class CommandContext:
         they queue at its next outbox refresh). A data dir without a journal is a configuration
         error: a command never creates one."""
         return self.open_journal()
+
+    def feed(self, source: str, path: str, *, skip: int = 0, progress: Callable[[Any], None] | None = None) -> dict:
+        """Feed the records of the file at ``path`` to the registered ``source`` in this process,
+        as ``hssk-gateway feed SOURCE FILE`` without ``--url`` does (refused while a gateway holds
+        the data dir: feed through its admin API then, ``POST /admin/feed/SOURCE``). The first
+        ``skip`` records are not submitted (a resume); ``progress(report)`` follows each record
+        answered. Returns the report as a dict (``records``, ``skipped``, ``accepted``, ``repeats``,
+        ``errors``, ``rejected``, ``problems``, ``stopped``). Version note: added in contract 1.1."""
+        if self.feed_file is None:
+            raise CommandError("this command line cannot feed files")
+        return self.feed_file(source, path, skip=skip, progress=progress)
 
 
 @dataclass(frozen=True)

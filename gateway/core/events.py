@@ -46,13 +46,18 @@ class Event:
     ``plugins`` routes by); ``key`` is the plugin's stable id for this event (the journal's
     control id, at most 200 characters): give the same key for the same event, however often it
     is queued. ``kind`` is the message type destinations route by (``ADT^A40``); ``records`` the
-    record set to deliver; ``facility`` the facility it concerns, if any."""
+    record set to deliver; ``facility`` the facility it concerns, if any. ``destinations``, when
+    given, are the only destinations it goes to, whatever their routes say: a follow-up to what
+    they received already (an identity update for a person they were sent, see
+    :class:`gateway.rules.person_index.PersonLink`); names no longer configured are left out.
+    Version note: ``destinations`` added in contract 1.1 (issue 17)."""
 
     source: str
     key: str
     kind: str
     records: RecordSet
     facility: str = ""
+    destinations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("source", "key", "kind"):
@@ -61,6 +66,9 @@ class Event:
                 raise ValueError(f"an event's {name} is one line of 1 to 200 characters, got {value!r}")
         if not isinstance(self.records, RecordSet):
             raise ValueError(f"an event's records are a RecordSet, got {type(self.records).__name__}")
+        if isinstance(self.destinations, str) or not all(isinstance(d, str) for d in self.destinations):
+            raise ValueError(f"an event's destinations are destination names, got {self.destinations!r}")
+        object.__setattr__(self, "destinations", tuple(self.destinations))
 
 
 @dataclass(frozen=True)
@@ -78,17 +86,20 @@ class QueuedEvent:
 
 def event_bytes(event: Event) -> bytes:
     """The event as the journal keeps it (and a replay reads it): compact JSON, keys sorted, so
-    the same event always has the same bytes and content digest."""
-    return json.dumps({"source": event.source, "key": event.key, "kind": event.kind, "facility": event.facility,
-                       "records": event.records.to_dict()}, ensure_ascii=False, sort_keys=True,
-                      separators=(",", ":")).encode("utf-8")
+    the same event always has the same bytes and content digest (``destinations`` only when given,
+    so events journaled before it existed keep theirs)."""
+    data = {"source": event.source, "key": event.key, "kind": event.kind, "facility": event.facility,
+            "records": event.records.to_dict()}
+    if event.destinations:
+        data["destinations"] = list(event.destinations)
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def read_event(raw: bytes) -> Event:
     """The event :func:`event_bytes` wrote."""
     data = json.loads(raw)
     return Event(data["source"], data["key"], data["kind"], from_plain(RecordSet, data["records"]),
-                 data.get("facility", ""))
+                 data.get("facility", ""), tuple(data.get("destinations", ())))
 
 
 def event_source(event: Event, raw: bytes) -> DocumentSource:

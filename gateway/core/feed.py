@@ -26,8 +26,9 @@ import os
 import shutil
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -57,14 +58,16 @@ class FeedRefused(Exception):
 
 @dataclass
 class FeedReport:
-    """What became of a file's records: how many were read, queued (accepted), already there
-    (repeats: fed before), answered AE or AR, and the first :data:`MAX_PROBLEMS` of those by their
-    place in the file (``record`` counts from 1). ``stopped`` says why the feed ended before the
-    file did, and that feeding the same file again goes on from there."""
+    """What became of a file's records: how many were read, skipped (the caller knew them fed
+    before), queued (accepted), already there (repeats: fed before), answered AE or AR, and the
+    first :data:`MAX_PROBLEMS` of those by their place in the file (``record`` counts from 1).
+    ``stopped`` says why the feed ended before the file did, and that feeding the same file again
+    goes on from there."""
 
     source: str
     file: str
     records: int = 0
+    skipped: int = 0
     accepted: int = 0
     repeats: int = 0
     errors: int = 0
@@ -90,8 +93,26 @@ class FeedReport:
                                       "ack_code": outcome.ack_code,
                                       "errors": [{**i.to_dict(), "text": mask_text(i.text)} for i in outcome.issues]})
 
+    @property
+    def settled(self) -> int:
+        """Records read and answered (skipped ones included), in the file's order."""
+        return self.skipped + self.accepted + self.repeats + self.errors + self.rejected + self.ignored
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def csv_records(stream: BinaryIO) -> Iterator[bytes]:
+    """A CSV file's records for a source's ``split``: each data row as the header line plus that
+    row's line, ``\n`` ends, read a line at a time (a file of any length in constant memory). A
+    record so reads by itself (a replay needs nothing else), and the same row fed again, in any
+    file with that header, is the same record. Bytes are not decoded here: a row that is not UTF-8
+    is that record's error, journaled, not the file's."""
+    lines = (line.rstrip(b"\r\n") for line in stream)
+    header = next(lines, b"").removeprefix(b"\xef\xbb\xbf")
+    for line in lines:
+        if line.strip():
+            yield header + b"\n" + line + b"\n"
 
 
 def feedable(sources: Iterable[Source], name: str) -> Source:
@@ -107,12 +128,18 @@ def feedable(sources: Iterable[Source], name: str) -> Source:
 
 
 async def feed(intake: Intake, source: Source, records: Iterator[bytes], clock: IReactorTime, *, file: str,
-               peer: str, max_record_bytes: int) -> FeedReport:
+               peer: str, max_record_bytes: int, skip: int = 0,
+               progress: Callable[[FeedReport], None] | None = None) -> FeedReport:
     """Submit each record of ``records`` (the source's split of ``file``) as an input of
     ``source``, a :data:`WINDOW` at a time, and report. A record the gateway did not store (a
     bound reached, the gateway stopping, the journal failing) stops the feed: what came before it
     is journaled, and feeding the file again goes on from it. So does a record larger than
-    ``max_record_bytes`` or a split that fails (the file, or the plugin, is broken)."""
+    ``max_record_bytes`` or a split that fails (the file, or the plugin, is broken).
+
+    The first ``skip`` records are read and not submitted: a caller that recorded how far an
+    earlier feed of the same file got (a checkpoint) resumes without deciding them again (a record
+    submitted again would be a repeat, answered from the journal, only slower). ``progress`` is
+    called with the report after each record is answered, in the file's order."""
     report = FeedReport(source.name, file)
     order = ArrivalOrder()
     waiting: deque[tuple[int, Deferred]] = deque()
@@ -126,6 +153,8 @@ async def feed(intake: Intake, source: Source, records: Iterator[bytes], clock: 
                                   f"the records before it are journaled: feed the same file again to go on")
         else:
             report.add(number, outcome)
+            if progress is not None:
+                progress(report)
 
     while report.stopped is None:
         try:
@@ -137,6 +166,9 @@ async def feed(intake: Intake, source: Source, records: Iterator[bytes], clock: 
         if raw is None:
             break
         report.records += 1
+        if report.records <= skip:
+            report.skipped += 1
+            continue
         if len(raw) > max_record_bytes:
             report.stopped = (f"record {report.records} is {len(raw)} bytes, more than {max_record_bytes} "
                               f"(http.max_body_bytes); is this a {source.name} file?")
@@ -147,8 +179,9 @@ async def feed(intake: Intake, source: Source, records: Iterator[bytes], clock: 
             await settle_oldest()
     while waiting:
         await settle_oldest()
-    log.info("fed {records} records of {file} as {source}: {accepted} queued, {repeats} repeats, {errors} AE, "
-             "{rejected} AR{stopped}", records=report.records, file=file, source=source.name,
+    log.info("fed {records} records of {file} as {source}: {skipped} skipped, {accepted} queued, {repeats} repeats, "
+             "{errors} AE, {rejected} AR{stopped}", records=report.records, file=file, source=source.name,
+             skipped=report.skipped,
              accepted=report.accepted, repeats=report.repeats, errors=report.errors, rejected=report.rejected,
              stopped=f"; stopped: {report.stopped}" if report.stopped else "")
     return report
@@ -188,10 +221,11 @@ class LocalAdmission:
 _UNDELIVERED = "SELECT count(*) FROM outbox WHERE state IN ('pending', 'waiting', 'in_flight')"
 
 
-async def feed_here(config: GatewayConfig, plugins, source_name: str, path: str, reactor) -> FeedReport:
+async def feed_here(config: GatewayConfig, plugins, source_name: str, path: str, reactor, *, skip: int = 0,
+                    progress: Callable[[FeedReport], None] | None = None) -> FeedReport:
     """The CLI's feed without a running gateway: this process's own intake, pipeline workers and
     journal writer on the data directory's journal (brought to today's schema first). The caller
-    holds the data directory's lock."""
+    holds the data directory's lock. ``skip`` and ``progress`` as for :func:`feed`."""
     from gateway.core.lookups import LookupRunner
     from gateway.core.metrics import Metrics
     from gateway.core.pipeline import Pipeline
@@ -214,7 +248,8 @@ async def feed_here(config: GatewayConfig, plugins, source_name: str, path: str,
     try:
         with open(path, "rb") as stream:
             report = await feed(intake, source, source.split(stream), reactor, file=os.path.basename(path),
-                                peer="cli", max_record_bytes=config.http.max_body_bytes)
+                                peer="cli", max_record_bytes=config.http.max_body_bytes, skip=skip,
+                                progress=progress)
     finally:
         await intake.stop()
         await writer.stop()

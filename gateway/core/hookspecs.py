@@ -58,6 +58,10 @@ on a worker; and what a national system's plugin needs besides deciding messages
 :func:`hssk_ack_profile`, :func:`hssk_destination_kinds`, :func:`hssk_commands`,
 :func:`hssk_migrations` and :func:`hssk_journal` (with it, events: outbox work no inbound
 message caused).
+
+Contract 1.1 (issue 17) added :func:`hssk_identity_linked`: the person index
+(:mod:`gateway.rules.person_index`) tells the plugins of each identity link it made, so they can
+send identity updates; and ``Event.destinations``.
 """
 from __future__ import annotations
 
@@ -86,6 +90,7 @@ if TYPE_CHECKING:
     from gateway.model.hooks import PluginDescription
     from gateway.model.outcome import Issue
     from gateway.model.records import RecordSet
+    from gateway.rules.person_index import PersonLink
 
 ENTRY_POINT_GROUP = "hssk_gateway.plugins"
 
@@ -514,4 +519,39 @@ def hssk_journal(journal: PluginJournal) -> None:
             ...
 
     Version note: added in contract 1.0 (issue 16).
+    """
+
+
+@hookspec
+def hssk_identity_linked(link: PersonLink) -> Deferred | None:
+    """The person index linked identities: a provisional person (a newborn registered under the
+    mother's name) is named now by a record of its own, or two persons turned out to be one (an
+    operator's review, a sender's ADT^A40). Queue what the record stores need to hear, or None.
+
+    :param link: a :class:`~gateway.plugin.PersonLink`: the surviving ``person`` as the index knows
+        it now (its identifiers, name, birth date, mother), the ``previous_identifiers`` the
+        stores knew the provisional person by, ``how`` it was made (``automatic``, ``reviewed``,
+        ``sender``), ``created_by`` (the plugin whose record set made the provisional person) and
+        the ``destinations`` that had rows for the person before the link.
+    :returns: a Deferred (``journal.queue_event(...)``) or None. When every plugin's answer has
+        fired, the link is announced and never offered again; a failure leaves it to be offered
+        again at the next refresh (``outbox.poll_interval_seconds``) and after a restart, so give
+        the event a key made from ``link.id`` and it is queued once however often it is offered.
+
+    Called on the reactor in the gateway's process (never in a pipeline child), after the commit
+    that made the link, for links made by a replay or a review in the command line at the running
+    gateway's next refresh. Not firstresult: each plugin judges whether a link is its own
+    business (``link.created_by``). The identity update then goes where the person's rows went,
+    in order behind them, through :attr:`Event.destinations <gateway.plugin.Event>`::
+
+        @hookimpl
+        def hssk_identity_linked(link):
+            if link.created_by != "immunization" or not link.destinations:
+                return None
+            person = dataclasses.replace(link.person, previous_identifiers=link.previous_identifiers)
+            return JOURNAL.queue_event(Event("immunization", f"link:{link.id}", "ADT^A40",
+                                             RecordSet(kind="ADT^A40", person=person),
+                                             destinations=link.destinations))
+
+    Version note: added in contract 1.1 (issue 17).
     """

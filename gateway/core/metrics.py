@@ -187,5 +187,22 @@ class Metrics:
             "their retention period, by journal status (accepted, error, rejected, ignored).", ["status"],
             registry=r)
 
+        self.provisional_persons = Gauge(
+            "hssk_persons_provisional", "Provisional persons (newborns registered under the mother's name) not yet "
+            "named by a record of their own (refreshed from the person index).", registry=r)
+        self.provisional_oldest_age = Gauge(
+            "hssk_persons_provisional_oldest_age_seconds", "Age of the oldest provisional person still open.",
+            registry=r)
+        self.identity_links = Counter(
+            "hssk_identity_links_total", "Identity links the person index made, by how: automatic (a record named "
+            "a provisional person), reviewed (an operator's decision), sender (an ADT^A40 merge).", ["how"],
+            registry=r)
+        self.identity_updates = Counter(
+            "hssk_identity_updates_total", "Identity links announced to the plugins, whose identity updates (merge "
+            "events) are queued, by how the link was made.", ["how"], registry=r)
+        self.identity_reviews_waiting = Gauge(
+            "hssk_identity_reviews_waiting", "Ambiguous identity cases (twins without a birth order, two "
+            "candidates, a mother known by other identifiers) waiting for an operator's review.", registry=r)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.core.destination import DEAD, DELIVERED, Delivery
 from gateway.model.masking import mask_text, names_in_records
+from gateway.rules.person_index import person_key
 
 PENDING, IN_FLIGHT, WAITING = "pending", "in_flight", "waiting"
 STATES = (PENDING, WAITING, IN_FLIGHT, DELIVERED, DEAD)
@@ -63,7 +64,9 @@ _ORDERING_SYSTEMS = ("CCCD", "BHXH", "BHYT", "PASSPORT", "MR")
 def ordering_key(records, message) -> str:
     """Whose records these are, for per-person ordering: the most durable identifier the record
     set has, hashed so the outbox never holds it in clear. A record set without a person is
-    ordered with nothing else."""
+    ordered with nothing else. The journal writer replaces it with the person's id when the person
+    index knows the person by another identifier (:mod:`gateway.rules.person_index`), and a person
+    first seen gets this key as its id."""
     person = records.person
     identity = ""
     if person is not None:
@@ -74,7 +77,7 @@ def ordering_key(records, message) -> str:
                 break
     if not identity:
         identity = f"message:{message.sender}:{message.control_id}"
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
+    return person_key(identity)
 
 
 _INSERT = """

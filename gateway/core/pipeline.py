@@ -30,6 +30,7 @@ from gateway.core.outbox import NotRouted, OutboxItem, idempotency_key, ordering
 from gateway.model.outcome import ACCEPT, ERROR, REJECT, STATUS_BY_CODE, ContentError, Issue, NotRenderable, Unavailable
 from gateway.rules.privacy import PrivacyPolicy, Removal, UnknownPart
 from gateway.core.sources import HL7_V2, Reading, Source, SourceRegistry, Verdict
+from gateway.rules.person_index import PersonFacts, person_facts
 from gateway.formats.hl7v2 import (
     CharsetError,
     Hl7Message,
@@ -86,6 +87,9 @@ class Decision:
     lookups: tuple[Lookup, ...] = ()
     #: What the plugins ask of this message's ACK (``hssk_ack_profile``); every ACK built for it uses it.
     ack_profile: AckProfile | None = None
+    #: Each record set's person, for the person index, which the journal writer resolves
+    #: (:mod:`gateway.rules.person_index`).
+    persons: tuple[PersonFacts, ...] = ()
 
     @property
     def source(self) -> Hl7Message | DocumentSource | None:
@@ -249,7 +253,7 @@ class Pipeline:
         code = ERROR if any(i.severity == "E" for i in issues) else ACCEPT
         return decision_for(source, envelope, origin, code, tuple(issues), plugin, records_json=records_json,
                             outbox=tuple(routed.outbox), privacy=tuple(routed.privacy),
-                            not_routed=tuple(routed.not_routed))
+                            not_routed=tuple(routed.not_routed), persons=tuple(routed.persons))
 
     def _decide_event(self, envelope: Envelope) -> Decision:
         """A plugin's event (:mod:`gateway.core.events`): its record set routed like a message's.
@@ -258,14 +262,15 @@ class Pipeline:
         source, records = event_source(event, envelope.raw), event.records
         routed = Routed()
         try:
-            self._route(source, records, event.source, "", routed)
+            self._route(source, records, event.source, "", routed, frozenset(event.destinations) or None)
         except (Exception, SystemExit) as e:  # a plugin bug costs this event, which stays journaled for a replay
             issue = self._plugin_failed(e, event.source, "render", "event", "EVENT", source.control_id,
                                         names_in_records(records.to_dict()))
             return Decision(envelope, None, ERROR, (issue,), event.source, document=source,
                             fault=(event.source, "render"))
         return Decision(envelope, None, ACCEPT, (), event.source, records.json_text, outbox=tuple(routed.outbox),
-                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed))
+                        document=source, privacy=tuple(routed.privacy), not_routed=tuple(routed.not_routed),
+                        persons=tuple(routed.persons))
 
     def _plugin_failed(self, error: BaseException, plugin: str, stage: str, what: str, location: str,
                        control_id: str, names: tuple[str, ...]) -> Issue:
@@ -278,7 +283,7 @@ class Pipeline:
                           f"can be replayed once the plugin is fixed", location)
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
-               routed: Routed) -> None:
+               routed: Routed, only: frozenset[str] | None = None) -> None:
         """One outbox item per destination whose routes take this record set, rendered now so
         that a plugin's rendering bug is answered (AE 207) and journaled for a replay, not found
         as a dead letter days later. ``identity`` tells the record sets of one input apart in the
@@ -290,11 +295,16 @@ class Pipeline:
         ``hl7v2``, which forwards the message as received and so cannot cut what the privacy
         policy would remove, and every filtered destination when the record set holds a part the
         policy does not know (:class:`UnknownPart`). Every other destination with
-        ``privacy = "filtered"`` is rendered from the record set the policy left."""
+        ``privacy = "filtered"`` is rendered from the record set the policy left. ``only`` (an
+        event's ``destinations``) replaces the routes: exactly those destinations take it."""
         person = ordering_key(records, source)
+        facts = person_facts(records, person, source.sending_facility, plugin)
+        if facts is not None:
+            routed.persons.append(facts)
         filtered = None
         for destination in self._destinations:
-            if not destination.matches(source.message_type, plugin):
+            wanted = destination.name in only if only is not None else destination.matches(source.message_type, plugin)
+            if not wanted:
                 continue
             sent = records
             if destination.privacy == "filtered":
@@ -336,6 +346,7 @@ class Routed:
     outbox: list[OutboxItem] = field(default_factory=list)
     privacy: list[tuple[str, Removal]] = field(default_factory=list)
     not_routed: list[NotRouted] = field(default_factory=list)
+    persons: list[PersonFacts] = field(default_factory=list)
 
 
 def decision_for(source: Source, envelope: Envelope, origin: Hl7Message | DocumentSource | None, code: str | None,

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
+from gateway.rules.person_index import Resolved, create_person_index, resolve_persons
 
 log = Logger(namespace="hssk.store")
 
@@ -213,6 +214,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0009_messages_replay", _add_replay_columns),
     ("0010_not_routed", _create_not_routed),
     ("0011_messages_source", _add_message_source),
+    ("0012_person_index", create_person_index),
 )
 
 
@@ -289,6 +291,8 @@ class Committed:
     ack_code: str | None
     issues: tuple[Issue, ...]
     duplicate: bool = False
+    #: Identity links the person index made while resolving this decision's persons.
+    links: int = 0
 
 
 class WriteJob(Protocol):
@@ -353,6 +357,9 @@ class JournalWriter:
         self.on_queued: Callable[[set[str]], None] | None = None
         #: Destinations whose rows need no per-person sequencing (batch files carry a period at once).
         self.unordered_destinations: frozenset[str] = frozenset()
+        #: Called on the reactor after a commit in which the person index linked persons, so the
+        #: links are announced to the plugins (:mod:`gateway.core.identity_updates`).
+        self.on_linked: Callable[[], None] | None = None
         self._last_failure: tuple[float, str] | None = None
 
     def start(self) -> None:
@@ -454,7 +461,8 @@ class JournalWriter:
             job.record_commit(result)
         queued = {item.destination for job, result in zip(jobs, results) if isinstance(result, Committed)
                   for item in job.decision.outbox} if self.on_queued is not None else set()
-        self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued)
+        linked = self.on_linked if any(isinstance(r, Committed) and r.links for r in results) else None
+        self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued, linked)
 
 
 def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
@@ -473,8 +481,13 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
     always a new row, and its answer, when final, is the one the message's resends get from
     then on. Its outbox rows have the first attempt's idempotency keys, so what was queued
     already is not queued again.
+
+    The persons of the accepted decisions are resolved in the person index first, in journal
+    order (:func:`gateway.rules.person_index.resolve_persons`), and their outbox rows ordered by
+    the person's id: rows already queued keep the key they were queued with.
     """
     originals = _find_originals(conn, decisions)
+    links: dict[int, int] = {}
     rows: list[list] = []
     plan: list[tuple[str, int, tuple]] = []  # ("row", index in rows) | ("old", journal id)
     repeats: dict[int, int] = {}
@@ -527,7 +540,15 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         first_id = cursor.lastrowid - len(rows) + 1
         accepted = [(first_id + ref, decision) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
                     if where == "row" and code == ACCEPT]
-        queued = [(message_id, item) for message_id, decision in accepted for item in decision.outbox]
+        resolved = _resolved_persons(conn, accepted, now)
+        queued = []
+        for message_id, decision in accepted:
+            outbox, found = decision.outbox, resolved.get(message_id)
+            if found is not None:
+                links[message_id] = found.links
+                if found.keys:
+                    outbox = [replace(i, ordering_key=found.keys.get(i.ordering_key, i.ordering_key)) for i in outbox]
+            queued += [(message_id, item) for item in outbox]
         if queued:
             insert_outbox_rows(conn, queued, now, unordered)
         not_routed = [(message_id, n.destination, n.reason, n.text[:2000], now)
@@ -536,8 +557,33 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
             conn.executemany(_INSERT_NOT_ROUTED, not_routed)
     if repeats:
         conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
-    return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate)
+    return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate,
+                      links.get(first_id + ref, 0) if where == "row" else 0)
             for where, ref, (code, issues, duplicate) in plan]
+
+
+def _resolved_persons(conn: sqlite3.Connection, accepted: list, now: float) -> dict[int, Resolved]:
+    """The accepted decisions' persons resolved in the person index, in journal order, by message
+    id, in one savepoint for the batch: a fault of the index must not cost the commit (and every
+    message in it), so the batch's record sets then keep the ordering keys the pipeline gave them,
+    and the fault is logged."""
+    with_persons = [(message_id, decision) for message_id, decision in accepted if decision.persons]
+    if not with_persons:
+        return {}
+    conn.execute("SAVEPOINT persons")
+    try:
+        found = {message_id: resolve_persons(conn, decision.persons, now) for message_id, decision in with_persons}
+    except Exception as e:
+        if not conn.in_transaction:  # SQLite ended the whole transaction (a full disk): the commit fails
+            raise
+        conn.execute("ROLLBACK TO persons")
+        conn.execute("RELEASE persons")
+        log.error("the person index failed on a commit of {count} messages ({error_type}: {error}); their records "
+                  "are ordered by their own identifiers", count=len(with_persons), error_type=type(e).__name__,
+                  error=mask_text(str(e)))
+        return {}
+    conn.execute("RELEASE persons")
+    return found
 
 
 def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str, str, str], dict[str, tuple]]:
@@ -625,11 +671,13 @@ def _write_probe(conn: sqlite3.Connection, now: float) -> bool:
     return True
 
 
-def _answer_all(jobs: list, tasks: list, task_results: list, on_queued, queued: set[str]) -> None:
+def _answer_all(jobs: list, tasks: list, task_results: list, on_queued, queued: set[str], on_linked=None) -> None:
     for job in jobs:
         job.answer()
     if on_queued:
         on_queued(queued)
+    if on_linked:
+        on_linked()
     for task, result in zip(tasks, task_results):
         if isinstance(result, _TaskFailed):
             task.deferred.errback(result.error)

@@ -7,8 +7,9 @@ to map once an official IG exists. ICD-10, LOINC (codes shaped ``nnnn-n``), v3 A
 HL7 v2 interpretation table are the international ones.
 
 Resources are written where the record set has data: Patient, Encounter, Condition (main and
-secondary ICD-10), MedicationDispense (XML2 lines), Observation (XML4 / OBX). Immunization is not
-written yet: the canonical model has no immunization record. The bundle's ``id`` and
+secondary ICD-10), MedicationDispense (XML2 lines), Observation (XML4 / OBX), Immunization (VXU
+RXA: a dose's update and delete, RXA-21 U and D, name the dose by the sender's id, ORC-3, and a
+delete is ``entered-in-error``). The bundle's ``id`` and
 ``identifier`` carry the gateway's idempotency key; entry ``fullUrl``s are UUIDs derived from it,
 so a re-render of the same outbox row is byte-identical.
 """
@@ -202,24 +203,46 @@ def _observation(obs: Observation, patient_ref: dict, encounter_ref: dict | None
 #: RXA-20 completion status → FHIR Immunization.status (NA, RE: the dose was not given).
 _IMMUNIZATION_STATUS = {"CP": "completed", "PA": "completed", "RE": "not-done", "NA": "not-done"}
 _VACCINE_SYSTEMS = {"CVX": "http://hl7.org/fhir/sid/cvx"}
+NATIONAL_VACCINE_SYSTEM = "urn:hssk:cs:vaccine"
+DOSE_SYSTEM = "urn:hssk:sid:vaccination"
+REFUSAL_SYSTEM = "urn:oid:2.16.840.1.114222.4.5.274"  # CDC PHIN VS NIP002, substance refusal reason
+MVX = "http://hl7.org/fhir/sid/mvx"
 
 
 def _immunization(dose: Immunization, patient_ref: dict) -> dict:
     system = _VACCINE_SYSTEMS.get(dose.vaccine_system.upper(), f"urn:hssk:sid:vaccine:{dose.vaccine_system or 'local'}")
+    coding = [{"system": system, "code": dose.vaccine_code}]
+    if dose.national_code:
+        coding.append({"system": NATIONAL_VACCINE_SYSTEM, "code": dose.national_code})
+    status = "entered-in-error" if dose.action == "D" else _IMMUNIZATION_STATUS.get(dose.completion, "completed")
     resource: dict = {
         "resourceType": "Immunization",
-        "status": _IMMUNIZATION_STATUS.get(dose.completion, "completed"),
-        "vaccineCode": {"coding": [{"system": system, "code": dose.vaccine_code}],
-                        **({"text": dose.vaccine_name} if dose.vaccine_name else {})},
+        "status": status,
+        "vaccineCode": {"coding": coding, **({"text": dose.vaccine_name} if dose.vaccine_name else {})},
         "patient": patient_ref,
         "occurrenceDateTime": fhir_datetime(dose.administered_at) if dose.administered_at else "unknown",
     }
+    if dose.record_id:
+        resource["identifier"] = [{"system": DOSE_SYSTEM, "value": dose.record_id}]
+    if dose.source:
+        resource["primarySource"] = dose.source == "00"
+    if dose.refusal_reason:
+        resource["statusReason"] = {"coding": [{"system": REFUSAL_SYSTEM, "code": dose.refusal_reason}]}
+    if dose.dose_number:
+        resource["protocolApplied"] = [{"doseNumberString": dose.dose_number}]
+    if dose.funding_source:
+        resource["fundingSource"] = {"coding": [{"code": dose.funding_source}]}
+    if dose.eligibility:
+        resource["programEligibility"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0064",
+                                                       "code": dose.eligibility}]}]
     if dose.lot_number:
         resource["lotNumber"] = dose.lot_number
     if dose.expires_on:
         resource["expirationDate"] = fhir_datetime(dose.expires_on)
-    if dose.manufacturer:
-        resource["manufacturer"] = {"display": dose.manufacturer}
+    if dose.manufacturer or dose.manufacturer_code:
+        resource["manufacturer"] = {k: v for k, v in (
+            ("identifier", {"system": MVX, "value": dose.manufacturer_code} if dose.manufacturer_code else None),
+            ("display", dose.manufacturer)) if v}
     if dose.amount and _NUMBER.fullmatch(dose.amount):
         resource["doseQuantity"] = {"value": float(dose.amount), **({"unit": dose.unit} if dose.unit else {})}
     if dose.route:

@@ -6,10 +6,11 @@ assigning authority means CCCD, which PV1-2 class is which MA_LOAI_KCB, and whic
 unescaping and mapping once for everyone, and read only the segments they map, so a message's
 other segments are never split.
 
-Mapped: PID (3 identifiers, 5 name, 7 birth date, 8 sex, 11 address, 13 phone), NK1 (mother,
-father, guardian), MRG-1 (ADT^A40 prior identifiers), PV1/PV2 (class, MA_LK from PV1-19, times,
-visit reason), DG1 (main and secondary ICD-10), OBR/OBX (results, XML4), and any field a
-profile places on an XML1 tag (cards with their validity from IN1 or a Z-segment, totals).
+Mapped: PID (3 identifiers, 5 name, 7 birth date, 8 sex, 11 address, 13 phone, 24/25 multiple
+birth and birth order), NK1 (mother, father, guardian), MRG-1 (ADT^A40 prior identifiers), PV1/PV2
+(class, MA_LK from PV1-19, times, visit reason), DG1 (main and secondary ICD-10), OBR/OBX
+(results, XML4), and any field a profile places on an XML1 tag (cards with their validity from IN1
+or a Z-segment, totals).
 """
 from __future__ import annotations
 
@@ -210,6 +211,8 @@ def person_from_pid(message: Hl7Message, identifier_types: Mapping[str, str] = D
         phone=_phone(message, message.field("PID", 13)),
         related=_related(message, identifier_types),
         previous_identifiers=previous,
+        multiple_birth=component(message, message.field("PID", 24), 1).upper(),
+        birth_order=component(message, message.field("PID", 25), 1),
     )
 
 

@@ -101,6 +101,13 @@ class Person:
     #: Identifiers this person was known by before a merge (HL7 ADT^A40 MRG-1) or a re-issue:
     #: a receiver links or retires them. XML 130 has no place for them.
     previous_identifiers: tuple[Identifier, ...] = ()
+    multiple_birth: str = ""  # PID-24: Y one of twins (or more), N a single birth
+    birth_order: str = ""  # PID-25: 1, 2 … among the children of one birth
+    #: Why this person is known only provisionally (``newborn``: a child registered under the
+    #: mother's name, "CON BÀ …"): the person index keeps it apart, under the mother, until a
+    #: record names the child on its own (:mod:`gateway.rules.person_index`). Empty for a person
+    #: named by the record itself.
+    provisional: str = ""
 
     def identifier(self, system: str) -> str:
         return next((i.value for i in self.identifiers if i.system == system), "")
@@ -183,6 +190,15 @@ class Immunization:
     completion: str = ""  # RXA-20: CP complete, PA partial, RE refused, NA not given
     route: str = ""  # RXR-1.1
     site: str = ""  # RXR-2.1
+    dose_number: str = ""  # OBX 30973-2 under the RXA (the dose in its series)
+    action: str = ""  # RXA-21: A add, U update, D delete the dose ``record_id`` names
+    record_id: str = ""  # ORC-3 filler order number: the dose's id at the sender, kept across U and D
+    source: str = ""  # RXA-9.1: 00 given here (new record), 01 historical (given elsewhere, reported)
+    refusal_reason: str = ""  # RXA-18.1 (HL7 table NIP002, e.g. 03 parental decision)
+    national_code: str = ""  # the national vaccine list's code for RXA-5 (a plugin's code table)
+    manufacturer_code: str = ""  # RXA-17.1, MVX
+    eligibility: str = ""  # OBX 64994-7: programme eligibility (HL7 table 0064)
+    funding_source: str = ""  # OBX 30963-3: vaccine funding source
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ FIELDS: Mapping[type, Mapping[str, str]] = {cls: _by_field(steps) for cls, steps
                 RECORDS: "person encounter observations immunizations diagnosis claim medications services notes "
                          "referral appointment check_in other_tables"},
     Person: {RECORDS: "identifiers address related previous_identifiers", TIME: "birth_date",
-             IDENTITY: "family middle given phone nationality ethnicity occupation", CODE: "sex blood_group"},
+             IDENTITY: "family middle given phone nationality ethnicity occupation",
+             CODE: "sex blood_group multiple_birth birth_order provisional"},
     Identifier: {CODE: "system assigner registered_facility", IDENTITY: "value", TIME: "valid_from valid_to"},
     Address: {IDENTITY: "text province district commune"},
     RelatedPerson: {CODE: "relationship", IDENTITY: "family middle given phone", RECORDS: "identifiers"},
@@ -190,8 +191,9 @@ FIELDS: Mapping[type, Mapping[str, str]] = {cls: _by_field(steps) for cls, steps
                   IDENTITY: "reader"},
     ClinicalNote: {TEXT: "progress stage consultation surgery reserve", UNMAPPED: "extra", CODE: "ma_lk stt",
                    TIME: "recorded_at", IDENTITY: "author"},
-    Immunization: {TEXT: "vaccine_name", UNLISTED: "vaccine_code",
-                   CODE: "vaccine_system unit lot_number manufacturer facility completion route site",
+    Immunization: {TEXT: "vaccine_name", UNLISTED: "vaccine_code national_code",
+                   CODE: "vaccine_system unit lot_number manufacturer facility completion route site dose_number "
+                         "action record_id source refusal_reason manufacturer_code eligibility funding_source",
                    AMOUNT: "amount", TIME: "administered_at expires_on"},
     Referral: {TEXT: "clinical_signs history results_summary treatment_given services_used drugs_used "
                      "treatment_method treatment_direction transport reserve",

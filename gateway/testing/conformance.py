@@ -32,7 +32,8 @@ checks one promise:
   and decided by another gateway, has the same outbox keys and nothing is queued twice;
 - the privacy policy holds for its records: each sample with HIV (B20) and drug-use (F11.2)
   diagnoses added (a DG1 for HL7, MA_BENH_KT for XML 130) has them in the journal and in no
-  payload a ``filtered`` destination receives.
+  payload a ``filtered`` destination receives. A message kind without DG1 of its own (a VXU)
+  gets them too when it is named in :attr:`PluginConformance.diagnoses_added_to`.
 
 A sample is read as it is sent (:func:`gateway.testing.samples.read_sample`); a variant gets a
 control id of its own, so the gateway never takes it for a resend of the original.
@@ -137,6 +138,9 @@ class PluginConformance:
     settings: ClassVar[Mapping[str, Any]] = {}
     #: One destination per format; add the formats your plugin renders itself.
     formats: ClassVar[Sequence[str]] = ("json", "fhir", "xml130")
+    #: Message codes (MSH-9.1, ``VXU``) whose samples have no DG1 of their own but whose plugin maps
+    #: a DG1 a sender adds: the privacy check appends its HIV and drug-use DG1 to those samples.
+    diagnoses_added_to: ClassVar[frozenset[str]] = frozenset()
     #: An MSH-3 and a facility code no plugin under test may claim.
     unclaimed_sending_application: ClassVar[str] = "HSSK_CONFORMANCE_NOBODY"
     unclaimed_facility: ClassVar[str] = "96999"
@@ -422,7 +426,7 @@ class PluginConformance:
         """The sample with B20 and F11.2 among its diagnoses, or None when it has none to add to."""
         if sample.hl7:
             count = len(sample.message.segments("DG1"))
-            if not count:
+            if not count and sample.message.message_code not in self.diagnoses_added_to:
                 return None
             raw = with_segment_after(sample.raw, "DG1", HIV_DG1.format(n=count + 1))
             raw = with_segment_after(raw, "DG1", DRUG_DG1.format(n=count + 2))

@@ -7,6 +7,7 @@ The plugin is ``tests/hooks/person_links.py`` (a person merge, ``ADT^A40``); the
 a real HTTP server on 127.0.0.1. Nothing under ``gateway/`` knows the plugin."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -118,6 +119,22 @@ async def test_events_are_routed_by_kind_and_plugin_like_messages(tmp_path, stor
 
     assert queued.ack_code == "AA"
     assert [r["destination"] for r in outbox(gw)] == ["mpi"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_naming_its_destinations_goes_to_exactly_those_whatever_their_routes(tmp_path):
+    destinations = {"labs": {"kind": "file", "directory": "labs", "message_types": ["ORU^*"]},
+                    "mpi": {"kind": "file", "directory": "mpi", "plugins": ["person_links"]},
+                    "his": {"kind": "file", "directory": "his", "plugins": ["test_his"]}}
+    gw = await start_gateway(tmp_path / "data", plugins=[TestPlugin(), person_links], destinations=destinations)
+    event = dataclasses.replace(person_links.merge_event("CCCD", RETIRED, SURVIVING), destinations=("labs", "gone"))
+    try:
+        queued = await person_links.JOURNAL.queue_event(event)
+    finally:
+        await gw.stop()
+
+    assert queued.ack_code == "AA"
+    assert [r["destination"] for r in outbox(gw)] == ["labs"]
 
 
 class MpiRenderer:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from typing import BinaryIO
 
 from gateway.plugin import (
     ContentError,
@@ -27,6 +25,7 @@ from gateway.plugin import (
     Reading,
     RecordSet,
     Source,
+    csv_records,
     hookimpl,
 )
 
@@ -35,16 +34,6 @@ hssk_contract = "1.0"
 NAME = "population_csv"
 KIND = "POPULATION"
 REQUIRED = ("MA_CSKCB", "SO_CCCD", "HO_TEN", "NGAY_SINH")
-
-
-def rows_with_header(stream: BinaryIO) -> Iterator[bytes]:
-    """Each data row of the file, as the header line plus that row's line, ``\\n`` ends. Bytes are
-    not decoded here: a row that is not UTF-8 is that record's error, journaled, not the file's."""
-    lines = (line.rstrip(b"\r\n") for line in stream)
-    header = next(lines, b"").removeprefix(b"\xef\xbb\xbf")
-    for line in lines:
-        if line.strip():
-            yield header + b"\n" + line + b"\n"
 
 
 def read_row(envelope, request) -> Reading:
@@ -84,7 +73,7 @@ def hssk_sources():
     return [Source(NAME, read=read_row, identify=lambda hook, reading, envelope: ADAPTER, noun="row",
                    location="ROW", message_types=frozenset({KIND}), media_types=("text/csv",),
                    route=b"population", title="CSV", description="a population list row (a header line and "
-                                                                  "one row)", split=rows_with_header)]
+                                                                  "one row)", split=csv_records)]
 
 
 @hookimpl

@@ -46,7 +46,7 @@ def test_viettel_sending_applications_are_claimed(hook, sending_app):
 def test_unknown_sending_application_is_not_claimed(hook, make):
     adapter, _ = identify(hook, make())
 
-    assert adapter is None
+    assert adapter is None or adapter.name != "viettel_his"  # the NIIS VXU is the immunization plugin's
 
 
 def test_test_senders_are_not_claimed_without_the_bundled_config():
