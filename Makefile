@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench clean promtool
+.PHONY: run test bench clean tools
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,19 +15,25 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(BIN)/hssk-gateway serve --config config/gateway.toml
 
-test: $(STAMP) promtool
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
-# promtool unit-tests the alert rules (tests/test_alert_rules.py). When it is missing and this is
-# root on Debian, it comes from Debian's prometheus package; otherwise those tests skip, or fail
-# under CI=true. Quiet, and nothing at all once promtool is there.
-promtool:
-	@command -v promtool >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || { \
-	  echo "installing promtool: apt-get install prometheus"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  install="apt-get install -y -qq -o DPkg::Lock::Timeout=120 --no-install-recommends prometheus"; \
-	  $$install >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && $$install >/dev/null 2>&1; } || \
-	  echo "could not install prometheus (promtool); the alert rules' promtool tests will skip"; }
+# Programs the tests start for real, as `command:debian-package` pairs: promtool (the alert rules,
+# tests/test_alert_rules.py). When one is missing and this is root on Debian, its package is
+# installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
+# once every command is there. Add a pair here when a test needs another real program.
+TOOLS := promtool:prometheus
+
+tools:
+	@for pair in $(TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || { \
+	    echo "installing $$cmd: apt-get install $$pkg"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    install="apt-get install -y -qq -o DPkg::Lock::Timeout=120 --no-install-recommends $$pkg"; \
+	    $$install >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && $$install >/dev/null 2>&1; } || \
+	    echo "could not install $$pkg ($$cmd); the tests that need it will skip, or fail under CI=true"; }; \
+	done
 
 # The benchmark's load generator, built from the copy of its source in bench/.
 bench/out/mllp-load: bench/mllp-load.c

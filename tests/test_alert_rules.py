@@ -3,16 +3,14 @@ running gateway exports, every annotation names only labels its alert's series c
 fires for the first event of a series (``promtool test rules`` runs hssk-gateway-rules.test.yml),
 and ``promtool check rules`` accepts the file. Without promtool those two skip, except under
 ``CI=true``, where they fail (``make test`` installs it when it can)."""
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 import yaml
 
+from gateway.testing import require_program
 from tests.promql import (
     SCRAPE_LABELS,
     declared_labels,
@@ -81,15 +79,7 @@ def test_every_increase_of_a_labelled_counter_also_counts_its_series_first_value
 
 
 def promtool() -> str:
-    """promtool's path. Missing, the test skips on a workstation but fails under ``CI=true``, where a
-    skipped check would look like a passed one."""
-    path = shutil.which("promtool")
-    if path is None:
-        why = "promtool is not installed (Debian's prometheus package; `make test` installs it as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}, and CI=true needs it")
-        pytest.skip(why)
-    return path
+    return require_program("promtool", "prometheus")
 
 
 def test_promtool_accepts_the_rules():

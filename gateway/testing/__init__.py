@@ -40,6 +40,7 @@ from gateway.testing.gateway import (
     installed_plugin_names,
 )
 from gateway.testing.logs import LogCapture
+from gateway.testing.programs import require_program
 from gateway.testing.recording import Delivery, RecordingDestination, recording_settings
 from gateway.testing.samples import (
     edit_xml130,
@@ -52,6 +53,6 @@ from gateway.testing.samples import (
 
 __all__ = [
     "Ack", "Delivery", "ErrorSegment", "GatewayUnderTest", "HttpAnswer", "HttpClient", "LogCapture", "MllpConnection",
-    "RecordingDestination", "edit_xml130", "installed_plugin_names", "read_sample", "recording_settings",
+    "RecordingDestination", "edit_xml130", "installed_plugin_names", "read_sample", "recording_settings", "require_program",
     "with_msh_field", "with_segment_after", "without_segments", "xml130_tables",
 ]
