@@ -59,6 +59,7 @@ from gateway.model.records import (
     ClaimTotals,
     ClinicalNote,
     Diagnosis,
+    DischargeLetter,
     Encounter,
     Extra,
     Identifier,
@@ -89,4 +90,6 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
+    # issue 17: XML7, whose MA_ME / MA_CHA / MA_THE_TAM name a newborn on its own
+    "DischargeLetter",
 ]

@@ -143,8 +143,9 @@ def check_linkage(records: RecordSet) -> list[Issue]:
     issues = []
     linked = [(table, n, line.ma_lk) for table, attribute in _LINK_TABLES
               for n, line in enumerate(getattr(records, attribute), 1)]
-    linked += [(table, 1, letter.ma_lk) for table, letter in (("XML13", records.referral),
-                                                               ("XML14", records.appointment)) if letter is not None]
+    linked += [(table, 1, letter.ma_lk) for table, letter in (
+        ("XML7", records.discharge_letter), ("XML13", records.referral), ("XML14", records.appointment))
+        if letter is not None]
     for table, n, value in linked:
         where = f"{table} line {n}" if table in ("XML2", "XML3", "XML4", "XML5") else table
         if not value:
