@@ -58,6 +58,7 @@ from gateway.model.records import (
     CheckIn,
     ClaimTotals,
     Diagnosis,
+    DischargeLetter,
     Encounter,
     Identifier,
     Person,
@@ -242,7 +243,8 @@ class _Reader:
                 extra.append((tag, text))
         return self.build(spec.record_class, spec.fields, values, spec.kind, f"{spec.kind}^1", extra=tuple(extra))
 
-    def discharge_letter(self, root: etree._Element, base: Mapping[str, str]):
+    def discharge_letter(self, root: etree._Element,
+                         base: Mapping[str, str]) -> tuple[DischargeLetter, tuple[RelatedPerson, ...]]:
         """XML7: the letter, and the patient's mother and father it names (MA_ME / HO_TEN_ME,
         MA_CHA / HO_TEN_CHA), which belong to the person, not the letter."""
         parent_tags = {tag for _, code, name in XML7_PARENTS for tag in (code, name)}

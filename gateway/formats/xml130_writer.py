@@ -125,11 +125,11 @@ def xml1_values(records: RecordSet, decimals: Mapping[str, int] = DEFAULT_DECIMA
 
 def _parent_values(person: Person | None) -> dict[str, str]:
     """XML7 MA_ME / HO_TEN_ME and MA_CHA / HO_TEN_CHA from the person's mother and father."""
-    values = {}
+    values: dict[str, str] = {}
     for relationship, code, name in XML7_PARENTS:
         parent = next((r for r in person.related if r.relationship == relationship), None) if person else None
         if parent is not None:
-            by_system = {}
+            by_system: dict[str, str] = {}
             for identifier in parent.identifiers:
                 by_system.setdefault(identifier.system, identifier.value)
             values[code] = next((by_system[s] for s in _HEALTH_ID_SYSTEMS if s in by_system), "")
