@@ -156,6 +156,34 @@ def check_linkage(records: RecordSet) -> list[Issue]:
     return issues
 
 
+#: XML7's parent codes, by the relationship the reader gave them.
+_PARENT_CODES = (("mother", "MA_ME"), ("father", "MA_CHA"))
+
+
+def _discharge_letter_issues(records: RecordSet, rules: ValidationRules) -> list[Issue]:
+    """XML7 MA_ME, MA_CHA and MA_THE_TAM name the child's parents and the child's own card, which
+    the person index links a newborn by: a personal id or card must be well formed (E), and a code
+    of no known shape is named (W), since no parent can be found by it."""
+    letter, person = records.discharge_letter, records.person
+    if letter is None or person is None:
+        return []
+    issues = check_bhyt_card(letter.temporary_card, field="XML7 MA_THE_TAM", location="XML7^1^MA_THE_TAM",
+                             rules=rules.identity)
+    for relationship, tag in _PARENT_CODES:
+        parent = next((r for r in person.related if r.relationship == relationship), None)
+        for identifier in parent.identifiers if parent else ():
+            field, location = f"XML7 {tag}", f"XML7^1^{tag}"
+            if identifier.system == "CCCD":
+                issues += check_cccd(identifier.value, field=field, location=location, rules=rules.identity)
+            elif identifier.system == "BHYT":
+                issues += check_bhyt_card(identifier.value, field=field, location=location, rules=rules.identity)
+            elif identifier.system != "BHXH":
+                issues.append(Issue(102, f"{field}: {mask_identifier(identifier.value)} is neither a 10-digit BHXH "
+                                         "number nor a 12-digit personal id; the parent cannot be found by it",
+                                    location, "W"))
+    return issues
+
+
 def _xml1_required(records: RecordSet, rules: ValidationRules) -> list[Issue]:
     person, encounter = records.person, records.encounter
     present = {
@@ -279,6 +307,7 @@ def claim_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> 
     issues += _encounter_issues(records, rules)
     issues += _line_issues(records)
     issues += check_linkage(records)
+    issues += _discharge_letter_issues(records, rules)
     return tuple(issues)
 
 

@@ -12,7 +12,7 @@ from gateway.formats.xml130 import read_xml130, write_xml130
 from gateway.formats.xml130_tables import XML7_ORDER
 from gateway.model.records import Identifier, RelatedPerson
 from gateway.rules.privacy import PrivacyPolicy
-from gateway.rules.validation import check_linkage
+from gateway.rules.validation import check_linkage, validate_record_set
 from tests.formats.support import INPATIENT_4750, edit_table, inner_tables, sample
 
 MA_LK = "79025.2024070100123"
@@ -118,3 +118,15 @@ def test_privacy_empties_the_letters_prose_that_names_hiv_and_keeps_the_parents(
 
     assert dict(filtered.discharge_letter.extra)["GHI_CHU"] == "" and removed != ()
     assert filtered.person.related == records.person.related
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"MA_ME": "079190001234", "MA_CHA": "7912345002", "MA_THE_TAM": "TE1797931234567"}, []),
+    ({"MA_ME": "999190001234"}, [("XML7^1^MA_ME", "E")]),
+    ({"MA_CHA": "ME-0001"}, [("XML7^1^MA_CHA", "W")]),
+    ({"MA_THE_TAM": "TE17979312345"}, [("XML7^1^MA_THE_TAM", "E")]),
+], ids=["well_formed", "personal_id_of_no_province", "code_of_no_known_shape", "card_too_short"])
+def test_the_letters_parent_codes_and_temporary_card_are_checked_where_they_are(fields, expected):
+    issues = validate_record_set(read_with_xml7(**fields))
+
+    assert [(i.location, i.severity) for i in issues if i.location.startswith("XML7")] == expected
