@@ -38,8 +38,13 @@ def parse_path(text: str) -> FieldPath:
 
 
 def text(message: Hl7Message, value: str) -> str:
-    """One component's text: escapes decoded, NFC, surrounding blanks dropped."""
-    return unicodedata.normalize("NFC", message.unescape(value)).strip() if value else ""
+    """One component's text: escapes decoded, NFC, surrounding blanks dropped. Most components
+    are plain ASCII (codes, dates, numbers), which neither step changes, so they skip both."""
+    if not value:
+        return ""
+    if value.isascii() and message.encoding_characters[2] not in value:
+        return value.strip()
+    return unicodedata.normalize("NFC", message.unescape(value)).strip()
 
 
 def component(message: Hl7Message, value: str, n: int) -> str:
