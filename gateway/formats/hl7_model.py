@@ -428,7 +428,8 @@ def _with_cards(person: Person, placed: Mapping[str, tuple[FieldPath, list[str]]
                 read_from.append((number, tag, location))
         if number_location:
             read_from.append((number, "MA_THE_BHYT", number_location))
-        card = dataclasses.replace(card, **changes)
+        if changes:
+            card = dataclasses.replace(card, **changes)
         if at is None:
             identifiers.append(card)
         else:
