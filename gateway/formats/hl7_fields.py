@@ -78,8 +78,4 @@ def hl7_time(value: str, length: int = 12) -> str:
 def segments_in_order(message: Hl7Message, names: frozenset[str]) -> list[tuple[str, list[str]]]:
     """``(name, fields)`` of the named segments in message order, for groups (OBR then its OBX)
     that :meth:`Hl7Message.segments` keeps apart."""
-    found = []
-    for line in message.text.split("\r"):
-        if line[:3] in names:
-            found.append((line[:3], line.split(message.field_separator)))
-    return found
+    return [(fields[0], fields) for fields in message.all_segments() if fields[0] in names]

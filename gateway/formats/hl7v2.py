@@ -160,16 +160,28 @@ class Hl7Message:
             self._digest = content_digest(self.text, self.field_separator)
         return self._digest
 
+    def _split(self) -> dict[str, list[list[str]]]:
+        """Split every segment into fields, once per message; every reader shares the result."""
+        index: dict[str, list[list[str]]] = {}
+        ordered = []
+        for line in self.text.split("\r"):
+            if line:
+                fields = line.split(self.field_separator)
+                index.setdefault(fields[0], []).append(fields)
+                ordered.append(fields)
+        index[""] = ordered
+        self._index = index
+        return index
+
     def segments(self, name: str) -> list[list[str]]:
         """Every ``name`` segment split into fields, so that ``seg[3]`` is PID-3 (for MSH, ``seg[n]`` is MSH-(n+1))."""
-        if self._index is None:
-            index: dict[str, list[list[str]]] = {}
-            for line in self.text.split("\r"):
-                if line:
-                    fields = line.split(self.field_separator)
-                    index.setdefault(fields[0], []).append(fields)
-            self._index = index
-        return self._index.get(name, [])
+        return (self._index or self._split()).get(name, []) if name else []
+
+    def all_segments(self) -> list[list[str]]:
+        """Every segment in message order, split into fields (``seg[0]`` is its name): for groups,
+        such as an OBR and the OBX that follow it, which :meth:`segments` keeps apart. The same
+        lists :meth:`segments` returns, split once."""
+        return (self._index or self._split())[""]
 
     def field(self, segment: str, n: int, occurrence: int = 0) -> str:
         """Field ``n`` of the ``occurrence``-th ``segment``, or "" when absent."""
