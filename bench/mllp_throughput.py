@@ -89,9 +89,11 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def run_load(port: int, conns: int, duration: float, label: str, use_taskset: bool,
-             server_pid: int, raw: Path, message: Path = MESSAGE) -> dict:
+             server_pid: int, raw: Path, message: Path = MESSAGE, extra: tuple[str, ...] = ()) -> dict:
+    """One mllp-load run; ``extra`` are more mllp-load options (``--rate``, ``--id-prefix``)."""
     cmd = pinned([str(LOAD), "--host", HOST, "--port", str(port), "--file", str(message),
-                  "--conns", str(conns), "--duration", f"{duration:g}", "--label", label], LOAD_CPU, use_taskset)
+                  "--conns", str(conns), "--duration", f"{duration:g}", "--label", label, *extra], LOAD_CPU,
+                 use_taskset)
     cpu0 = cpu_seconds(server_pid)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     cpu1 = cpu_seconds(server_pid)

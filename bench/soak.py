@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mllp_throughput import (HOST, LOAD, LOAD_CPU, MESSAGE, OUT, REPO, SERVER_CPU, VENV_BIN,  # noqa: E402
-                             build_load, check, free_port, log, pause_destinations, pinned, stop, wait_for_port)
+from mllp_throughput import (HOST, MESSAGE, OUT, REPO, SERVER_CPU, VENV_BIN, build_load, check,  # noqa: E402
+                             free_port, log, pause_destinations, pinned, run_load, stop, wait_for_port)
 
 
 def resident_kib(pid: int) -> int:
@@ -54,20 +54,11 @@ def resident_kib(pid: int) -> int:
 
 
 def load_run(port: int, conns: int, duration: float, rate: float, label: str, use_taskset: bool, message: Path,
-             raw: Path) -> dict:
-    cmd = [str(LOAD), "--host", HOST, "--port", str(port), "--file", str(message), "--conns", str(conns),
-           "--duration", f"{duration:g}", "--label", label, "--id-prefix", label.replace("-", "")[:10]]
-    if rate:
-        cmd += ["--rate", f"{rate:g}"]
-    done = subprocess.run(pinned(cmd, LOAD_CPU, use_taskset), capture_output=True, text=True, timeout=duration + 120)
-    line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    try:
-        result = json.loads(line)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"mllp-load ({label}) exited {done.returncode} without a JSON result:\n{done.stderr}")
-    with raw.open("a") as f:
-        f.write(line + "\n")
-    return result
+             raw: Path, server_pid: int) -> dict:
+    """One window (or the probe): mllp-load at ``rate`` (0: as fast as answered), its own id prefix
+    so no window's control ids repeat another's."""
+    extra = ("--id-prefix", label.replace("-", "")[:10]) + (("--rate", f"{rate:g}") if rate else ())
+    return run_load(port, conns, duration, label, use_taskset, server_pid, raw, message, extra)
 
 
 def verdict(windows: list[dict], max_rss_growth: float, max_p99_drift: float) -> dict:
@@ -135,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"gateway: pid {proc.pid} on {HOST}:{port}, data dir {data_dir}; raw results: {raw}")
         rate, probe = args.rate, None
         if not rate:
-            probe = load_run(port, args.conns, args.probe, 0, "soak-probe", use_taskset, args.file, raw)
+            probe = load_run(port, args.conns, args.probe, 0, "soak-probe", use_taskset, args.file, raw, proc.pid)
             rate = round(probe["msgs_per_s"] * args.share, 1)
             log(f"probe: {probe['msgs_per_s']:.0f} msgs/s at {args.conns} connections, p99 "
                 f"{probe['latency_ms']['p99']:.2f} ms; soaking at {rate:g} msgs/s")
@@ -143,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         n = 0
         while time.monotonic() - started + args.window <= args.duration + 1:
             n += 1
-            r = load_run(port, args.conns, args.window, rate, f"soak-w{n}", use_taskset, args.file, raw)
+            r = load_run(port, args.conns, args.window, rate, f"soak-w{n}", use_taskset, args.file, raw, proc.pid)
             if proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited with {proc.returncode}; see {logfile}")
             window = {"window": n, "at_s": round(time.monotonic() - started), "msgs_per_s": r["msgs_per_s"],
