@@ -22,7 +22,7 @@ test: $(STAMP) tools
 # tests/test_alert_rules.py). When one is missing and this is root on Debian, its package is
 # installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
 # once every command is there. Add a pair here when a test needs another real program.
-TOOLS := promtool:prometheus
+TOOLS := promtool:prometheus xmlsec1:xmlsec1
 
 tools:
 	@for pair in $(TOOLS); do \
