@@ -1,4 +1,4 @@
-"""Everything a plugin uses, from one import: the public plugin surface, contract version 1.0.
+"""Everything a plugin uses, from one import: the public plugin surface (contract 1.2).
 
 A plugin imports from here and nowhere else in ``gateway``: the modules behind these names may
 move between gateway releases, these names stay for as long as the contract's major version does.
@@ -89,4 +89,5 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
+    # contract 1.2, issue 18: DeliveryResult.detail (what the remote answered, kept on the row: BHXH's maGiaoDich)
 ]
