@@ -17,6 +17,7 @@ from io import BytesIO
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web.client import (Agent, FileBodyProducer, HTTPConnectionPool, RequestTransmissionFailed, ResponseDone,
                                 ResponseFailed, ResponseNeverReceived)
 from twisted.web.http import PotentialDataLoss
@@ -98,6 +99,8 @@ class PortalClient:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._agent = Agent(reactor, connectTimeout=connect_timeout, pool=self._pool)
         self._token: _Token | None = None
+        #: Deliveries waiting for the login in progress: one login serves every row in flight.
+        self._waiting: list[Deferred] = []
         self.logins = 0
 
     @inlineCallbacks
@@ -134,13 +137,29 @@ class PortalClient:
         self._token = token
         return None
 
+    def _shared_login(self) -> Deferred:
+        """The login in progress, or a new one: rows that find no token at once share one login."""
+        waiting: Deferred = Deferred()
+        self._waiting.append(waiting)
+        if len(self._waiting) == 1:
+            self.login().addBoth(self._logged_in)
+        return waiting
+
+    def _logged_in(self, result) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
     @inlineCallbacks
     def send(self, kind: str, ma_cskcb: str, file_base64: str):
         """Send one file (check-in or claim) and return the :class:`PortalAnswer`; logs in first
         when there is no token yet, and once more when the portal answers 401."""
         for _ in range(2):
             if self._token is None:
-                refused = yield self.login()
+                refused = yield self._shared_login()
                 if refused is not None:
                     return refused
             token = self._token

@@ -85,7 +85,13 @@ def hssk_formats():
 
 
 @pytest.fixture
-def hssk_settings(portal, certificate, monkeypatch):
+def bhxh_settings() -> dict:
+    """A test's own keys of the bhxh destination (parametrize it by name)."""
+    return {}
+
+
+@pytest.fixture
+def hssk_settings(portal, certificate, monkeypatch, bhxh_settings):
     monkeypatch.setenv("HSSK_TEST_BHXH_PASSWORD", PASSWORD)
     monkeypatch.setenv("HSSK_TEST_BHXH_P12_PASSWORD", P12_PASSWORD)
     prefix = "destinations.bhxh."
@@ -95,4 +101,4 @@ def hssk_settings(portal, certificate, monkeypatch):
                 "password_env": "HSSK_TEST_BHXH_PASSWORD", "ma_cskcb": FACILITY, "ma_tinh": "92",
                 "pkcs12_file": str(certificate.pkcs12), "pkcs12_password_env": "HSSK_TEST_BHXH_P12_PASSWORD",
                 "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, "response_timeout_seconds": 5.0,
-            }.items()}}
+                **bhxh_settings}.items()}}

@@ -8,12 +8,14 @@ from urllib.parse import urlencode
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from gateway.testing.gateway import read_body
 from plugins.bhxh.portal import password_hash
+from plugins.bhxh.portal_client import PortalClient
 from plugins.bhxh.tests.conftest import ACCOUNT, PASSWORD
 
 CLAIM = b'<GIAMDINHHS><THONGTINDONVI><MACSKCB>92001</MACSKCB></THONGTINDONVI><CHUKYDONVI/></GIAMDINHHS>'
@@ -97,3 +99,15 @@ async def test_another_module_mounts_its_part_of_the_portal_on_the_same_server(p
     status, answer = await post(portal, "api/egw/KQNhanLichSuKCB2024", {})
 
     assert (status, answer) == (200, {"maKetQua": "000"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_in_flight_without_a_token_share_one_login(portal):
+    client = PortalClient(portal.url, ACCOUNT, PASSWORD, "92", "4750", reactor, reactor, 5.0, 5.0)
+    check_in = base64.b64encode(b"<CHI_TIEU_TRANG_THAI_KCB><CHUKYDONVI/></CHI_TIEU_TRANG_THAI_KCB>").decode()
+    try:
+        answers = await gatherResults([client.send("checkin", "92001", check_in) for _ in range(3)])
+    finally:
+        await client.close()
+
+    assert ([a.code for a in answers], portal.logins) == (["200"] * 3, 1)

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from gateway.testing import read_sample
+from gateway.testing import edit_xml130, read_sample
 from plugins.bhxh.signing import signature_problem
+from plugins.bhxh.testing import Fault
 from plugins.bhxh.tests.conftest import ACCOUNT, FACILITY, SAMPLE
 
 FINISHED = ("delivered", "dead")
@@ -99,3 +101,38 @@ async def test_a_token_that_expires_in_the_middle_of_a_run_costs_one_login_and_n
     assert portal.logins == 2
     assert ("checkin", "401") in portal.answers
     assert len(portal.accepted) == 4
+
+
+@pytest.mark.parametrize("bhxh_settings", [{"response_timeout_seconds": 0.3}])
+@pytest_twisted.ensureDeferred
+async def test_a_portal_slower_than_the_response_timeout_is_retried(hssk_gateway, hssk_http, portal):
+    portal.script(Fault("claim", delay_seconds=1.0))
+
+    row = await submitted(hssk_gateway, hssk_http)
+
+    assert (row["state"], row["attempts"]) == ("delivered", 2)
+    # The portal took the first claim and answered too late: delivery is at least once.
+    assert [a.kind for a in portal.accepted] == ["checkin", "claim", "claim"]
+
+
+@pytest.mark.parametrize("bhxh_settings", [{"ma_cskcb": "92002"}])
+@pytest_twisted.ensureDeferred
+async def test_another_facilitys_claim_is_not_routed_to_this_facilitys_account(hssk_gateway, hssk_http, portal):
+    answer = await hssk_http.post_xml130(read_sample(SAMPLE))
+
+    assert answer.status == 200
+    [not_routed] = hssk_gateway.not_routed(message_id=answer.json()["message_id"])
+    assert (not_routed["destination"], not_routed["reason"]) == ("bhxh", "other_facility")
+    assert portal.answers == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_emergency_is_submitted_without_a_check_in(hssk_gateway, hssk_http, portal):
+    emergency = edit_xml130(read_sample(SAMPLE), lambda xml: xml.replace(
+        b"<MA_DOITUONG_KCB>1.1</MA_DOITUONG_KCB>", b"<MA_DOITUONG_KCB>2</MA_DOITUONG_KCB>"))
+
+    row = await submitted(hssk_gateway, hssk_http, emergency)
+
+    assert row["state"] == "delivered"
+    assert [a.kind for a in portal.accepted] == ["claim"]
+
