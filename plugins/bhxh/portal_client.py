@@ -17,6 +17,7 @@ from io import BytesIO
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (Agent, FileBodyProducer, HTTPConnectionPool, RequestTransmissionFailed, ResponseDone,
                                 ResponseFailed, ResponseNeverReceived)
@@ -24,6 +25,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from plugins.bhxh.portal import LOAI_HO_SO, TOKEN_PATH, endpoint_path, password_hash
+
+log = Logger(namespace="hssk.bhxh")
 
 #: What "no answer" looks like to twisted.web's client: all worth a retry.
 NO_ANSWER = (ConnectError, ConnectingCancelledError, CancelledError, TimeoutError, ResponseFailed,
@@ -132,7 +135,11 @@ class PortalClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             token = None
         if token is None:
-            return parse_answer(status, body)
+            refused = parse_answer(status, body)
+            log.warn("the BHXH portal refused the login of {username}: {code} {text}", username=self.username,
+                     code=refused.code or f"HTTP {status}", text=refused.message)
+            return refused
+        log.info("logged in to the BHXH portal as {username}", username=self.username)
         self.logins += 1
         self._token = token
         return None
@@ -163,6 +170,8 @@ class PortalClient:
                 if refused is not None:
                     return refused
             token = self._token
+            if token is None:  # another row's 401 dropped the token just taken: that row logs in again
+                return PortalAnswer(401, "401", message="the token was dropped by another row's 401")
             form = {"username": self.username, "loaiHoSo": LOAI_HO_SO[kind], "maTinh": self.ma_tinh,
                     "maCSKCB": ma_cskcb, "fileHSBase64": file_base64}
             status, body = yield self._post(endpoint_path(kind, self.standard), form, {
@@ -170,6 +179,7 @@ class PortalClient:
             answer = parse_answer(status, body)
             if not answer.unauthenticated:
                 return answer
+            log.info("the BHXH portal answered 401 to {username}'s token: logging in again", username=self.username)
             self._token = None
         return answer
 
