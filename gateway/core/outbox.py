@@ -398,7 +398,8 @@ def record_batch_failure(conn: sqlite3.Connection, now: float, row_ids: list[int
 #: What an operator sees of a row. The payload is left out (it holds patient data) unless one
 #: row is asked for with it.
 ROW_COLUMNS = ("id", "message_id", "destination", "state", "attempts", "next_attempt_at", "last_result",
-               "last_error", "last_detail", "created_at", "updated_at", "delivered_at", "content_type", "idempotency_key")
+               "last_error", "last_detail", "created_at", "updated_at", "delivered_at", "content_type",
+               "idempotency_key")
 
 
 def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state: str | None = None,
