@@ -136,3 +136,14 @@ async def test_an_emergency_is_submitted_without_a_check_in(hssk_gateway, hssk_h
     assert row["state"] == "delivered"
     assert [a.kind for a in portal.accepted] == ["claim"]
 
+
+
+@pytest.mark.parametrize("bhxh_settings", [{"limit_bytes": 4096}])
+@pytest_twisted.ensureDeferred
+async def test_a_file_over_the_limit_at_any_hour_is_dead_lettered_without_asking_the_portal(
+        hssk_gateway, hssk_http, portal):
+    row = await submitted(hssk_gateway, hssk_http)
+
+    assert (row["state"], row["attempts"]) == ("dead", 1)
+    assert "over the portal's limit of 4096 bytes at any hour" in row["last_error"]
+    assert portal.answers == []
