@@ -131,23 +131,30 @@ def size_verdict(size: int, now: float, settings: BhxhSettings) -> DeliveryResul
 
 
 def classify(kind: str, answer: PortalAnswer, now: float, detail: dict) -> DeliveryResult:
-    """The outbox's verdict on the portal's answer to one file (see the module's table)."""
+    """The outbox's verdict on the portal's answer to one file (see the module's table). The
+    answer's maKetQua, maGiaoDich and thoiGianTiepNhan join ``detail`` as the row's
+    ``last_detail`` whatever the verdict, so a refused file can be found on the portal too."""
     code = answer.code
     what = "check-in" if kind == CHECK_IN else "claim"
     reason = f"portal answered {what} with {code or f'HTTP {answer.http_status}'}: {answer.message}".strip()
     label = f"bhxh_{code}" if code in KNOWN_CODES else ("bhxh_other" if code else f"{answer.http_status // 100}xx")
+    recorded = {key: value for key, value in {**detail, "maKetQua": code, "maGiaoDich": answer.ma_giao_dich,
+                                               "thoiGianTiepNhan": answer.received_at}.items() if value}
+    text = json.dumps(recorded, separators=(",", ":")) if recorded else ""
+    window_end = peak_window_end(datetime.fromtimestamp(now, timezone.utc))
+    retry_after = None
     if code == "200":
-        return DeliveryResult(DELIVERED, label, detail=json.dumps(detail, separators=(",", ":")))
-    if code == "1001":
-        window_end = peak_window_end(datetime.fromtimestamp(now, timezone.utc))
-        if window_end is not None:
-            return DeliveryResult(RETRY, label, reason, retry_after=window_end.timestamp() - now)
-        return DeliveryResult(DEAD, label, reason)
-    if code in DEAD_CODES:
-        return DeliveryResult(DEAD, label, reason)
-    if code or answer.http_status >= 500 or answer.http_status in (401, 408, 429):
-        return DeliveryResult(RETRY, label, reason)
-    return DeliveryResult(DEAD, label, reason)
+        outcome, reason = DELIVERED, ""
+    elif code == "1001":
+        outcome = RETRY if window_end is not None else DEAD
+        retry_after = window_end.timestamp() - now if window_end is not None else None
+    elif code in DEAD_CODES:
+        outcome = DEAD
+    elif code or answer.http_status >= 500 or answer.http_status in (401, 408, 429):
+        outcome = RETRY
+    else:
+        outcome = DEAD
+    return DeliveryResult(outcome, label, reason, retry_after, text)
 
 
 class BhxhDestination:
@@ -197,7 +204,6 @@ class BhxhDestination:
         if key in self._checked_in:
             detail["checkInMaGiaoDich"] = self._checked_in[key]
         answer = yield self.client.send(kind, self.settings.ma_cskcb, base64.b64encode(signed).decode())
-        detail.update(maKetQua=answer.code, maGiaoDich=answer.ma_giao_dich, thoiGianTiepNhan=answer.received_at)
         return self._finished(key, classify(kind, answer, self._clock.seconds(), detail))
 
     def _finished(self, key: str, result: DeliveryResult) -> DeliveryResult:

@@ -86,6 +86,7 @@ async def test_a_file_format_error_123_is_dead_lettered_with_the_portals_message
 
     assert (row["state"], row["attempts"]) == ("dead", 1)
     assert "portal answered claim with 123" in row["last_error"]
+    assert json.loads(outbox_show(hssk_gateway, row["id"])["last_detail"])["maKetQua"] == "123"
     assert [a.kind for a in portal.accepted] == ["checkin"]
 
 
