@@ -19,10 +19,10 @@ test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 # Programs the tests start for real, as `command:debian-package` pairs: promtool (the alert rules,
-# tests/test_alert_rules.py). When one is missing and this is root on Debian, its package is
+# tests/test_alert_rules.py), xmlsec1 (the BHXH signatures, plugins/bhxh/tests/test_signing.py). When one is missing and this is root on Debian, its package is
 # installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
 # once every command is there. Add a pair here when a test needs another real program.
-TOOLS := promtool:prometheus
+TOOLS := promtool:prometheus xmlsec1:xmlsec1
 
 tools:
 	@for pair in $(TOOLS); do \

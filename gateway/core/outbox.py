@@ -193,6 +193,8 @@ class Settled:
     reason: str
     next_attempt_at: float | None
     created_at: float
+    #: The destination's ``DeliveryResult.detail``, kept as the row's ``last_detail``.
+    detail: str = ""
 
 
 def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled]) -> None:
@@ -203,10 +205,10 @@ def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled])
                              next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
                              delivered_at = CASE WHEN :state = 'delivered' THEN :now ELSE delivered_at END,
                              last_error = CASE WHEN :state = 'delivered' THEN NULL ELSE :reason END,
-                             last_result = :label
+                             last_result = :label, last_detail = nullif(:detail, '')
            WHERE id = :row_id AND state = 'in_flight'""",
         [{"state": s.state, "now": now, "next_attempt_at": s.next_attempt_at, "reason": s.reason[:2000],
-          "label": s.label, "row_id": s.row_id} for s in settled])
+          "label": s.label, "detail": s.detail[:2000], "row_id": s.row_id} for s in settled])
     finished = [s.row_id for s in settled if s.state in (DELIVERED, DEAD)]
     if finished:
         people = conn.execute(
@@ -396,7 +398,8 @@ def record_batch_failure(conn: sqlite3.Connection, now: float, row_ids: list[int
 #: What an operator sees of a row. The payload is left out (it holds patient data) unless one
 #: row is asked for with it.
 ROW_COLUMNS = ("id", "message_id", "destination", "state", "attempts", "next_attempt_at", "last_result",
-               "last_error", "created_at", "updated_at", "delivered_at", "content_type", "idempotency_key")
+               "last_error", "last_detail", "created_at", "updated_at", "delivered_at", "content_type",
+               "idempotency_key")
 
 
 def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state: str | None = None,

@@ -201,6 +201,12 @@ def _add_message_source(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("source", str)
 
 
+def _add_outbox_detail(db: sqlite_utils.Database) -> None:
+    """What the remote answered about a row's last attempt that operators must find again (the
+    BHXH portal's transaction number), from ``DeliveryResult.detail``."""
+    db["outbox"].add_column("last_detail", str)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -215,6 +221,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0010_not_routed", _create_not_routed),
     ("0011_messages_source", _add_message_source),
     ("0012_person_index", create_person_index),
+    ("0013_outbox_detail", _add_outbox_detail),
 )
 
 
