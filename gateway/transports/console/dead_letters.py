@@ -17,7 +17,7 @@ async def show(page: Page) -> Shown:
     rows = [[r["id"], message_link(r["message_id"]), r["destination"], r["attempts"], r["last_result"] or "-",
              r["last_error"] or "-", when(r["updated_at"]),
              page.button(f"outbox/rows/{r['id']}/retry", page.t("retry"), PATH)] for r in found["rows"]]
-    dead = (table([page.t(h) for h in ("row", "message", "destination", "attempts", "last_result", "last_error",
+    dead = (table([page.t(h) for h in ("row", "message", "destination", "tries", "last_result", "last_error",
                                        "updated", "action")], rows, id="dead")
             if rows else tag("p", page.t("no_dead_letters"), id="dead"))
     return Shown(page.t("dead_letters"), join(dead, tag("h2", page.t("replay_errors")), _replay_form(page)))

@@ -29,7 +29,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;background
 border:1px solid #cfd6dd}dt{font-weight:600}dd{margin:0}pre{background:#fff;border:1px solid #cfd6dd;
 padding:.6rem;overflow:auto}.state.paused{color:#a4262c;font-weight:600}.state.running{color:#0b6e4f}
 .review{background:#fff;border:1px solid #cfd6dd;padding:.4rem .8rem;margin-bottom:1rem}.actions{margin:1rem 0}
-.note{color:#555;font-size:.85rem}
+.note{color:#555;font-size:.85rem}label.choice{flex-direction:row;align-items:center;gap:.4rem;margin:.3rem 0}
 """
 
 

@@ -86,7 +86,7 @@ async def show(page: Page, message_id: str, body: dict | None = None) -> Shown:
                          when(a["received_at"]), a["ack_code"] or "-", page.t("status_" + a["status"])]
                         for a in m["attempts"]], id="attempts"))
     parts.append(tag("h2", page.t("outbox_rows")))
-    parts.append(table([page.t(h) for h in ("row", "destination", "state", "attempts", "last_result", "last_error",
+    parts.append(table([page.t(h) for h in ("row", "destination", "state", "tries", "last_result", "last_error",
                                             "next_attempt", "delivered_at", "action")],
                        [[r["id"], r["destination"], page.t("state_" + r["state"]), r["attempts"], r["last_result"] or "-",
                          r["last_error"] or "-", when(r["next_attempt_at"]), when(r["delivered_at"]),

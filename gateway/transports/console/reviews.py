@@ -20,8 +20,8 @@ def _review(page: Page, review: dict) -> Markup:
     subject = review["subject"]
     several = len(review["candidates"]) > 1
     choices = [tag("label", tag("input", type="radio", name="candidate", value=c["id"], required=True,
-                                checked=not several), f" {c['id']}") for c in review["candidates"]]
-    people = table([page.t(h) for h in ("role", "person", "name", "birth_date", "person_status")],
+                                checked=not several), c["id"], class_="choice") for c in review["candidates"]]
+    people = table([page.t(h) for h in ("role", "person_id", "name", "birth_date", "person_status")],
                    [[page.t("subject"), subject["id"], subject["name"] or "-", subject["birth_date"] or "-",
                      page.t("person_" + subject["status"])]]
                    + [[page.t("candidate"), c["id"], c["name"] or "-", c["birth_date"] or "-",

@@ -25,7 +25,7 @@ TEXT = {
     "no_messages": "No message matches.", "message_n": "Message {id}", "acks_sent": "ACKs sent",
     "transport": "Transport", "client": "Client", "plugin": "Plugin", "size": "Size", "bytes": "{count} bytes",
     "location": "Location", "code": "Code", "text": "Text", "no_errors": "No errors.",
-    "not_routed": "Not routed", "attempts": "Attempts", "outbox_rows": "Deliveries", "row": "Row",
+    "not_routed": "Not routed", "attempts": "Attempts", "outbox_rows": "Deliveries", "row": "Row", "tries": "Tries", "person_id": "Person",
     "last_result": "Last result", "last_error": "Last error", "next_attempt": "Next attempt",
     "delivered_at": "Delivered", "no_outbox_rows": "Nothing was queued for delivery.", "retry": "Retry",
     "replay": "Replay", "show_body": "Show body", "body": "Body",

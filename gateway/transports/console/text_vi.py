@@ -25,7 +25,7 @@ TEXT = {
     "no_messages": "Không có thông điệp nào khớp.", "message_n": "Thông điệp {id}", "acks_sent": "ACK đã gửi",
     "transport": "Kênh", "client": "Máy khách", "plugin": "Plugin", "size": "Kích thước", "bytes": "{count} byte",
     "location": "Vị trí", "code": "Mã lỗi", "text": "Nội dung", "no_errors": "Không có lỗi.",
-    "not_routed": "Không chuyển", "attempts": "Các lần xử lý", "outbox_rows": "Lượt chuyển", "row": "Dòng",
+    "not_routed": "Không chuyển", "attempts": "Các lần xử lý", "outbox_rows": "Lượt chuyển", "row": "Dòng", "tries": "Số lần gửi", "person_id": "Người",
     "last_result": "Kết quả gần nhất", "last_error": "Lỗi gần nhất", "next_attempt": "Lần thử tới",
     "delivered_at": "Đã gửi lúc", "no_outbox_rows": "Không có gì được xếp hàng để gửi.", "retry": "Gửi lại",
     "replay": "Xử lý lại", "show_body": "Xem nội dung", "body": "Nội dung",
