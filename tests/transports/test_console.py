@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import Clock
 
 from gateway.transports.console import text_en, text_vi
 from gateway.transports.console.language import accepted
+from gateway.transports.console.sessions import IDLE_SECONDS, LIFETIME_SECONDS, Sessions
 from tests.support import TestPlugin, connect_mllp, hl7, msa, outbox_rows, send_and_receive, start_gateway
 from tests.transports.console_client import ConsoleClient
 
@@ -123,3 +125,45 @@ def test_accept_language_picks_the_preferred_catalogue(header, language):
 def test_both_catalogues_hold_the_same_words():
     assert set(text_en.TEXT) == set(text_vi.TEXT)
     assert all(text_vi.TEXT[k] for k in text_vi.TEXT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_token_a_loopback_browser_signs_in_with_the_button_alone(tmp_path):
+    gateway = await start_gateway(tmp_path / "data", plugins=[TestPlugin()])
+    try:
+        client = console(gateway)
+        before = await client.get("reviews")
+        signed_in = await client.sign_in()
+        reviews = await client.get("reviews")
+    finally:
+        await gateway.stop()
+
+    assert before.code == 401 and 'name="token"' not in before.text
+    assert signed_in.code == 200 and signed_in.url.endswith("/admin/ui/destinations")
+    assert reviews.code == 200 and text_vi.TEXT["no_reviews"] in reviews.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_signing_out_ends_the_session(gw):
+    client = console(gw)
+    page = await client.sign_in(TOKEN)
+
+    out = await client.post("logout", {"csrf": page.field("csrf")})
+    after = await client.get("destinations")
+
+    assert out.url.endswith("/admin/ui/login") and after.code == 401
+
+
+def test_a_session_ends_when_idle_or_too_old():
+    clock = Clock()
+    sessions = Sessions(clock)
+    idle, busy = sessions.start("a"), sessions.start("b")
+
+    clock.advance(IDLE_SECONDS - 1)
+    assert sessions.find(busy.id) is busy
+    clock.advance(2)
+    assert sessions.find(idle.id) is None and sessions.find(busy.id) is busy
+    for _ in range(LIFETIME_SECONDS // IDLE_SECONDS + 1):
+        clock.advance(IDLE_SECONDS - 1)
+        sessions.find(busy.id)
+    assert sessions.find(busy.id) is None
