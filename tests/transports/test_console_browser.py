@@ -126,7 +126,7 @@ def walk(base: str, chromium: str, chromedriver: str, shots: Path) -> dict[str, 
 
         open_link(VI["dead_letters"])
         step("dead_letters")
-        press(f"//table[@id='dead']//tbody/tr[1]//button")
+        press("//table[@id='dead']//tbody/tr[1]//button")
         step("retried")
 
         open_link(VI["destinations"])
