@@ -29,7 +29,7 @@ from gateway.transports.console import dead_letters, destinations, login, messag
 from gateway.transports.console.language import CATALOGUES, COOKIE as LANGUAGE_COOKIE, chosen
 from gateway.transports.console.layout import document
 from gateway.transports.console.page import BASE, Page, Redirect, Shown
-from gateway.transports.console.sessions import Sessions
+from gateway.transports.console.sessions import Session, Sessions
 from gateway.transports.forms import FormError, parse_form
 from gateway.transports.web import header
 
@@ -115,6 +115,11 @@ class ConsoleResource(Resource):
             return await self._login(page, method, path)
         if session is None:
             return self._send(page, login.form(page, self._login_token(request), code=http.UNAUTHORIZED), "login")
+        return await self._signed_in(page, session, method, path)
+
+    async def _signed_in(self, page: Page, session: Session, method: str, path: str) -> None:
+        """A signed-in browser's request: a page (GET) or an action (POST, with the CSRF token)."""
+        request = page.request
         routes = _ROUTES.get(method)
         if routes is None:
             request.setHeader("allow", "GET, POST")
