@@ -80,7 +80,8 @@ async def test_pause_with_the_csrf_token_pauses_through_the_admin_api(gw):
     paused = await client.post("destinations/files/pause", {"csrf": page.field("csrf"), "back": "destinations"})
 
     assert paused.code == 200 and paused.url.endswith("/admin/ui/destinations")
-    assert 'class="state paused"' in paused.text and text_vi.TEXT["paused_done"].format(destination="files") in paused.text
+    assert 'class="state paused"' in paused.text
+    assert text_vi.TEXT["paused_done"].format(destination="files") in paused.text
 
 
 @pytest_twisted.ensureDeferred

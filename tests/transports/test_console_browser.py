@@ -18,6 +18,7 @@ from gateway.testing import GatewayUnderTest, require_program
 from gateway.transports.console import text_en, text_vi
 from plugins.immunization.tests.test_newborns import own_adt, placeholder
 from tests.png_image import read_png
+from tests.support import wait_until
 
 TOKEN = "browser-secret-19"
 WIDTH, HEIGHT = 1000, 700
@@ -151,6 +152,8 @@ def walk(base: str, chromium: str, chromedriver: str, shots: Path) -> dict[str, 
 @pytest_twisted.ensureDeferred
 async def test_an_operator_walks_the_console_in_a_real_browser(gateway, programs, tmp_path):
     await traffic(gateway)
+    await wait_until(lambda: rows(gateway, "SELECT count(*) FROM outbox WHERE destination = 'blocked' AND state != "
+                                           "'dead'") == [(0,)], what="every row for 'blocked' dead")
     [(ae_id,)] = rows(gateway, "SELECT id FROM messages WHERE control_id = 'ADT-AE'")
     host, port = gateway.address("http")
     shots = tmp_path / "shots"

@@ -13,6 +13,8 @@ from gateway.transports.console.markup import Markup, join, table, tag
 from gateway.transports.console.page import BASE, Page, Redirect, Shown, link, segment, when
 
 PATH = "messages"
+#: Messages a search lists at most, newest first.
+LIMIT = 200
 #: The search form's fields: (parameter, catalogue key, input type).
 FIELDS = (("control_id", "control_id", "text"), ("facility", "facility", "text"), ("sender", "sender", "text"),
           ("type", "message_type", "text"), ("since", "since", "datetime-local"),
@@ -25,11 +27,13 @@ async def search(page: Page, query: dict[str, str]) -> Shown:
     code = 200
     if any(wanted.values()):
         try:
-            found = await page.ask("GET", "messages", limit=200, **wanted)
+            found = await page.ask("GET", "messages", limit=LIMIT, **wanted)
         except AdminError as e:
             results, code = tag("p", e.message, class_="error"), e.code
         else:
             results = _listing(page, found["messages"])
+            if len(found["messages"]) == LIMIT:
+                results = join(tag("p", page.t("newest_only", count=LIMIT), class_="note"), results)
     return Shown(page.t("messages"), join(_form(page, wanted), results), code)
 
 
@@ -88,7 +92,8 @@ async def show(page: Page, message_id: str, body: dict | None = None) -> Shown:
     parts.append(tag("h2", page.t("outbox_rows")))
     parts.append(table([page.t(h) for h in ("row", "destination", "state", "tries", "last_result", "last_error",
                                             "next_attempt", "delivered_at", "action")],
-                       [[r["id"], r["destination"], page.t("state_" + r["state"]), r["attempts"], r["last_result"] or "-",
+                       [[r["id"], r["destination"], page.t("state_" + r["state"]), r["attempts"],
+                         r["last_result"] or "-",
                          r["last_error"] or "-", when(r["next_attempt_at"]), when(r["delivered_at"]),
                          page.button(f"outbox/rows/{r['id']}/retry", page.t("retry"), here)
                          if r["state"] == "dead" else ""] for r in m["outbox"]], id="outbox")

@@ -27,7 +27,8 @@ def _review(page: Page, review: dict) -> Markup:
                    + [[page.t("candidate"), c["id"], c["name"] or "-", c["birth_date"] or "-",
                        page.t("person_" + c["status"])] for c in review["candidates"]])
     note = tag("label", page.t("note"), tag("input", type="text", name="note"))
-    return tag("section", tag("h2", page.t("review_n", id=review["id"], reason=page.words.get("reason_" + review["reason"], review["reason"]))),
+    reason = page.words.get("reason_" + review["reason"], review["reason"])
+    return tag("section", tag("h2", page.t("review_n", id=review["id"], reason=reason)),
                tag("p", page.t("opened", when=when(review["created_at"]))), people,
                page.button(f"{PATH}/{review['id']}/accept", page.t("accept"), PATH, join(*choices), note),
                page.button(f"{PATH}/{review['id']}/reject", page.t("reject"), PATH, note, danger=True),
