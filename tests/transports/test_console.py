@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
+from gateway.testing.logs import LogCapture
 from gateway.transports.console import text_en, text_vi
 from gateway.transports.console.language import accepted
 from gateway.transports.console.sessions import IDLE_SECONDS, LIFETIME_SECONDS, Sessions
@@ -72,13 +73,18 @@ async def test_an_action_without_the_sessions_csrf_token_is_403_and_does_nothing
 
 
 @pytest_twisted.ensureDeferred
-async def test_pause_with_the_csrf_token_pauses_through_the_admin_api(gw):
+async def test_pause_with_the_csrf_token_pauses_through_the_admin_api_and_is_logged_with_who(gw):
     client = console(gw)
     await client.sign_in(TOKEN)
     page = await client.get("destinations")
+    log = LogCapture().start()
 
-    paused = await client.post("destinations/files/pause", {"csrf": page.field("csrf"), "back": "destinations"})
+    try:
+        paused = await client.post("destinations/files/pause", {"csrf": page.field("csrf"), "back": "destinations"})
+    finally:
+        log.stop()
 
+    assert log.lines_with("console destinations/files/pause by console from 127.0.0.1")
     assert paused.code == 200 and paused.url.endswith("/admin/ui/destinations")
     assert 'class="state paused"' in paused.text
     assert text_vi.TEXT["paused_done"].format(destination="files") in paused.text

@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.model.envelope import peer_of
+from gateway.model.masking import mask_text
 from gateway.transports.admin import AdminError, AdminResource, query_of
 from gateway.transports.console import dead_letters, destinations, login, messages, reviews
 from gateway.transports.console.language import CATALOGUES, COOKIE as LANGUAGE_COOKIE, chosen
@@ -157,8 +158,12 @@ class ConsoleResource(Resource):
         try:
             result = await handler(page, form, **match.groupdict())
         except AdminError as e:
+            log.info("console {action} by {actor} refused: {reason}", action=path, actor=session.actor,
+                     reason=mask_text(e.message))
             page.flash("error", e.message)
             result = Redirect(back)
+        else:
+            log.info("console {action} by {actor}", action=path, actor=session.actor)
         return self._send(page, result, path)
 
     async def _form(self, page: Page, path: str) -> dict[str, str] | None:
