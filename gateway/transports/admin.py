@@ -10,8 +10,9 @@ is refused with 403, whatever interface ``http.listen`` binds. Either check come
 anything else is looked at.
 
 Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 401 no or wrong
-token, 403 not loopback, 404 unknown endpoint, row or destination, 405 wrong method, 409 row not
-dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
+token, 403 not loopback, 404 unknown endpoint, row, destination, message or review, 405 wrong
+method, 409 row not dead, destination paused or review decided already, 429 peer locked out, 502
+batch refused by its sink):
 
     GET  /admin/outbox                          per destination: counts, oldest age, paused,
                                                 live circuit state and deliveries in flight
@@ -32,6 +33,19 @@ dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
     POST /admin/feed/SOURCE?file=NAME           the body is a file of source SOURCE: each record
                                                 one input, through the intake (see
                                                 :mod:`gateway.core.feed`); answers with the report
+    GET  /admin/messages?control_id=&facility=&sender=&status=&type=&since=&until=&person=&limit=
+                                                journaled messages newest first, masked
+                                                (:meth:`Journal.list_messages`)
+    GET  /admin/messages/ID                     one message without its bytes: decision, ERR texts,
+                                                its attempts (replays), its outbox rows
+    GET  /admin/messages/ID/body                the message as received, in clear: the one answer
+                                                with a patient's data unmasked, and logged
+    GET  /admin/identity/reviews?state=S        the identity review queue, names masked
+    POST /admin/identity/reviews/ID/accept?candidate=P&note=T   as ``identity review accept``
+    POST /admin/identity/reviews/ID/reject?note=T               as ``identity review reject``
+
+The operator console (``/admin/ui/``, :mod:`gateway.transports.console`) runs every read and
+action through :meth:`AdminResource.perform` and signs in through :meth:`AdminResource.refusal`.
 
 Writes run on the journal writer thread (:meth:`JournalWriter.run`, the single writer), reads
 on a connection of their own in the thread pool, so neither blocks the reactor; after a write
