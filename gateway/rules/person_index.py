@@ -511,7 +511,7 @@ def review_queue(conn: sqlite3.Connection, state: str | None = "open") -> list[d
     def who(person_id: str) -> dict:
         view = persons.get(person_id)
         if view is None:
-            return {"id": person_id, "name": "", "birth_date": None, "status": "unknown"}
+            return {"id": person_id, "name": "", "birth_date": "", "status": "unknown"}
         return {"id": person_id, "name": mask_name(view["name"] or ""), "birth_date": view["birth_date"],
                 "status": person_status(view)}
 
