@@ -18,11 +18,14 @@ run: $(STAMP)
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
-# Programs the tests start for real, as `command:debian-package` pairs: promtool (the alert rules,
-# tests/test_alert_rules.py), xmlsec1 (the BHXH signatures, plugins/bhxh/tests/test_signing.py). When one is missing and this is root on Debian, its package is
-# installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
-# once every command is there. Add a pair here when a test needs another real program.
-TOOLS := promtool:prometheus xmlsec1:xmlsec1
+# Programs the tests start for real, as `command:debian-package` pairs, one line each (below: which
+# tests need it). When one is missing and this is root on Debian, its package is installed;
+# otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all once every
+# command is there. Add a line here when a test needs another real program.
+TOOLS := promtool:prometheus                       # the alert rules, tests/test_alert_rules.py
+TOOLS += xmlsec1:xmlsec1                           # BHXH signatures, plugins/bhxh/tests/test_signing.py
+TOOLS += chromium:chromium                         # the console, tests/transports/test_console_browser.py
+TOOLS += chromedriver:chromium-driver              # its WebDriver, same test
 
 tools:
 	@for pair in $(TOOLS); do \

@@ -421,6 +421,12 @@ def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state
     return _masked(conn, [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(sql, params)])
 
 
+def rows_of_message(conn: sqlite3.Connection, message_id: int) -> list[dict]:
+    """The rows one message queued, by destination, masked as :func:`list_rows`'s are."""
+    return _masked(conn, [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(
+        f"SELECT {', '.join(ROW_COLUMNS)} FROM outbox WHERE message_id = ? ORDER BY destination, id", (message_id,))])
+
+
 def get_row(conn: sqlite3.Connection, row_id: int, *, with_payload: bool = False) -> dict | None:
     """One row by id, its ``last_error`` masked as in :func:`list_rows`; ``with_payload`` adds the
     payload bytes (for ``outbox show --payload``, the one view of a row in clear)."""
