@@ -204,6 +204,19 @@ class AuthConfig:
     max_tracked_peers: int = field(default=10_000, metadata=_check("must be a positive integer", _positive))
 
 
+@dataclass(frozen=True)
+class AuditConfig:
+    """The audit log (``gateway.core.audit``): one entry per intake client success per surface,
+    client and address per ``success_window_seconds``; ``syslog`` copies every entry to a
+    collector, ``udp:HOST:PORT`` or ``tcp:HOST:PORT`` (empty: no copy)."""
+
+    success_window_seconds: float = field(default=3600.0, metadata=_check("must be a positive number", _positive))
+    syslog: str = field(default="", metadata=_check("must be udp:HOST:PORT or tcp:HOST:PORT, e.g. udp:10.0.0.5:514",
+                                                    lambda v: v == "" or re.fullmatch(r"(udp|tcp):.+:\d{1,5}", v)
+                                                    is not None))
+    syslog_app_name: str = "hssk-gateway"
+
+
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -292,6 +305,7 @@ class GatewayConfig:
     validation: ValidationConfig = ValidationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     auth: AuthConfig = AuthConfig()
+    audit: AuditConfig = AuditConfig()
     destinations: tuple[DestinationConfig, ...] = ()
     clients: tuple[ClientConfig, ...] = ()
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -52,10 +53,15 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.audit import (
+    ADMIN, FAILED, FEED, MESSAGES_REPLAY, OK, OUTBOX_FLUSH, OUTBOX_PAUSE, OUTBOX_PURGE, OUTBOX_RESUME, OUTBOX_RETRY,
+    REFUSED, AuditEntry,
+)
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
 from gateway.model.envelope import peer_of
@@ -116,6 +122,18 @@ _ROUTES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: The routes that are operator actions, and their audit action (reads of outbox rows and status
+#: return no message body, and are not recorded one by one).
+_AUDITED = {
+    "retry_row": OUTBOX_RETRY, "retry_dead": OUTBOX_RETRY, "purge": OUTBOX_PURGE, "pause": OUTBOX_PAUSE,
+    "resume": OUTBOX_RESUME, "flush": OUTBOX_FLUSH, "replay_selected": MESSAGES_REPLAY,
+    "replay_one": MESSAGES_REPLAY, "feed": FEED,
+}
+#: The admin API's actors in the audit log.
+ADMIN_BY_TOKEN = "admin (token)"
+ADMIN_ON_LOOPBACK = "admin (loopback)"
+
+
 def _compile(pattern: str) -> re.Pattern:
     parts = [f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in pattern.split("/")]
     return re.compile("/".join(parts) + "/?")
@@ -153,6 +171,7 @@ class AdminResource(Resource):
             if not self._token_presented(request):
                 if header(request, "authorization"):  # a guess; no header at all guesses nothing
                     self._limiter.failed(peer_host(request))
+                self._audit_refusal(request, "no or wrong admin token")
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
                          method=request.method.decode("ascii", "replace"),
                          path=mask_text(request.path.decode("ascii", "replace")),
@@ -162,9 +181,13 @@ class AdminResource(Resource):
                     "error": "the admin API needs 'Authorization: Bearer <token>' with the token in the variable "
                              "auth.admin_token_env names"})
         elif not is_loopback(request.getClientAddress()):
+            self._audit_refusal(request, "not a loopback peer, and auth.admin_token_env is unset")
             return json_reply(request, http.FORBIDDEN, {
                 "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) while auth.admin_token_env "
                          "is unset; run the request on the gateway host, or set a token"})
+        audit = self._intake.audit
+        if audit is not None:
+            audit.authenticated(ADMIN, self.actor, peer_of(request.getClientAddress()), peer_host(request))
         path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
         method = request.method.decode("ascii", "replace")
         allowed = []
@@ -176,6 +199,8 @@ class AdminResource(Resource):
                 allowed.append(route_method)
                 continue
             d = Deferred.fromCoroutine(getattr(self, "_" + handler)(request, **match.groupdict()))
+            if handler in _AUDITED:
+                d.addBoth(self._audit_action, request, _AUDITED[handler], match.groupdict())
             d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request,))
             return NOT_DONE_YET
         if allowed:
@@ -185,6 +210,35 @@ class AdminResource(Resource):
         return json_reply(request, http.NOT_FOUND, {
             "error": f"no admin endpoint /admin/{path}",
             "endpoints": [f"{m} /admin/{p}" for m, p, _ in _ROUTES]})
+
+    @property
+    def actor(self) -> str:
+        """Who operates through this API, as the audit log names it: the holder of the admin
+        token, or whoever is on the gateway host (loopback, no token)."""
+        return ADMIN_BY_TOKEN if self._token else ADMIN_ON_LOOPBACK
+
+    def _audit_refusal(self, request: Request, reason: str) -> None:
+        audit = self._intake.audit
+        if audit is not None:
+            audit.refused(ADMIN, peer_of(request.getClientAddress()), reason)
+
+    def _audit_action(self, result, request: Request, action: str, matched: dict[str, str]):
+        """One entry per operator action, with how it ended; passes ``result`` on unchanged."""
+        audit = self._intake.audit
+        if audit is None:
+            return result
+        if isinstance(result, Failure):
+            error = result.value
+            outcome, reason = ((REFUSED, f"{error.code}: {error.message}") if isinstance(error, AdminError)
+                               else (FAILED, f"{type(error).__name__}: {result.getErrorMessage()}"))
+        else:
+            outcome, reason = OK, json.dumps({k: v for k, v in result.items() if isinstance(v, int | float | str)},
+                                             ensure_ascii=False, sort_keys=True)
+        query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+        target = " ".join([f"{k}={v}" for k, v in matched.items()] + ([query] if query else []))
+        audit.record(AuditEntry(ADMIN, self.actor, action, peer_of(request.getClientAddress()), target, outcome,
+                                reason))
+        return result
 
     def _answer(self, body: dict, request: Request) -> None:
         if not request._disconnected:
