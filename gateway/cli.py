@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
+from gateway.cli_audit import actor, add_audit_commands, audited, record
 from gateway.cli_persons import add_person_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core import audit
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugin_journal import MigrationError
@@ -222,6 +224,7 @@ def _write_message(data: bytes) -> None:
     sys.stdout.buffer.write(data)
 
 
+@audited(audit.MESSAGES_READ, lambda a: f"message {a.id}" + (" raw bytes" if a.raw else " masked view"))
 def cmd_messages_show(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
@@ -242,6 +245,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.MESSAGES_REPLAY, lambda a: f"message {a.id}" if a.id else f"status={a.status} since={_iso(a.since)} until={_iso(a.until)} limit={a.limit}" + (" dry run" if a.dry_run else ""))
 def cmd_messages_replay(args: argparse.Namespace) -> int:
     """Decide journaled messages again (see :mod:`gateway.core.replay`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -343,6 +347,7 @@ def _admin_post(config: GatewayConfig, url: str, path: str, body: bytes) -> dict
         raise OperatorError(f"cannot reach the gateway's admin API at {url}: {e}") from None
 
 
+@audited(audit.FEED, lambda a: f"source={a.source} file={os.path.basename(a.file)}")
 def cmd_feed(args: argparse.Namespace) -> int:
     """Feed a file's records to a source (see :mod:`gateway.core.feed`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -572,6 +577,8 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
         raise OperatorError(f"no outbox row with id {args.id}")
     payload = row.pop("payload") or b""
     if args.payload:
+        record(_config_from(args), audit.AuditEntry(audit.CLI, actor(args), audit.OUTBOX_PAYLOAD_READ,
+                                                    target=f"outbox row {args.id}"))
         _write_message(payload)
         return 0
     row["payload_bytes"] = len(payload)
@@ -579,6 +586,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_RETRY, lambda a: f"row {a.id}" if a.id else f"dest={a.dest} dead rows")
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     from gateway.core.outbox import retry_dead, retry_dead_row
 
@@ -624,14 +632,17 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PAUSE, lambda a: f"dest={a.dest}")
 def cmd_outbox_pause(args: argparse.Namespace) -> int:
     return _set_paused(args, True)
 
 
+@audited(audit.OUTBOX_RESUME, lambda a: f"dest={a.dest}")
 def cmd_outbox_resume(args: argparse.Namespace) -> int:
     return _set_paused(args, False)
 
 
+@audited(audit.OUTBOX_FLUSH, lambda a: f"dest={a.dest}")
 def cmd_outbox_flush(args: argparse.Namespace) -> int:
     from gateway.core.outbox import request_flush
 
@@ -652,6 +663,7 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PURGE, lambda a: f"delivered_before={_iso(a.delivered_before)}")
 def cmd_outbox_purge(args: argparse.Namespace) -> int:
     from gateway.core.outbox import purge_delivered
 
@@ -744,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_messages_replay)
 
     add_person_commands(sub, common)
+    add_audit_commands(sub, common, _parse_time)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")

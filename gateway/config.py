@@ -204,6 +204,11 @@ class AuthConfig:
     max_tracked_peers: int = field(default=10_000, metadata=_check("must be a positive integer", _positive))
 
 
+def _syslog_address(value: str) -> bool:
+    found = re.fullmatch(r"(udp|tcp):(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", value)
+    return value == "" or (found is not None and 0 < int(found[3]) < 65536)
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """The audit log (``gateway.core.audit``): one entry per intake client success per surface,
@@ -212,8 +217,7 @@ class AuditConfig:
 
     success_window_seconds: float = field(default=3600.0, metadata=_check("must be a positive number", _positive))
     syslog: str = field(default="", metadata=_check("must be udp:HOST:PORT or tcp:HOST:PORT, e.g. udp:10.0.0.5:514",
-                                                    lambda v: v == "" or re.fullmatch(r"(udp|tcp):.+:\d{1,5}", v)
-                                                    is not None))
+                                                    _syslog_address))
     syslog_app_name: str = "hssk-gateway"
 
 

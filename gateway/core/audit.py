@@ -205,7 +205,9 @@ class AuditLog:
         self._flushing: Deferred | None = None
         #: (surface, actor, peer host) → when its success was last recorded.
         self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
-        self._cli_seen = 0
+        #: The newest entry id the CLI count has seen; None before the first count, which only
+        #: takes the baseline (what came before this gateway started was counted by the one before).
+        self._cli_seen: int | None = None
 
     def record(self, entry: AuditEntry) -> None:
         self._metrics.audit_entries.labels(action=entry.action, outcome=entry.outcome).inc()
@@ -278,10 +280,10 @@ class AuditLog:
             lambda f: log.failure("counting the CLI's audit entries failed", f))
 
     def _count_cli_entries(self, conn: sqlite3.Connection) -> None:
-        newest, counted = counts_since(conn, self._cli_seen, CLI)
-        first = self._cli_seen == 0
+        newest, counted = counts_since(conn, self._cli_seen or 0, CLI)
+        first = self._cli_seen is None
         self._cli_seen = newest
-        if first:  # what came before this gateway started was counted by the one before
+        if first:
             return
         for (action, outcome), n in counted.items():
             self._metrics.audit_entries.labels(action=action, outcome=outcome).inc(n)
