@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from gateway import __version__
 from gateway.cli_audit import actor, add_audit_commands, audited, record
 from gateway.cli_persons import add_person_commands
+from gateway.cli_reports import add_report_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import audit
 from gateway.core.commands import CommandError
@@ -757,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_person_commands(sub, common)
     add_audit_commands(sub, common, _parse_time)
+    add_report_commands(sub, common)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")

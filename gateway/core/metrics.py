@@ -219,6 +219,10 @@ class Metrics:
             "hssk_facility_last_message_timestamp_seconds", "When the newest message of each configured facility "
             "was received (Unix time; from the journal at start, then as messages are answered).", ["facility"],
             registry=r)
+        self.facility_silence_threshold = Gauge(
+            "hssk_facility_silence_threshold_seconds", "How long each configured facility may send nothing before "
+            "it counts as silent (feeds.silent_after_hours, or its own in feeds.silent_after_hours_by_facility).",
+            ["facility"], registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
