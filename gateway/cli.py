@@ -684,6 +684,23 @@ def cmd_outbox_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.JOURNAL_BACKUP, lambda a: f"into {a.dest}")
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the journal into a new directory while the gateway runs (see :mod:`gateway.core.backup`)."""
+    from gateway.core.backup import BackupError, backup_journal
+
+    config = _config_from(args)
+    _require_journal(config)
+    try:
+        report = backup_journal(config.database_path, Path(args.dest))
+    except BackupError as e:
+        raise OperatorError(str(e)) from None
+    print(f"backed up {config.database_path} into {report.path} ({report.size_bytes} bytes, {report.messages} "
+          f"messages, {report.outbox_rows} outbox rows); restore: stop the gateway, put {report.path.name} and "
+          f"{report.path.name}.id into an empty data dir (mode 0700), start it there")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hssk-gateway", description="HSSK integration gateway",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -759,6 +776,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_person_commands(sub, common)
     add_audit_commands(sub, common, _parse_time)
     add_report_commands(sub, common)
+    backup = sub.add_parser("backup", parents=[common], help="copy the journal into a new directory while the gateway "
+                                                             "runs (SQLite's online backup)")
+    backup.add_argument("dest", metavar="DEST", help="a new or empty directory: it becomes a data dir to restore")
+    backup.set_defaults(func=cmd_backup)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")

@@ -160,7 +160,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     for r in rows:
         detail = " / ".join(part for part in (r["target"], r["reason"]) if part) or "-"
         print(f"{r['id']:>7}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['at']))}  {r['surface']:7}  "
-              f"{r['actor'][:24]:24}  {(r['peer'] or '-')[:21]:21}  {r['action']:22}  {r['outcome']:7}  {detail}")
+              f"{(r['actor'] or '-')[:24]:24}  {(r['peer'] or '-')[:21]:21}  {r['action']:22}  {r['outcome']:7}  {detail}")
     return 0
 
 

@@ -73,8 +73,10 @@ FEED = "feed"
 REVIEW_ACCEPT = "identity.review_accept"
 REVIEW_REJECT = "identity.review_reject"
 PERSONS_REVEAL = "persons.reveal"
+#: A copy of the whole journal, every message body in it.
+JOURNAL_BACKUP = "journal.backup"
 ACTIONS = (AUTH, OUTBOX_RETRY, OUTBOX_PAUSE, OUTBOX_RESUME, OUTBOX_PURGE, OUTBOX_FLUSH, OUTBOX_PAYLOAD_READ,
-           MESSAGES_REPLAY, MESSAGES_READ, FEED, REVIEW_ACCEPT, REVIEW_REJECT, PERSONS_REVEAL)
+           MESSAGES_REPLAY, MESSAGES_READ, FEED, REVIEW_ACCEPT, REVIEW_REJECT, PERSONS_REVEAL, JOURNAL_BACKUP)
 
 #: The longest reason kept; an error text longer than this is cut.
 MAX_REASON = 500
