@@ -175,6 +175,21 @@ def _require_journal(config: GatewayConfig) -> None:
         raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
 
 
+def connection_with(args: argparse.Namespace, table: str, what: str) -> sqlite3.Connection:
+    """A connection to the journal, which must have ``table`` (``what`` it holds, for the
+    refusal): a journal no gateway of this version has started on yet lacks it."""
+    from gateway.core.store import Store
+
+    config = _config_from(args)
+    _require_journal(config)
+    conn = Store(config.database_path, config.store.synchronous).connect()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is None:
+        conn.close()
+        raise OperatorError(f"the journal {config.database_path} has no {what} yet: start this version's gateway on "
+                            f"it once")
+    return conn
+
+
 def _journal(args: argparse.Namespace):
     from gateway.core.store import Journal, Store
 

@@ -133,17 +133,9 @@ def add_audit_commands(sub, common: argparse.ArgumentParser, parse_time: Callabl
 
 
 def _connection(args: argparse.Namespace) -> sqlite3.Connection:
-    from gateway.cli import OperatorError, _config_from, _require_journal
-    from gateway.core.store import Store
+    from gateway.cli import connection_with
 
-    config = _config_from(args)
-    _require_journal(config)
-    conn = Store(config.database_path, config.store.synchronous).connect()
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_log'").fetchone() is None:
-        conn.close()
-        raise OperatorError(f"the journal {config.database_path} has no audit log yet: start this version's gateway "
-                            f"on it once")
-    return conn
+    return connection_with(args, "audit_log", "audit log")
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:

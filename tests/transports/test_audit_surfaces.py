@@ -13,7 +13,7 @@ from tests.support import (
     TestPlugin, connect_mllp_from, hl7, http_request, metric_value, msa, outbox_rows, send_and_receive, start_gateway,
     wait_until,
 )
-from tests.transports.test_admin import blocker, destinations, send_and_settle  # noqa: F401 (blocker: a fixture)
+from tests.transports.test_admin import destinations, send_and_settle
 
 ADMIN_TOKEN = "audit-admin-secret"
 CLIENT_TOKEN = "bv-q1-token-for-audit"
@@ -34,8 +34,11 @@ async def flushed(gateway) -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def gw(tmp_path, blocker, monkeypatch):  # noqa: F811
+async def gw(tmp_path, monkeypatch):
+    """The admin tests' destinations (``blocked`` dead-letters at once) and an admin token."""
     monkeypatch.setenv("HSSK_TEST_AUDIT_TOKEN", ADMIN_TOKEN)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is wanted\n")
     gateway = await start_gateway(tmp_path / "data", plugins=[TestPlugin()], **destinations(blocker),
                                   **{"auth.admin_token_env": "HSSK_TEST_AUDIT_TOKEN"})
     yield gateway
