@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -205,6 +205,7 @@ class AuditLog:
         self._pending: list[AuditEntry] = []
         self._scheduled = False
         self._flushing: Deferred | None = None
+        self._copying: Deferred = succeed(None)
         #: (surface, actor, peer host) → when its success was last recorded.
         self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         #: The newest entry id the CLI count has seen; None before the first count, which only
@@ -266,9 +267,11 @@ class AuditLog:
         return d.addBoth(done)
 
     def _written(self, rows: list[dict]) -> None:
+        """Copy to syslog one send after the other, so the collector gets the entries in order."""
         if self._sink is not None:
-            deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._sink.send, rows).addErrback(
-                lambda f: log.failure("copying audit entries to syslog failed", f))
+            self._copying.addCallback(
+                lambda _: deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._sink.send, rows))
+            self._copying.addErrback(lambda f: log.failure("copying audit entries to syslog failed", f))
 
     def _not_written(self, failure, entries: list[AuditEntry]) -> None:
         log.error("the audit log could not be written ({error}); {count} entries kept for the next commit",

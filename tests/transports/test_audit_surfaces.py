@@ -202,3 +202,30 @@ def _in_thread(function, *args):
 
     return deferToThread(function, *args)
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_copies_its_entries_to_a_syslog_collector(tmp_path):
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    class Collector(DatagramProtocol):
+        def __init__(self):
+            self.frames: list[bytes] = []
+
+        def datagramReceived(self, data, addr):
+            self.frames.append(data)
+
+    collector = Collector()
+    port = reactor.listenUDP(0, collector, interface="127.0.0.1")
+    gateway = await start_gateway(tmp_path / "data", plugins=[TestPlugin()],
+                                  **{"audit.syslog": f"udp:127.0.0.1:{port.getHost().port}"})
+    try:
+        assert (await http_request(gateway, "POST", "/admin/destinations/nowhere/pause")).code == 404
+        await wait_until(lambda: len(collector.frames) == 2, what="two datagrams")
+    finally:
+        await gateway.stop()
+        await port.stopListening()
+    auth, pause = collector.frames
+    assert auth.startswith(b"<86>1 ") and b' auth [audit@32473 id="1" surface="admin" actor="admin (loopback)"' in auth
+    assert pause.startswith(b"<85>1 ") and b'action="outbox.pause"' in pause and b'outcome="refused"' in pause
