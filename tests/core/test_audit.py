@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
+from gateway.cli import main
 from gateway.core.audit import AuditEntry, append, list_entries, verify
 from gateway.core.audit_syslog import SyslogSink, parse_address
 from gateway.core.store import Store
-from tests.support import run_cli
 
 
 @pytest.fixture
@@ -64,13 +64,14 @@ def test_entries_hold_no_identifier_in_clear(journal):
     assert verify(journal)[1] is None
 
 
-def test_audit_verify_exits_1_naming_the_first_broken_entry(journal, tmp_path):
-    data_dir = tmp_path / "data"
-    intact = run_cli("audit", "verify", "--data-dir", data_dir)
+def test_audit_verify_exits_1_naming_the_first_broken_entry(journal, tmp_path, capsys):
+    data_dir = str(tmp_path / "data")
+    intact = main(["audit", "verify", "--data-dir", data_dir]), capsys.readouterr().out
     journal.execute("DELETE FROM audit_log WHERE id = 2")
-    broken = run_cli("audit", "verify", "--data-dir", data_dir)
-    assert intact.returncode == 0 and b"5 entries" in intact.stdout
-    assert broken.returncode == 1 and b"broken at entry 3" in broken.stdout
+    broken = main(["audit", "verify", "--data-dir", data_dir]), capsys.readouterr().out
+
+    assert intact[0] == 0 and "5 entries" in intact[1]
+    assert broken[0] == 1 and "broken at entry 3" in broken[1]
 
 
 RFC5424 = re.compile(
