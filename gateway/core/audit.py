@@ -253,9 +253,7 @@ class AuditLog:
             return self._flushing.addBoth(lambda _: self.flush())
         entries, self._pending = self._pending, []
         if not entries:
-            d: Deferred = Deferred()
-            d.callback(None)
-            return d
+            return succeed(None)
         d = self._writer.run(lambda conn, now: append(conn, now, entries))
         d.addCallbacks(self._written, self._not_written, errbackArgs=(entries,))
         self._flushing = d
