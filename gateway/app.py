@@ -8,16 +8,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pluggy
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig
+from gateway.core.audit import AuditLog
+from gateway.core.audit_syslog import SyslogSink
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
+from gateway.core.feed_health import FacilityClock, silence_thresholds
 from gateway.core.identity_updates import IdentityUpdates
 from gateway.core.intake import Intake
 from gateway.core.journal_identity import check_journal, record_journal
@@ -77,6 +81,17 @@ class Gateway:
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
+        self.audit = AuditLog(self.writer, self.store, reactor, self.clock, self.metrics,
+                              config.audit.success_window_seconds,
+                              SyslogSink(config.audit.syslog, config.audit.syslog_app_name) if config.audit.syslog
+                              else None)
+        self.intake.audit = self.audit
+        self.facility_clock = FacilityClock(self.store, reactor, self.metrics, *silence_thresholds(config.feeds))
+        #: What the metrics learn from the journal rather than from this process's own work: the
+        #: CLI's audit entries, each facility's newest message.
+        self._journal_watch = LoopingCall(
+            lambda: gatherResults([self.audit.count_cli_entries(), self.facility_clock.refresh()]))
+        self._journal_watch.clock = self.clock
         auth_limiter = AuthFailureLimiter.from_config(config.auth, self.clock)
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock, clients=self.clients)
         self.site = build_site(
@@ -123,6 +138,7 @@ class Gateway:
             self.clock))
         self.intake.start()
         self.identity_updates.start()
+        self._journal_watch.start(self.config.outbox.poll_interval_seconds)
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):
             endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
@@ -174,6 +190,9 @@ class Gateway:
         for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()
         yield self.delivery.stop()
+        if self._journal_watch.running:
+            self._journal_watch.stop()
+        yield self.audit.flush()
         yield self.writer.stop()
         self.datadir_lock.release()
 

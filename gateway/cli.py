@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
+from gateway.cli_audit import actor, add_audit_commands, audited, record
 from gateway.cli_persons import add_person_commands
+from gateway.cli_reports import add_report_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core import audit
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugin_journal import MigrationError
@@ -173,6 +176,21 @@ def _require_journal(config: GatewayConfig) -> None:
         raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
 
 
+def connection_with(args: argparse.Namespace, table: str, what: str) -> sqlite3.Connection:
+    """A connection to the journal, which must have ``table`` (``what`` it holds, for the
+    refusal): a journal no gateway of this version has started on yet lacks it."""
+    from gateway.core.store import Store
+
+    config = _config_from(args)
+    _require_journal(config)
+    conn = Store(config.database_path, config.store.synchronous).connect()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is None:
+        conn.close()
+        raise OperatorError(f"the journal {config.database_path} has no {what} yet: start this version's gateway on "
+                            f"it once")
+    return conn
+
+
 def _journal(args: argparse.Namespace):
     from gateway.core.store import Journal, Store
 
@@ -223,6 +241,7 @@ def _write_message(data: bytes) -> None:
     sys.stdout.buffer.write(data)
 
 
+@audited(audit.MESSAGES_READ, lambda a: f"message {a.id}" + (" raw bytes" if a.raw else " masked view"))
 def cmd_messages_show(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
@@ -243,6 +262,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.MESSAGES_REPLAY, lambda a: f"message {a.id}" if a.id else f"status={a.status} since={_iso(a.since)} until={_iso(a.until)} limit={a.limit}" + (" dry run" if a.dry_run else ""))
 def cmd_messages_replay(args: argparse.Namespace) -> int:
     """Decide journaled messages again (see :mod:`gateway.core.replay`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -344,6 +364,7 @@ def _admin_post(config: GatewayConfig, url: str, path: str, body: bytes) -> dict
         raise OperatorError(f"cannot reach the gateway's admin API at {url}: {e}") from None
 
 
+@audited(audit.FEED, lambda a: f"source={a.source} file={os.path.basename(a.file)}")
 def cmd_feed(args: argparse.Namespace) -> int:
     """Feed a file's records to a source (see :mod:`gateway.core.feed`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -573,6 +594,8 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
         raise OperatorError(f"no outbox row with id {args.id}")
     payload = row.pop("payload") or b""
     if args.payload:
+        record(_config_from(args), audit.AuditEntry(audit.CLI, actor(args), audit.OUTBOX_PAYLOAD_READ,
+                                                    target=f"outbox row {args.id}"))
         _write_message(payload)
         return 0
     row["payload_bytes"] = len(payload)
@@ -580,6 +603,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_RETRY, lambda a: f"row {a.id}" if a.id else f"dest={a.dest} dead rows")
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     from gateway.core.outbox import retry_dead, retry_dead_row
 
@@ -625,14 +649,17 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PAUSE, lambda a: f"dest={a.dest}")
 def cmd_outbox_pause(args: argparse.Namespace) -> int:
     return _set_paused(args, True)
 
 
+@audited(audit.OUTBOX_RESUME, lambda a: f"dest={a.dest}")
 def cmd_outbox_resume(args: argparse.Namespace) -> int:
     return _set_paused(args, False)
 
 
+@audited(audit.OUTBOX_FLUSH, lambda a: f"dest={a.dest}")
 def cmd_outbox_flush(args: argparse.Namespace) -> int:
     from gateway.core.outbox import request_flush
 
@@ -653,6 +680,7 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PURGE, lambda a: f"delivered_before={_iso(a.delivered_before)}")
 def cmd_outbox_purge(args: argparse.Namespace) -> int:
     from gateway.core.outbox import purge_delivered
 
@@ -669,6 +697,23 @@ def cmd_outbox_purge(args: argparse.Namespace) -> int:
         conn.close()
     print(f"purged {purged} delivered rows delivered before {_iso(args.delivered_before)}; journal bodies of "
           f"their messages were blanked where nothing is left to deliver")
+    return 0
+
+
+@audited(audit.JOURNAL_BACKUP, lambda a: f"into {a.dest}")
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the journal into a new directory while the gateway runs (see :mod:`gateway.core.backup`)."""
+    from gateway.core.backup import BackupError, backup_journal
+
+    config = _config_from(args)
+    _require_journal(config)
+    try:
+        report = backup_journal(config.database_path, Path(args.dest))
+    except BackupError as e:
+        raise OperatorError(str(e)) from None
+    print(f"backed up {config.database_path} into {report.path} ({report.size_bytes} bytes, {report.messages} "
+          f"messages, {report.outbox_rows} outbox rows); restore: stop the gateway, put {report.path.name} and "
+          f"{report.path.name}.id into an empty data dir (mode 0700), start it there")
     return 0
 
 
@@ -745,6 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_messages_replay)
 
     add_person_commands(sub, common)
+    add_audit_commands(sub, common, _parse_time)
+    add_report_commands(sub, common)
+    backup = sub.add_parser("backup", parents=[common], help="copy the journal into a new directory while the gateway "
+                                                             "runs (SQLite's online backup)")
+    backup.add_argument("dest", metavar="DEST", help="a new or empty directory: it becomes a data dir to restore")
+    backup.set_defaults(func=cmd_backup)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")

@@ -208,5 +208,25 @@ class Metrics:
             "hssk_identity_reviews_waiting", "Ambiguous identity cases (twins without a birth order, two "
             "candidates, a mother known by other identifiers) waiting for an operator's review.", registry=r)
 
+        self.audit_entries = Counter(
+            "hssk_audit_entries_total", "Entries chained into the audit log, by action (auth, outbox.retry, "
+            "messages.read …) and outcome (ok, refused, failed); CLI entries are counted by the running gateway "
+            "at its next outbox refresh.", ["action", "outcome"], registry=r)
+        self.auth_failures = Counter(
+            "hssk_auth_failures_total", "Authentications refused, by surface (http, mllp, admin): wrong or unknown "
+            "credentials, an unknown sender while auth.required, the admin API without its token.", ["surface"],
+            registry=r)
+        self.audit_dropped = Counter(
+            "hssk_audit_entries_dropped_total", "Audit entries dropped because the journal could not be written "
+            "for so long that more than 10 000 waited.", registry=r)
+        self.facility_last_message = Gauge(
+            "hssk_facility_last_message_timestamp_seconds", "When the newest message of each configured facility "
+            "was received (Unix time; from the journal at start, then as messages are answered).", ["facility"],
+            registry=r)
+        self.facility_silence_threshold = Gauge(
+            "hssk_facility_silence_threshold_seconds", "How long each configured facility may send nothing before "
+            "it counts as silent (feeds.silent_after_hours, or its own in feeds.silent_after_hours_by_facility).",
+            ["facility"], registry=r)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

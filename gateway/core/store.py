@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gateway.core.ack import ack_codes
+from gateway.core.audit import create_audit_log
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
@@ -222,6 +223,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0011_messages_source", _add_message_source),
     ("0012_person_index", create_person_index),
     ("0013_outbox_detail", _add_outbox_detail),
+    ("0014_audit_log", create_audit_log),
 )
 
 
