@@ -26,7 +26,7 @@ from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
-from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, http_routes, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.formats.charsets import codec_for
@@ -87,7 +87,7 @@ class Gateway:
             admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
                                 Replayer(self.intake, self.pipeline, self.store, self.clients, config, reactor),
                                 self.intake, _admin_token(config)),
-            clients=self.clients, limiter=auth_limiter)
+            clients=self.clients, limiter=auth_limiter, routes=http_routes(self.plugins, config, self.pipeline.sources))
         self.ports: dict[str, object] = {}
 
     def _process_pool(self, plugins: pluggy.PluginManager | None,

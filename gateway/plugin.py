@@ -1,4 +1,4 @@
-"""Everything a plugin uses, from one import: the public plugin surface, contract version 1.0.
+"""Everything a plugin uses, from one import: the public plugin surface, contract version 1.2.
 
 A plugin imports from here and nowhere else in ``gateway``: the modules behind these names may
 move between gateway releases, these names stay for as long as the contract's major version does.
@@ -35,9 +35,12 @@ from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
 from gateway.core.feed import csv_records
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
+from gateway.core.http_routes import HttpAnswer, HttpCall, HttpRoute
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
-from gateway.core.sources import Reading, Source, Verdict
+from gateway.core.sources import XML_130, Reading, Source, Verdict
+from gateway.formats.bhxh_portal import (BHXH_CODES, decode_file_field, form_problem, portal_body, portal_code,
+                                         portal_message, reception_time, wrong_parameter)
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,
@@ -47,11 +50,11 @@ from gateway.formats.hl7_model import (
 )
 from gateway.formats.hl7v2 import Hl7Message, escape, unescape
 from gateway.formats.profile import ProfileDefaults, VendorPlugin
-from gateway.formats.xml130 import ClaimFile
+from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT, ClaimFile
 from gateway.model.envelope import Envelope
 from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.masking import mask_identifier, mask_name, mask_text
-from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Unavailable
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Outcome, Unavailable
 from gateway.model.records import (
     Address,
     Appointment,
@@ -89,4 +92,9 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
+    # contract 1.2, issue 18: a national system's own API on the intake listener (hssk_http_routes), the BHXH
+    # portal's answers and form, the XML 130 source and its kinds of file
+    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "HttpAnswer", "HttpCall", "HttpRoute", "Outcome", "XML_130",
+    "decode_file_field", "form_problem", "portal_body", "portal_code", "portal_message", "reception_time",
+    "wrong_parameter",
 ]
