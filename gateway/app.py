@@ -25,6 +25,7 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
+from gateway.core.plugin_gauges import PluginGauges
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
 from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, http_routes, migration_sets
 from gateway.core.replay import Replayer
@@ -73,6 +74,8 @@ class Gateway:
         self.identity_updates = IdentityUpdates(self.plugins.hook, self.store, self.writer, reactor, self.clock,
                                                 self.metrics, config.outbox.poll_interval_seconds)
         self.writer.on_linked = self.identity_updates.links_committed
+        self.plugin_gauges = PluginGauges(self.plugins.hook, self.metrics, reactor, self.clock,
+                                          config.plugins.gauges_seconds)
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
@@ -116,11 +119,12 @@ class Gateway:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
         yield self.delivery.start()
-        self.plugins.hook.hssk_journal(journal=GatewayJournal(
-            self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
-            self.clock))
+        journal = GatewayJournal(self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake,
+                                 self.reactor, self.clock)
+        self.plugins.hook.hssk_journal(journal=journal)
         self.intake.start()
         self.identity_updates.start()
+        self.plugin_gauges.start(journal)
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):
             endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
@@ -168,6 +172,7 @@ class Gateway:
         for port in self.ports.values():
             yield port.stopListening()
         yield self.identity_updates.stop()
+        yield self.plugin_gauges.stop()
         yield self.intake.stop()
         for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()

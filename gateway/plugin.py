@@ -34,12 +34,14 @@ from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
 from gateway.core.feed import csv_records
+from gateway.core.outbox import idempotency_key
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.http_routes import HttpAnswer, HttpCall, HttpRoute
 from gateway.core.lookups import Lookup, LookupAnswer
+from gateway.core.plugin_gauges import GaugeValue
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
 from gateway.core.sources import XML_130, Reading, Source, Verdict
-from gateway.formats.bhxh_portal import (BHXH_CODES, decode_file_field, form_problem, portal_body, portal_code,
+from gateway.formats.bhxh_portal import (BHXH_CODES, VIETNAM_TIME, decode_file_field, form_problem, portal_body, portal_code,
                                          portal_message, reception_time, wrong_parameter)
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
@@ -92,9 +94,10 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
-    # contract 1.2, issue 18: a national system's own API on the intake listener (hssk_http_routes), the BHXH
-    # portal's answers and form, the XML 130 source and its kinds of file
-    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "HttpAnswer", "HttpCall", "HttpRoute", "Outcome", "XML_130",
-    "decode_file_field", "form_problem", "portal_body", "portal_code", "portal_message", "reception_time",
+    # contract 1.2, issue 18: a national system's own API on the intake listener (hssk_http_routes), plugin
+    # gauges (hssk_gauges), the BHXH
+    # portal's answers and form, the XML 130 source and its kinds of file, an outbox row's idempotency key
+    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "GaugeValue", "HttpAnswer", "HttpCall", "HttpRoute", "Outcome", "XML_130",
+    "VIETNAM_TIME", "decode_file_field", "form_problem", "idempotency_key", "portal_body", "portal_code", "portal_message", "reception_time",
     "wrong_parameter",
 ]

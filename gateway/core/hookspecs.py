@@ -64,7 +64,8 @@ Contract 1.1 (issue 17) added :func:`hssk_identity_linked`: the person index
 send identity updates; and ``Event.destinations``.
 
 Contract 1.2 (issue 18) added :func:`hssk_http_routes`: endpoints of a national system's own API
-(the BHXH portal's) on the intake listener, so a HIS re-points to the gateway unchanged.
+(the BHXH portal's) on the intake listener, so a HIS re-points to the gateway unchanged; and
+:func:`hssk_gauges`, values of the gauges a plugin computes from the journal.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from gateway.core.documents import DocumentSource
     from gateway.core.http_routes import HttpRoute
     from gateway.core.lookups import Lookup, LookupAnswer
+    from gateway.core.plugin_gauges import GaugeValue
     from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
     from gateway.formats.hl7v2 import Hl7Message
@@ -589,6 +591,30 @@ def hssk_http_routes(config: GatewayConfig) -> Iterable[HttpRoute] | None:
         @hookimpl
         def hssk_http_routes(config):
             return [HttpRoute("api/token/take", take_token)]
+
+    Version note: added in contract 1.2 (issue 18).
+    """
+
+
+@hookspec
+def hssk_gauges(journal: PluginJournal) -> Iterable[GaugeValue] | None:
+    """Report the current values of gauges the gateway defines for plugins
+    (``Metrics.plugin_gauges``: ``hssk_bhxh_reconcile_episodes`` …), computed from the journal.
+
+    :param journal: the plugins' :class:`~gateway.plugin.PluginJournal`; read with ``journal.read``.
+    :returns: :class:`~gateway.plugin.GaugeValue` objects (gauge name, value, labels), or None. Each
+        refresh replaces every series of the gauges reported, so report all of a gauge's series
+        each time.
+
+    Called every ``plugins.gauges_seconds`` (and at start-up) in the gateway's process, on a thread
+    of the reactor's pool, never on the reactor: a read may take a while, but not longer than the
+    interval. Not firstresult. An exception, an unknown gauge name or wrong labels are logged and
+    skip the round (the gauges keep their last values)::
+
+        @hookimpl
+        def hssk_gauges(journal):
+            waiting = journal.read(lambda conn: conn.execute("SELECT count(*) FROM my_reviews").fetchone()[0])
+            return [GaugeValue("hssk_my_reviews_waiting", waiting)]
 
     Version note: added in contract 1.2 (issue 18).
     """

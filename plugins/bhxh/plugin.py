@@ -1,10 +1,14 @@
 """The BHXH plugin, written against the public plugin surface only (``gateway.plugin``, contract
 1.2). This module only wires the hooks to the modules that do the work: the portal-compatible
-intake (:mod:`plugins.bhxh.intake`)."""
+intake (:mod:`plugins.bhxh.intake`), the cross-check of the record store against BHXH
+(:mod:`plugins.bhxh.reconcile`, its gauges) and the commands (:mod:`plugins.bhxh.commands`)."""
 from __future__ import annotations
 
-from gateway.plugin import ConfigError, GatewayConfig, HttpRoute, PluginDescription, hookimpl
+from gateway.plugin import (Command, ConfigError, GatewayConfig, GaugeValue, HttpRoute, PluginDescription,
+                            PluginJournal, hookimpl)
+from plugins.bhxh.commands import COMMANDS
 from plugins.bhxh.intake import PortalIntake, Tokens, accounts_from
+from plugins.bhxh.reconcile import ReconcileSettings, gauge_values, reconcile, settings_from, window
 
 hssk_contract = "1.2"
 NAME = "bhxh"
@@ -22,6 +26,7 @@ class BhxhPlugin:
     def __init__(self, clock=None) -> None:
         self.clock = clock
         self.intake: PortalIntake | None = None
+        self.reconcile: ReconcileSettings | None = None
 
     @hookimpl
     def hssk_configure(self, config: GatewayConfig) -> None:
@@ -34,16 +39,35 @@ class BhxhPlugin:
             from twisted.internet import reactor
             self.clock = reactor
         self.intake = PortalIntake(accounts, Tokens(self.clock, float(seconds))) if accounts else None
+        self.reconcile = settings_from(config, table.get("reconcile", {}), f"plugins.{NAME}.reconcile")
 
     @hookimpl
     def hssk_describe(self) -> PluginDescription:
         intake = (f"the BHXH portal API for {len(self.intake.accounts)} account(s)" if self.intake
                   else "no BHXH portal accounts (plugins.bhxh.accounts)")
-        return PluginDescription(NAME, intake)
+        roles = self.reconcile.roles if self.reconcile else None
+        crosscheck = (f"reconciles record stores {', '.join(roles.record_stores) or 'none'} with BHXH "
+                      f"{', '.join(roles.bhxh) or 'none'}" if roles else "")
+        return PluginDescription(NAME, "; ".join(filter(None, (intake, crosscheck))))
 
     @hookimpl
     def hssk_http_routes(self) -> list[HttpRoute]:
         return self.intake.routes() if self.intake is not None else []
+
+    @hookimpl
+    def hssk_gauges(self, journal: PluginJournal) -> list[GaugeValue] | None:
+        """The reconciliation of the last ``window_days``, when a destination plays each role."""
+        settings = self.reconcile
+        if settings is None or not settings.roles.record_stores or not settings.roles.bhxh:
+            return None
+        now = self.clock.seconds()
+        first, last = window(now, settings.window_days)
+        report = journal.read(lambda conn: reconcile(conn, settings.roles, first, last))
+        return gauge_values(report, settings, now)
+
+    @hookimpl
+    def hssk_commands(self) -> list[Command]:
+        return COMMANDS
 
 
 plugin = BhxhPlugin()
