@@ -137,3 +137,28 @@ async def test_a_form_without_the_file_is_answered_205(gateway):
                                         {"accessToken": token["access_token"], "tokenId": token["id_token"]})
 
     assert answer.json()["maKetQua"] == "205" and "fileHSBase64" in answer.json()["thongDiep"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_of_another_facility_is_answered_403_as_the_accounts_client_may_not_send_it(gateway):
+    token = (await take_token(gateway))["APIKey"]
+    foreign = (SAMPLES / "xml4750_noi_tru.xml").read_bytes().replace(b"<MACSKCB>79025<", b"<MACSKCB>48202<")
+
+    answer = await send(gateway, "/api/qd130/guiHoSoXmlQD4750", foreign, token, facility="48202")
+
+    assert answer["maKetQua"] == "403" and "bv_79025" in answer["thongDiep"]
+    assert gateway.outbox() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_passwords_lock_the_address_out_and_are_answered_429(tmp_path, clock):
+    gw = GatewayUnderTest(tmp_path / "data", plugins=["vnpt_his", BhxhPlugin(clock)],
+                          settings={**settings(tmp_path), "auth.max_failures": 2})
+    await gw.start()
+    try:
+        first, second = await take_token(gw, "sai-1"), await take_token(gw, "sai-2")
+        locked = await take_token(gw)
+    finally:
+        await gw.stop()
+
+    assert (first["maKetQua"], second["maKetQua"], locked["maKetQua"]) == ("401", "401", "429")
