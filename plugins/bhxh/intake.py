@@ -51,6 +51,8 @@ MAX_FORM_FIELDS = 32
 #: ``expires_in`` as a UTC date and time (the portal's field holds one, §2.2).
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+#: Retry-After of a "124" (not stored now), as the gateway's own endpoints send it.
+RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def _with_file(fields: dict[str, str]) -> Deferred:
 def _answer(outcome: Outcome, call: HttpCall) -> HttpAnswer:
     code = portal_code(outcome)
     transaction = "" if outcome.message_id is None else str(outcome.message_id)
-    headers = {"retry-after": "30"} if code == "124" else {}
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if code == "124" else {}
     return HttpAnswer.json(portal_body(code, transaction, call.received_at, portal_message(code, outcome)),
                            headers=headers)
 
