@@ -64,6 +64,7 @@ from gateway.model.records import (
     ClaimTotals,
     ClinicalNote,
     Diagnosis,
+    DischargeLetter,
     Encounter,
     Extra,
     Identifier,
@@ -94,10 +95,12 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
+    # issue 17: XML7, whose MA_ME / MA_CHA / MA_THE_TAM name a newborn on its own
+    "DischargeLetter",
     # contract 1.2, issue 18: a national system's own API on the intake listener (hssk_http_routes), plugin
-    # gauges (hssk_gauges), the BHXH
-    # portal's answers and form, the XML 130 source and its kinds of file, an outbox row's idempotency key
-    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "GaugeValue", "HttpAnswer", "HttpCall", "HttpRoute", "Outcome", "XML_130",
-    "VIETNAM_TIME", "decode_file_field", "form_problem", "idempotency_key", "portal_body", "portal_code", "portal_message", "reception_time",
-    "wrong_parameter",
+    # gauges (hssk_gauges), the BHXH portal's answers and form, the XML 130 source and its kinds of file, an
+    # outbox row's idempotency key
+    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "GaugeValue", "HttpAnswer", "HttpCall", "HttpRoute",
+    "Outcome", "VIETNAM_TIME", "XML_130", "decode_file_field", "form_problem", "idempotency_key", "portal_body",
+    "portal_code", "portal_message", "reception_time", "wrong_parameter",
 ]

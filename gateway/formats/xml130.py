@@ -5,9 +5,10 @@ The one import for callers; the work is split by concern:
 ``xml130_reader`` and ``xml130_writer``. Value rules (CCCD, BHYT, totals, MA_LK links) live in
 ``gateway.rules.validation`` so HL7 adapters share them.
 
-Mapped: the envelope (MACSKCB, NGAYLAP, HOSO/FILEHOSO), XML1, XML2, XML3, XML4, XML5, XML13,
-XML14 and the check-in file, in their 130/4750 forms and the 4210 forms of XML1–5. XML6–12 and
-XML15 are kept verbatim (``RawTable``); CHUKYDONVI is neither verified nor produced.
+Mapped: the envelope (MACSKCB, NGAYLAP, HOSO/FILEHOSO), XML1, XML2, XML3, XML4, XML5, XML7 (its
+parents and temporary card on the person), XML13, XML14 and the check-in file, in their 130/4750
+forms and the 4210 forms of XML1–5. XML6, XML8–12 and XML15 are kept verbatim (``RawTable``);
+CHUKYDONVI is neither verified nor produced.
 """
 from __future__ import annotations
 

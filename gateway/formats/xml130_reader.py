@@ -39,6 +39,9 @@ from gateway.formats.xml130_tables import (
     XML1_LEGACY_MARKERS,
     XML1_LEGACY_RENAMES,
     XML1_PERSON,
+    XML7,
+    XML7_ORDER,
+    XML7_PARENTS,
     XML13,
     XML13_ORDER,
     XML14,
@@ -55,11 +58,13 @@ from gateway.model.records import (
     CheckIn,
     ClaimTotals,
     Diagnosis,
+    DischargeLetter,
     Encounter,
     Identifier,
     Person,
     RawTable,
     RecordSet,
+    RelatedPerson,
 )
 
 CLAIM_KIND = "XML130"
@@ -67,7 +72,7 @@ CHECK_IN_KIND = "XML130^CHECKIN"
 
 _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)")
 _BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
-_MAPPED_TABLES = frozenset({"XML1", "XML2", "XML3", "XML4", "XML5", "XML13", "XML14"})
+_MAPPED_TABLES = frozenset({"XML1", "XML2", "XML3", "XML4", "XML5", "XML7", "XML13", "XML14"})
 _XML1_MAPPED = frozenset(
     {fm.tag for fms in (XML1_ENCOUNTER, XML1_PERSON, XML1_ADDRESS, XML1_DIAGNOSIS, XML1_CLAIM) for fm in fms}
     | XML1_IDENTIFIER_TAGS)
@@ -185,9 +190,7 @@ class _Reader:
             values["MA_LOAI_KCB"] = encounter_class.zfill(2)
 
     def _person(self, values: Mapping[str, str], where: str, location: str) -> Person:
-        words = values.get("HO_TEN", "").split()
-        family, middle, given = (words[0], " ".join(words[1:-1]), words[-1]) if len(words) > 1 \
-            else ("", "", words[0] if words else "")
+        family, middle, given = _split_name(values.get("HO_TEN", ""))
         address = self.build(Address, XML1_ADDRESS, values, where, location) \
             if any(values.get(fm.tag) for fm in XML1_ADDRESS) else None
         return self.build(Person, XML1_PERSON, values, where, location, identifiers=_identifiers(values),
@@ -225,12 +228,13 @@ class _Reader:
             changes["unit_price_insurance"] = line.unit_price_hospital
         return dataclasses.replace(line, **changes) if changes else line
 
-    def letter(self, spec: TableSpec, order: tuple[str, ...], root: etree._Element, base: Mapping[str, str]):
-        """XML13 / XML14: own fields mapped; a repeated XML1 field kept only if it differs."""
+    def letter(self, spec: TableSpec, order: tuple[str, ...], pairs: list[tuple[str, str]],
+               base: Mapping[str, str]):
+        """XML7 / XML13 / XML14: own fields mapped; a repeated XML1 field kept only if it differs."""
         own = {fm.tag for fm in spec.fields}
         values: dict[str, str] = {}
         extra = []
-        for tag, text in _pairs(root):
+        for tag, text in pairs:
             if tag in own and tag not in values:
                 values[tag] = text
             elif tag in order and tag not in own and text == base.get(tag, ""):
@@ -238,6 +242,25 @@ class _Reader:
             else:
                 extra.append((tag, text))
         return self.build(spec.record_class, spec.fields, values, spec.kind, f"{spec.kind}^1", extra=tuple(extra))
+
+    def discharge_letter(self, root: etree._Element,
+                         base: Mapping[str, str]) -> tuple[DischargeLetter, tuple[RelatedPerson, ...]]:
+        """XML7: the letter, and the patient's mother and father it names (MA_ME / HO_TEN_ME,
+        MA_CHA / HO_TEN_CHA), which belong to the person, not the letter."""
+        parent_tags = {tag for _, code, name in XML7_PARENTS for tag in (code, name)}
+        parents: dict[str, str] = {}
+        rest = []
+        for tag, text in _pairs(root):
+            if tag in parent_tags and tag not in parents:
+                parents[tag] = text
+            else:
+                rest.append((tag, text))
+        related = tuple(
+            RelatedPerson(relationship, *_split_name(parents.get(name, "")),
+                          identifiers=(Identifier(health_id_system(parents[code]), parents[code]),)
+                          if parents.get(code) else ())
+            for relationship, code, name in XML7_PARENTS if parents.get(code) or parents.get(name))
+        return self.letter(XML7, XML7_ORDER, rest, base), related
 
     def check_in(self, record: etree._Element, n: int) -> RecordSet:
         pairs = _pairs(record)
@@ -289,8 +312,15 @@ class _Reader:
         base = xml1_values(partial)
         for spec, order, attribute in ((XML13, XML13_ORDER, "referral"), (XML14, XML14_ORDER, "appointment")):
             if spec.kind in tables:
-                parts[attribute] = self.letter(spec, order, parse_untrusted_xml(
-                    tables[spec.kind], max_bytes=self.max_bytes, where=spec.kind), base)
+                parts[attribute] = self.letter(spec, order, _pairs(parse_untrusted_xml(
+                    tables[spec.kind], max_bytes=self.max_bytes, where=spec.kind)), base)
+        if "XML7" in tables:
+            letter, related = self.discharge_letter(
+                parse_untrusted_xml(tables["XML7"], max_bytes=self.max_bytes, where="XML7"), base)
+            parts["discharge_letter"] = letter
+            parts["person"] = dataclasses.replace(
+                person, related=person.related + related,
+                identifiers=_with_temporary_card(person.identifiers, letter.temporary_card))
         raw = []
         for kind in sorted(set(tables) - _MAPPED_TABLES, key=lambda k: (len(k), k)):
             if kind not in RAW_TABLES:
@@ -321,6 +351,36 @@ def _identifiers(values: Mapping[str, str]) -> tuple[Identifier, ...]:
     if values.get("MA_BN"):
         found.append(Identifier("MR", values["MA_BN"], values.get("MA_CSKCB", "")))
     return tuple(found)
+
+
+def _split_name(text: str) -> tuple[str, str, str]:
+    """HO_TEN as (family, middle, given): the first word, the words between, the last word."""
+    words = text.split()
+    return (words[0], " ".join(words[1:-1]), words[-1]) if len(words) > 1 else ("", "", words[0] if words else "")
+
+
+def _with_temporary_card(identifiers: tuple[Identifier, ...], card: str) -> tuple[Identifier, ...]:
+    """The person's identifiers with XML7 MA_THE_TAM, the child's temporary card, as a BHYT card
+    (after XML1's cards, with no validity: XML1 did not list it) and the BHXH number it carries,
+    unless XML1 named them already."""
+    if not card:
+        return identifiers
+    known = {(i.system, i.value) for i in identifiers}
+    carried = [Identifier("BHYT", card)] + ([Identifier("BHXH", card[5:])] if _BHYT_CARD.fullmatch(card) else [])
+    added = tuple(i for i in carried if (i.system, i.value) not in known)
+    order = {"BHYT": 1, "BHXH": 2, "MR": 3}
+    return tuple(sorted(identifiers + added, key=lambda i: order.get(i.system, 0))) if added else identifiers
+
+
+def health_id_system(value: str) -> str:
+    """XML7 MA_ME and MA_CHA say "mã số định danh y tế (mã số BHXH)" (PL4750): in practice a
+    10-digit BHXH number or, the health identifier since NĐ 102/2025, the 12-digit personal id;
+    a sender may write the parent's BHYT card. Any other shape is read as SO_CCCD's would be."""
+    if value.isdigit() and len(value) == 10:
+        return "BHXH"
+    if _BHYT_CARD.fullmatch(value):
+        return "BHYT"
+    return personal_id_system(value)
 
 
 def personal_id_system(value: str) -> str:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.model.records import Appointment, CheckIn, ClinicalNote, MedicationLine, Observation, Referral, ServiceLine
+from gateway.model.records import (
+    Appointment,
+    CheckIn,
+    ClinicalNote,
+    DischargeLetter,
+    MedicationLine,
+    Observation,
+    Referral,
+    ServiceLine,
+)
 
 TEXT, NUMBER, LIST = "text", "number", "list"
 
@@ -129,6 +138,22 @@ XML1_LEGACY_ONLY = frozenset({"MA_LYDO_VVIEN", "MUC_HUONG"})
 #: Fields whose presence marks an XML1 as 4210.
 XML1_LEGACY_MARKERS = frozenset({"MA_THE", "T_TONGCHI", "MA_BENH", "TINH_TRANG_RV", "MA_LYDO_VVIEN"})
 
+#: XML7 discharge letter (26 fields). vn-standards §1.7 names MA_CHA, MA_ME and MA_THE_TAM; the
+#: annex order and the other names are from public client code, several agreeing [C]. The
+#: parents' fields go to the person (``XML7_PARENTS``); tags not in ``fields`` or there repeat
+#: XML1 or are kept in ``extra`` (see DischargeLetter).
+XML7 = TableSpec(
+    "XML7", "CHI_TIEU_DU_LIEU_GIAY_RA_VIEN", "", "CHI_TIEU_DU_LIEU_GIAY_RA_VIEN", DischargeLetter, _f(
+        "MA_LK ma_lk; NGAY_CT issued_on; MA_THE_TAM temporary_card; DU_PHONG reserve"))
+XML7_ORDER = tuple(
+    "MA_LK SO_LUU_TRU MA_YTE MA_KHOA_RV NGAY_VAO NGAY_RA MA_DINH_CHI_THAI NGUYENNHAN_DINHCHI THOIGIAN_DINHCHI "
+    "TUOI_THAI CHAN_DOAN_RV PP_DIEUTRI GHI_CHU MA_TTDV MA_BS TEN_BS NGAY_CT MA_CHA MA_ME MA_THE_TAM HO_TEN_CHA "
+    "HO_TEN_ME SO_NGAY_NGHI NGOAITRU_TUNGAY NGOAITRU_DENNGAY DU_PHONG".split())
+#: XML7's parents as ``Person.related``: (relationship, the code field, the name field). The codes
+#: say "mã số định danh y tế (mã số BHXH)" (PL4750): a BHXH number or, since NĐ 102/2025, the
+#: 12-digit personal id (vn-standards §3.3).
+XML7_PARENTS = (("mother", "MA_ME", "HO_TEN_ME"), ("father", "MA_CHA", "HO_TEN_CHA"))
+
 #: XML13 referral, annex order (39 fields). Tags not in ``fields`` repeat XML1 (see Referral).
 XML13 = TableSpec(
     "XML13", "CHI_TIEU_GIAYCHUYENTUYEN", "", "CHI_TIEU_GIAYCHUYENTUYEN", Referral, _f(
@@ -167,7 +192,7 @@ CHECK_IN_ORDER = tuple(
     "TEN_DICH_VU MA_THUOC TEN_THUOC MA_VAT_TU TEN_VAT_TU NGAY_YL DU_PHONG".split())
 
 #: Tables the reader keeps verbatim as RawTable: not mapped to the model yet.
-RAW_TABLES = ("XML6", "XML7", "XML8", "XML9", "XML10", "XML11", "XML12", "XML15")
+RAW_TABLES = ("XML6", "XML8", "XML9", "XML10", "XML11", "XML12", "XML15")
 
 #: Decimal places the writer uses, per field (vn-standards §1.4: SO_LUONG and DON_GIA 3,
 #: THANH_TIEN_* 2). Other numbers are written exactly as held. Pass another mapping to the

@@ -31,6 +31,9 @@ from gateway.formats.xml130_tables import (
     XML1_LEGACY_ONLY,
     XML1_ORDER,
     XML1_PERSON,
+    XML7,
+    XML7_ORDER,
+    XML7_PARENTS,
     XML13,
     XML13_ORDER,
     XML14,
@@ -44,6 +47,9 @@ from gateway.model.records import Identifier, Person, RecordSet
 _NSMAP = {"xsd": "http://www.w3.org/2001/XMLSchema", "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
 #: Which SO_CCCD value to write when a person holds several kinds: strongest first.
 _SO_CCCD_SYSTEMS = ("CCCD", "CMND", "PASSPORT", "OTHER_ID")
+#: Which identifier of a parent to write in XML7 MA_ME / MA_CHA: the field's own (the BHXH
+#: number), then the personal id that replaces it (NĐ 102/2025), then what a sender may put there.
+_HEALTH_ID_SYSTEMS = ("BHXH", "CCCD", "BHYT", "CMND", "PASSPORT", "OTHER_ID")
 
 
 def time12(value: str) -> str:
@@ -83,14 +89,18 @@ def _join_cards(cards: list[Identifier], attribute: str) -> str:
     return ";".join(getattr(card, attribute) for card in cards).rstrip(";")
 
 
-def _person_values(person: Person | None) -> dict[str, str]:
+def _person_values(person: Person | None, temporary_card: str = "") -> dict[str, str]:
+    """XML1's person fields. ``temporary_card`` (XML7 MA_THE_TAM) is left out of MA_THE_BHYT when
+    the person holds it without validity: XML1 did not list it (a card XML1 lists has GT_THE_TU
+    and GT_THE_DEN), only XML7 did."""
     if person is None:
         return {}
     values = {f.tag: time12(getattr(person, f.attribute)) if f.tag in TIME_FIELDS else getattr(person, f.attribute)
               for f in XML1_PERSON}
     if person.address is not None:
         values.update({f.tag: getattr(person.address, f.attribute) for f in XML1_ADDRESS})
-    cards = [i for i in person.identifiers if i.system == "BHYT"]
+    cards = [i for i in person.identifiers if i.system == "BHYT" and not (
+        i.value == temporary_card and not (i.valid_from or i.valid_to or i.registered_facility))]
     values["HO_TEN"] = person.full_name
     values["SO_CCCD"] = next((v for v in map(person.identifier, _SO_CCCD_SYSTEMS) if v), "")
     values["MA_BN"] = person.identifier("MR")
@@ -106,9 +116,24 @@ def xml1_values(records: RecordSet, decimals: Mapping[str, int] = DEFAULT_DECIMA
     some of them, so the reader compares their copies against these."""
     encounter = records.encounter
     values = _values(encounter, XML1_ENCOUNTER, decimals)
-    values.update(_person_values(records.person))
+    letter = records.discharge_letter
+    values.update(_person_values(records.person, letter.temporary_card if letter else ""))
     values.update(_values(records.diagnosis, XML1_DIAGNOSIS, decimals))
     values.update(_values(records.claim, XML1_CLAIM, decimals))
+    return values
+
+
+def _parent_values(person: Person | None) -> dict[str, str]:
+    """XML7 MA_ME / HO_TEN_ME and MA_CHA / HO_TEN_CHA from the person's mother and father."""
+    values: dict[str, str] = {}
+    for relationship, code, name in XML7_PARENTS:
+        parent = next((r for r in person.related if r.relationship == relationship), None) if person else None
+        if parent is not None:
+            by_system: dict[str, str] = {}
+            for identifier in parent.identifiers:
+                by_system.setdefault(identifier.system, identifier.value)
+            values[code] = next((by_system[s] for s in _HEALTH_ID_SYSTEMS if s in by_system), "")
+            values[name] = " ".join(p for p in (parent.family, parent.middle, parent.given) if p)
     return values
 
 
@@ -172,6 +197,9 @@ def record_tables(records: RecordSet, decimals: Mapping[str, int] = DEFAULT_DECI
     for spec, lines in zip(LINE_TABLES, (records.medications, records.services, records.observations, records.notes)):
         if lines:
             tables.append((spec.kind, _serialise(_line_table(spec, lines, ma_lk, decimals))))
+    if records.discharge_letter is not None:
+        tables.append(("XML7", _serialise(_letter(XML7, XML7_ORDER, records.discharge_letter,
+                                                  {**base, **_parent_values(records.person)}, decimals))))
     if records.referral is not None:
         tables.append(("XML13", _serialise(_letter(XML13, XML13_ORDER, records.referral, base, decimals))))
     if records.appointment is not None:

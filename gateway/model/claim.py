@@ -209,6 +209,25 @@ class Referral:
 
 
 @dataclass(frozen=True)
+class DischargeLetter:
+    """XML7 (CHI_TIEU_DU_LIEU_GIAY_RA_VIEN), the discharge letter.
+
+    Its parents' fields describe the patient, so they live on the person: MA_ME / HO_TEN_ME and
+    MA_CHA / HO_TEN_CHA are ``Person.related`` (mother, father), each code an identifier whose
+    system its shape decides; MA_THE_TAM is also a BHYT identifier of the person, the child's own
+    card, which lets the person index link a provisional newborn. Repeated XML1 fields (NGAY_VAO,
+    NGAY_RA, CHAN_DOAN_RV, MA_TTDV) and the letter's other fields are handled as in
+    :class:`Referral`.
+    """
+
+    ma_lk: str = ""  # MA_LK
+    temporary_card: str = ""  # MA_THE_TAM: the child's temporary BHYT card, 15 characters
+    issued_on: str = ""  # NGAY_CT, yyyymmdd
+    reserve: str = ""  # DU_PHONG
+    extra: Extra = ()
+
+
+@dataclass(frozen=True)
 class Appointment:
     """XML14 (CHI_TIEU_GIAYHEN_KHAMLAI), the follow-up appointment letter.
 

@@ -2,7 +2,7 @@
 
 Plain frozen dataclasses; each field names the XML 130 / HL7 v2 field it maps to, so a reader can
 go from a Vietnamese claim file to this model without a mapping table. Person, encounter and
-observation live here; the claim tables (XML2, XML3, XML5, XML13, XML14, check-in, XML1 totals)
+observation live here; the claim tables (XML2, XML3, XML5, XML7, XML13, XML14, check-in, XML1 totals)
 live in ``gateway.model.claim`` and are re-exported below. Every field added after the first
 version has a default, so older adapters keep constructing records positionally.
 """
@@ -20,6 +20,7 @@ from gateway.model.claim import (
     ClaimTotals,
     ClinicalNote,
     Diagnosis,
+    DischargeLetter,
     Extra,
     MedicationLine,
     Referral,
@@ -29,7 +30,7 @@ from gateway.model.claim import (
 )
 
 __all__ = [
-    "Address", "Appointment", "CheckIn", "ClaimTotals", "ClinicalNote", "Diagnosis", "Encounter",
+    "Address", "Appointment", "CheckIn", "ClaimTotals", "ClinicalNote", "Diagnosis", "DischargeLetter", "Encounter",
     "Extra", "Identifier", "MedicationLine", "Observation", "Person", "RawTable", "RecordSet",
     "Referral", "RelatedPerson", "ServiceLine", "as_plain", "extra_value",
 ]
@@ -239,13 +240,14 @@ class RecordSet:
     referral: Referral | None = None  # XML13
     appointment: Appointment | None = None  # XML14
     check_in: CheckIn | None = None  # check-in (TRANG_THAI_KCB)
-    other_tables: tuple[RawTable, ...] = ()  # XML6–12, XML15, kept verbatim
+    other_tables: tuple[RawTable, ...] = ()  # XML6, XML8–12, XML15, kept verbatim
     #: Where the message held the values a vendor profile placed (``field_map``), as ``(XML1 tag,
     #: n, ERR-2 location)`` for the n-th value of the tag's ``;`` list: ``("GT_THE_TU", 1,
     #: "ZBH^1^4")``. The identity rules name that field in their ERR, not the tag's standard HL7
     #: place, which the message may not even have. How the message was read, not what it says, so
     #: it is left out of equality and of the JSON (``compare=False``).
     field_locations: tuple[tuple[str, int, str], ...] = field(default=(), compare=False)
+    discharge_letter: DischargeLetter | None = None  # XML7 (last: records are built positionally)
 
     def location_of(self, tag: str, n: int = 1) -> str:
         """ERR-2 of the n-th value of XML1 ``tag`` when a profile placed it, else ``""``."""

@@ -52,6 +52,7 @@ from gateway.model.records import (
     ClaimTotals,
     ClinicalNote,
     Diagnosis,
+    DischargeLetter,
     Encounter,
     Extra,
     Identifier,
@@ -152,7 +153,7 @@ def _by_field(steps: Mapping[str, str]) -> Mapping[str, str]:
 FIELDS: Mapping[type, Mapping[str, str]] = {cls: _by_field(steps) for cls, steps in {
     RecordSet: {CODE: "kind", READING: "field_locations",
                 RECORDS: "person encounter observations immunizations diagnosis claim medications services notes "
-                         "referral appointment check_in other_tables"},
+                         "referral appointment check_in other_tables discharge_letter"},
     Person: {RECORDS: "identifiers address related previous_identifiers", TIME: "birth_date",
              IDENTITY: "family middle given phone nationality ethnicity occupation",
              CODE: "sex blood_group multiple_birth birth_order provisional"},
@@ -201,6 +202,8 @@ FIELDS: Mapping[type, Mapping[str, str]] = {cls: _by_field(steps) for cls, steps
                CODE: "ma_lk record_number referral_number referral_letter from_facility to_facility discharge_type "
                      "reason",
                IDENTITY: "escort_name escort_title doctor head_of_facility"},
+    DischargeLetter: {TEXT: "reserve", UNMAPPED: "extra", CODE: "ma_lk", TIME: "issued_on",
+                      IDENTITY: "temporary_card"},
     Appointment: {TEXT: "reserve", UNMAPPED: "extra", CODE: "ma_lk number", TIME: "appointment_at issued_on",
                   IDENTITY: "doctor head_of_facility"},
     CheckIn: {DRUG: "drug_name", TEXT: "service_name supply_name reserve", UNMAPPED: "extra",
@@ -582,6 +585,7 @@ _STEPS = (
     ("observations", lambda cut, lines: cut.lines(lines, "observation")),
     ("notes", lambda cut, lines: cut.lines(lines, "note")),
     ("immunizations", lambda cut, lines: cut.lines(lines, "immunization")),
+    ("discharge_letter", _Cut.record),
     ("referral", _Cut.record),
     ("appointment", _Cut.record),
     ("check_in", _Cut.check_in),

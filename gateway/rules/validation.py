@@ -143,8 +143,9 @@ def check_linkage(records: RecordSet) -> list[Issue]:
     issues = []
     linked = [(table, n, line.ma_lk) for table, attribute in _LINK_TABLES
               for n, line in enumerate(getattr(records, attribute), 1)]
-    linked += [(table, 1, letter.ma_lk) for table, letter in (("XML13", records.referral),
-                                                               ("XML14", records.appointment)) if letter is not None]
+    linked += [(table, 1, letter.ma_lk) for table, letter in (
+        ("XML7", records.discharge_letter), ("XML13", records.referral), ("XML14", records.appointment))
+        if letter is not None]
     for table, n, value in linked:
         where = f"{table} line {n}" if table in ("XML2", "XML3", "XML4", "XML5") else table
         if not value:
@@ -152,6 +153,34 @@ def check_linkage(records: RecordSet) -> list[Issue]:
         elif value != ma_lk:
             issues.append(Issue(103, f"{where} MA_LK: {value!r} does not match XML1 MA_LK {ma_lk!r}",
                                 f"{table}^{n}^MA_LK"))
+    return issues
+
+
+#: XML7's parent codes, by the relationship the reader gave them.
+_PARENT_CODES = (("mother", "MA_ME"), ("father", "MA_CHA"))
+
+
+def _discharge_letter_issues(records: RecordSet, rules: ValidationRules) -> list[Issue]:
+    """XML7 MA_ME, MA_CHA and MA_THE_TAM name the child's parents and the child's own card, which
+    the person index links a newborn by: a personal id or card must be well formed (E), and a code
+    of no known shape is named (W), since no parent can be found by it."""
+    letter, person = records.discharge_letter, records.person
+    if letter is None or person is None:
+        return []
+    issues = check_bhyt_card(letter.temporary_card, field="XML7 MA_THE_TAM", location="XML7^1^MA_THE_TAM",
+                             rules=rules.identity)
+    for relationship, tag in _PARENT_CODES:
+        parent = next((r for r in person.related if r.relationship == relationship), None)
+        for identifier in parent.identifiers if parent else ():
+            field, location = f"XML7 {tag}", f"XML7^1^{tag}"
+            if identifier.system == "CCCD":
+                issues += check_cccd(identifier.value, field=field, location=location, rules=rules.identity)
+            elif identifier.system == "BHYT":
+                issues += check_bhyt_card(identifier.value, field=field, location=location, rules=rules.identity)
+            elif identifier.system != "BHXH":
+                issues.append(Issue(102, f"{field}: {mask_identifier(identifier.value)} is neither a 10-digit BHXH "
+                                         "number nor a 12-digit personal id; the parent cannot be found by it",
+                                    location, "W"))
     return issues
 
 
@@ -278,6 +307,7 @@ def claim_issues(records: RecordSet, rules: ValidationRules = DEFAULT_RULES) -> 
     issues += _encounter_issues(records, rules)
     issues += _line_issues(records)
     issues += check_linkage(records)
+    issues += _discharge_letter_issues(records, rules)
     return tuple(issues)
 
 

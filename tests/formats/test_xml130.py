@@ -197,14 +197,14 @@ def test_check_in_file_maps_person_encounter_and_first_cost():
 
 
 def test_tables_the_model_does_not_map_are_kept_verbatim():
-    xml7 = ('<?xml version="1.0" encoding="utf-8"?>'
-            '<CHI_TIEU_DU_LIEU_GIAY_RA_VIEN><MA_LK>x</MA_LK></CHI_TIEU_DU_LIEU_GIAY_RA_VIEN>')
-    document = edit_table(sample(INPATIENT_4750), "XML7", lambda _: xml7)
+    xml8 = ('<?xml version="1.0" encoding="utf-8"?>'
+            '<CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN><MA_LK>x</MA_LK></CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN>')
+    document = edit_table(sample(INPATIENT_4750), "XML8", lambda _: xml8)
 
     [records] = read_xml130(document).records
 
-    assert [(t.kind, t.content) for t in records.other_tables] == [("XML7", xml7)]
-    assert inner_tables(write_xml130(read_xml130(document)))["XML7"] == xml7
+    assert [(t.kind, t.content) for t in records.other_tables] == [("XML8", xml8)]
+    assert inner_tables(write_xml130(read_xml130(document)))["XML8"] == xml8
 
 
 def test_record_set_renders_to_json_with_decimals_as_exact_text():

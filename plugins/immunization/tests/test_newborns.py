@@ -9,6 +9,7 @@ destination that received the placeholder, after what they received. What cannot
 waits for an operator in the review queue."""
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import subprocess
@@ -64,6 +65,27 @@ def own_adt(control_id: str, *, cccd: str = CHILD_CCCD, name: str = "Nguyễn^Th
         mother,
     ]
     return ("\r".join(s for s in segments if s) + "\r").encode("utf-8")
+
+
+CHILD_CARD = "TE1797931234567"
+
+
+def child_claim_file(mother_code: str, *, birth: str = "202503150000") -> bytes:
+    """The child's own XML 130 file from a hospital (79025): XML1 names the child by its temporary
+    card and its own name; XML7, the discharge letter, names the mother by MA_ME."""
+    xml1 = (f"<TONG_HOP><MA_LK>79025.2025060100042</MA_LK><STT>1</STT><MA_BN>BN2025000042</MA_BN>"
+            f"<HO_TEN>Nguyễn Thị An</HO_TEN><NGAY_SINH>{birth}</NGAY_SINH><GIOI_TINH>2</GIOI_TINH>"
+            f"<MA_THE_BHYT>{CHILD_CARD}</MA_THE_BHYT><MA_DKBD>79025</MA_DKBD><GT_THE_TU>20250315</GT_THE_TU>"
+            f"<GT_THE_DEN>20310314</GT_THE_DEN><MA_BENH_CHINH>P59.9</MA_BENH_CHINH><NGAY_VAO>202506010800</NGAY_VAO>"
+            f"<NGAY_RA>202506031000</NGAY_RA><MA_LOAI_KCB>03</MA_LOAI_KCB><MA_CSKCB>79025</MA_CSKCB></TONG_HOP>")
+    xml7 = (f"<CHI_TIEU_DU_LIEU_GIAY_RA_VIEN><MA_LK>79025.2025060100042</MA_LK><NGAY_CT>20250603</NGAY_CT>"
+            f"<MA_ME>{mother_code}</MA_ME><MA_THE_TAM>{CHILD_CARD}</MA_THE_TAM><HO_TEN_ME>Lê Thị Mẫu</HO_TEN_ME>"
+            f"</CHI_TIEU_DU_LIEU_GIAY_RA_VIEN>")
+    files = "".join(f"<FILEHOSO><LOAIHOSO>{kind}</LOAIHOSO><NOIDUNGFILE>{base64.b64encode(table.encode()).decode()}"
+                    f"</NOIDUNGFILE></FILEHOSO>" for kind, table in (("XML1", xml1), ("XML7", xml7)))
+    return (f'<?xml version="1.0" encoding="utf-8"?><GIAMDINHHS><THONGTINDONVI><MACSKCB>79025</MACSKCB>'
+            f"</THONGTINDONVI><THONGTINHOSO><NGAYLAP>20250603</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO>"
+            f"<HOSO>{files}</HOSO></DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI></CHUKYDONVI></GIAMDINHHS>").encode()
 
 
 async def send_in_order(gateway, *messages: bytes) -> list:
@@ -256,3 +278,49 @@ def _in_thread(function, *args):
     from twisted.internet.threads import deferToThread
 
     return deferToThread(function, *args)
+
+
+#: The hospital's claim files come through a HIS plugin that takes XML 130 from facility 79025.
+with_claim_files = pytest.mark.parametrize("hssk_plugins, hssk_settings", [(
+    ["immunization", "vnpt_his"],
+    {"outbox.poll_interval_seconds": 0.2, "plugins.vnpt_his.xml_facilities": ["79025"]})], ids=["vnpt_his"])
+
+
+@with_claim_files
+@pytest.mark.parametrize("mother, ma_me", [(MOTHER, MOTHER_CCCD),
+                                           (MOTHER.replace(f"{MOTHER_CCCD}^^^BCA^CCCD", "DN4790190000456^^^BHXH^HC"),
+                                            "0190000456")], ids=["ma_me_personal_id", "ma_me_bhxh_number"])
+@pytest_twisted.ensureDeferred
+async def test_a_claim_file_whose_discharge_letter_names_the_mother_links_the_placeholder(
+        hssk_gateway, hssk_recording_store, mother, ma_me):
+    """XML7 MA_ME names the mother (by her 12-digit id, or by the BHXH number her card carries),
+    XML1 the child's birth day and its temporary card (MA_THE_TAM): the provisional child the
+    vaccination made is the child, and the identity update reaches the stores behind the file."""
+    [vxu] = await send_in_order(hssk_gateway, placeholder("NB7", mother=mother))
+
+    answer = await hssk_gateway.http.post_xml130(child_claim_file(ma_me))
+    order, body = await delivered_update(hssk_gateway, hssk_recording_store, "json")
+
+    assert answer.status == 200, answer.body
+    [claim] = hssk_gateway.journal(id=answer.json()["message_id"])
+    [event] = updates(hssk_gateway)
+    assert order == [vxu.control_id, claim["control_id"], event["control_id"]]
+    person = json.loads(body)["records"]["person"]
+    assert previous_values(person) == {NIIS_ID}
+    assert {(i["system"], i["value"]) for i in person["identifiers"]} >= {("BHYT", CHILD_CARD), ("MR", "BN2025000042")}
+    [(provisional, how)] = index(hssk_gateway, "SELECT p.provisional, l.how FROM persons p JOIN person_identity_links "
+                                               "l ON l.person_id = p.id")
+    assert (provisional, how) == (None, "automatic")
+    assert len(index(hssk_gateway, "SELECT DISTINCT ordering_key FROM outbox WHERE destination = 'json'")) == 1
+
+
+@with_claim_files
+@pytest_twisted.ensureDeferred
+async def test_a_claim_file_for_a_child_born_another_day_leaves_the_placeholder_provisional(hssk_gateway):
+    await send_in_order(hssk_gateway, placeholder("NB8"))
+
+    answer = await hssk_gateway.http.post_xml130(child_claim_file(MOTHER_CCCD, birth="202503160000"))
+
+    assert answer.status == 200, answer.body
+    assert index(hssk_gateway, "SELECT count(*) FROM persons WHERE provisional IS NOT NULL") == [(1,)]
+    assert index(hssk_gateway, "SELECT count(*) FROM person_identity_links") == [(0,)]
