@@ -29,8 +29,9 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
+from gateway.core.plugin_gauges import PluginGauges
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
-from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, http_routes, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, Store
 from gateway.formats.charsets import codec_for
@@ -78,6 +79,8 @@ class Gateway:
         self.identity_updates = IdentityUpdates(self.plugins.hook, self.store, self.writer, reactor, self.clock,
                                                 self.metrics, config.outbox.poll_interval_seconds)
         self.writer.on_linked = self.identity_updates.links_committed
+        self.plugin_gauges = PluginGauges(self.plugins.hook, self.metrics, reactor, self.clock,
+                                          config.plugins.gauges_seconds)
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
@@ -104,7 +107,8 @@ class Gateway:
                                              self.metrics, Replayer(self.intake, self.pipeline, self.store,
                                                                     self.clients, config, reactor),
                                              self.intake, _admin_token(config)), self.clock, reactor),
-            clients=self.clients, limiter=auth_limiter)
+            clients=self.clients, limiter=auth_limiter,
+            routes=http_routes(self.plugins, config, self.pipeline.sources))
         self.ports: dict[str, object] = {}
 
     def _process_pool(self, plugins: pluggy.PluginManager | None,
@@ -133,12 +137,13 @@ class Gateway:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
         yield self.delivery.start()
-        self.plugins.hook.hssk_journal(journal=GatewayJournal(
-            self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
-            self.clock))
+        journal = GatewayJournal(self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake,
+                                 self.reactor, self.clock)
+        self.plugins.hook.hssk_journal(journal=journal)
         self.intake.start()
         self.identity_updates.start()
         self._journal_watch.start(self.config.outbox.poll_interval_seconds)
+        self.plugin_gauges.start(journal)
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):
             endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
@@ -186,6 +191,7 @@ class Gateway:
         for port in self.ports.values():
             yield port.stopListening()
         yield self.identity_updates.stop()
+        yield self.plugin_gauges.stop()
         yield self.intake.stop()
         for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()

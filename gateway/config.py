@@ -309,6 +309,8 @@ class DestinationConfig:
 @dataclass(frozen=True)
 class PluginsConfig:
     disabled: tuple[str, ...] = ()
+    #: How often the running gateway asks the plugins for their gauges' values (hssk_gauges).
+    gauges_seconds: float = field(default=60.0, metadata=_check("must be a positive number of seconds", _positive))
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 

@@ -1,20 +1,56 @@
-"""The BHXH plugin's hooks. Each part lives in its own module and this one only delegates:
-the ``bhxh`` destination kind (:mod:`plugins.bhxh.submit`)."""
+"""The BHXH plugin, written against the public plugin surface only (``gateway.plugin``, contract
+1.2). This module only wires the hooks to the modules that do the work: the ``bhxh`` destination
+kind (:mod:`plugins.bhxh.submit`), the portal-compatible intake (:mod:`plugins.bhxh.intake`), the cross-check of the record store against BHXH
+(:mod:`plugins.bhxh.reconcile`, its gauges) and the commands (:mod:`plugins.bhxh.commands`)."""
 from __future__ import annotations
 
-from gateway.plugin import DestinationConfig, DestinationKind, Payload, PluginDescription, RecordSet, hookimpl
+from gateway.plugin import (Command, ConfigError, DestinationConfig, DestinationKind, GatewayConfig, GaugeValue,
+                            HttpRoute, Payload, PluginDescription, PluginJournal, RecordSet, hookimpl)
 from plugins.bhxh import submit
+from plugins.bhxh.commands import COMMANDS
+from plugins.bhxh.intake import PortalIntake, Tokens, accounts_from
+from plugins.bhxh.reconcile import ReconcileSettings, gauge_values, reconcile, settings_from, window
 
 hssk_contract = "1.2"
 NAME = "bhxh"
+#: How long a portal token lasts when ``token_seconds`` is not set; the portal's own is a day or
+#: less, and a HIS logs in again on 401 either way.
+TOKEN_SECONDS = 3600.0
 
 
 class BhxhPlugin:
+    """The plugin object registered under ``hssk_gateway.plugins`` as ``bhxh``. ``clock``
+    (IReactorTime, the reactor by default) says when a token expires."""
+
     hssk_contract = hssk_contract
+
+    def __init__(self, clock=None) -> None:
+        self.clock = clock
+        self.intake: PortalIntake | None = None
+        self.reconcile: ReconcileSettings | None = None
+
+    @hookimpl
+    def hssk_configure(self, config: GatewayConfig) -> None:
+        table = config.plugin_settings(NAME)
+        seconds = table.get("token_seconds", TOKEN_SECONDS)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ConfigError(f"plugins.{NAME}.token_seconds", "a positive number of seconds")
+        accounts = accounts_from(config, table, f"plugins.{NAME}.accounts")
+        if self.clock is None:
+            from twisted.internet import reactor
+            self.clock = reactor
+        self.intake = PortalIntake(accounts, Tokens(self.clock, float(seconds))) if accounts else None
+        self.reconcile = settings_from(config, table.get("reconcile", {}), f"plugins.{NAME}.reconcile")
 
     @hookimpl
     def hssk_describe(self) -> PluginDescription:
-        return PluginDescription(NAME, "BHXH receiving portal: signed claim submission (destination kind bhxh)")
+        intake = (f"the BHXH portal API for {len(self.intake.accounts)} account(s)" if self.intake
+                  else "no BHXH portal accounts (plugins.bhxh.accounts)")
+        roles = self.reconcile.roles if self.reconcile else None
+        crosscheck = (f"reconciles record stores {', '.join(roles.record_stores) or 'none'} with BHXH "
+                      f"{', '.join(roles.bhxh) or 'none'}" if roles else "")
+        submission = "signed claim submission (destination kind bhxh)"
+        return PluginDescription(NAME, "; ".join(filter(None, (submission, intake, crosscheck))))
 
     @hookimpl
     def hssk_destination_kinds(self) -> tuple[DestinationKind, ...]:
@@ -27,6 +63,25 @@ class BhxhPlugin:
         renderer writes the file."""
         submit.other_facility(records, destination)
         return None
+
+    @hookimpl
+    def hssk_http_routes(self) -> list[HttpRoute]:
+        return self.intake.routes() if self.intake is not None else []
+
+    @hookimpl
+    def hssk_gauges(self, journal: PluginJournal) -> list[GaugeValue] | None:
+        """The reconciliation of the last ``window_days``, when a destination plays each role."""
+        settings = self.reconcile
+        if settings is None or not settings.roles.record_stores or not settings.roles.bhxh:
+            return None
+        now = self.clock.seconds()
+        first, last = window(now, settings.window_days)
+        report = journal.read(lambda conn: reconcile(conn, settings.roles, first, last))
+        return gauge_values(report, settings, now)
+
+    @hookimpl
+    def hssk_commands(self) -> list[Command]:
+        return COMMANDS
 
 
 plugin = BhxhPlugin()
