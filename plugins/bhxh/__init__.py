@@ -1,0 +1,1 @@
+"""The BHXH plugin (issue 18): the national social-insurance portal's services for the gateway."""
