@@ -101,10 +101,10 @@ def birth_for_portal(birth_date: str) -> str:
 
 
 class RateLimiter:
-    """Requests at least ``1 / rate`` seconds apart, in the order they ask."""
+    """Requests at least ``1 / rate`` seconds apart, in the order they ask (``rate`` 0: no limit)."""
 
     def __init__(self, rate: float, max_wait: float, clock: IReactorTime) -> None:
-        self._interval = 1.0 / rate
+        self._interval = 1.0 / rate if rate > 0 else 0.0
         self._max_wait = max_wait
         self._clock = clock
         self._next = 0.0

@@ -107,9 +107,8 @@ def read_config(config: GatewayConfig, environ: Mapping[str, str] = os.environ) 
         timeout_seconds=_number(table, "timeout_seconds", 3.0), max_concurrent=int(_number(table, "max_concurrent", 4)),
         new_card_destinations=_texts(table, "new_card_destinations"),
         check=CheckSettings(**{key: type(default)(_number(table, key, default)) for key, default in check_keys.items()}))
-    if settings.check.requests_per_second <= 0 or settings.check.breaker_failures < 1:
-        raise ConfigError(f"{SECTION}.requests_per_second", "requests_per_second is positive and breaker_failures "
-                                                            "at least 1")
+    if settings.check.breaker_failures < 1:
+        raise ConfigError(f"{SECTION}.breaker_failures", "at least 1")
     if settings.enriches:
         settings.account()
     return settings

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.internet import reactor as default_reactor
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
@@ -255,4 +256,4 @@ class CardPortalDouble:
     async def stop(self) -> None:
         self.cards.release_all()
         if self.port is not None:
-            await self.port.stopListening()
+            await maybeDeferred(self.port.stopListening)
