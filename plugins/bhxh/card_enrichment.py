@@ -183,7 +183,12 @@ class CardEnrichment:
         self._clock = clock
 
     def configure(self, config: GatewayConfig) -> None:
+        """A new configuration (a start, a restart in one process) starts with a new checker: a
+        new token, an empty cache, a closed circuit."""
         self.settings = read_config(config)
+        if self.checker is not None:
+            self.checker.client.close()
+            self.checker = None
 
     def checker_for(self, reactor) -> CardChecker:
         """The one checker of this process (its token, cache, rate limit and breaker are shared

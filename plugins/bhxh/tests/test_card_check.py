@@ -9,7 +9,6 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from gateway.plugin import ConfigError
-from gateway.testing.gateway import BASE_SETTINGS  # noqa: F401  (the kit is installed)
 from plugins.bhxh.card_check import CardChecker, CardNotChecked, CheckSettings
 from plugins.bhxh.card_codes import CODES, DEFINITIVE, card_code
 from plugins.bhxh.card_command import check_card
@@ -240,7 +239,6 @@ def test_settings_are_checked_with_the_key_named():
 
 
 def _config(table: dict):
-    from gateway.plugin import GatewayConfig  # noqa: F401  (the type read_config takes)
     from gateway.config import load_config
 
     return load_config(environ={}, overrides={"plugins.bhxh.card_check": table})
