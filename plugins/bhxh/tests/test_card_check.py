@@ -8,10 +8,10 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from gateway.plugin import ConfigError
+from gateway.plugin import ConfigError, mask_identifier
 from plugins.bhxh.card_check import CardChecker, CardNotChecked, CheckSettings
 from plugins.bhxh.card_codes import CODES, DEFINITIVE, card_code
-from plugins.bhxh.card_command import check_card
+from plugins.bhxh.card_command import check_card, describe
 from plugins.bhxh.card_enrichment import read_config
 from plugins.bhxh.portal_client import PortalAccount, PortalClient
 from plugins.bhxh.tests.portal import (BASE, BIRTH, NAME, PASSWORD, SCENARIOS, STAFF_CCCD, STAFF_NAME, USERNAME,
@@ -56,6 +56,11 @@ async def test_every_answer_code_is_read_into_its_kind_through_the_commands_chec
             if result.kind == "new_card":
                 assert result.new_card == card(int(scenario.card[-2:]), benefit="2")
                 assert (result.new_valid_from, result.new_valid_to) == ("20270101", "20271231")
+                masked, clear = describe(result, reveal=False), describe(result, reveal=True)
+                assert (masked["new_card"], masked["holder_name"], masked["birth_date"]) == (
+                    mask_identifier(result.new_card), "Nguyễn V. A.", "1985")
+                assert (clear["new_card"], clear["holder_name"], clear["birth_date"]) == (
+                    result.new_card, NAME, "19850412")
         assert double.issuer.logins == len(SCENARIOS)  # the command logs in for its one check
         assert double.cards.requests[0] == {"maThe": SCENARIOS[0].card, "hoTen": NAME, "ngaySinh": "12/04/1985",
                                             "hoTenCb": STAFF_NAME, "cccdCb": STAFF_CCCD}
