@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from gateway.plugin import Command, CommandContext, CommandError, ConfigError, mask_identifier, mask_name
 from plugins.bhxh.card_check import CardChecker, CardNotChecked, CardResult
 from plugins.bhxh.card_codes import NEW_CARD, USABLE
-from plugins.bhxh.card_enrichment import new_card_event, read_config
+from plugins.bhxh.card_enrichment import card_check_table, new_card_event, read_config
 from plugins.bhxh.portal_client import PortalClient
 
 log = Logger(namespace="hssk.bhxh.card")
@@ -74,7 +74,7 @@ def print_result(shown: dict) -> None:
 
 
 def card_command(args: argparse.Namespace, context: CommandContext) -> int:
-    settings = read_config(context.config)
+    settings = read_config(card_check_table(context.config))
     settings.account()
     outcome = run_reactor(lambda reactor: check_card(reactor, settings, args.card.strip(), args.name, args.birth))
     if isinstance(outcome, Failure):
@@ -100,7 +100,7 @@ def _announce(context: CommandContext, result: CardResult) -> str:
     except ConfigError as e:
         return f"not updated ({e})"
     queued = []
-    journal.queue_event(new_card_event(result, "", read_config(context.config).new_card_destinations)).addBoth(
+    journal.queue_event(new_card_event(result, "", read_config(card_check_table(context.config)).new_card_destinations)).addBoth(
         queued.append)
     outcome = queued[0]
     if isinstance(outcome, Failure):

@@ -84,9 +84,13 @@ class CardCheckConfig:
         return PortalAccount(self.url, self.username, self.password, self.staff_name, self.staff_cccd)
 
 
-def read_config(config: GatewayConfig, environ: Mapping[str, str] = os.environ) -> CardCheckConfig:
+def card_check_table(config: GatewayConfig) -> object:
+    """``[plugins.bhxh.card_check]`` of the configuration, as written (empty when absent)."""
+    return config.plugin_settings("bhxh").get("card_check", {})
+
+
+def read_config(table: object, environ: Mapping[str, str] = os.environ) -> CardCheckConfig:
     """The ``card_check`` table of ``[plugins.bhxh]``: every key checked, unknown ones refused."""
-    table = config.plugin_settings("bhxh").get("card_check", {})
     if not isinstance(table, Mapping):
         raise ConfigError(SECTION, "a table of settings")
     check_keys = {f.name: f.default for f in fields(CheckSettings)}
@@ -185,7 +189,7 @@ class CardEnrichment:
     def configure(self, config: GatewayConfig) -> None:
         """A new configuration (a start, a restart in one process) starts with a new checker: a
         new token, an empty cache, a closed circuit."""
-        self.settings = read_config(config)
+        self.settings = read_config(card_check_table(config))
         if self.checker is not None:
             self.checker.client.close()
             self.checker = None
