@@ -214,7 +214,9 @@ class CardEnrichment:
                        timeout_seconds=settings.timeout_seconds, max_concurrent=settings.max_concurrent)]
 
     def perform(self, lookup: Lookup, reactor) -> Deferred | None:
-        if lookup.service != SERVICE:
+        """A ``bhxh_card`` lookup, when this gateway checks cards (else another plugin of that
+        service may: the first answer wins)."""
+        if lookup.service != SERVICE or not self.settings.enriches:
             return None
         params = dict(lookup.params)
         d = self.checker_for(reactor).check(lookup.key, params.get("name", ""), params.get("birth", ""))
@@ -246,7 +248,7 @@ class CardEnrichment:
     def judge(self, records: RecordSet, answers: Mapping[Lookup, LookupAnswer]) -> list[Issue] | None:
         issues: list[Issue] = []
         for lookup, answer in answers.items():
-            if lookup.service != SERVICE:
+            if lookup.service != SERVICE or not self.settings.enriches:
                 continue
             card = mask_identifier(lookup.key)
             where = location(records, "card")

@@ -155,6 +155,7 @@ class CardCheckResource(Resource):
             fault = self.faults.pop(0)
             if fault == "hang":
                 self.hanging.append(request)
+                request.notifyFinish().addErrback(self._gave_up, request)
                 return NOT_DONE_YET
             if fault == "http500":
                 request.setResponseCode(500)
@@ -162,13 +163,17 @@ class CardCheckResource(Resource):
             return b"<html>not json"
         return _json(request, self.answer(body))
 
+    def _gave_up(self, _, request) -> None:
+        """The client dropped a hanging request (its timeout): nothing to answer."""
+        if request in self.hanging:
+            self.hanging.remove(request)
+
     def release_all(self) -> None:
         """Answer every hanging request with a 503, as a proxy that gave up would."""
         hanging, self.hanging = self.hanging, []
         for request in hanging:
-            if not request.finished and not request._disconnected:
-                request.setResponseCode(503)
-                request.finish()
+            request.setResponseCode(503)
+            request.finish()
 
     def answer(self, body: object) -> dict:
         """The portal's answer to one request body, by the checks of the module's docstring."""
