@@ -161,7 +161,7 @@ class PortalClient:
     async def _card(self, card: str, name: str, birth: str) -> dict:
         body = json.dumps({"maThe": card, "hoTen": name, "ngaySinh": birth, "hoTenCb": self._account.staff_name,
                            "cccdCb": self._account.staff_cccd}, ensure_ascii=False).encode("utf-8")
-        for attempt in (1, 2):
+        for _ in (1, 2):
             token = await self.tokens.token()
             query = urlencode({"token": token.access_token, "id_token": token.id_token,
                                "username": self._account.username, "password": self._password})
