@@ -1,12 +1,22 @@
 """The BHXH plugin, written against the public plugin surface only (``gateway.plugin``, contract
 1.2). This module only wires the hooks to the modules that do the work: the ``bhxh`` destination
 kind (:mod:`plugins.bhxh.submit`), the portal-compatible intake (:mod:`plugins.bhxh.intake`), the cross-check of the record store against BHXH
-(:mod:`plugins.bhxh.reconcile`, its gauges) and the commands (:mod:`plugins.bhxh.commands`)."""
+(:mod:`plugins.bhxh.reconcile`, its gauges), the commands (:mod:`plugins.bhxh.commands`), and the
+card check (vn-standards §2.5): ``hssk-gateway bhxh card CARD`` (:mod:`plugins.bhxh.card_command`)
+and, for the facilities listed in ``[plugins.bhxh.card_check]``, a check of each record's BHYT card
+before it is acknowledged (:mod:`plugins.bhxh.card_enrichment`)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from twisted.internet.defer import Deferred
+
 from gateway.plugin import (Command, ConfigError, DestinationConfig, DestinationKind, GatewayConfig, GaugeValue,
-                            HttpRoute, Payload, PluginDescription, PluginJournal, RecordSet, hookimpl)
+                            HttpRoute, Issue, Lookup, LookupAnswer, Payload, PluginDescription, PluginJournal,
+                            RecordSet, hookimpl)
 from plugins.bhxh import submit
+from plugins.bhxh.card_command import CARD
+from plugins.bhxh.card_enrichment import CardEnrichment
 from plugins.bhxh.commands import COMMANDS
 from plugins.bhxh.intake import PortalIntake, Tokens, accounts_from
 from plugins.bhxh.reconcile import ReconcileSettings, gauge_values, reconcile, settings_from, window
@@ -28,6 +38,7 @@ class BhxhPlugin:
         self.clock = clock
         self.intake: PortalIntake | None = None
         self.reconcile: ReconcileSettings | None = None
+        self.cards = CardEnrichment(clock)
 
     @hookimpl
     def hssk_configure(self, config: GatewayConfig) -> None:
@@ -41,6 +52,7 @@ class BhxhPlugin:
             self.clock = reactor
         self.intake = PortalIntake(accounts, Tokens(self.clock, float(seconds))) if accounts else None
         self.reconcile = settings_from(config, table.get("reconcile", {}), f"plugins.{NAME}.reconcile")
+        self.cards.configure(config)
 
     @hookimpl
     def hssk_describe(self) -> PluginDescription:
@@ -50,7 +62,8 @@ class BhxhPlugin:
         crosscheck = (f"reconciles record stores {', '.join(roles.record_stores) or 'none'} with BHXH "
                       f"{', '.join(roles.bhxh) or 'none'}" if roles else "")
         submission = "signed claim submission (destination kind bhxh)"
-        return PluginDescription(NAME, "; ".join(filter(None, (submission, intake, crosscheck))))
+        cards = f"BHYT card check before ACK for {', '.join(self.cards.settings.facilities) or 'no facility'}"
+        return PluginDescription(NAME, "; ".join(filter(None, (submission, intake, crosscheck, cards))))
 
     @hookimpl
     def hssk_destination_kinds(self) -> tuple[DestinationKind, ...]:
@@ -81,7 +94,23 @@ class BhxhPlugin:
 
     @hookimpl
     def hssk_commands(self) -> list[Command]:
-        return COMMANDS
+        return [*COMMANDS, CARD]
+
+    @hookimpl
+    def hssk_journal(self, journal: PluginJournal) -> None:
+        self.cards.journal = journal
+
+    @hookimpl
+    def hssk_lookups(self, records: RecordSet, envelope) -> list[Lookup] | None:
+        return self.cards.lookups(records, envelope)
+
+    @hookimpl
+    def hssk_perform_lookup(self, lookup: Lookup, reactor) -> Deferred | None:
+        return self.cards.perform(lookup, reactor)
+
+    @hookimpl
+    def hssk_check_lookups(self, records: RecordSet, answers: Mapping[Lookup, LookupAnswer]) -> list[Issue] | None:
+        return self.cards.judge(records, answers)
 
 
 plugin = BhxhPlugin()
