@@ -37,6 +37,7 @@ from gateway.core.feed import csv_records
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
+from gateway.core.population import ImportedPersons, ListedPersons
 from gateway.core.sources import Reading, Source, Verdict
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
@@ -89,4 +90,6 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
+    # contract 1.2, issue 18: population lists imported in bulk (PluginJournal.import_persons)
+    "ImportedPersons", "ListedPersons",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -281,6 +282,17 @@ class Pipeline:
                   what=what, error_type=type(error).__name__, error=mask_text(str(error), names), control_id=control_id)
         return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
                           f"can be replayed once the plugin is fixed", location)
+
+    def route(self, origin: DocumentSource, record_sets: Iterable[tuple[RecordSet, str]], plugin: str) -> Routed:
+        """Step 4 alone, for record sets that need no deciding: a population list's persons, which
+        the plugin that read the list vouches for (as for an event, ``hssk_check`` does not see
+        them). Each ``(records, identity)`` is routed, privacy-filtered and rendered as a
+        message's would be; a renderer that raises anything but :class:`NotRenderable` raises
+        here."""
+        routed = Routed()
+        for records, identity in record_sets:
+            self._route(origin, records, plugin, identity, routed)
+        return routed
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
                routed: Routed, only: frozenset[str] | None = None) -> None:

@@ -32,7 +32,7 @@ from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
-from gateway.rules.person_index import Resolved, create_person_index, resolve_persons
+from gateway.rules.person_index import Resolved, create_person_index, create_person_residence, resolve_persons
 
 log = Logger(namespace="hssk.store")
 
@@ -215,6 +215,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0010_not_routed", _create_not_routed),
     ("0011_messages_source", _add_message_source),
     ("0012_person_index", create_person_index),
+    ("0014_person_residence", create_person_residence),
 )
 
 
