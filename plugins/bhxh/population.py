@@ -17,6 +17,7 @@ identifier's value.
 """
 from __future__ import annotations
 
+import calendar
 import codecs
 import csv
 import hashlib
@@ -47,6 +48,7 @@ _TEN_DIGITS = re.compile(r"\d{10}")
 _TWELVE_DIGITS = re.compile(r"\d{12}")
 _CODE = re.compile(r"\d{1,5}")
 _FACILITY = re.compile(r"[0-9A-Z]{5}")
+_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 @dataclass(frozen=True)
@@ -262,12 +264,16 @@ def _date(value: str, year_alone: bool = False) -> str | None:
         day, month, year = (int(g) for g in match.groups())
         if day == 0 and month == 0 and year_alone:
             return match.group(3)
-        return f"{year:04d}{month:02d}{day:02d}" if 1 <= month <= 12 and 1 <= day <= 31 else None
+        return f"{year:04d}{month:02d}{day:02d}" if _is_day(year, month, day) else None
     if _YMD.fullmatch(value):
-        return value if 1 <= int(value[4:6]) <= 12 and 1 <= int(value[6:]) <= 31 else None
+        return value if _is_day(int(value[:4]), int(value[4:6]), int(value[6:])) else None
     if year_alone and _YEAR.fullmatch(value):
         return value
     return None
+
+
+def _is_day(year: int, month: int, day: int) -> bool:
+    return 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and calendar.isleap(year) else _DAYS[month])
 
 
 def file_digest(path: str) -> str:

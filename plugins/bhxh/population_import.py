@@ -108,7 +108,7 @@ def import_command(args: argparse.Namespace, context: CommandContext, settings: 
     progress = Progress(os.path.getsize(path), sys.stderr.isatty(), args.quiet)
     _begin(journal, digest, os.path.basename(path), os.path.getsize(path), rows, offset)
     try:
-        for batch in read_rows(path, kind, settings, BATCH_ROWS, rows=rows, offset=offset):
+        for batch in read_rows(path, kind, settings, args.batch_rows, rows=rows, offset=offset):
             _one_batch(journal, digest, batch, tally)
             progress.show(batch.offset, batch.rows, tally.changed)
     except ListError as e:
@@ -211,8 +211,18 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                                                                  "first byte)")
     parser.add_argument("--restart", action="store_true", help="begin at the first row, not after the last batch an "
                                                                "interrupted import of this file committed")
+    parser.add_argument("--batch-rows", type=_positive, default=BATCH_ROWS, metavar="N",
+                        help=f"rows per transaction (default {BATCH_ROWS}); an interrupted import resumes after the "
+                             f"last whole batch")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
 
 
 def import_command_of(settings) -> Command:
