@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
 from gateway.cli_persons import add_person_commands
+from gateway.cli_reports import add_report_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
@@ -744,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_messages_replay)
 
     add_person_commands(sub, common)
+    add_report_commands(sub, common)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")
