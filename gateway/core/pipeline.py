@@ -286,16 +286,17 @@ class Pipeline:
     def route(self, origin: DocumentSource, record_sets: Iterable[tuple[RecordSet, str]], plugin: str) -> Routed:
         """Step 4 alone, for record sets that need no deciding: a population list's persons, which
         the plugin that read the list vouches for (as for an event, ``hssk_check`` does not see
-        them). Each ``(records, identity)`` is routed, privacy-filtered and rendered as a
+        them) and the caller has resolved in the person index already (``Routed.persons`` stays
+        empty). Each ``(records, identity)`` is routed, privacy-filtered and rendered as a
         message's would be; a renderer that raises anything but :class:`NotRenderable` raises
         here."""
         routed = Routed()
         for records, identity in record_sets:
-            self._route(origin, records, plugin, identity, routed)
+            self._route(origin, records, plugin, identity, routed, index=False)
         return routed
 
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
-               routed: Routed, only: frozenset[str] | None = None) -> None:
+               routed: Routed, only: frozenset[str] | None = None, index: bool = True) -> None:
         """One outbox item per destination whose routes take this record set, rendered now so
         that a plugin's rendering bug is answered (AE 207) and journaled for a replay, not found
         as a dead letter days later. ``identity`` tells the record sets of one input apart in the
@@ -310,7 +311,7 @@ class Pipeline:
         ``privacy = "filtered"`` is rendered from the record set the policy left. ``only`` (an
         event's ``destinations``) replaces the routes: exactly those destinations take it."""
         person = ordering_key(records, source)
-        facts = person_facts(records, person, source.sending_facility, plugin)
+        facts = person_facts(records, person, source.sending_facility, plugin) if index else None
         if facts is not None:
             routed.persons.append(facts)
         filtered = None

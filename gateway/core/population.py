@@ -14,7 +14,7 @@ field or identifier that differs; it knows which by its own row digests) and, in
   it would get a message's, privacy-filtered, ordered by the person's id, so it queues behind
   what that person sent before;
 - one journal row holds the batch (transport ``import``, sender ``LIST|<plugin>``, control id the
-  digest of its records, the records as a JSON list): the outbox rows' message, what operators
+  digest of its rows, the rows as the list gave them): the outbox rows' message, what operators
   see (``messages list --sender LIST``), and what makes the same batch imported twice a repeat
   that queues nothing;
 - the plugin's own task (its row digests, its checkpoint) runs in the same transaction, so what
@@ -45,7 +45,9 @@ class ListedPersons:
 
     ``persons`` in the list's order, each with its identifiers (a BHYT card with its validity and
     MA_DKBD), name, birth date, sex and address codes; ``identities`` tell them apart in the
-    outbox's idempotency keys (the BHXH number: unique in a list). ``kind`` is the message type
+    outbox's idempotency keys (the BHXH number: unique in a list); ``rows`` are each person's row
+    as the list gave it, one line of text each: the journal row's bytes (what operators see with
+    ``messages show --raw``), so that journaling a batch costs no rendering of its own. ``kind`` is the message type
     destinations route by (``message_types``), ``source`` the registered source name the journal
     row carries, ``facility`` the facility the list is about, if any."""
 
@@ -53,11 +55,15 @@ class ListedPersons:
     source: str
     persons: tuple[Person, ...]
     identities: tuple[str, ...]
+    rows: tuple[str, ...]
     facility: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.persons) != len(self.identities):
-            raise ValueError(f"{len(self.persons)} persons and {len(self.identities)} identities")
+        if not len(self.persons) == len(self.identities) == len(self.rows):
+            raise ValueError(f"{len(self.persons)} persons, {len(self.identities)} identities and {len(self.rows)} "
+                             f"rows: one of each per person")
+        if any("\n" in row for row in self.rows):
+            raise ValueError("a row is one line of text")
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def import_listed(conn: sqlite3.Connection, now: float, pipeline: Pipeline, unor
                              for pid, p in zip(person_ids, batch.persons) if pid and p.address is not None],
                       plugin, now)
     record_sets = [RecordSet(batch.kind, person=person) for person in batch.persons]
-    raw = ("[" + ",".join(r.json_text for r in record_sets) + "]").encode("utf-8")
+    raw = "\n".join(batch.rows).encode("utf-8")
     origin = DocumentSource.named_by_content(raw, LIST_SENDER_PREFIX + plugin, batch.kind, batch.facility,
                                              records=len(record_sets))
     routed = pipeline.route(origin, zip(record_sets, batch.identities), plugin)

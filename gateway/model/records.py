@@ -288,5 +288,5 @@ def as_plain(value):
         item = getattr(value, name)
         if item is None or item == "" or item == ():
             continue
-        plain[name] = as_plain(item)
+        plain[name] = item if type(item) is str else as_plain(item)  # most fields are text: no call for them
     return plain

@@ -55,6 +55,8 @@ _RANK = {system: n for n, system in enumerate(DURABILITY)}
 #: another person, whatever card it shares.
 _FOR_LIFE = ("CCCD", "BHXH")
 _BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
+#: The combining diacritical marks (U+0300–U+036F): every mark a Vietnamese letter decomposes into.
+_VIETNAMESE_MARKS = re.compile("[\u0300-\u036f]+")
 
 PROVISIONAL_REVIEW_REASONS = ("twins_without_birth_order", "two_candidates", "mother_identifiers_changed")
 
@@ -73,7 +75,9 @@ def fold_name(name: str) -> str:
     """A name as searched and compared: lower case, diacritics and đ taken off, single spaces
     (``Nguyễn Thị  Ánh`` → ``nguyen thi anh``), so an ASCII-only sender finds the same person."""
     decomposed = unicodedata.normalize("NFD", name.replace("đ", "d").replace("Đ", "D"))
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    plain = _VIETNAMESE_MARKS.sub("", decomposed)
+    if not plain.isascii():  # marks outside the block Vietnamese uses, or letters of another script
+        plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.lower().split())
 
 
@@ -233,7 +237,7 @@ def index_list(conn: sqlite3.Connection, facts: Sequence[PersonFacts], now: floa
     persons, a provisional person, another for-life number) is resolved by :func:`resolve_persons`
     itself. Rows without an identifier are None. Runs inside the caller's transaction."""
     batch = _ListBatch(conn, now)
-    batch.load([k for f in facts for k, _, _ in f.identifiers])
+    batch.load([k for f in facts for k, _, _ in f.identifiers], [f.key for f in facts if f.key])
     found = [batch.resolve(f) for f in facts]
     batch.flush()
     return found
@@ -252,13 +256,15 @@ class _ListBatch:
         self.new_identifiers: list[tuple] = []
         self.updates: dict[str, PersonFacts] = {}
 
-    def load(self, keys: Sequence[str]) -> None:
+    def load(self, keys: Sequence[str], new_ids: Sequence[str] = ()) -> None:
+        """What the index holds of ``keys``: their persons, and the persons ``new_ids`` (the ids
+        rows would give a new person) name already."""
         keys = list(dict.fromkeys(keys))
         for chunk in _chunks(keys):
             self.owner.update(self.conn.execute(
                 f"SELECT key, person_id FROM person_identifiers WHERE key IN ({', '.join('?' * len(chunk))})",
                 chunk).fetchall())
-        people = list({self.owner[k] for k in keys if k in self.owner} - set(self.persons))
+        people = list(({self.owner[k] for k in keys if k in self.owner} | set(new_ids)) - set(self.persons))
         for chunk in _chunks(people):
             marks = ", ".join("?" * len(chunk))
             for person, provisional, name, birth_date, sex in self.conn.execute(
@@ -276,8 +282,7 @@ class _ListBatch:
         named = {self.owner[k] for k, _, _ in f.identifiers if k in self.owner}
         if not named:
             person = person_key(f.identifiers[0][0])
-            if person not in self.persons and not self.conn.execute("SELECT 1 FROM persons WHERE id = ?",
-                                                                    (person,)).fetchone():
+            if person not in self.persons:
                 self.new_persons.append((person, self.now, self.now, f.name, fold_name(f.name), f.birth_date, f.sex,
                                          f.facility, f.plugin))
                 self.persons[person] = (None, f.name, f.birth_date, f.sex)

@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from lxml import etree
@@ -92,6 +93,7 @@ class Resident:
     bhxh: int
     digest: int
     person: Person
+    said: str  # the row's fields as checked, | between them: what the journal keeps of it
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,11 @@ def _csv_rows(path: str, settings: PopulationSettings, size: int, rows: int, off
         if missing:
             raise ListError(f"the header has no column {', '.join(missing)} (found: {', '.join(header)[:300]}; "
                             f"map columns with [plugins.bhxh.population_columns])")
-        where = [header.index(settings.columns[f]) if settings.columns[f] in header else None for f in FIELDS]
+        # Each field's column, in FIELDS order; a field the header lacks reads the empty cell put
+        # after the last column.
+        width = len(header)
+        pick = itemgetter(*(header.index(settings.columns[f]) if settings.columns[f] in header else width
+                            for f in FIELDS))
         if offset:
             stream.seek(offset)
         while True:
@@ -150,14 +156,20 @@ def _csv_rows(path: str, settings: PopulationSettings, size: int, rows: int, off
                 return
             first = rows + 1
             values: list[tuple[str, ...] | Problem] = []
+            texts: list[str] = []
+            numbers: list[int] = []
             for n, line in enumerate(lines, first):
                 try:
-                    text = line.decode("utf-8")
+                    texts.append(line.decode("utf-8"))
+                    numbers.append(n)
+                    values.append(())
                 except UnicodeDecodeError as e:
                     values.append(Problem(n, "-", f"not UTF-8 at byte {e.start}"))
-                    continue
-                cells = next(csv.reader([text]), [])
-                values.append(tuple(cells[i].strip() if i is not None and i < len(cells) else "" for i in where))
+            for n, cells in zip(numbers, csv.reader(texts)):
+                if len(cells) != width:  # a short row's missing cells are empty, a long one's extra ignored
+                    cells = cells[:width] + [""] * (width - len(cells))
+                cells.append("")
+                values[n - first] = tuple(c.strip() for c in pick(cells))
             rows += len(lines)
             yield Batch(first, values, rows, stream.tell())
 
@@ -252,13 +264,17 @@ def resident(row: int, values: Sequence[str]) -> Resident | Problem:
     said = "\x1f".join((bhxh, name, birth, sex, address, card, valid_from, valid_to, facility, cccd, province,
                         district, commune))
     digest = int.from_bytes(hashlib.blake2b(said.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
-    return Resident(row, int(bhxh), digest, person)
+    return Resident(row, int(bhxh), digest, person, said.replace("\x1f", "|"))
 
 
 def _date(value: str, year_alone: bool = False) -> str | None:
     """``yyyymmdd`` (or ``yyyy``) of dd/MM/yyyy, yyyymmdd or, where allowed, a year; "" for empty."""
     if not value:
         return None if year_alone else ""
+    if len(value) == 10 and value[2] == "/" and value[5] == "/" and value.isascii():
+        day, month, year = value[:2], value[3:5], value[6:]
+        if day.isdigit() and month.isdigit() and year.isdigit() and _is_day(int(year), int(month), int(day)):
+            return year + month + day
     match = _DMY.fullmatch(value)
     if match:
         day, month, year = (int(g) for g in match.groups())

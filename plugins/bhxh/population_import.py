@@ -149,7 +149,7 @@ def _one_batch(journal: PluginJournal, digest: str, batch, tally: Tally) -> None
 
     if changed:
         listed = ListedPersons(KIND, SOURCE, tuple(r.person for r in changed),
-                               tuple(f"{r.bhxh:010d}" for r in changed))
+                               tuple(f"{r.bhxh:010d}" for r in changed), tuple(r.said for r in changed))
         imported, _ = journal.wait(journal.import_persons, listed, record)
         tally.queued += imported.queued
     else:
