@@ -43,7 +43,7 @@ from gateway.model.envelope import Envelope
 T = TypeVar("T")
 
 #: The page cache of a bulk import's connection (KiB): the person index's B-trees stay in memory.
-BULK_CACHE_KIB = 65536
+BULK_CACHE_KIB = 32768
 
 _SET_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
