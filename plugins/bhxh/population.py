@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -84,16 +84,20 @@ class Problem:
     text: str
 
 
-@dataclass(frozen=True)
-class Resident:
+class Resident(NamedTuple):
     """A row read and checked: its BHXH number (as an integer, the row digests' key), the digest
-    of what it says, and the person it names."""
+    of what it says, and its fields as checked (in :data:`FIELDS` order). A plain tuple, since a
+    reader process hands it over pickled; :func:`person_of` makes its person."""
 
     row: int
     bhxh: int
     digest: int
-    person: Person
-    said: str  # the row's fields as checked, | between them: what the journal keeps of it
+    fields: tuple[str, ...]
+
+    @property
+    def said(self) -> str:
+        """The row's fields, ``|`` between them: what the journal keeps of it."""
+        return "|".join(self.fields)
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def _record_tag(path: str, bhxh_tag: str) -> str:
 
 
 def resident(row: int, values: Sequence[str]) -> Resident | Problem:
-    """The person a row names, or the first rule it breaks."""
+    """The row checked and its fields made canonical, or the first rule it breaks."""
     bhxh = values[_BHXH]
     if not _TEN_DIGITS.fullmatch(bhxh):
         return Problem(row, "maSoBHXH", f"{len(bhxh)} characters, expected 10 digits" if bhxh else "missing")
@@ -250,6 +254,16 @@ def resident(row: int, values: Sequence[str]) -> Resident | Problem:
     district = values[_DISTRICT].zfill(3) if values[_DISTRICT] else ""
     commune = values[_COMMUNE].zfill(5) if values[_COMMUNE] else ""
     address = " ".join(values[_ADDRESS].split())
+    fields = (bhxh, name, birth, sex, address, card, valid_from, valid_to, facility, cccd, province, district, commune)
+    digest = int.from_bytes(hashlib.blake2b("\x1f".join(fields).encode("utf-8"), digest_size=8).digest(), "big",
+                            signed=True)
+    return Resident(row, int(bhxh), digest, fields)
+
+
+def person_of(fields: Sequence[str]) -> Person:
+    """The person a checked row names: BHXH number, card (with its validity and MA_DKBD), CCCD,
+    the name split as family, middle and given, birth date, sex, address and its codes."""
+    bhxh, name, birth, sex, address, card, valid_from, valid_to, facility, cccd, province, district, commune = fields
     identifiers = [Identifier("BHXH", bhxh)]
     if card:
         identifiers.append(Identifier("BHYT", card, valid_from=valid_from, valid_to=valid_to,
@@ -258,13 +272,9 @@ def resident(row: int, values: Sequence[str]) -> Resident | Problem:
         identifiers.append(Identifier("CCCD", cccd))
     family, _, rest = name.partition(" ")
     middle, _, given = rest.rpartition(" ")
-    person = Person(identifiers=tuple(identifiers), family=family, middle=middle, given=given, birth_date=birth,
-                    sex=sex, address=Address(address, province, district, commune)
-                    if address or province or district or commune else None)
-    said = "\x1f".join((bhxh, name, birth, sex, address, card, valid_from, valid_to, facility, cccd, province,
-                        district, commune))
-    digest = int.from_bytes(hashlib.blake2b(said.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
-    return Resident(row, int(bhxh), digest, person, said.replace("\x1f", "|"))
+    return Person(identifiers=tuple(identifiers), family=family, middle=middle, given=given, birth_date=birth,
+                  sex=sex, address=Address(address, province, district, commune)
+                  if address or province or district or commune else None)
 
 
 def _date(value: str, year_alone: bool = False) -> str | None:

@@ -1,7 +1,8 @@
 """``hssk-gateway bhxh import FILE``: a population or card list into the person index, and each
 changed resident to the destinations.
 
-A batch of :data:`BATCH_ROWS` rows at a time (:mod:`plugins.bhxh.population` reads them):
+A batch of :data:`BATCH_ROWS` rows at a time (:mod:`plugins.bhxh.population` reads them, in a
+process of its own, :mod:`plugins.bhxh.population_reader`):
 
 1. each row is checked and digested; a row that breaks a rule is a problem (listed by row and
    field, kept in ``bhxh_population_problems``), never imported;
@@ -31,8 +32,9 @@ from dataclasses import dataclass, field
 
 from gateway.plugin import (Command, CommandContext, CommandError, ListedPersons, MigrationSet, PluginJournal,
                             mask_text)
-from plugins.bhxh.population import (KIND, SOURCE, ListError, PopulationSettings, Problem, Resident, file_digest,
-                                     file_format, read_rows, resident)
+from plugins.bhxh.population import (KIND, SOURCE, ListError, PopulationSettings, Problem, file_digest, file_format,
+                                     person_of)
+from plugins.bhxh.population_reader import CheckedBatch, checked_batches
 
 #: Rows per batch (one transaction): large enough that a batch's queries and inserts are bulk work.
 BATCH_ROWS = 5000
@@ -108,7 +110,7 @@ def import_command(args: argparse.Namespace, context: CommandContext, settings: 
     progress = Progress(os.path.getsize(path), sys.stderr.isatty(), args.quiet)
     _begin(journal, digest, os.path.basename(path), os.path.getsize(path), rows, offset)
     try:
-        for batch in read_rows(path, kind, settings, args.batch_rows, rows=rows, offset=offset):
+        for batch in checked_batches(path, kind, settings, args.batch_rows, rows=rows, offset=offset):
             _one_batch(journal, digest, batch, tally)
             progress.show(batch.offset, batch.rows, tally.changed)
     except ListError as e:
@@ -120,19 +122,12 @@ def import_command(args: argparse.Namespace, context: CommandContext, settings: 
     return 0
 
 
-def _one_batch(journal: PluginJournal, digest: str, batch, tally: Tally) -> None:
-    residents: dict[int, Resident] = {}
-    problems: list[Problem] = []
-    for n, values in enumerate(batch.values, batch.first):
-        found = values if isinstance(values, Problem) else resident(n, values)
-        if isinstance(found, Problem):
-            problems.append(found)
-        else:
-            residents[found.bhxh] = found
-    known = _digests(journal, list(residents))
-    changed = [r for r in residents.values() if known.get(r.bhxh) != r.digest]
-    tally.rows += len(batch.values)
-    tally.unchanged += len(residents) - len(changed)
+def _one_batch(journal: PluginJournal, digest: str, batch: CheckedBatch, tally: Tally) -> None:
+    problems = batch.problems
+    known = _digests(journal, [r.bhxh for r in batch.residents])
+    changed = [r for r in batch.residents if known.get(r.bhxh) != r.digest]
+    tally.rows += batch.count
+    tally.unchanged += len(batch.residents) - len(changed)
     tally.changed += len(changed)
     tally.problem_count += len(problems)
     tally.problems += problems[:max(0, LISTED_PROBLEMS - len(tally.problems))]
@@ -148,7 +143,7 @@ def _one_batch(journal: PluginJournal, digest: str, batch, tally: Tally) -> None
                      (batch.rows, batch.offset, len(changed), len(problems), now, digest))
 
     if changed:
-        listed = ListedPersons(KIND, SOURCE, tuple(r.person for r in changed),
+        listed = ListedPersons(KIND, SOURCE, tuple(person_of(r.fields) for r in changed),
                                tuple(f"{r.bhxh:010d}" for r in changed), tuple(r.said for r in changed))
         imported, _ = journal.wait(journal.import_persons, listed, record)
         tally.queued += imported.queued
