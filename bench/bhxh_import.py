@@ -6,11 +6,12 @@
 
 It writes a synthetic list (each resident with a BHXH number, a card, a CCCD, a birth date, an
 address and its province/district/commune codes), creates a journal in a fresh temp data dir,
-runs ``hssk-gateway bhxh import FILE`` as a subprocess and samples its resident memory (VmRSS,
-every 50 ms, from /proc) while it runs. ``--again`` imports the same file a second time (the
+runs ``hssk-gateway bhxh import FILE`` as a subprocess and samples the resident memory of it and
+its list reader (a forked child) every 50 ms while it runs: RSS summed (pages the two share
+counted twice, an upper bound) and PSS summed (shared pages split between them). ``--again`` imports the same file a second time (the
 row digests skip every row); ``--changed F`` then changes the card of a fraction F of the rows
 first. The figures: rows/s over the whole command (start-up, the file's digest and the last
-commit included), peak RSS sampled, and the machine's load average at the start.
+commit included), peak memory sampled, and the machine's load average at the start.
 """
 from __future__ import annotations
 
@@ -59,17 +60,21 @@ def run(path: Path, config: Path) -> dict:
     started = time.monotonic()
     process = subprocess.Popen([str(CLI), "bhxh", "import", str(path), "--config", str(config), "--json", "--quiet"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    peak = {"rss": 0, "pss": 0}
 
     def sample() -> None:
-        status = Path(f"/proc/{process.pid}/status")
         while process.poll() is None:
-            try:
-                rss = next(int(line.split()[1]) for line in status.read_text().splitlines()
-                           if line.startswith("VmRSS:"))
-            except (OSError, StopIteration):
-                break
-            peak[0] = max(peak[0], rss)
+            rss = pss = 0
+            for pid in [process.pid, *_children(process.pid)]:
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Rss:"):
+                            rss += int(line.split()[1])
+                        elif line.startswith("Pss:"):
+                            pss += int(line.split()[1])
+                except OSError:
+                    continue
+            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -82,7 +87,15 @@ def run(path: Path, config: Path) -> dict:
     report = json.loads(out)
     return {"rows": report["rows"], "changed": report["changed"], "queued": report["queued"],
             "seconds": round(seconds, 2), "rows_per_second": round(report["rows"] / seconds),
-            "peak_rss_mb": round(peak[0] / 1024, 1)}
+            "peak_rss_mb": round(peak["rss"] / 1024, 1), "peak_pss_mb": round(peak["pss"] / 1024, 1)}
+
+
+def _children(pid: int) -> list[int]:
+    """The import's child processes (its list reader)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def main() -> None:
@@ -121,7 +134,8 @@ def main() -> None:
         if name in results:
             r = results[name]
             print(f"  {name}: {r['rows']:,} rows ({r['changed']:,} changed, {r['queued']:,} queued) in {r['seconds']} s "
-                  f"= {r['rows_per_second']:,} rows/s, peak RSS {r['peak_rss_mb']} MB")
+                  f"= {r['rows_per_second']:,} rows/s, peak RSS {r['peak_rss_mb']} MB (PSS {r['peak_pss_mb']} MB), "
+                  f"import and list reader together")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def resolve_persons(conn: sqlite3.Connection, facts: Sequence[PersonFacts], now:
 
 
 #: Bound values per ``IN`` list of the bulk path (SQLite allows 32,766 since 3.32).
-_IN_CHUNK = 5000
+_IN_CHUNK = 2000
 
 
 def index_list(conn: sqlite3.Connection, facts: Sequence[PersonFacts], now: float) -> list[str | None]:
@@ -349,7 +349,12 @@ class _ListBatch:
 
 
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    return (values[n:n + _IN_CHUNK] for n in range(0, len(values), _IN_CHUNK))
+    """``values`` in lists of exactly :data:`_IN_CHUNK`, the last padded with a value no key or id
+    has: every query then has one text, and the connection caches one prepared statement for it
+    rather than one per length (each of thousands of bound values, a megabyte apiece)."""
+    for n in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[n:n + _IN_CHUNK])
+        yield chunk + [""] * (_IN_CHUNK - len(chunk))
 
 
 def record_residences(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str, str]], source: str,

@@ -42,6 +42,9 @@ BATCH_ROWS = 5000
 PLAIN_EVERY = 10.0
 #: Problems a report lists (all are kept in bhxh_population_problems).
 LISTED_PROBLEMS = 20
+#: BHXH numbers per query for their recorded digests.
+DIGEST_CHUNK = 1000
+_DIGESTS = f"SELECT bhxh, digest FROM bhxh_population_rows WHERE bhxh IN ({', '.join('?' * DIGEST_CHUNK)})"
 
 
 def create_tables(db) -> None:
@@ -152,11 +155,16 @@ def _one_batch(journal: PluginJournal, digest: str, batch: CheckedBatch, tally: 
 
 
 def _digests(journal: PluginJournal, numbers: list[int]) -> dict[int, int]:
-    if not numbers:
-        return {}
-    return dict(journal.read(lambda conn: conn.execute(
-        f"SELECT bhxh, digest FROM bhxh_population_rows WHERE bhxh IN ({', '.join('?' * len(numbers))})",
-        numbers).fetchall()))
+    """The digests recorded for these BHXH numbers, :data:`DIGEST_CHUNK` numbers a query (the last
+    list padded with -1, no number: one statement text, prepared once)."""
+    def read(conn) -> dict[int, int]:
+        found = {}
+        for n in range(0, len(numbers), DIGEST_CHUNK):
+            chunk = numbers[n:n + DIGEST_CHUNK]
+            found.update(conn.execute(_DIGESTS, chunk + [-1] * (DIGEST_CHUNK - len(chunk))).fetchall())
+        return found
+
+    return journal.read(read) if numbers else {}
 
 
 def _checkpoint(journal: PluginJournal, digest: str) -> tuple[int, int] | None:
