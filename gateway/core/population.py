@@ -47,7 +47,8 @@ class ListedPersons:
     MA_DKBD), name, birth date, sex and address codes; ``identities`` tell them apart in the
     outbox's idempotency keys (the BHXH number: unique in a list); ``rows`` are each person's row
     as the list gave it, one line of text each: the journal row's bytes (what operators see with
-    ``messages show --raw``), so that journaling a batch costs no rendering of its own. ``kind`` is the message type
+    ``messages show --raw``, and what the plugin's source reads back for ``messages replay``), so
+    that journaling a batch costs no rendering of its own. ``kind`` is the message type
     destinations route by (``message_types``), ``source`` the registered source name the journal
     row carries, ``facility`` the facility the list is about, if any."""
 
@@ -64,6 +65,8 @@ class ListedPersons:
                              f"rows: one of each per person")
         if any("\n" in row for row in self.rows):
             raise ValueError("a row is one line of text")
+        if not self.source or not self.kind:
+            raise ValueError("a batch names its source and kind")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 package's docstring), so that every part adds its own hooks here in a line or two."""
 from __future__ import annotations
 
-from gateway.plugin import Command, GatewayConfig, MigrationSet, PluginDescription, hookimpl
-from plugins.bhxh.population import KIND, PopulationSettings, population_settings
+from gateway.plugin import Command, GatewayConfig, MigrationSet, PluginDescription, Source, hookimpl
+from plugins.bhxh.population import KIND, PopulationSettings, batch_source, population_settings
 from plugins.bhxh.population_import import MIGRATIONS as POPULATION_MIGRATIONS, import_command_of
 
 hssk_contract = "1.2"
@@ -27,6 +27,10 @@ class BhxhPlugin:
     def hssk_describe(self) -> PluginDescription:
         return PluginDescription(NAME, "BHXH population and card lists (CSV, XML): hssk-gateway bhxh import FILE",
                                  frozenset({KIND}))
+
+    @hookimpl
+    def hssk_sources(self) -> list[Source]:
+        return [batch_source()]
 
     @hookimpl
     def hssk_migrations(self) -> list[MigrationSet]:

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 
 from lxml import etree
 
-from gateway.plugin import Address, ConfigError, Identifier, Person
+from gateway.plugin import (ERROR, Address, ConfigError, DocumentSource, Envelope, Identifier, Issue, Person, Reading,
+                            RecordSet, Source, Verdict)
 
 #: The fields of a list row, in the order the row digest covers them.
 FIELDS = ("maSoBHXH", "hoTen", "ngaySinh", "gioiTinh", "diaChi", "maThe", "gtTheTu", "gtTheDen", "maDKBD", "CCCD",
@@ -96,8 +97,9 @@ class Resident(NamedTuple):
 
     @property
     def said(self) -> str:
-        """The row's fields, ``|`` between them: what the journal keeps of it."""
-        return "|".join(self.fields)
+        """The row's fields, a tab between them (no checked field holds one): what the journal
+        keeps of it, and what :func:`batch_source` reads back."""
+        return "\t".join(self.fields)
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,36 @@ def _date(value: str, year_alone: bool = False) -> str | None:
 
 def _is_day(year: int, month: int, day: int) -> bool:
     return 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and calendar.isleap(year) else _DAYS[month])
+
+
+class BatchAdapter:
+    """Makes a journaled list batch's persons again (a replay): one record set per row."""
+
+    name = "bhxh"
+
+    def normalize(self, rows: list[tuple[str, ...]]) -> list[RecordSet]:
+        return [RecordSet(KIND, person=person_of(fields)) for fields in rows]
+
+
+def batch_source() -> Source:
+    """The source a list batch's journal row names (``bhxh_population``), so that ``hssk-gateway
+    messages replay`` can decide it again: its bytes are the batch's checked rows, a line each, so
+    the replay has the same name (``LIST|bhxh``, the digest of the bytes) and the same
+    idempotency keys (by BHXH number) as the import, and queues nothing twice. It has no route
+    and no ``split``: lists come in through ``hssk-gateway bhxh import``."""
+    adapter = BatchAdapter()
+
+    def read(envelope: Envelope, request) -> Reading | Verdict:
+        rows = [tuple(line.split("\t")) for line in envelope.raw.decode("utf-8").split("\n")]
+        origin = DocumentSource.named_by_content(envelope.raw, "LIST|bhxh", KIND, "", records=len(rows))
+        if any(len(fields) != len(FIELDS) for fields in rows):
+            return Verdict(ERROR, (Issue(102, f"a {SOURCE} batch holds rows of {len(FIELDS)} tab-separated fields",
+                                         "ROW"),), origin)
+        return Reading(origin, rows)
+
+    return Source(SOURCE, read, lambda hook, reading, envelope: adapter, many=True,
+                  identity=lambda records: records.person.identifier("BHXH"), noun="list batch", location="ROW",
+                  message_types=frozenset({KIND}))
 
 
 def file_digest(path: str) -> str:

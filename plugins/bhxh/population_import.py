@@ -79,10 +79,11 @@ class Progress:
             return
         self.last = now
         rate = rows / max(now - self.started, 1e-6)
-        share = min(offset / self.size, 1.0) if self.size and offset else (1.0 if final else 0.0)
-        text = f"{rows:,} rows ({share:.0%}), {changed:,} changed, {rate:,.0f} rows/s"
+        share = 1.0 if final else min(offset / self.size, 1.0) if self.size and offset else None
+        text = f"{rows:,} rows" + (f" ({share:.0%})" if share is not None else "") + \
+            f", {changed:,} changed, {rate:,.0f} rows/s"
         if self.tty:
-            filled = int(30 * share)
+            filled = int(30 * (share or 0.0))  # an XML list is read by record, not by byte: no share known
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text}" + ("\n" if final else ""))
         else:
             sys.stderr.write(f"bhxh import: {text}\n")

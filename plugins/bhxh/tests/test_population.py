@@ -103,6 +103,24 @@ async def test_importing_the_same_list_again_routes_nothing(journal_dir, tmp_pat
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_replayed_from_the_journal_is_decided_again_and_queues_nothing_twice(journal_dir, tmp_path):
+    data_dir, config = journal_dir
+    await deferToThread(run, write_list(tmp_path / "list.csv", [row(n) for n in range(1, 4)]), config=config)
+    [(batch, raw)] = query(data_dir, "SELECT id, raw FROM messages WHERE transport = 'import'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
+
+    replayed = await deferToThread(subprocess.run, [str(CLI), "messages", "replay", str(batch), "--config",
+                                                    str(config), "--json"],
+                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    assert replayed.returncode == 0, replayed.stderr
+    [entry] = json.loads(replayed.stdout)["replayed"]
+    assert (entry["ack_code"], entry["queued"]) == ("AA", 0), entry
+    assert raw.decode("utf-8").split("\n")[0].split("\t")[:3] == ["7900000001", "Nguyễn Văn An", "19850302"]
+    assert query(data_dir, "SELECT count(*), count(DISTINCT idempotency_key) FROM outbox") == [(3, 3)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_xml_list_and_its_bad_rows_each_named_by_row_and_field(journal_dir, tmp_path):
     data_dir, config = journal_dir
     residents = "".join(
