@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -154,6 +155,27 @@ async def test_the_columns_are_mapped_by_the_config(journal_dir, tmp_path):
 
     assert report["changed"] == 1
     assert query(data_dir, "SELECT district FROM person_residence") == [("762",)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(journal_dir, tmp_path):
+    _, config = journal_dir
+    listed = write_list(tmp_path / "list.csv", [row(n) for n in range(1, 4)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
+    command = [str(CLI), "bhxh", "import", str(listed), "--config", str(config), "--restart"]
+    plain = await deferToThread(subprocess.run, command, cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=120)
+    main, terminal = pty.openpty()
+    try:
+        await deferToThread(subprocess.run, command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=terminal,
+                            timeout=120)
+        shown = os.read(main, 65536).decode("utf-8")
+    finally:
+        os.close(main)
+        os.close(terminal)
+
+    assert "bhxh import: 3 rows (100%), 3 changed" in plain.stderr and "\r" not in plain.stderr
+    assert "\r[##############################] 3 rows (100%), 0 changed" in shown
 
 
 def _checkpoint(data_dir: Path) -> int:
