@@ -291,6 +291,8 @@ class Pipeline:
         message's would be; a renderer that raises anything but :class:`NotRenderable` raises
         here."""
         routed = Routed()
+        if not any(d.matches(origin.message_type, plugin) for d in self._destinations):
+            return routed  # no destination takes this kind: nothing to render, key or order
         for records, identity in record_sets:
             self._route(origin, records, plugin, identity, routed, index=False)
         return routed
