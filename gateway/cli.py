@@ -307,7 +307,7 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
     return answer
 
 
-def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
+def _plugin_journal(config: GatewayConfig, plugins, plugin: str = "") -> CommandJournal:
     """The journal of ``config``'s data dir for this process: brought to today's schema (the
     core's steps, then the plugins'), written in short transactions of its own."""
     from gateway.core.destination_kinds import batched_names
@@ -322,7 +322,7 @@ def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     sets = migration_sets(plugins)
     apply_migration_sets(store, sets)
     unordered = batched_names(destination_kinds(plugins).configure(config.destinations))
-    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered)
+    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered, plugin)
 
 
 def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
@@ -875,7 +875,7 @@ def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespa
         if plugin in config.plugins.disabled:
             raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
         plugins = build_plugin_manager(config)
-        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins),
+        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins, plugin),
                                                   lambda source, path, **options: _feed_here(config, source, path,
                                                                                              **options)))
         return 0 if status is None else status

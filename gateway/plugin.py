@@ -40,6 +40,7 @@ from gateway.core.http_routes import HttpAnswer, HttpCall, HttpRoute
 from gateway.core.lookups import Lookup, LookupAnswer
 from gateway.core.plugin_gauges import GaugeValue
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
+from gateway.core.population import ImportedPersons, ListedPersons
 from gateway.core.sources import XML_130, Reading, Source, Verdict
 from gateway.formats.bhxh_portal import (BHXH_CODES, VIETNAM_TIME, decode_file_field, form_problem, portal_body, portal_code,
                                          portal_message, reception_time, wrong_parameter)
@@ -105,4 +106,6 @@ __all__ = [
     "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "GaugeValue", "HttpAnswer", "HttpCall", "HttpRoute",
     "Outcome", "VIETNAM_TIME", "XML_130", "decode_file_field", "form_problem", "idempotency_key", "portal_body",
     "portal_code", "portal_message", "reception_time", "wrong_parameter",
+    # contract 1.2, issue 18: population lists imported in bulk (PluginJournal.import_persons)
+    "ImportedPersons", "ListedPersons",
 ]

@@ -4,7 +4,10 @@ kind (:mod:`plugins.bhxh.submit`), the portal-compatible intake (:mod:`plugins.b
 (:mod:`plugins.bhxh.reconcile`, its gauges), the commands (:mod:`plugins.bhxh.commands`), and the
 card check (vn-standards §2.5): ``hssk-gateway bhxh card CARD`` (:mod:`plugins.bhxh.card_command`)
 and, for the facilities listed in ``[plugins.bhxh.card_check]``, a check of each record's BHYT card
-before it is acknowledged (:mod:`plugins.bhxh.card_enrichment`)."""
+before it is acknowledged (:mod:`plugins.bhxh.card_enrichment`); population and card lists,
+``hssk-gateway bhxh import FILE`` (:mod:`plugins.bhxh.population`,
+:mod:`plugins.bhxh.population_import`): residents into the person index in bulk, with their
+residence, and each new or changed one to the destinations."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -12,13 +15,15 @@ from collections.abc import Mapping
 from twisted.internet.defer import Deferred
 
 from gateway.plugin import (Command, ConfigError, DestinationConfig, DestinationKind, GatewayConfig, GaugeValue,
-                            HttpRoute, Issue, Lookup, LookupAnswer, Payload, PluginDescription, PluginJournal,
-                            RecordSet, hookimpl)
+                            HttpRoute, Issue, Lookup, LookupAnswer, MigrationSet, Payload, PluginDescription,
+                            PluginJournal, RecordSet, Source, hookimpl)
 from plugins.bhxh import submit
 from plugins.bhxh.card_command import CARD
 from plugins.bhxh.card_enrichment import CardEnrichment
 from plugins.bhxh.commands import COMMANDS
 from plugins.bhxh.intake import PortalIntake, Tokens, accounts_from
+from plugins.bhxh.population import KIND, PopulationSettings, batch_source, population_settings
+from plugins.bhxh.population_import import MIGRATIONS as POPULATION_MIGRATIONS, import_command_of
 from plugins.bhxh.reconcile import ReconcileSettings, gauge_values, reconcile, settings_from, window
 
 hssk_contract = "1.2"
@@ -39,6 +44,7 @@ class BhxhPlugin:
         self.intake: PortalIntake | None = None
         self.reconcile: ReconcileSettings | None = None
         self.cards = CardEnrichment(clock)
+        self.population = population_settings({}, f"plugins.{NAME}")
 
     @hookimpl
     def hssk_configure(self, config: GatewayConfig) -> None:
@@ -53,6 +59,7 @@ class BhxhPlugin:
         self.intake = PortalIntake(accounts, Tokens(self.clock, float(seconds))) if accounts else None
         self.reconcile = settings_from(config, table.get("reconcile", {}), f"plugins.{NAME}.reconcile")
         self.cards.configure(config)
+        self.population = population_settings(table, f"plugins.{NAME}")
 
     @hookimpl
     def hssk_describe(self) -> PluginDescription:
@@ -63,7 +70,9 @@ class BhxhPlugin:
                       f"{', '.join(roles.bhxh) or 'none'}" if roles else "")
         submission = "signed claim submission (destination kind bhxh)"
         cards = f"BHYT card check before ACK for {', '.join(self.cards.settings.facilities) or 'no facility'}"
-        return PluginDescription(NAME, "; ".join(filter(None, (submission, intake, crosscheck, cards))))
+        lists = "population and card lists (CSV, XML): hssk-gateway bhxh import FILE"
+        return PluginDescription(NAME, "; ".join(filter(None, (submission, intake, crosscheck, cards, lists))),
+                                 frozenset({KIND}))
 
     @hookimpl
     def hssk_destination_kinds(self) -> tuple[DestinationKind, ...]:
@@ -94,7 +103,18 @@ class BhxhPlugin:
 
     @hookimpl
     def hssk_commands(self) -> list[Command]:
-        return [*COMMANDS, CARD]
+        return [*COMMANDS, CARD, import_command_of(self.population_settings)]
+
+    def population_settings(self) -> PopulationSettings:
+        return self.population
+
+    @hookimpl
+    def hssk_sources(self) -> list[Source]:
+        return [batch_source()]
+
+    @hookimpl
+    def hssk_migrations(self) -> list[MigrationSet]:
+        return [POPULATION_MIGRATIONS]
 
     @hookimpl
     def hssk_journal(self, journal: PluginJournal) -> None:
