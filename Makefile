@@ -19,10 +19,11 @@ test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 # Programs the tests start for real, as `command:debian-package` pairs: promtool (the alert rules,
-# tests/test_alert_rules.py). When one is missing and this is root on Debian, its package is
+# tests/test_alert_rules.py), PostgreSQL (the postgresql store backend; Debian keeps initdb and
+# postgres out of PATH, so pg_ctlcluster names the package) and HAProxy (two nodes behind it). When one is missing and this is root on Debian, its package is
 # installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
 # once every command is there. Add a pair here when a test needs another real program.
-TOOLS := promtool:prometheus
+TOOLS := promtool:prometheus pg_ctlcluster:postgresql haproxy:haproxy
 
 tools:
 	@for pair in $(TOOLS); do \

@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 import pytest_twisted
 
@@ -26,3 +28,24 @@ def log_events():
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL cluster for the whole run (initdb takes seconds); each test that
+    needs a database makes its own with ``postgres_dsn``."""
+    from gateway.testing.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server):
+    """A fresh empty database on the session's PostgreSQL server."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    return postgres_server.create_database(name)
