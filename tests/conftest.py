@@ -3,6 +3,8 @@ import uuid
 import pytest
 import pytest_twisted
 
+from gateway.core.postgres import PostgresStore
+from gateway.core.store import Store
 from tests.support import TestPlugin, start_gateway
 
 
@@ -49,3 +51,14 @@ def postgres_dsn(postgres_server):
     """A fresh empty database on the session's PostgreSQL server."""
     name = "t_" + uuid.uuid4().hex[:12]
     return postgres_server.create_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    """An empty, migrated journal on each backend: the same test runs on both."""
+    if request.param == "sqlite":
+        store = Store(tmp_path / "gateway.db", "NORMAL")
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_dsn"), node="node-a", lease_seconds=30.0)
+    store.migrate()
+    return store
