@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
+from gateway.core.postgres import PostgresStore
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
 from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
 from gateway.core.replay import Replayer
@@ -60,7 +62,7 @@ class Gateway:
         self.migration_sets = migration_sets(self.plugins)
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe(),
                                                  self.pipeline.sources.message_types()))
-        self.store = Store(config.database_path, config.store.synchronous)
+        self.store = open_store(config)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
@@ -107,11 +109,13 @@ class Gateway:
         and no second gateway on the same journal resets or delivers what this one holds
         (:mod:`gateway.core.datadir_lock`, :mod:`gateway.core.journal_identity`)."""
         self.datadir_lock.acquire()
-        check_journal(self.store.path, self.fresh_journal)
+        if self.store.dialect == "sqlite":
+            check_journal(self.store.path, self.fresh_journal)
         self.store.make_private()
         applied = self.store.migrate()
         applied += apply_migration_sets(self.store, self.migration_sets)
-        record_journal(self.store.path)
+        if self.store.dialect == "sqlite":
+            record_journal(self.store.path)
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
@@ -187,6 +191,15 @@ def _beyond_loopback(host: str | None) -> bool:
         return True
 
 
+def open_store(config: GatewayConfig) -> Store | PostgresStore:
+    """The journal ``store.backend`` names. For PostgreSQL the node is ``store.node``, or this
+    host's name when unset (a restart on the same host then takes back its own rows in flight)."""
+    if config.store.backend == "postgresql":
+        return PostgresStore(os.environ.get(config.store.dsn_env, ""), config.store.node or socket.gethostname(),
+                             config.store.lease_seconds)
+    return Store(config.database_path, config.store.synchronous)
+
+
 def _admin_token(config: GatewayConfig) -> str:
     """The admin API's token from the variable ``auth.admin_token_env`` names ("" when unset:
     loopback only). An unset variable is a config error at start-up (``validate_runtime``)."""
@@ -220,6 +233,9 @@ def validate_runtime(config: GatewayConfig, reactor) -> None:
     if config.auth.admin_token_env and not os.environ.get(config.auth.admin_token_env):
         raise ConfigError("auth.admin_token_env", f"names {config.auth.admin_token_env}, which is not set or empty; "
                                                   f"set it to the admin API's token, or remove the key")
+    if config.store.backend == "postgresql" and not os.environ.get(config.store.dsn_env):
+        raise ConfigError("store.dsn_env", f"names {config.store.dsn_env}, which is not set or empty; set it to the "
+                                           f"PostgreSQL connection string (host=... dbname=... user=...)")
     data_dir = Path(config.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

@@ -62,3 +62,19 @@ def any_store(request, tmp_path):
         store = PostgresStore(request.getfixturevalue("postgres_dsn"), node="node-a", lease_seconds=30.0)
     store.migrate()
     return store
+
+
+def backend_settings(request, monkeypatch, node: str = "node-a") -> dict:
+    """Config overrides that put a gateway's journal on the test's backend (``request.param``)."""
+    if request.param == "sqlite":
+        return {}
+    monkeypatch.setenv("HSSK_TEST_STORE_DSN", request.getfixturevalue("postgres_dsn"))
+    return {"store.backend": "postgresql", "store.dsn_env": "HSSK_TEST_STORE_DSN", "store.node": node}
+
+
+@pytest_twisted.async_yield_fixture(params=["sqlite", "postgresql"])
+async def gateway_on_each_backend(request, monkeypatch, tmp_path, plugin):
+    """The ``gateway`` fixture's gateway, once with each journal backend."""
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **backend_settings(request, monkeypatch))
+    yield gw
+    await gw.stop()

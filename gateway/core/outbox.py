@@ -349,9 +349,9 @@ def reset_circuits(conn: sqlite3.Connection, now: float, destinations: Iterable[
     """At start: these destinations' circuits are closed, and any other one recorded by an
     earlier run (a destination since disabled or removed) has no circuit any more."""
     names = list(destinations)
-    conn.execute(f"UPDATE destination_state SET circuit_state = NULL, circuit_since = NULL, updated_at = ? "
-                 f"WHERE circuit_state IS NOT NULL AND destination NOT IN ({', '.join('?' * len(names))})",
-                 [now, *names])
+    others = f" AND destination NOT IN ({', '.join('?' * len(names))})" if names else ""  # () is SQLite's alone
+    conn.execute("UPDATE destination_state SET circuit_state = NULL, circuit_since = NULL, updated_at = ? "
+                 "WHERE circuit_state IS NOT NULL" + others, [now, *names])
     for name in names:
         record_circuit(conn, now, name, "closed")
 

@@ -68,6 +68,8 @@ def translate(sql: str) -> str:
     sql = _SQLITE_MASTER_TABLE.sub(
         r"SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '\1'", sql)
     sql = re.sub(r"^\s*BEGIN\s+IMMEDIATE\s*$", "BEGIN", sql, flags=re.IGNORECASE)
+    sql = re.sub(r"^\s*PRAGMA\s+query_only\s*=\s*ON\s*$", "SET default_transaction_read_only = on", sql,
+                 flags=re.IGNORECASE)
     sql = re.sub(r"\s+INDEXED\s+BY\s+\w+", "", sql, flags=re.IGNORECASE)
     ignore = bool(_INSERT_OR_IGNORE.match(sql))
     if ignore:
