@@ -203,7 +203,9 @@ def schema_steps(steps: Sequence[tuple[str, Callable[[sqlite_utils.Database], No
         result = []
         for name, step in steps:
             before = _snapshot(conn)
+            conn.execute("BEGIN")  # as Store.migrate runs a step: inside a transaction of its own
             step(db)
+            conn.execute("COMMIT")
             result.append((name, _ddl_of_step(conn, before, _snapshot(conn))))
         return result
     finally:
