@@ -63,6 +63,7 @@ class Gateway:
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe(),
                                                  self.pipeline.sources.message_types()))
         self.store = open_store(config)
+        self.metrics.node_info.labels(self.store.node, self.store.dialect).set(1)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
