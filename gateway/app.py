@@ -4,7 +4,6 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import os
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,11 +25,10 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
-from gateway.core.postgres import PostgresStore
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
 from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
 from gateway.core.replay import Replayer
-from gateway.core.store import JournalWriter, Store
+from gateway.core.store import JournalWriter, open_store
 from gateway.formats.charsets import codec_for
 from gateway.transports.admin import AdminResource
 from gateway.transports.http import build_site
@@ -190,15 +188,6 @@ def _beyond_loopback(host: str | None) -> bool:
         return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return True
-
-
-def open_store(config: GatewayConfig) -> Store | PostgresStore:
-    """The journal ``store.backend`` names. For PostgreSQL the node is ``store.node``, or this
-    host's name when unset (a restart on the same host then takes back its own rows in flight)."""
-    if config.store.backend == "postgresql":
-        return PostgresStore(os.environ.get(config.store.dsn_env, ""), config.store.node or socket.gethostname(),
-                             config.store.lease_seconds)
-    return Store(config.database_path, config.store.synchronous)
 
 
 def _admin_token(config: GatewayConfig) -> str:

@@ -167,17 +167,18 @@ def _parse_time(text: str) -> float:
 
 
 def _require_journal(config: GatewayConfig) -> None:
-    """Inspection never creates a journal: a typo in --data-dir must not look like an empty one."""
-    if not config.database_path.exists():
+    """Inspection never creates a journal: a typo in --data-dir must not look like an empty one.
+    (A PostgreSQL journal is where ``store.dsn_env`` says, or the connection fails saying why.)"""
+    if config.store.backend == "sqlite" and not config.database_path.exists():
         raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
 
 
 def _journal(args: argparse.Namespace):
-    from gateway.core.store import Journal, Store
+    from gateway.core.store import Journal, open_store
 
     config = _config_from(args)
     _require_journal(config)
-    return Journal(Store(config.database_path, config.store.synchronous))
+    return Journal(open_store(config))
 
 
 def _when(seconds: float | None) -> str:
@@ -293,10 +294,10 @@ def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     from gateway.core.pipeline import Pipeline
     from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
     from gateway.core.plugins import migration_sets
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     _require_journal(config)
-    store = Store(config.database_path, config.store.synchronous)
+    store = open_store(config)
     store.migrate()
     sets = migration_sets(plugins)
     apply_migration_sets(store, sets)
@@ -428,11 +429,11 @@ def _outbox(args: argparse.Namespace) -> tuple[GatewayConfig, sqlite3.Connection
     """The config (for destination names and kinds) and a connection of this process's own,
     configured like the gateway's (WAL, busy timeout), so writes wait for the gateway's writer
     instead of failing."""
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
-    return config, Store(config.database_path, config.store.synchronous).connect()
+    return config, open_store(config).connect()
 
 
 T = TypeVar("T")

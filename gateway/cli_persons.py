@@ -67,12 +67,12 @@ def add_person_commands(sub, common: argparse.ArgumentParser) -> None:
 
 def _connection(args: argparse.Namespace) -> sqlite3.Connection:
     from gateway.cli import OperatorError, _config_from, _require_journal
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
-    conn = Store(config.database_path, config.store.synchronous).connect()
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'persons'").fetchone() is None:
+    conn = open_store(config).connect()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'persons'").fetchone() is None:
         conn.close()
         raise OperatorError(f"the journal {config.database_path} has no person index yet: start this version's "
                             f"gateway on it once")

@@ -20,12 +20,11 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import psycopg
 
 from gateway.testing import require_program
-from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, message_with_control_id, run_senders
+from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, run_senders
 from tests.test_delivery_crash import StoreProcess, for_person
 
 THREADS = 4

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 import sqlite_utils
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
@@ -93,6 +94,31 @@ def translate(sql: str) -> str:
     return sql
 
 
+class _Row(tuple):
+    """A row read by position or by column name, as ``sqlite3.Row``."""
+
+    _names: tuple[str, ...] = ()
+
+    def keys(self) -> tuple[str, ...]:
+        return self._names
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names.index(key))
+        return tuple.__getitem__(self, key)
+
+
+def _named_row(cursor: psycopg.Cursor) -> Callable[[Sequence], _Row]:
+    names = tuple(column.name for column in cursor.description or ())
+
+    def make(values: Sequence) -> _Row:
+        row = _Row(values)
+        row._names = names
+        return row
+
+    return make
+
+
 class PostgresConnection:
     """A psycopg connection that takes the core's SQLite-flavoured statements (see :func:`translate`).
 
@@ -107,6 +133,7 @@ class PostgresConnection:
         self.node = node
         self.lease_seconds = lease_seconds
         self._cache: dict[str, str] = {}
+        self._row_factory: Any = None
 
     def _sql(self, sql: str) -> str:
         found = self._cache.get(sql)
@@ -123,6 +150,17 @@ class PostgresConnection:
         if params:
             cursor.executemany(self._sql(sql), params)
         return cursor
+
+    @property
+    def row_factory(self) -> Any:
+        return self._row_factory
+
+    @row_factory.setter
+    def row_factory(self, factory: Any) -> None:
+        """Any factory (``sqlite3.Row``, which readers use to read rows by column name) gives
+        rows that, like ``sqlite3.Row``, read by position and by name; None gives tuples."""
+        self._row_factory = factory
+        self._conn.row_factory = tuple_row if factory is None else _named_row
 
     @property
     def in_transaction(self) -> bool:

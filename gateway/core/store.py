@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -25,11 +26,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from gateway.config import GatewayConfig
 from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
-from gateway.core.postgres import POSTGRESQL, SQLITE, dialect
+from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
@@ -298,6 +300,15 @@ class Store:
             return applied
         finally:
             conn.close()
+
+
+def open_store(config: GatewayConfig) -> Store | PostgresStore:
+    """The journal ``store.backend`` names. For PostgreSQL the node is ``store.node``, or this
+    host's name when unset (a restart on the same host then takes back its own rows in flight)."""
+    if config.store.backend == "postgresql":
+        return PostgresStore(os.environ.get(config.store.dsn_env, ""), config.store.node or socket.gethostname(),
+                             config.store.lease_seconds)
+    return Store(config.database_path, config.store.synchronous)
 
 
 @dataclass(frozen=True)
