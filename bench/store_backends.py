@@ -89,7 +89,7 @@ def run(name: str, work: Path, server: postgres.PostgresServer | None, nodes: in
             front.stop()
         for process in processes:
             process.terminate()
-        return {"configuration": name, "acked": len(tally.acked), "problems": len(tally.problems),
+        return {"configuration": name, "acked": len(tally.acked), "problems": len(tally.problems) + len(tally.refused),
                 "acks_per_second": len(tally.acked) / intake, "drained_seconds": drained}
     finally:
         for process in processes:

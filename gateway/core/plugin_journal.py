@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
 from gateway.core.events import EVENT_TRANSPORT, Event, QueuedEvent, event_bytes
-from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, schema_steps
+from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, errors_of, schema_steps
 from gateway.core.store import Store, journal_decisions
 from gateway.model.envelope import Envelope
 
@@ -102,7 +102,7 @@ class Ownership:
                 conn.set_authorizer(self.authorize)
             try:
                 return task(conn, now)
-            except (sqlite3.Error, *PostgresStore.errors) as e:
+            except errors_of(conn) as e:
                 if not conn.in_transaction:
                     raise
                 raise PluginTaskError(f"{type(e).__name__}: {e}") from e

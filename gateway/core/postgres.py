@@ -22,14 +22,14 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlite_utils
-from psycopg.pq import TransactionStatus
-from psycopg.rows import tuple_row
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+
+if TYPE_CHECKING:
+    import psycopg
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -49,6 +49,19 @@ _MIGRATION_LOCK = 0x4853534B  # "HSSK"
 def dialect(conn: Any) -> str:
     """Which SQL a connection speaks: ``postgresql`` for :class:`PostgresConnection`, else ``sqlite``."""
     return getattr(conn, "dialect", SQLITE)
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """psycopg's base error. psycopg is imported only when a PostgreSQL journal is used: SQLite
+    gateways, and every pipeline child process, are spared its import (about 0.3 s)."""
+    import psycopg
+
+    return (psycopg.Error,)
+
+
+def errors_of(conn: Any) -> tuple[type[Exception], ...]:
+    """The driver's errors for a connection of either backend."""
+    return driver_errors() if dialect(conn) == POSTGRESQL else (sqlite3.Error,)
 
 
 # --- Statement rewriting ------------------------------------------------------------------------
@@ -129,6 +142,8 @@ class PostgresConnection:
     dialect = POSTGRESQL
 
     def __init__(self, dsn: str, node: str, lease_seconds: float) -> None:
+        import psycopg
+
         self._conn = psycopg.connect(dsn, autocommit=True)
         self.node = node
         self.lease_seconds = lease_seconds
@@ -159,11 +174,15 @@ class PostgresConnection:
     def row_factory(self, factory: Any) -> None:
         """Any factory (``sqlite3.Row``, which readers use to read rows by column name) gives
         rows that, like ``sqlite3.Row``, read by position and by name; None gives tuples."""
+        from psycopg.rows import tuple_row
+
         self._row_factory = factory
         self._conn.row_factory = tuple_row if factory is None else _named_row
 
     @property
     def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
         return self._conn.info.transaction_status != TransactionStatus.IDLE
 
     def lock_keys(self, keys: Iterable[str]) -> None:
@@ -271,7 +290,10 @@ class PostgresStore:
     :class:`gateway.core.store.Store` answers for SQLite)."""
 
     dialect = POSTGRESQL
-    errors: tuple[type[Exception], ...] = (psycopg.Error,)
+
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        return driver_errors()
 
     def __init__(self, dsn: str, node: str, lease_seconds: float = 60.0) -> None:
         self.dsn = dsn
