@@ -25,7 +25,7 @@ import psycopg
 
 from gateway.testing import require_program
 from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, run_senders
-from tests.test_delivery_crash import StoreProcess, for_person
+from tests.test_delivery_crash import StoreProcess, check_delivered_once_in_order, for_person, wait_until_drained
 
 THREADS = 4
 PER_THREAD = 120        # 480 distinct messages through HAProxy
@@ -119,16 +119,6 @@ def journal(dsn: str) -> dict[str, list[tuple]]:
     return rows
 
 
-def wait_until_drained(dsn: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(state == "delivered" for *_, state in outbox(dsn)):
-            return
-        time.sleep(0.2)
-    left = [row for row in outbox(dsn) if row[3] != "delivered"]
-    raise AssertionError(f"{len(left)} outbox rows not delivered after {timeout}s, e.g. {left[:3]}")
-
-
 def test_sigkill_of_one_node_behind_haproxy_loses_doubles_and_reorders_nothing(tmp_path, postgres_dsn, monkeypatch):
     require_program("haproxy", "haproxy")
     monkeypatch.setenv("HSSK_FAILOVER_DSN", postgres_dsn)
@@ -170,7 +160,7 @@ def test_sigkill_of_one_node_behind_haproxy_loses_doubles_and_reorders_nothing(t
         resend = Tally()
         left = [[m for m in batch if m[0] not in tally.acked] for batch in batches]
         join_all(run_senders(haproxy.mllp_port, [*left, direct], resend), timeout=60)
-        wait_until_drained(postgres_dsn, timeout=30)
+        wait_until_drained(lambda: outbox(postgres_dsn), timeout=30)
         assert node_b.terminate() == 0, f"unclean shutdown; log:\n{node_b.log()}"
         problems = tally.problems + resend.problems
         assert not problems, f"protocol problems: {problems[:5]}"
@@ -187,22 +177,5 @@ def test_sigkill_of_one_node_behind_haproxy_loses_doubles_and_reorders_nothing(t
     assert all(len(rows[cid]) == 1 and rows[cid][0][1] >= 1 for cid, _ in direct), "a resend was journaled again"
     assert not [cid for cid, copies in rows.items() if len(copies) > 1], "a control id was journaled twice"
 
-    queued = outbox(postgres_dsn)
-    key_of = {control_id: key for control_id, key, _, _ in queued}
-    contents: dict[str, set[str]] = defaultdict(set)
-    first_seen: list[str] = []
-    for entry in store.accepted():
-        if entry["key"] not in contents:
-            first_seen.append(entry["key"])
-        contents[entry["key"]].add(entry["sha"])
-    lost = sorted(cid for cid in acked if key_of.get(cid) not in contents)
-    assert not lost, f"{len(lost)} acknowledged messages never reached the store, e.g. {lost[:5]}"
-    assert set(contents) == {key_of[cid] for cid in acked}
-    assert all(len(shas) == 1 for shas in contents.values()), "one key was sent with different content"
-    position = {key: n for n, key in enumerate(first_seen)}
-    by_person: dict[str, list[str]] = defaultdict(list)
-    for _, key, person, _ in queued:
-        by_person[person].append(key)
-    out_of_order = [p for p, keys in by_person.items() if [position[k] for k in keys] != sorted(position[k] for k in keys)]
-    assert not out_of_order, f"{len(out_of_order)} people had records delivered out of order"
+    contents, by_person = check_delivered_once_in_order(acked, outbox(postgres_dsn), store.accepted())
     print(f"\nacked={len(acked)} keys={len(contents)} store_accepted={len(store.accepted())} people={len(by_person)}")

@@ -269,6 +269,20 @@ def schema_steps(steps: Sequence[tuple[str, Callable[[sqlite_utils.Database], No
         conn.close()
 
 
+def read_in_thread(connect: Callable[[], Any], reactor, query: Callable[[Any], Any]) -> Deferred:
+    """Run ``query`` on a connection of its own in the reactor's thread pool, never on the
+    reactor or the journal writer: an operator's read must not hold up the group commit that
+    ACKs depend on. Fires on the reactor with its result. (Either backend's.)"""
+    def run():
+        conn = connect()
+        try:
+            return query(conn)
+        finally:
+            conn.close()
+
+    return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+
+
 class _ServerCheckpoints:
     """The journal writer's checkpointer for PostgreSQL, which checkpoints on its own."""
 
@@ -306,6 +320,13 @@ class PostgresStore:
     def connect(self) -> PostgresConnection:
         return PostgresConnection(self.dsn, self.node, self.lease_seconds)
 
+    def retryable(self, error: Exception) -> bool:
+        """Aborted for another transaction's sake (a deadlock between two nodes' group commits,
+        a serialization failure): the same work succeeds when run again."""
+        from psycopg import errors
+
+        return isinstance(error, (errors.DeadlockDetected, errors.SerializationFailure))
+
     def connect_writer(self) -> PostgresConnection:
         return self.connect()
 
@@ -316,14 +337,7 @@ class PostgresStore:
         """Access to the database is the server's roles' business, not a file mode."""
 
     def read_in_thread(self, reactor, query: Callable[[Any], Any]) -> Deferred:
-        def run():
-            conn = self.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+        return read_in_thread(self.connect, reactor, query)
 
     def migrate(self) -> list[str]:
         """Apply the schema steps this database lacks, under an advisory lock; returns their names."""

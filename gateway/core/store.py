@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import sqlite_utils
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
@@ -31,7 +30,7 @@ from gateway.core.ack import ack_codes
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
-from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect
+from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, read_in_thread
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
@@ -244,6 +243,10 @@ class Store:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    def retryable(self, error: Exception) -> bool:
+        """One writer per journal: nothing another writer did makes a commit fail."""
+        return False
+
     def connect_writer(self) -> sqlite3.Connection:
         """The journal writer's connection: SQLite's own auto-checkpoint is off, the
         :class:`Checkpointer` copies the WAL instead."""
@@ -269,17 +272,8 @@ class Store:
                 os.chmod(path, 0o600)
 
     def read_in_thread(self, reactor, query: Callable[[sqlite3.Connection], Any]) -> Deferred:
-        """Run ``query`` on a connection of its own in the reactor's thread pool, never on the
-        reactor or the journal writer: an operator's read must not hold up the group commit that
-        ACKs depend on. Fires on the reactor with its result."""
-        def run():
-            conn = self.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+        """See :func:`gateway.core.postgres.read_in_thread`."""
+        return read_in_thread(self.connect, reactor, query)
 
     def migrate(self) -> list[str]:
         """Apply the schema steps this file lacks; returns their names."""
@@ -364,6 +358,8 @@ INSERT INTO not_routed (message_id, destination, reason, text, created_at) VALUE
 """
 
 _STOP = object()
+#: How many times a group is tried when the database aborts it for another node's sake.
+_COMMIT_ATTEMPTS = 3
 
 
 class JournalWriter:
@@ -458,19 +454,7 @@ class JournalWriter:
             if trace is not None:
                 trace.append(started)
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                now = self._clock.seconds()
-                decisions = [job.decision for job in jobs]
-                results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
-                task_results = [_run_task(task, self._conn, now, self._store.errors) for task in tasks]
-                self._conn.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second
-                # ROLLBACK would then raise and hide the error that says what went wrong.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+            results, task_results = self._transaction(jobs, tasks)
         except self._store.errors as e:
             self._metrics.commit_failures.inc()
             log.error("journal commit of {count} messages failed: {error}", count=len(jobs), error=str(e))
@@ -491,6 +475,34 @@ class JournalWriter:
                   for item in job.decision.outbox} if self.on_queued is not None else set()
         linked = self.on_linked if any(isinstance(r, Committed) and r.links for r in results) else None
         self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued, linked)
+
+    def _transaction(self, jobs: list, tasks: list) -> tuple[list, list]:
+        """One transaction for the group. On PostgreSQL, two nodes' groups can wait for each
+        other's locks (one locks person P then Q, the other Q then P); the server aborts one, and
+        that group is run again from the start, as nothing of it was committed."""
+        attempt = 1
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    now = self._clock.seconds()
+                    decisions = [job.decision for job in jobs]
+                    results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
+                    task_results = [_run_task(task, self._conn, now, self._store.errors) for task in tasks]
+                    self._conn.execute("COMMIT")
+                    return results, task_results
+                except BaseException:
+                    # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second
+                    # ROLLBACK would then raise and hide the error that says what went wrong.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except self._store.errors as e:
+                if attempt >= _COMMIT_ATTEMPTS or not self._store.retryable(e):
+                    raise
+                log.warn("journal commit of {count} messages met another node's ({error}); trying again",
+                         count=len(jobs), error=str(e).splitlines()[0])
+                attempt += 1
 
 
 def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,

@@ -1,14 +1,21 @@
-"""Several nodes on one PostgreSQL outbox (issue 21): a claimed row is leased to its node, no other
-node takes it while the lease runs, any node takes it once the lease has run out, and a start-up
-gives back only the starting node's own rows."""
+"""Several nodes on one PostgreSQL journal (issue 21): a claimed outbox row is leased to its node,
+no other node takes it while the lease runs, any node takes it once the lease has run out, a
+start-up gives back only the starting node's own rows, and two nodes' group commits that wait for
+each other both commit."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 
 from gateway.core.outbox import OutboxItem, Settled, claim_due, insert_outbox_rows, record_results, recover_in_flight
+from gateway.core.metrics import Metrics
 from gateway.core.postgres import PostgresStore
-from tests.support import metric_value
+from gateway.core.store import JournalWriter
+from tests.support import metric_value, sample_value as metric_value_of
 
 LEASE = 30.0
 
@@ -67,3 +74,35 @@ async def test_a_node_names_itself_and_its_backend_in_its_metrics(gateway_on_eac
     store = gateway_on_each_backend.store
 
     assert metric_value(gateway_on_each_backend, "hssk_node_info", node=store.node, backend=store.dialect) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_group_commits_that_deadlock_are_run_again_and_both_commit(postgres_dsn):
+    stores = [PostgresStore(postgres_dsn, node, LEASE) for node in ("node-a", "node-b")]
+    stores[0].migrate()
+    metrics = [Metrics(), Metrics()]
+    writers = [JournalWriter(store, reactor, m) for store, m in zip(stores, metrics)]
+    both_hold_their_first = threading.Barrier(2)
+    runs = []
+
+    def locking(first: str, second: str):
+        def task(conn, now):
+            runs.append(first)
+            conn.lock_keys([first])
+            if runs.count(first) == 1:  # the first attempt waits until the other holds its lock
+                both_hold_their_first.wait(10)
+            conn.lock_keys([second])
+            return first + second
+        return task
+
+    for writer in writers:
+        writer.start()
+    try:
+        results = await gatherResults([writers[0].run(locking("x", "y")), writers[1].run(locking("y", "x"))])
+    finally:
+        for writer in writers:
+            await writer.stop()
+
+    assert sorted(results) == ["xy", "yx"]
+    assert sorted(runs) == ["x", "x", "y"] or sorted(runs) == ["x", "y", "y"]  # one of the two ran again
+    assert [metric_value_of(m, "hssk_commit_failures_total") for m in metrics] == [0, 0]
