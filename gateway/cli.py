@@ -70,8 +70,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config_from(args)
     validate_runtime(config, reactor)
     plugins = describe_plugins(build_plugin_manager(config))
-    print(f"configuration OK: MLLP {config.mllp.listen}, HTTP {config.http.listen}, journal {config.database_path}, "
-          f"synchronous={config.store.synchronous}, plugins: {', '.join(p.name for p in plugins) or 'none'}")
+    journal = (f"journal PostgreSQL from ${config.store.dsn_env} as node {config.store.node or '(host name)'}"
+               if config.store.backend == "postgresql"
+               else f"journal {config.database_path}, synchronous={config.store.synchronous}")
+    print(f"configuration OK: MLLP {config.mllp.listen}, HTTP {config.http.listen}, {journal}, "
+          f"plugins: {', '.join(p.name for p in plugins) or 'none'}")
     return 0
 
 

@@ -2,7 +2,8 @@
 commands read the database ``store.dsn_env`` names, with no SQLite file anywhere."""
 import pytest_twisted
 
-from tests.support import TestPlugin, connect_mllp, hl7, msa, run_json, send_and_receive, start_gateway, wait_until
+from tests.support import (TestPlugin, connect_mllp, hl7, msa, run_cli, run_json, send_and_receive, start_gateway,
+                           wait_until)
 
 CONFIG = """
 [store]
@@ -38,3 +39,13 @@ async def test_messages_and_outbox_commands_read_a_postgresql_journal(tmp_path, 
     assert [(m["control_id"], m["status"]) for m in listed] == [("PG-1", "accepted")]
     assert status["files"]["delivered"] == 1, status
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_postgresql_store_without_its_connection_string_is_a_config_error(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[store]\nbackend = "postgresql"\ndsn_env = "PG_NOT_SET_DSN"\n')
+
+    result = run_cli("check-config", "--config", config)
+
+    assert result.returncode == 2
+    assert b"store.dsn_env: names PG_NOT_SET_DSN, which is not set or empty" in result.stderr
