@@ -1,3 +1,4 @@
+import os
 import uuid
 
 import pytest
@@ -13,10 +14,17 @@ def plugin():
     return TestPlugin()
 
 
+#: ``HSSK_TEST_BACKEND=postgresql`` puts the ``gateway`` fixture's journal on PostgreSQL, so any
+#: test written for it can be run on that backend too (see README "Tests").
+TEST_BACKEND = os.environ.get("HSSK_TEST_BACKEND", "sqlite")
+
+
 @pytest_twisted.async_yield_fixture
-async def gateway(tmp_path, plugin):
-    """A gateway on 127.0.0.1 (port 0) with the test plugin and a fresh journal under tmp_path."""
-    gw = await start_gateway(tmp_path / "data", plugins=[plugin])
+async def gateway(tmp_path, plugin, request, monkeypatch):
+    """A gateway on 127.0.0.1 (port 0) with the test plugin and a fresh journal under tmp_path
+    (on ``HSSK_TEST_BACKEND``, SQLite by default)."""
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin],
+                             **backend_settings(TEST_BACKEND, request, monkeypatch))
     yield gw
     await gw.stop()
 
@@ -64,9 +72,9 @@ def any_store(request, tmp_path):
     return store
 
 
-def backend_settings(request, monkeypatch, node: str = "node-a") -> dict:
-    """Config overrides that put a gateway's journal on the test's backend (``request.param``)."""
-    if request.param == "sqlite":
+def backend_settings(backend: str, request, monkeypatch, node: str = "node-a") -> dict:
+    """Config overrides that put a gateway's journal on ``backend``."""
+    if backend == "sqlite":
         return {}
     monkeypatch.setenv("HSSK_TEST_STORE_DSN", request.getfixturevalue("postgres_dsn"))
     return {"store.backend": "postgresql", "store.dsn_env": "HSSK_TEST_STORE_DSN", "store.node": node}
@@ -75,6 +83,7 @@ def backend_settings(request, monkeypatch, node: str = "node-a") -> dict:
 @pytest_twisted.async_yield_fixture(params=["sqlite", "postgresql"])
 async def gateway_on_each_backend(request, monkeypatch, tmp_path, plugin):
     """The ``gateway`` fixture's gateway, once with each journal backend."""
-    gw = await start_gateway(tmp_path / "data", plugins=[plugin], **backend_settings(request, monkeypatch))
+    gw = await start_gateway(tmp_path / "data", plugins=[plugin],
+                             **backend_settings(request.param, request, monkeypatch))
     yield gw
     await gw.stop()
