@@ -18,12 +18,17 @@ run: $(STAMP)
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
-# Programs the tests start for real, as `command:debian-package` pairs: promtool (the alert rules,
-# tests/test_alert_rules.py), PostgreSQL (the postgresql store backend; Debian keeps initdb and
-# postgres out of PATH, so pg_ctlcluster names the package) and HAProxy (two nodes behind it). When one is missing and this is root on Debian, its package is
-# installed; otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all
-# once every command is there. Add a pair here when a test needs another real program.
-TOOLS := promtool:prometheus pg_ctlcluster:postgresql haproxy:haproxy
+# Programs the tests start for real, as `command:debian-package` pairs, one line each (below: which
+# tests need it). When one is missing and this is root on Debian, its package is installed;
+# otherwise the tests that need it skip, or fail under CI=true. Quiet, and nothing at all once every
+# command is there. Add a line here when a test needs another real program.
+TOOLS := promtool:prometheus                       # the alert rules, tests/test_alert_rules.py
+TOOLS += xmlsec1:xmlsec1                           # BHXH signatures, plugins/bhxh/tests/test_signing.py
+TOOLS += chromium:chromium                         # the console, tests/transports/test_console_browser.py
+TOOLS += chromedriver:chromium-driver              # its WebDriver, same test
+TOOLS += pg_ctlcluster:postgresql                  # the postgresql store backend (Debian keeps initdb and postgres
+                                                   # out of PATH; gateway/testing/postgres.py finds them)
+TOOLS += haproxy:haproxy                           # two nodes behind HAProxy, tests/test_failover.py
 
 tools:
 	@for pair in $(TOOLS); do \

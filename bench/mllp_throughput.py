@@ -89,9 +89,11 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def run_load(port: int, conns: int, duration: float, label: str, use_taskset: bool,
-             server_pid: int, raw: Path) -> dict:
-    cmd = pinned([str(LOAD), "--host", HOST, "--port", str(port), "--file", str(MESSAGE),
-                  "--conns", str(conns), "--duration", f"{duration:g}", "--label", label], LOAD_CPU, use_taskset)
+             server_pid: int, raw: Path, message: Path = MESSAGE, extra: tuple[str, ...] = ()) -> dict:
+    """One mllp-load run; ``extra`` are more mllp-load options (``--rate``, ``--id-prefix``)."""
+    cmd = pinned([str(LOAD), "--host", HOST, "--port", str(port), "--file", str(message),
+                  "--conns", str(conns), "--duration", f"{duration:g}", "--label", label, *extra], LOAD_CPU,
+                 use_taskset)
     cpu0 = cpu_seconds(server_pid)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     cpu1 = cpu_seconds(server_pid)
@@ -141,7 +143,7 @@ def pause_destinations(data_dir: str, env: dict[str, str]) -> None:
 
 def bench_server(name: str, conns_list: list[int], duration: float, use_taskset: bool,
                  stamp: str, raw: Path, extra_env: dict[str, str] | None = None,
-                 paused: bool = False, cpus: str = SERVER_CPU) -> dict[int, dict]:
+                 paused: bool = False, cpus: str = SERVER_CPU, message: Path = MESSAGE) -> dict[int, dict]:
     port = free_port()
     logfile = OUT / f"{stamp}-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HSSK_")}
@@ -170,10 +172,11 @@ def bench_server(name: str, conns_list: list[int], duration: float, use_taskset:
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
         wait_for_port(port, proc, logfile)
         log(f"{name}: pid {proc.pid} on {HOST}:{port}" + (f", data dir {tmp}" if tmp else ""))
-        warm = run_load(port, max(conns_list), min(WARMUP_S, duration), f"{name}-warmup", use_taskset, proc.pid, raw)
+        warm = run_load(port, max(conns_list), min(WARMUP_S, duration), f"{name}-warmup", use_taskset, proc.pid, raw,
+                        message)
         log(f"{name}: warm-up {warm['msgs_per_s']:.0f} msgs/s")
         for conns in conns_list:
-            r = run_load(port, conns, duration, f"{name}-c{conns}", use_taskset, proc.pid, raw)
+            r = run_load(port, conns, duration, f"{name}-c{conns}", use_taskset, proc.pid, raw, message)
             r["problems"] = check(r, name)
             results[conns] = r
             log(f"{name}: conns={conns} {r['msgs_per_s']:.0f} msgs/s p99 {r['latency_ms']['p99']:.2f} ms"
@@ -245,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--floors", action="store_true",
                    help="also measure bench/mllp_floor.py: Twisted answering without any work, and with only "
                         "the SQLite group commit, to show what the stack leaves for the gateway's own work")
+    p.add_argument("--file", type=Path, default=MESSAGE,
+                   help="the HL7 message every server is sent (default tests/messages/adt_a04.hl7), e.g. "
+                        "tests/messages/oru_r01.hl7 for a 3.4 KB result")
     args = p.parse_args(argv)
     if args.duration <= 0 or any(c < 1 for c in args.conns):
         p.error("--duration and --conns must be positive")
@@ -261,20 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     log(f"taskset: {pinning if use_taskset else 'not used'}; raw results: {raw}")
 
     gw = bench_server("gateway", args.conns, args.duration, use_taskset, stamp, raw, extra_env, args.pause_delivery,
-                      args.gateway_cpus)
+                      args.gateway_cpus, args.file)
     if args.no_baseline:
         empty = {"msgs_per_s": 0.0, "latency_ms": {"p50": float("nan"), "p99": float("nan")}, "by_code": {},
                  "problems": []}
         base = {c: dict(empty) for c in args.conns}
     else:
-        base = bench_server("baseline", args.conns, args.duration, use_taskset, stamp, raw)
-    floors = {name: bench_server(name, args.conns, args.duration, use_taskset, stamp, raw)
+        base = bench_server("baseline", args.conns, args.duration, use_taskset, stamp, raw, message=args.file)
+    floors = {name: bench_server(name, args.conns, args.duration, use_taskset, stamp, raw, message=args.file)
               for name in FLOORS} if args.floors else {}
     ok = not any(r["problems"] for res in (gw, base, *floors.values()) for r in res.values())
 
     if args.json:
         print(json.dumps({
-            "duration_s": args.duration, "message": MESSAGE.name, "taskset": use_taskset, "raw": str(raw), "ok": ok,
+            "duration_s": args.duration, "message": args.file.name, "taskset": use_taskset, "raw": str(raw), "ok": ok,
             "runs": [{"conns": c,
                       "gateway": {k: gw[c].get(k) for k in ("msgs_per_s", "latency_ms", "by_code", "errors", "timeouts",
                                                              "lost", "mismatches", "server_cpu_pct", "problems")},
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                          for name, res in floors.items()}}
                      for c in args.conns]}))
     else:
-        print(f"MLLP throughput, {MESSAGE.name}, window 1, {args.duration:g} s per run, "
+        print(f"MLLP throughput, {args.file.name}, window 1, {args.duration:g} s per run, "
               f"taskset {'on' if use_taskset else 'off'}; raw: {raw.relative_to(REPO)}")
         print(table(args.conns, gw, base))
         if floors:

@@ -31,6 +31,7 @@ from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, open_store
 from gateway.formats.charsets import codec_for
 from gateway.transports.admin import AdminResource
+from gateway.transports.console.resource import with_console
 from gateway.transports.http import build_site
 from gateway.transports.mllp import MLLPFactory
 from gateway.transports.tls import listening_endpoint, server_options
@@ -85,9 +86,10 @@ class Gateway:
             plugin_names=lambda: [p.name for p in describe_plugins(self.plugins)],
             probe_timeout=min(5.0, config.pipeline.timeout_seconds),
             stale_destinations=self.delivery.stale_destinations,
-            admin=AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter, self.metrics,
-                                Replayer(self.intake, self.pipeline, self.store, self.clients, config, reactor),
-                                self.intake, _admin_token(config)),
+            admin=with_console(AdminResource(self.delivery, self.writer, self.store, reactor, auth_limiter,
+                                             self.metrics, Replayer(self.intake, self.pipeline, self.store,
+                                                                    self.clients, config, reactor),
+                                             self.intake, _admin_token(config)), self.clock, reactor),
             clients=self.clients, limiter=auth_limiter)
         self.ports: dict[str, object] = {}
 

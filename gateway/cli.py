@@ -19,6 +19,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugin_journal import MigrationError
+from gateway.model.outcome import MESSAGE_STATUSES
 from gateway.core.plugins import (PluginLoadError, build_plugin_manager, describe_built_ins, describe_plugins,
                                   destination_kinds)
 
@@ -721,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = messages.add_parser("list", parents=[common], help="journaled messages, newest first")
     listing.add_argument("--control-id")
     listing.add_argument("--sender", help="APP|FACILITY, or APP alone")
-    listing.add_argument("--status", choices=("accepted", "error", "rejected", "ignored"))
+    listing.add_argument("--status", choices=MESSAGE_STATUSES)
     listing.add_argument("--client", metavar="NAME", help="the authenticated [clients.NAME] that sent it")
     listing.add_argument("--since", type=_parse_time, help="ISO date/time, inclusive")
     listing.add_argument("--until", type=_parse_time, help="ISO date/time, exclusive")

@@ -18,7 +18,7 @@ import time
 
 from gateway.model.masking import mask_identifier, mask_name
 from gateway.rules import person_index
-from gateway.rules.person_index import ReviewError, find_persons, person_view, record_reveal
+from gateway.rules.person_index import ReviewError, find_persons, person_status, person_view, record_reveal
 
 
 def add_person_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -140,7 +140,7 @@ def cmd_persons_find(args: argparse.Namespace) -> int:
     print(f"{'PERSON':24}  {'STATUS':11}  {'NAME':28}  {'BORN':12}  {'SEX':3}  IDENTIFIERS")
     for v in shown:
         current = ", ".join(f"{i['system']} {i['value']}" for i in v["identifiers"] if i["current"])
-        print(f"{v['id']:24}  {_status(v):11}  {(v['name'] or '-')[:28]:28}  {v['birth_date'] or '-':12}  "
+        print(f"{v['id']:24}  {person_status(v):11}  {(v['name'] or '-')[:28]:28}  {v['birth_date'] or '-':12}  "
               f"{v['sex'] or '-':3}  {current or '-'}")
     return 0
 
@@ -148,12 +148,6 @@ def cmd_persons_find(args: argparse.Namespace) -> int:
 def _reveal(conn: sqlite3.Connection, args: argparse.Namespace, command: str, persons: list[str]) -> None:
     if args.reveal and persons:
         _transaction(conn, lambda c, now: record_reveal(c, now, args.operator or "", _os_user(), command, persons))
-
-
-def _status(view: dict) -> str:
-    if view["replaced_by"]:
-        return "replaced"
-    return "provisional" if view["provisional"] is not None else "identified"
 
 
 def _masked(view: dict) -> dict:
@@ -171,7 +165,7 @@ def _when(seconds: float | None) -> str:
 
 
 def _print_person(v: dict) -> None:
-    status = _status(v) + (f" by {v['replaced_by']}" if v["replaced_by"] else "")
+    status = person_status(v) + (f" by {v['replaced_by']}" if v["replaced_by"] else "")
     print(f"person {v['id']}: {status}")
     print(f"  name        {v['name'] or '-'}")
     multiple = f", birth order {v['birth_order']}" if v["birth_order"] else ""
@@ -202,17 +196,9 @@ def _print_person(v: dict) -> None:
 def cmd_review_list(args: argparse.Namespace) -> int:
     conn = _connection(args)
     try:
-        reviews = person_index.list_reviews(conn, None if args.all else "open")
-        persons = {i: person_view(conn, i) for r in reviews for i in [r["subject"], *r["candidates"]]}
+        listed = person_index.review_queue(conn, None if args.all else "open")
     finally:
         conn.close()
-
-    def who(person_id: str) -> dict:
-        view = persons.get(person_id) or {"name": "", "birth_date": "", "provisional": None, "replaced_by": None}
-        return {"id": person_id, "name": mask_name(view["name"] or ""), "birth_date": view["birth_date"],
-                "status": _status(view) if view.get("id") else "unknown"}
-
-    listed = [dict(r, subject=who(r["subject"]), candidates=[who(c) for c in r["candidates"]]) for r in reviews]
     if args.json:
         print(json.dumps(listed, ensure_ascii=False, indent=2))
         return 0

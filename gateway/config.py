@@ -75,6 +75,11 @@ class MllpConfig:
     #: Connections one address may hold, so one host (or one misbehaving interface engine) cannot
     #: take the whole of ``max_connections`` from the others.
     max_connections_per_peer: int = field(default=32, metadata=_check("must be a positive integer", _positive))
+    #: Messages one connection may have in flight (received, not yet answered). A sender that
+    #: pipelines past it is no longer read (TCP pushes back) until its answers drain, so one
+    #: flooding connection cannot fill ``pipeline.max_in_flight``, which every facility shares,
+    #: nor queue its backlog ahead of the other connections' messages.
+    max_in_flight_per_connection: int = field(default=32, metadata=_check("must be a positive integer", _positive))
     idle_timeout_seconds: float = field(default=300.0, metadata=_check("must be a positive number", _positive))
     charset: str = ""
     default_charset: str = "utf-8"

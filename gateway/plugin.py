@@ -1,4 +1,4 @@
-"""Everything a plugin uses, from one import: the public plugin surface, contract version 1.0.
+"""Everything a plugin uses, from one import: the public plugin surface (contract 1.2).
 
 A plugin imports from here and nowhere else in ``gateway``: the modules behind these names may
 move between gateway releases, these names stay for as long as the contract's major version does.
@@ -90,6 +90,8 @@ __all__ = [
     "Lookup", "LookupAnswer", "Reading", "Source", "Unavailable", "Verdict",
     # contract 1.1, issue 17: the person index's identity links (hssk_identity_linked), CSV records to feed
     "PersonLink", "csv_records", "fold_name",
-    # issue 17: XML7, whose MA_ME / MA_CHA / MA_THE_TAM name a newborn on its own
+    # contract 1.2: XML7, whose MA_ME / MA_CHA / MA_THE_TAM name a newborn on its own (issue 17);
+    # Hl7Message.all_segments, the one split every reader shares (issue 20); DeliveryResult.detail,
+    # what the remote answered, kept on the row: BHXH's maGiaoDich (issue 18)
     "DischargeLetter",
 ]

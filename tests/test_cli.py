@@ -124,8 +124,8 @@ def test_check_config_with_a_misspelt_disabled_plugin_names_the_key(tmp_path):
     result = run_cli("check-config", "--config", path)
 
     assert result.returncode == 2
-    assert (b"plugins.disabled: names no installed plugin: viettel (installed: dhg_his, immunization, viettel_his, "
-            b"vnpt_his") in result.stderr
+    assert (b"plugins.disabled: names no installed plugin: viettel (installed: bhxh, dhg_his, immunization, "
+            b"viettel_his, vnpt_his") in result.stderr
 
 
 def test_plugins_lists_viettel_his_with_its_version_and_claims():

@@ -147,7 +147,7 @@ def test_json_log_is_one_flat_object_per_line_with_a_start_up_summary(tmp_path):
     summary = messages[("hssk.app", "info")]
     assert summary.startswith("started hssk-gateway 0.1.0")
     for expected in (f"data dir {data_dir}",
-                     "plugins dhg_his 0.1.0, immunization 0.1.0, viettel_his 0.1.0, vnpt_his 0.1.0",
+                     "plugins bhxh 0.1.0, dhg_his 0.1.0, immunization 0.1.0, viettel_his 0.1.0, vnpt_his 0.1.0",
                      "destinations local_files (file, json, privacy filtered)",
                      "auth: senders that are no client let in, no clients, admin API from loopback only",
                      f"mllp 127.0.0.1:{gateway.mllp}", f"http 127.0.0.1:{gateway.http}"):

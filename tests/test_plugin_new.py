@@ -61,7 +61,7 @@ def test_the_new_plugin_imports_only_the_public_plugin_surface(tmp_path):
     imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
     assert made.returncode == 0, made.stderr
     assert {m for m in imported if m.startswith("gateway")} == {"gateway.plugin"}
-    assert 'hssk_contract = "1.1"' in source
+    assert 'hssk_contract = "1.2"' in source
 
 
 def test_the_new_plugin_registers_its_entry_point_and_says_what_to_edit(tmp_path):

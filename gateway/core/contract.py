@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
 _VERSION = re.compile(r"(\d+)\.(\d+)")
 
 

@@ -34,12 +34,16 @@ class Delivery:
 class DeliveryResult:
     """``outcome`` is delivered / retry / dead; ``label`` is a bounded metrics label such as
     ``2xx``, ``5xx``, ``timeout``, ``connection``, ``AA``; ``retry_after`` honours the remote's
-    own advice in seconds."""
+    own advice in seconds. ``detail`` is what the remote answered that an operator must be able to
+    find later, such as the BHXH portal's transaction number (``maGiaoDich``) kept for
+    reconciliation: it is stored on the row as ``last_detail`` and shown by ``outbox show``, so
+    it must hold no patient data (version note: contract 1.2, issue 18)."""
 
     outcome: str
     label: str
     reason: str = ""
     retry_after: float | None = None
+    detail: str = ""
 
 
 class Destination(Protocol):

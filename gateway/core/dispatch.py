@@ -224,13 +224,14 @@ class Dispatcher:
     def _settle(self, delivery: Delivery, result: DeliveryResult, now: float) -> Settled:
         attempts = delivery.attempts + 1
         if result.outcome == DELIVERED:
-            return Settled(delivery.row_id, DELIVERED, result.label, "", None, delivery.created_at)
+            return Settled(delivery.row_id, DELIVERED, result.label, "", None, delivery.created_at, result.detail)
         if result.outcome == DEAD:
-            return Settled(delivery.row_id, DEAD, result.label, result.reason, None, delivery.created_at)
+            return Settled(delivery.row_id, DEAD, result.label, result.reason, None, delivery.created_at,
+                           result.detail)
         if attempts >= self.config.max_attempts:
             return Settled(delivery.row_id, DEAD, result.label,
                            f"gave up after {attempts} attempts (max_attempts); last: {result.reason}", None,
-                           delivery.created_at)
+                           delivery.created_at, result.detail)
         delay = backoff_delay(attempts - 1, self.config.backoff_base_seconds, self.config.backoff_cap_seconds,
                               self._rng)
         if result.retry_after is not None:
@@ -239,8 +240,8 @@ class Dispatcher:
         if due - delivery.created_at > self.config.max_age_seconds:
             return Settled(delivery.row_id, DEAD, result.label,
                            f"older than {self.config.max_age_seconds:g} s (max_age_seconds); last: {result.reason}",
-                           None, delivery.created_at)
-        return Settled(delivery.row_id, PENDING, result.label, result.reason, due, delivery.created_at)
+                           None, delivery.created_at, result.detail)
+        return Settled(delivery.row_id, PENDING, result.label, result.reason, due, delivery.created_at, result.detail)
 
     def _wake_at(self, when: float) -> None:
         delay = max(0.0, when - self._clock.seconds())

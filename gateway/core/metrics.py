@@ -133,6 +133,10 @@ class Metrics:
         self.connections_refused = Counter(
             "hssk_connections_refused_total", "Inbound connections or messages refused at a bound.",
             ["transport", "reason"], registry=r)
+        self.connections_paused = Counter(
+            "hssk_connections_paused_total", "Times a connection was no longer read because it had its own bound "
+            "of messages in flight (mllp.max_in_flight_per_connection): a sender pipelining faster than the "
+            "gateway decides.", ["transport"], registry=r)
         self.duplicates_suppressed = Counter(
             "hssk_duplicates_suppressed_total", "Repeated messages answered from the journal without processing.",
             ["transport"], registry=r)

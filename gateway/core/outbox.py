@@ -226,6 +226,8 @@ class Settled:
     reason: str
     next_attempt_at: float | None
     created_at: float
+    #: The destination's ``DeliveryResult.detail``, kept as the row's ``last_detail``.
+    detail: str = ""
 
 
 def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled]) -> None:
@@ -244,10 +246,12 @@ def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled])
                              next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
                              delivered_at = CASE WHEN :state = 'delivered' THEN :now ELSE delivered_at END,
                              last_error = CASE WHEN :state = 'delivered' THEN NULL ELSE :reason END,
-                             last_result = :label""" + (", lease_owner = NULL, lease_until = NULL" if leased else "")
+                             last_result = :label, last_detail = nullif(:detail, '')""" + (
+            ", lease_owner = NULL, lease_until = NULL" if leased else "")
         + " WHERE id = :row_id AND state = 'in_flight'" + (" AND lease_owner = :node" if leased else ""),
         [{"state": s.state, "now": now, "next_attempt_at": s.next_attempt_at, "reason": s.reason[:2000],
-          "label": s.label, "row_id": s.row_id} | ({"node": conn.node} if leased else {}) for s in settled])
+          "label": s.label, "detail": s.detail[:2000], "row_id": s.row_id} | ({"node": conn.node} if leased else {})
+         for s in settled])
     if people:
         conn.executemany(_PROMOTE_NEXT, [{"now": now, "destination": d, "person": p} for d, p in people])
 
@@ -439,7 +443,8 @@ def record_batch_failure(conn: sqlite3.Connection, now: float, row_ids: list[int
 #: What an operator sees of a row. The payload is left out (it holds patient data) unless one
 #: row is asked for with it.
 ROW_COLUMNS = ("id", "message_id", "destination", "state", "attempts", "next_attempt_at", "last_result",
-               "last_error", "created_at", "updated_at", "delivered_at", "content_type", "idempotency_key")
+               "last_error", "last_detail", "created_at", "updated_at", "delivered_at", "content_type",
+               "idempotency_key")
 
 
 def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state: str | None = None,
@@ -459,6 +464,12 @@ def list_rows(conn: sqlite3.Connection, *, destination: str | None = None, state
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id LIMIT :limit"
     return _masked(conn, [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(sql, params)])
+
+
+def rows_of_message(conn: sqlite3.Connection, message_id: int) -> list[dict]:
+    """The rows one message queued, by destination, masked as :func:`list_rows`'s are."""
+    return _masked(conn, [dict(zip(ROW_COLUMNS, row)) for row in conn.execute(
+        f"SELECT {', '.join(ROW_COLUMNS)} FROM outbox WHERE message_id = ? ORDER BY destination, id", (message_id,))])
 
 
 def get_row(conn: sqlite3.Connection, row_id: int, *, with_payload: bool = False) -> dict | None:

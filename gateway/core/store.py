@@ -34,7 +34,7 @@ from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, re
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
-from gateway.rules.person_index import Resolved, create_person_index, resolve_persons
+from gateway.rules.person_index import Resolved, create_person_index, find_persons, resolve_persons
 
 log = Logger(namespace="hssk.store")
 
@@ -203,6 +203,12 @@ def _add_message_source(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("source", str)
 
 
+def _add_outbox_detail(db: sqlite_utils.Database) -> None:
+    """What the remote answered about a row's last attempt that operators must find again (the
+    BHXH portal's transaction number), from ``DeliveryResult.detail``."""
+    db["outbox"].add_column("last_detail", str)
+
+
 #: Schema steps, applied in order and recorded in ``_migrations``; append, never edit.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0001_create_messages", _create_messages),
@@ -217,6 +223,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0010_not_routed", _create_not_routed),
     ("0011_messages_source", _add_message_source),
     ("0012_person_index", create_person_index),
+    ("0013_outbox_detail", _add_outbox_detail),
 )
 
 
@@ -755,14 +762,36 @@ class Journal:
     def close(self) -> None:
         self._conn.close()
 
+    def query(self, question: Callable[..., Any], *args: object) -> Any:
+        """``question(connection, *args)`` on this journal's connection (an outbox or index query)."""
+        return question(self._conn, *args)
+
     def list_messages(self, *, control_id: str | None = None, sender: str | None = None, status: str | None = None,
                       since: float | None = None, until: float | None = None, client: str | None = None,
+                      facility: str | None = None, message_type: str | None = None, person: str | None = None,
                       limit: int = 50) -> list[dict]:
         """Newest first. ``sender`` matches ``APP|FACILITY`` exactly or, without ``|``, the application;
-        ``client`` is the authenticated ``[clients.NAME]``. ERR texts are ours or a plugin's and
-        should hold no identifier or name; ``errors`` is masked all the same, since a plugin's
-        text may quote one."""
+        ``facility`` the sender's facility (its part after ``|``); ``message_type`` exactly or, ending
+        in ``*``, by its start (``ADT^*``); ``client`` is the authenticated ``[clients.NAME]``;
+        ``person`` a person id or an identifier's value: the messages queued for that person or a
+        person merged into it (their outbox rows' ordering key; a message routed nowhere is not
+        found). ERR texts are ours or a plugin's and should hold no identifier or name; ``errors``
+        is masked all the same, since a plugin's text may quote one."""
         where, params = [], {"limit": limit}
+        if facility:
+            where.append("substr(sender, instr(sender, '|') + 1) = :facility AND instr(sender, '|') > 0")
+            params["facility"] = facility
+        if message_type:
+            if message_type.endswith("*"):
+                where.append("substr(message_type, 1, :type_len) = :type_start")
+                params.update(type_start=message_type[:-1], type_len=len(message_type) - 1)
+            else:
+                where.append("message_type = :message_type")
+                params["message_type"] = message_type
+        if person:
+            where.append("id IN (SELECT message_id FROM outbox WHERE ordering_key IN "
+                         "(SELECT value FROM json_each(:persons)))")
+            params["persons"] = json.dumps(self._persons_named(person))
         if client:
             where.append("client = :client")
             params["client"] = client
@@ -791,6 +820,24 @@ class Journal:
             if r["errors"]:
                 r["errors"] = mask_text(r["errors"], names.get(r["id"], ()))
         return rows
+
+    def _persons_named(self, text: str) -> list[str]:
+        """The person ``text`` names (its id, or an identifier's value) and those merged into it."""
+        found = {text.strip(), *find_persons(self._conn, identifier=text, limit=20)}
+        replaced = self._conn.execute("SELECT id FROM persons WHERE replaced_by IN (SELECT value FROM json_each(?))",
+                                      (json.dumps(sorted(found)),)).fetchall()
+        return sorted(found | {row[0] for row in replaced})
+
+    def attempts_of(self, message_id: int) -> list[dict]:
+        """Every attempt of the message ``message_id`` is one of: what the sender sent and each
+        replay of it (``replay_of``), oldest first."""
+        first = self._conn.execute("SELECT coalesce(replay_of, id) FROM messages WHERE id = ?",
+                                   (message_id,)).fetchone()
+        if first is None:
+            return []
+        return [dict(row) for row in self._conn.execute(
+            "SELECT id, received_at, ack_code, status FROM messages WHERE id = :first OR replay_of = :first "
+            "ORDER BY id", {"first": first[0]})]
 
     def get_message(self, message_id: int) -> dict | None:
         """One message: ``errors`` and ``records`` (JSON texts) masked as every operator view

@@ -38,8 +38,13 @@ def parse_path(text: str) -> FieldPath:
 
 
 def text(message: Hl7Message, value: str) -> str:
-    """One component's text: escapes decoded, NFC, surrounding blanks dropped."""
-    return unicodedata.normalize("NFC", message.unescape(value)).strip() if value else ""
+    """One component's text: escapes decoded, NFC, surrounding blanks dropped. Most components
+    are plain ASCII (codes, dates, numbers), which neither step changes, so they skip both."""
+    if not value:
+        return ""
+    if value.isascii() and message.encoding_characters[2] not in value:
+        return value.strip()
+    return unicodedata.normalize("NFC", message.unescape(value)).strip()
 
 
 def component(message: Hl7Message, value: str, n: int) -> str:
@@ -73,8 +78,4 @@ def hl7_time(value: str, length: int = 12) -> str:
 def segments_in_order(message: Hl7Message, names: frozenset[str]) -> list[tuple[str, list[str]]]:
     """``(name, fields)`` of the named segments in message order, for groups (OBR then its OBX)
     that :meth:`Hl7Message.segments` keeps apart."""
-    found = []
-    for line in message.text.split("\r"):
-        if line[:3] in names:
-            found.append((line[:3], line.split(message.field_separator)))
-    return found
+    return [(fields[0], fields) for fields in message.all_segments() if fields[0] in names]

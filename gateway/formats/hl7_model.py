@@ -281,30 +281,35 @@ def diagnosis_from_dg1(message: Hl7Message) -> Diagnosis | None:
 
 def observations_from_obx(message: Hl7Message, ma_lk: str = "") -> tuple[Observation, ...]:
     """OBX (under their OBR) → Observation: OBX-3 code/name, OBX-5 value (a coded value's text),
-    OBX-6 unit, OBX-7 range, OBX-8 flag, OBX-14 time (else OBR-7), OBR-4 service, OBR-32 reader."""
+    OBX-6 unit, OBX-7 range, OBX-8 flag, OBX-14 time (else OBR-7), OBR-4 service, OBR-32 reader.
+    What an OBR gives its results is read once per OBR, each OBX-3 split once: a result message
+    carries tens of OBX."""
     found = []
-    obr: list[str] = []
+    reader = service_code = ordered_at = ""
+    subcomponent = message.encoding_characters[3]
     for name, fields in segments_in_order(message, frozenset({"OBR", "OBX"})):
         if name == "OBR":
-            obr = fields
+            reader = component(message, _get(fields, 32), 1).split(subcomponent, 1)[0]
+            service_code = component(message, _get(fields, 4), 1)
+            ordered_at = hl7_time(_get(fields, 7))
             continue
         value = _get(fields, 5)
         if component(message, _get(fields, 2), 1).upper() in _CODED_TYPES:
             shown = component(message, value, 2) or component(message, value, 1)
         else:
             shown = text(message, message.repetitions(value)[0] if value else "")
-        reader = component(message, _get(obr, 32), 1).split(message.encoding_characters[3], 1)[0]
+        identifier = message.components(_get(fields, 3).split(message.encoding_characters[1], 1)[0])
         found.append(Observation(
-            code=component(message, _get(fields, 3), 1),
-            name=component(message, _get(fields, 3), 2),
+            code=text(message, identifier[0]),
+            name=text(message, _get(identifier, 1)),
             value=shown,
             unit=component(message, _get(fields, 6), 1),
             reference_range=text(message, _get(fields, 7)),
             abnormal_flag=component(message, _get(fields, 8), 1),
-            observed_at=hl7_time(_get(fields, 14)) or hl7_time(_get(obr, 7)),
+            observed_at=hl7_time(_get(fields, 14)) or ordered_at,
             ma_lk=ma_lk,
             stt=component(message, _get(fields, 1), 1),
-            service_code=component(message, _get(obr, 4), 1),
+            service_code=service_code,
             reader=reader,
         ))
     return tuple(found)
@@ -428,7 +433,8 @@ def _with_cards(person: Person, placed: Mapping[str, tuple[FieldPath, list[str]]
                 read_from.append((number, tag, location))
         if number_location:
             read_from.append((number, "MA_THE_BHYT", number_location))
-        card = dataclasses.replace(card, **changes)
+        if changes:
+            card = dataclasses.replace(card, **changes)
         if at is None:
             identifiers.append(card)
         else:

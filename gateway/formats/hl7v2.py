@@ -62,9 +62,17 @@ class CharsetConflictError(CharsetError):
 
 
 class Hl7Message:
-    """One decoded HL7 v2 message with its MSH split and the rest split on demand."""
+    """One decoded HL7 v2 message with its MSH split and the rest split on demand.
 
-    __slots__ = ("text", "charset", "field_separator", "encoding_characters", "_msh", "_index", "_parsed", "_digest")
+    The header's fields every reader asks for (sender, type, control id, version, the ack
+    types) are read once here, as plain attributes: one message is asked for them dozens of
+    times on its way (identify, rules, routing, rendering, the ACK), and a property that split
+    MSH again each time was a measurable share of deciding a message."""
+
+    __slots__ = ("text", "charset", "field_separator", "encoding_characters", "_msh", "_index", "_parsed", "_digest",
+                 "sending_application", "sending_facility", "sender", "message_code", "trigger_event",
+                 "message_type", "control_id", "processing_id", "version", "accept_ack_type",
+                 "application_ack_type")
 
     def __init__(self, text: str, charset: str) -> None:
         if not text.startswith("MSH") or len(text) < 8:
@@ -73,13 +81,29 @@ class Hl7Message:
         self.charset = charset
         self.field_separator = text[3]
         end = text.find("\r")
-        self._msh = (text if end < 0 else text[:end]).split(self.field_separator)
-        self.encoding_characters = self._msh[1] if len(self._msh) > 1 else "^~\\&"
+        msh = self._msh = (text if end < 0 else text[:end]).split(self.field_separator)
+        self.encoding_characters = msh[1] if len(msh) > 1 else "^~\\&"
         if len(self.encoding_characters) < 4:
             raise MessageFormatError(f"MSH-2 encoding characters {self.encoding_characters!r} are incomplete")
         self._index: dict[str, list[list[str]]] | None = None
         self._parsed = None
         self._digest: str | None = None
+        component = self.encoding_characters[0]
+        fields = msh + [""] * (16 - len(msh)) if len(msh) < 16 else msh
+        self.sending_application = fields[2].split(component, 1)[0]
+        self.sending_facility = fields[3].split(component, 1)[0]
+        #: Who the sender is for duplicate detection: MSH-3 and MSH-4, first components.
+        self.sender = f"{self.sending_application}|{self.sending_facility}"
+        code = fields[8].split(component)
+        self.message_code = code[0]
+        self.trigger_event = code[1] if len(code) > 1 else ""
+        #: ``ADT^A04`` style: MSH-9.1 and MSH-9.2 (the structure, MSH-9.3, is left out).
+        self.message_type = f"{self.message_code}^{self.trigger_event}" if self.trigger_event else self.message_code
+        self.control_id = fields[9]
+        self.processing_id = fields[10].split(component, 1)[0]
+        self.version = fields[11].split(component, 1)[0]
+        self.accept_ack_type = fields[14].upper()
+        self.application_ack_type = fields[15].upper()
 
     def __reduce__(self):
         """Pickled as text, charset and digest: a decision made in a child process travels back
@@ -128,57 +152,6 @@ class Hl7Message:
             return self.field_separator
         return self._msh[n - 1] if n - 1 < len(self._msh) else ""
 
-    def _first_component(self, n: int) -> str:
-        return self.msh(n).split(self.encoding_characters[0], 1)[0]
-
-    @property
-    def sending_application(self) -> str:
-        return self._first_component(3)
-
-    @property
-    def sending_facility(self) -> str:
-        return self._first_component(4)
-
-    @property
-    def sender(self) -> str:
-        """Who the sender is for duplicate detection: MSH-3 and MSH-4, first components."""
-        return f"{self.sending_application}|{self.sending_facility}"
-
-    @property
-    def message_code(self) -> str:
-        return self._first_component(9)
-
-    @property
-    def trigger_event(self) -> str:
-        parts = self.msh(9).split(self.encoding_characters[0])
-        return parts[1] if len(parts) > 1 else ""
-
-    @property
-    def message_type(self) -> str:
-        """``ADT^A04`` style: MSH-9.1 and MSH-9.2 (the structure, MSH-9.3, is left out)."""
-        event = self.trigger_event
-        return f"{self.message_code}^{event}" if event else self.message_code
-
-    @property
-    def control_id(self) -> str:
-        return self.msh(10)
-
-    @property
-    def processing_id(self) -> str:
-        return self._first_component(11)
-
-    @property
-    def version(self) -> str:
-        return self._first_component(12)
-
-    @property
-    def accept_ack_type(self) -> str:
-        return self.msh(15).upper()
-
-    @property
-    def application_ack_type(self) -> str:
-        return self.msh(16).upper()
-
     @property
     def content_digest(self) -> str:
         """The message's content identity for telling a repeat from a conflict (see
@@ -187,16 +160,28 @@ class Hl7Message:
             self._digest = content_digest(self.text, self.field_separator)
         return self._digest
 
+    def _split(self) -> dict[str, list[list[str]]]:
+        """Split every segment into fields, once per message; every reader shares the result."""
+        index: dict[str, list[list[str]]] = {}
+        ordered = []
+        for line in self.text.split("\r"):
+            if line:
+                fields = line.split(self.field_separator)
+                index.setdefault(fields[0], []).append(fields)
+                ordered.append(fields)
+        index[""] = ordered
+        self._index = index
+        return index
+
     def segments(self, name: str) -> list[list[str]]:
         """Every ``name`` segment split into fields, so that ``seg[3]`` is PID-3 (for MSH, ``seg[n]`` is MSH-(n+1))."""
-        if self._index is None:
-            index: dict[str, list[list[str]]] = {}
-            for line in self.text.split("\r"):
-                if line:
-                    fields = line.split(self.field_separator)
-                    index.setdefault(fields[0], []).append(fields)
-            self._index = index
-        return self._index.get(name, [])
+        return (self._index or self._split()).get(name, []) if name else []
+
+    def all_segments(self) -> list[list[str]]:
+        """Every segment in message order, split into fields (``seg[0]`` is its name): for groups,
+        such as an OBR and the OBX that follow it, which :meth:`segments` keeps apart. The same
+        lists :meth:`segments` returns, split once."""
+        return (self._index or self._split())[""]
 
     def field(self, segment: str, n: int, occurrence: int = 0) -> str:
         """Field ``n`` of the ``occurrence``-th ``segment``, or "" when absent."""

@@ -28,6 +28,8 @@ TABLE_0357 = {
 
 #: Journal status for each application ACK code.
 STATUS_BY_CODE = {ACCEPT: "accepted", ERROR: "error", REJECT: "rejected"}
+#: Every journal status: a decision's, or ``ignored`` (an inbound ACK, answered with nothing).
+MESSAGE_STATUSES = (*STATUS_BY_CODE.values(), "ignored")
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,9 @@ def as_plain(value):
     plain = {}
     for name in names:
         item = getattr(value, name)
-        if item is None or item == "" or item == ():
-            continue
-        plain[name] = as_plain(item)
+        if type(item) is str:  # most leaves: no call for them
+            if item:
+                plain[name] = item
+        elif item is not None and item != ():
+            plain[name] = as_plain(item)
     return plain

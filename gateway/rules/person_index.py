@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from gateway.model.masking import mask_name
 from gateway.model.records import Identifier, Person, RecordSet, RelatedPerson
 
 #: Identifier systems the index keys persons by, most durable first (vn-standards §3).
@@ -492,6 +493,29 @@ def list_reviews(conn: sqlite3.Connection, state: str | None = "open") -> list[d
     for row in rows:
         row["candidates"] = json.loads(row["candidates"])
     return rows
+
+
+def person_status(view: dict) -> str:
+    """``replaced``, ``provisional`` or ``identified``: what an operator needs first of a person."""
+    if view["replaced_by"]:
+        return "replaced"
+    return "provisional" if view["provisional"] is not None else "identified"
+
+
+def review_queue(conn: sqlite3.Connection, state: str | None = "open") -> list[dict]:
+    """The reviews in ``state`` (None: all) as an operator sees them: subject and candidates with
+    their names masked (family name and initials), birth date and status, to decide by."""
+    reviews = list_reviews(conn, state)
+    persons = {i: person_view(conn, i) for r in reviews for i in [r["subject"], *r["candidates"]]}
+
+    def who(person_id: str) -> dict:
+        view = persons.get(person_id)
+        if view is None:
+            return {"id": person_id, "name": "", "birth_date": "", "status": "unknown"}
+        return {"id": person_id, "name": mask_name(view["name"] or ""), "birth_date": view["birth_date"],
+                "status": person_status(view)}
+
+    return [dict(r, subject=who(r["subject"]), candidates=[who(c) for c in r["candidates"]]) for r in reviews]
 
 
 def decide_review(conn: sqlite3.Connection, now: float, review_id: int, accept: bool, candidate: str | None,

@@ -99,8 +99,8 @@ def check_datetime(value: str, *, field: str, location: str = "", lengths: tuple
     if allow_unknown_day_month and len(value) == 4 and value.isdigit():
         value += "0000"
     shown = "(value masked)" if sensitive else repr(value)
-    formats = " or ".join({12: "12 (yyyymmddHHMM)", 8: "8 (yyyymmdd)"}.get(n, str(n)) for n in lengths)
     if len(value) not in lengths or not value.isdigit():
+        formats = " or ".join({12: "12 (yyyymmddHHMM)", 8: "8 (yyyymmdd)"}.get(n, str(n)) for n in lengths)
         return [Issue(102, f"{field}: {shown} has {len(value)} characters, expected {formats} digits", location)]
     year, month, day = int(value[:4]), int(value[4:6]), int(value[6:8])
     unknown = allow_unknown_day_month and month == 0 and day == 0

@@ -10,8 +10,9 @@ is refused with 403, whatever interface ``http.listen`` binds. Either check come
 anything else is looked at.
 
 Endpoints (all JSON; errors are ``{"error": "..."}`` with 400 bad parameter, 401 no or wrong
-token, 403 not loopback, 404 unknown endpoint, row or destination, 405 wrong method, 409 row not
-dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
+token, 403 not loopback, 404 unknown endpoint, row, destination, message or review, 405 wrong
+method, 409 row not dead, destination paused or review decided already, 429 peer locked out, 502
+batch refused by its sink):
 
     GET  /admin/outbox                          per destination: counts, oldest age, paused,
                                                 live circuit state and deliveries in flight
@@ -32,6 +33,19 @@ dead or destination paused, 429 peer locked out, 502 batch refused by its sink):
     POST /admin/feed/SOURCE?file=NAME           the body is a file of source SOURCE: each record
                                                 one input, through the intake (see
                                                 :mod:`gateway.core.feed`); answers with the report
+    GET  /admin/messages?control_id=&facility=&sender=&status=&type=&since=&until=&person=&limit=
+                                                journaled messages newest first, masked
+                                                (:meth:`Journal.list_messages`)
+    GET  /admin/messages/ID                     one message without its bytes: decision, ERR texts,
+                                                its attempts (replays), its outbox rows
+    GET  /admin/messages/ID/body                the message as received, in clear: the one answer
+                                                with a patient's data unmasked, and logged
+    GET  /admin/identity/reviews?state=S        the identity review queue, names masked
+    POST /admin/identity/reviews/ID/accept?candidate=P&note=T   as ``identity review accept``
+    POST /admin/identity/reviews/ID/reject?note=T               as ``identity review reject``
+
+The operator console (``/admin/ui/``, :mod:`gateway.transports.console`) runs every read and
+action through :meth:`AdminResource.perform` and signs in through :meth:`AdminResource.refusal`.
 
 Writes run on the journal writer thread (:meth:`JournalWriter.run`, the single writer), reads
 on a connection of their own in the thread pool, so neither blocks the reactor; after a write
@@ -40,6 +54,7 @@ the delivery service refreshes at once, so a pause or a retry takes effect befor
 from __future__ import annotations
 
 import hmac
+import json
 import io
 import re
 import sqlite3
@@ -49,7 +64,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import http
@@ -65,10 +80,13 @@ from gateway.model.masking import mask_text
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import (
     DEAD, STATES, destination_names, get_row, list_rows, not_routed_counts, purge_delivered, retry_dead,
-    retry_dead_row, set_paused, with_idle_destinations,
+    retry_dead_row, rows_of_message, set_paused, with_idle_destinations,
 )
 from gateway.core.replay import MAX_LIMIT, Replayer, Selection
-from gateway.core.store import JournalWriter, Store
+from gateway.core.store import Journal, JournalWriter, Store
+from gateway.formats.charsets import codec_for
+from gateway.model.outcome import MESSAGE_STATUSES
+from gateway.rules.person_index import ReviewError, decide_review, review_queue
 from gateway.core.batch import BatchNotDelivered
 from gateway.transports.web import header, json_reply, lockout, peer_host, refusal_status
 
@@ -76,6 +94,11 @@ if TYPE_CHECKING:
     from gateway.core.delivery import DeliveryService
 
 log = Logger(namespace="hssk.admin")
+
+#: What ``GET /admin/messages`` searches by (see :meth:`Journal.list_messages`).
+SEARCH_PARAMETERS = frozenset({"control_id", "facility", "sender", "status", "type", "since", "until", "person",
+                               "limit"})
+REVIEW_STATES = ("open", "accepted", "rejected", "all")
 
 MAX_LIST_LIMIT = 1000
 
@@ -90,29 +113,40 @@ def is_loopback(address: object) -> bool:
 
 
 class AdminError(Exception):
-    """An answer other than 200: the HTTP status and a sentence saying what was wrong."""
+    """An answer other than 200: the HTTP status and a sentence saying what was wrong (``details``
+    go into the JSON answer beside it; ``allow`` is the Allow header of a 405)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, allow: tuple[str, ...] = (), **details: object) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.allow = allow
+        self.details = details
 
 
-#: (method, path pattern, handler name). A ``{name}`` matches one path segment; ``{row_id}`` takes
-#: anything, so a non-numeric id is a 400 that names it rather than a bare 404.
-_ROUTES: tuple[tuple[str, str, str], ...] = (
-    ("GET", "outbox", "status"),
-    ("GET", "outbox/rows", "rows"),
-    ("GET", "outbox/rows/{row_id}", "row"),
-    ("POST", "outbox/rows/{row_id}/retry", "retry_row"),
-    ("POST", "outbox/purge", "purge"),
-    ("POST", "destinations/{dest}/retry-dead", "retry_dead"),
-    ("POST", "destinations/{dest}/pause", "pause"),
-    ("POST", "destinations/{dest}/resume", "resume"),
-    ("POST", "destinations/{dest}/flush", "flush"),
-    ("POST", "messages/replay", "replay_selected"),
-    ("POST", "messages/{message_id}/replay", "replay_one"),
-    ("POST", "feed/{source}", "feed"),
+#: (method, path pattern, handler name, query parameters it takes). A ``{name}`` matches one path
+#: segment; ``{row_id}`` takes anything, so a non-numeric id is a 400 that names it rather than a
+#: bare 404. A parameter a route does not take is a 400, so a typo (``destination=`` for
+#: ``dest=``) is not silently ignored.
+_ROUTES: tuple[tuple[str, str, str, frozenset[str]], ...] = (
+    ("GET", "outbox", "status", frozenset()),
+    ("GET", "outbox/rows", "rows", frozenset({"dest", "state", "limit"})),
+    ("GET", "outbox/rows/{row_id}", "row", frozenset()),
+    ("POST", "outbox/rows/{row_id}/retry", "retry_row", frozenset()),
+    ("POST", "outbox/purge", "purge", frozenset({"delivered_before"})),
+    ("POST", "destinations/{dest}/retry-dead", "retry_dead", frozenset()),
+    ("POST", "destinations/{dest}/pause", "pause", frozenset()),
+    ("POST", "destinations/{dest}/resume", "resume", frozenset()),
+    ("POST", "destinations/{dest}/flush", "flush", frozenset()),
+    ("GET", "messages", "messages", SEARCH_PARAMETERS),
+    ("GET", "messages/{message_id}", "message", frozenset()),
+    ("GET", "messages/{message_id}/body", "body", frozenset()),
+    ("POST", "messages/replay", "replay_selected", frozenset({"status", "since", "until", "limit", "dry_run"})),
+    ("POST", "messages/{message_id}/replay", "replay_one", frozenset({"dry_run"})),
+    ("GET", "identity/reviews", "reviews", frozenset({"state"})),
+    ("POST", "identity/reviews/{review_id}/accept", "accept_review", frozenset({"candidate", "note"})),
+    ("POST", "identity/reviews/{review_id}/reject", "reject_review", frozenset({"note"})),
+    ("POST", "feed/{source}", "feed", frozenset({"file"})),
 )
 
 
@@ -121,13 +155,17 @@ def _compile(pattern: str) -> re.Pattern:
     return re.compile("/".join(parts) + "/?")
 
 
-_COMPILED = tuple((method, _compile(pattern), handler) for method, pattern, handler in _ROUTES)
+_COMPILED = tuple((method, _compile(pattern), handler, known) for method, pattern, handler, known in _ROUTES)
 
 
 class AdminResource(Resource):
     """One leaf for all of ``/admin/``: routing here rather than in a Resource tree keeps every
     answer — including 404 and 405 — JSON, and puts the token (or loopback) check in front of
-    all of it."""
+    all of it.
+
+    :meth:`refusal` and :meth:`perform` are the admin API's two steps, public because the operator
+    console (:mod:`gateway.transports.console`) takes the same two: whatever checks or records an
+    admin login or action there covers the console's too."""
 
     isLeaf = True
 
@@ -145,46 +183,74 @@ class AdminResource(Resource):
         self._store = store
         self._reactor = reactor
 
+    @property
+    def token_required(self) -> bool:
+        """Whether callers prove themselves with the token (else: loopback peers only)."""
+        return bool(self._token)
+
     def render(self, request: Request):
+        scheme, _, presented = header(request, "authorization").strip().partition(" ")
+        refused = self.refusal(request, presented.strip() if scheme.lower() == "bearer" else None,
+                               guessed=bool(header(request, "authorization")))
+        if refused is not None:
+            if refused.code == http.UNAUTHORIZED:
+                request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="hssk-gateway-admin"'])
+            return json_reply(request, refused.code, {"error": refused.message})
+        path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
+        method = request.method.decode("ascii", "replace")
+        d = self.perform(request, method, path, query_of(request))
+        d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+        return NOT_DONE_YET
+
+    def refusal(self, request: Request, presented: str | None, guessed: bool = True) -> AdminError | None:
+        """None when ``request`` may act as the admin: with a token configured, ``presented`` is it
+        (compared in constant time, so the answer's timing does not spell it out) and the peer is
+        not locked out — its token then unread; without one, the peer is a loopback address. A
+        wrong token counts against the peer when ``guessed`` (no credentials at all guess nothing).
+        Headers of the refusal (Retry-After) are set on ``request``."""
         if self._token:
             locked = lockout(request, self._limiter, self._metrics)
             if locked is not None:
-                return json_reply(request, refusal_status(request, locked), {"error": locked.text})
-            if not self._token_presented(request):
-                if header(request, "authorization"):  # a guess; no header at all guesses nothing
+                return AdminError(refusal_status(request, locked), locked.text)
+            if presented is None or not hmac.compare_digest(presented.encode("utf-8"), self._token):
+                if guessed:
                     self._limiter.failed(peer_host(request))
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
                          method=request.method.decode("ascii", "replace"),
                          path=mask_text(request.path.decode("ascii", "replace")),
                          host=getattr(request.getClientAddress(), "host", "?"))
-                request.responseHeaders.setRawHeaders(b"www-authenticate", [b'Bearer realm="hssk-gateway-admin"'])
-                return json_reply(request, http.UNAUTHORIZED, {
-                    "error": "the admin API needs 'Authorization: Bearer <token>' with the token in the variable "
-                             "auth.admin_token_env names"})
-        elif not is_loopback(request.getClientAddress()):
-            return json_reply(request, http.FORBIDDEN, {
-                "error": "the admin API answers only loopback clients (127.0.0.0/8, ::1) while auth.admin_token_env "
-                         "is unset; run the request on the gateway host, or set a token"})
-        path = "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
-        method = request.method.decode("ascii", "replace")
+                return AdminError(http.UNAUTHORIZED, "the admin API needs 'Authorization: Bearer <token>' with the "
+                                                     "token in the variable auth.admin_token_env names")
+            return None
+        if not is_loopback(request.getClientAddress()):
+            return AdminError(http.FORBIDDEN, "the admin API answers only loopback clients (127.0.0.0/8, ::1) while "
+                                              "auth.admin_token_env is unset; run the request on the gateway host, "
+                                              "or set a token")
+        return None
+
+    def perform(self, request: Request, method: str, path: str, query: dict[str, list[str]]) -> Deferred:
+        """Run the admin operation ``method path`` (``destinations/D/pause``) with ``query``'s
+        parameters, for a caller :meth:`refusal` let in. Fires with the answer's JSON body, or
+        fails with :class:`AdminError`."""
         allowed = []
-        for route_method, pattern, handler in _COMPILED:
+        for route_method, pattern, handler, known in _COMPILED:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
             if route_method != method:
                 allowed.append(route_method)
                 continue
-            d = Deferred.fromCoroutine(getattr(self, "_" + handler)(request, **match.groupdict()))
-            d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request,))
-            return NOT_DONE_YET
+            try:
+                params = _params(query, known)
+            except AdminError as e:
+                return fail(e)
+            return Deferred.fromCoroutine(getattr(self, "_" + handler)(request, params, **match.groupdict()))
         if allowed:
-            request.setHeader("allow", ", ".join(sorted(set(allowed))))
-            return json_reply(request, http.NOT_ALLOWED, {
-                "error": f"{method} is not allowed on /admin/{path}; use {' or '.join(sorted(set(allowed)))}"})
-        return json_reply(request, http.NOT_FOUND, {
-            "error": f"no admin endpoint /admin/{path}",
-            "endpoints": [f"{m} /admin/{p}" for m, p, _ in _ROUTES]})
+            methods = tuple(sorted(set(allowed)))
+            return fail(AdminError(http.NOT_ALLOWED, f"{method} is not allowed on /admin/{path}; use "
+                                                     f"{' or '.join(methods)}", allow=methods))
+        return fail(AdminError(http.NOT_FOUND, f"no admin endpoint /admin/{path}",
+                               endpoints=[f"{m} /admin/{p}" for m, p, _, _ in _ROUTES]))
 
     def _answer(self, body: dict, request: Request) -> None:
         if not request._disconnected:
@@ -193,7 +259,10 @@ class AdminResource(Resource):
 
     def _failed(self, failure, request: Request) -> None:
         if failure.check(AdminError):
-            code, body = failure.value.code, {"error": failure.value.message}
+            error = failure.value
+            code, body = error.code, {"error": error.message, **error.details}
+            if error.allow:
+                request.setHeader("allow", ", ".join(error.allow))
         else:
             log.failure("admin request {method} {uri} failed", failure, method=request.method,
                         uri=mask_text(request.uri.decode("ascii", "replace")))
@@ -207,12 +276,7 @@ class AdminResource(Resource):
     def _read(self, query: Callable[[sqlite3.Connection], object]) -> Deferred:
         return self._store.read_in_thread(self._reactor, query)
 
-    def _token_presented(self, request: Request) -> bool:
-        """Compared in constant time, so the answer's timing does not spell the token out."""
-        scheme, _, presented = header(request, "authorization").strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), self._token)
-
-    async def _status(self, request: Request) -> dict:
+    async def _status(self, request: Request, params: dict[str, str]) -> dict:
         await self._delivery.refresh()
         config = self._delivery.config
         configured = {d.name: d for d in config.destinations}
@@ -230,8 +294,7 @@ class AdminResource(Resource):
                 not_routed=not_routed.get(name, 0))
         return {"destinations": status, "pending_total": self._delivery.pending_total}
 
-    async def _rows(self, request: Request) -> dict:
-        params = _query(request, {"dest", "state", "limit"})
+    async def _rows(self, request: Request, params: dict[str, str]) -> dict:
         destination = params.get("dest")
         if destination is not None:
             await self._known(destination)
@@ -242,7 +305,7 @@ class AdminResource(Resource):
         rows = await self._read(lambda conn: list_rows(conn, destination=destination, state=state, limit=limit))
         return {"rows": rows}
 
-    async def _row(self, request: Request, row_id: str) -> dict:
+    async def _row(self, request: Request, params: dict[str, str], row_id: str) -> dict:
         number = _parse_row_id(row_id)
         row = await self._read(lambda conn: get_row(conn, number))
         if row is None:
@@ -268,7 +331,7 @@ class AdminResource(Resource):
         await self._delivery.refresh()
         return result
 
-    async def _retry_row(self, request: Request, row_id: str) -> dict:
+    async def _retry_row(self, request: Request, params: dict[str, str], row_id: str) -> dict:
         number = _parse_row_id(row_id)
         was = await self._write(lambda conn, now: retry_dead_row(conn, now, number))
         if was is None:
@@ -277,15 +340,15 @@ class AdminResource(Resource):
             raise AdminError(http.CONFLICT, f"outbox row {number} is {was}, not dead; only dead rows are retried")
         return {"row": number, "state": "pending"}
 
-    async def _retry_dead(self, request: Request, dest: str) -> dict:
+    async def _retry_dead(self, request: Request, params: dict[str, str], dest: str) -> dict:
         name = await self._known(dest)
         count = await self._write(lambda conn, now: retry_dead(conn, now, destination=name))
         return {"destination": name, "retried": count}
 
-    async def _pause(self, request: Request, dest: str) -> dict:
+    async def _pause(self, request: Request, params: dict[str, str], dest: str) -> dict:
         return await self._set_paused(dest, True)
 
-    async def _resume(self, request: Request, dest: str) -> dict:
+    async def _resume(self, request: Request, params: dict[str, str], dest: str) -> dict:
         return await self._set_paused(dest, False)
 
     async def _set_paused(self, dest: str, paused: bool) -> dict:
@@ -293,7 +356,7 @@ class AdminResource(Resource):
         await self._write(lambda conn, now: set_paused(conn, now, name, paused))
         return {"destination": name, "paused": paused}
 
-    async def _flush(self, request: Request, dest: str) -> dict:
+    async def _flush(self, request: Request, params: dict[str, str], dest: str) -> dict:
         name = await self._known(dest)
         config = next((d for d in self._delivery.config.destinations if d.name == name), None)
         if config is None or name not in self._delivery.batched:
@@ -309,8 +372,7 @@ class AdminResource(Resource):
             raise AdminError(http.BAD_GATEWAY, f"{e}; its rows stay pending and are sent with a later batch") from None
         return {"destination": name, "rows": rows}
 
-    async def _purge(self, request: Request) -> dict:
-        params = _query(request, {"delivered_before"})
+    async def _purge(self, request: Request, params: dict[str, str]) -> dict:
         text = params.get("delivered_before")
         if text is None:
             raise AdminError(http.BAD_REQUEST, "delivered_before is required: an ISO date or date-time "
@@ -330,13 +392,11 @@ class AdminResource(Resource):
         await self._delivery.refresh()
         return {"purged": purged, "delivered_before": before}
 
-    async def _replay_one(self, request: Request, message_id: str) -> dict:
-        params = _query(request, {"dry_run"})
+    async def _replay_one(self, request: Request, params: dict[str, str], message_id: str) -> dict:
         number = _positive_id(message_id, "a message id (see `messages list`)")
         return await self._replay(Selection(message_id=number), params)
 
-    async def _replay_selected(self, request: Request) -> dict:
-        params = _query(request, {"status", "since", "until", "limit", "dry_run"})
+    async def _replay_selected(self, request: Request, params: dict[str, str]) -> dict:
         selection = Selection(status=params.get("status"), since=_time_param(params, "since"),
                               until=_time_param(params, "until"), limit=_int_param(params, "limit", 100, 1, MAX_LIMIT))
         return await self._replay(selection, params)
@@ -357,8 +417,85 @@ class AdminResource(Resource):
         await self._delivery.refresh()
         return answer
 
-    async def _feed(self, request: Request, source: str) -> dict:
-        params = _query(request, {"file"})
+    # --- the journal: messages and the identity review queue ----------------------------------
+
+    def _journal(self, question: Callable[[Journal], object]) -> Deferred:
+        """``question`` of a :class:`Journal` on a connection of its own, in the thread pool."""
+        def ask():
+            journal = Journal(self._store)
+            try:
+                return question(journal)
+            finally:
+                journal.close()
+
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), ask)
+
+    async def _messages(self, request: Request, params: dict[str, str]) -> dict:
+        status = params.get("status") or None
+        if status is not None and status not in MESSAGE_STATUSES:
+            raise AdminError(http.BAD_REQUEST, f"status={status!r} is not one of {', '.join(MESSAGE_STATUSES)}")
+        search = {name: params.get(name) or None for name in ("control_id", "sender", "facility", "person")}
+        since, until = _time_param(params, "since"), _time_param(params, "until")
+        limit = _int_param(params, "limit", 50, 1, MAX_LIST_LIMIT)
+        rows = await self._journal(lambda journal: journal.list_messages(
+            status=status, since=since, until=until, message_type=params.get("type") or None, limit=limit, **search))
+        return {"messages": rows}
+
+    async def _message(self, request: Request, params: dict[str, str], message_id: str) -> dict:
+        number = _positive_id(message_id, "a message id (see `messages list`)")
+
+        def view(journal: Journal) -> dict | None:
+            found = journal.get_message(number)
+            if found is None:
+                return None
+            raw = found.pop("raw")
+            found.update(raw_bytes=len(raw), errors=json.loads(found["errors"]) if found["errors"] else [],
+                         records=json.loads(found["records"]) if found["records"] else None,
+                         attempts=journal.attempts_of(number), outbox=journal.query(rows_of_message, number))
+            return found
+
+        found = await self._journal(view)
+        if found is None:
+            raise AdminError(http.NOT_FOUND, f"no message with id {number}")
+        return found
+
+    async def _body(self, request: Request, params: dict[str, str], message_id: str) -> dict:
+        """The message as received, in clear: the one admin answer with a patient's data unmasked."""
+        number = _positive_id(message_id, "a message id (see `messages list`)")
+        found = await self._journal(lambda journal: journal.get_message(number))
+        if found is None:
+            raise AdminError(http.NOT_FOUND, f"no message with id {number}")
+        raw, charset = found["raw"], found["charset"] or ""
+        log.info("message {id} body read through the admin API by {peer}", id=number,
+                 peer=peer_of(request.getClientAddress()))
+        return {"id": number, "charset": charset, "bytes": len(raw),
+                "body": raw.decode(codec_for(charset) or "utf-8", "replace")}
+
+    async def _reviews(self, request: Request, params: dict[str, str]) -> dict:
+        state = params.get("state", "open")
+        if state not in REVIEW_STATES:
+            raise AdminError(http.BAD_REQUEST, f"state={state!r} is not one of {', '.join(REVIEW_STATES)}")
+        reviews = await self._read(lambda conn: review_queue(conn, None if state == "all" else state))
+        return {"reviews": reviews}
+
+    async def _accept_review(self, request: Request, params: dict[str, str], review_id: str) -> dict:
+        return await self._decide(request, review_id, True, params)
+
+    async def _reject_review(self, request: Request, params: dict[str, str], review_id: str) -> dict:
+        return await self._decide(request, review_id, False, params)
+
+    async def _decide(self, request: Request, review_id: str, accept: bool, params: dict[str, str]) -> dict:
+        """As ``identity review accept|reject``, decided by "admin API from PEER"; a running gateway
+        announces an accepted link to the plugins at its next refresh."""
+        number = _positive_id(review_id, "a review id (see `identity review list`)")
+        who = f"admin API from {peer_of(request.getClientAddress())}"
+        try:
+            return await self._write(lambda conn, now: decide_review(
+                conn, now, number, accept, params.get("candidate") or None, who, params.get("note", "")))
+        except ReviewError as e:
+            raise AdminError(http.NOT_FOUND if str(e) == f"no review {number}" else http.CONFLICT, str(e)) from None
+
+    async def _feed(self, request: Request, params: dict[str, str], source: str) -> dict:
         try:
             found = feedable(self._intake.sources, source)
         except FeedRefused as e:
@@ -394,18 +531,21 @@ def _then_raise(records: list[bytes], failure: Exception | None) -> Iterator[byt
         raise failure
 
 
-def _query(request: Request, known: set[str]) -> dict[str, str]:
-    """The query string as single values; an unknown or repeated parameter is a 400, so a typo
-    (``destination=`` for ``dest=``) is not silently ignored."""
-    raw = parse_qs((request.uri.split(b"?", 1) + [b""])[1].decode("utf-8", "replace"), keep_blank_values=True)
-    unknown = sorted(set(raw) - known)
+def query_of(request: Request) -> dict[str, list[str]]:
+    """The request's query string, every value of each parameter."""
+    return parse_qs((request.uri.split(b"?", 1) + [b""])[1].decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _params(query: dict[str, list[str]], known: frozenset[str]) -> dict[str, str]:
+    """The parameters as single values; an unknown or repeated one is a 400."""
+    unknown = sorted(set(query) - known)
     if unknown:
         raise AdminError(http.BAD_REQUEST, f"unknown parameter {', '.join(unknown)}; this endpoint takes "
-                                           f"{', '.join(sorted(known))}")
-    repeated = sorted(name for name, values in raw.items() if len(values) > 1)
+                                           f"{', '.join(sorted(known)) or 'none'}")
+    repeated = sorted(name for name, values in query.items() if len(values) > 1)
     if repeated:
         raise AdminError(http.BAD_REQUEST, f"parameter {', '.join(repeated)} given more than once")
-    return {name: values[0] for name, values in raw.items()}
+    return {name: values[0] for name, values in query.items()}
 
 
 def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -207,7 +207,8 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
                listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None,
                limiter: AuthFailureLimiter | None = None) -> GatewaySite:
-    """``admin``, when given, is mounted at ``/admin/`` (see :mod:`gateway.transports.admin`); each of the
+    """``admin``, when given, is mounted at ``/admin/`` (the API, :mod:`gateway.transports.admin`, and its
+    console, :mod:`gateway.transports.console`); each of the
     intake's sources with a route at ``/<route>``, and the BHXH portal's pair at ``/api/qd130/`` for
     the XML 130 source (see :mod:`gateway.transports.xml_http`). ``clients``
     are who the intake endpoints recognise, ``limiter`` counts their wrong credentials per peer

@@ -51,6 +51,10 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self.decoder = FrameDecoder(factory.config.max_frame_bytes)
         self.callLater = factory.clock.callLater
         self._answers: deque[_Slot] = deque()
+        #: Frames (and framing violations) read but not yet taken in, because the connection had
+        #: ``max_in_flight_per_connection`` messages unanswered; reading is paused meanwhile.
+        self._waiting: deque[bytes | Violation] = deque()
+        self._paused = False
         #: Pipelined messages are journaled in the order they arrived, as they are answered.
         self._arrivals = ArrivalOrder()
         self._refusal: Refusal | None = None
@@ -117,18 +121,35 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
-        for item in self.decoder.feed(data):
+        self._waiting.extend(self.decoder.feed(data))
+        self._take_in()
+
+    def _take_in(self) -> None:
+        """Take in waiting frames while the connection is under its in-flight bound; past it,
+        stop reading the socket (the sender's TCP window fills and it waits) until answers drain.
+        Frames already read wait here in order, so answers keep the arrival order."""
+        waiting, answers = self._waiting, self._answers
+        bound = self.factory.config.max_in_flight_per_connection
+        while waiting and not self._closing and len(answers) < bound:
+            item = waiting.popleft()
             if isinstance(item, Violation):
                 self.factory.metrics.framing_violations.labels(kind=item.kind).inc(item.count)
                 if item.kind == "frame_too_large":
                     self._refuse(item.head, f"frame exceeds the {self.factory.config.max_frame_bytes}-byte limit "
                                             f"(mllp.max_frame_bytes)", "frame_too_large")
-                    return
             elif self._refusal is not None:
                 self._refuse(item, self._refusal.text, self._refusal.reason)
-                return
             else:
                 self._submit(item)
+        if self._closing:
+            waiting.clear()
+        if waiting and not self._paused:
+            self._paused = True
+            self.factory.metrics.connections_paused.labels(transport=TRANSPORT).inc()
+            self.transport.pauseProducing()
+        elif self._paused and not waiting:
+            self._paused = False
+            self.transport.resumeProducing()
 
     def _submit(self, frame: bytes) -> None:
         now = self.factory.clock.seconds()
@@ -160,6 +181,9 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             latency.observe(now - done.received_at)
         if out:
             self.transport.write(b"".join(out))
+            if self._paused:
+                self.resetTimeout()  # a paused sender is waiting on us, not idle
+                self._take_in()
         if close or (self._input_ended and not answers):
             self.transport.loseConnection()
 

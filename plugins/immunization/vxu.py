@@ -133,11 +133,10 @@ def _order_groups(message: Hl7Message, settings: VxuSettings) -> tuple[list[Immu
     issues: list[Issue] = []
     orc: list[str] = []
     counts = {"ORC": 0, "RXA": 0}
-    for line in message.text.split("\r"):
-        name = line[:3]
+    for fields in message.all_segments():
+        name = fields[0]
         if name not in ("ORC", "RXA", "RXR", "OBX"):
             continue
-        fields = line.split(message.field_separator)
         if name == "ORC":
             counts["ORC"] += 1
             orc = fields

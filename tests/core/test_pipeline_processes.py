@@ -139,8 +139,9 @@ async def test_a_child_that_dies_leaving_a_process_behind_still_costs_one_messag
                                                                                   control_id):
     """A program the plugin started (``subprocess``) or a forked copy outlives the child; it must
     not keep the gateway waiting for pipes it holds: the message is still AE, a new child decides
-    the next one, and the gateway stops."""
-    gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 4})
+    the next one, and the gateway stops. The timeout is generous so that a loaded machine's slow
+    start of the next child is not taken for a wait on those pipes, which would be AR too."""
+    gw = await start_isolated(tmp_path, **{"pipeline.timeout_seconds": 15})
     try:
         crashed, afterwards = await fault_then_fine(gw, control_id, "OK5")
 

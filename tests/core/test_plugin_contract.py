@@ -34,7 +34,7 @@ def check_config(env: dict[str, str]) -> subprocess.CompletedProcess:
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
 def test_a_plugin_of_this_contract_or_an_earlier_minor_one_loads(tmp_path, version):
     checked = check_config(install(tmp_path, f'hssk_contract = "{version}"\n' + GOOD_HOOK))
 
@@ -43,10 +43,10 @@ def test_a_plugin_of_this_contract_or_an_earlier_minor_one_loads(tmp_path, versi
 
 
 @pytest.mark.parametrize("declaration,says", [
-    ("", 'declares no contract version: add hssk_contract = "1.1"'),
-    ('hssk_contract = "2.0"\n', "was written for plugin contract 2.0, and this gateway offers 1.1"),
-    ('hssk_contract = "1.9"\n', "was written for plugin contract 1.9, and this gateway offers 1.1"),
-    ("hssk_contract = 1.0\n", "declares contract 1.0, which is not a version like '1.1'"),
+    ("", 'declares no contract version: add hssk_contract = "1.2"'),
+    ('hssk_contract = "2.0"\n', "was written for plugin contract 2.0, and this gateway offers 1.2"),
+    ('hssk_contract = "1.9"\n', "was written for plugin contract 1.9, and this gateway offers 1.2"),
+    ("hssk_contract = 1.0\n", "declares contract 1.0, which is not a version like '1.2'"),
 ], ids=["none", "next_major", "later_minor", "not_a_string"])
 def test_a_plugin_of_another_contract_is_refused_at_start_up(tmp_path, declaration, says):
     checked = check_config(install(tmp_path, declaration + GOOD_HOOK))
