@@ -1,8 +1,13 @@
 """The operators' commands on a PostgreSQL journal (issue 21): the same ``messages`` and ``outbox``
 commands read the database ``store.dsn_env`` names, with no SQLite file anywhere."""
+import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
-from tests.support import (TestPlugin, connect_mllp, hl7, msa, run_cli, run_json, send_and_receive, start_gateway,
+from gateway.app import validate_runtime
+from gateway.config import ConfigError, load_config
+
+from tests.support import (TestPlugin, connect_mllp, hl7, msa, run_json, send_and_receive, start_gateway,
                            wait_until)
 
 CONFIG = """
@@ -42,10 +47,7 @@ async def test_messages_and_outbox_commands_read_a_postgresql_journal(tmp_path, 
 
 
 def test_a_postgresql_store_without_its_connection_string_is_a_config_error(tmp_path):
-    config = tmp_path / "gateway.toml"
-    config.write_text('[store]\nbackend = "postgresql"\ndsn_env = "PG_NOT_SET_DSN"\n')
+    config = load_config(environ={}, overrides={"store.backend": "postgresql", "store.dsn_env": "PG_NOT_SET_DSN"})
 
-    result = run_cli("check-config", "--config", config)
-
-    assert result.returncode == 2
-    assert b"store.dsn_env: names PG_NOT_SET_DSN, which is not set or empty" in result.stderr
+    with pytest.raises(ConfigError, match="store.dsn_env: names PG_NOT_SET_DSN, which is not set or empty"):
+        validate_runtime(config, reactor)
