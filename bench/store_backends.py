@@ -38,8 +38,8 @@ postgres._SETTINGS = ("shared_buffers=128MB", "max_connections=60", "listen_addr
 
 
 def sqlite_config(store_port: int) -> str:
-    """The nodes' config with the default store: one SQLite file, fsync on every commit."""
-    return "[store]\nsynchronous = \"FULL\"\n\n[outbox]" + node_config(store_port, "single").split("[outbox]", 1)[1]
+    """The nodes' config with the default store (one SQLite file, fsync on every commit)."""
+    return node_config(store_port, "single", store='synchronous = "FULL"')
 
 
 def undelivered(data_dir: Path | None, dsn: str | None) -> int:

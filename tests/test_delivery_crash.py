@@ -35,10 +35,11 @@ DRAIN_TIMEOUT = 60.0
 WATCHDOG_SECONDS = 150.0
 
 
-def config_for(store_port: int) -> str:
+def config_for(store_port: int, store: str = 'synchronous = "FULL"', response_timeout_seconds: float = 5) -> str:
+    """The gateway's config: ``store`` is the body of its ``[store]`` table."""
     return f"""
 [store]
-synchronous = "FULL"
+{store}
 
 [plugins.viettel_his]
 sending_applications = ["HIS_THU_NGHIEM"]
@@ -51,7 +52,7 @@ backoff_cap_seconds = 0.5
 circuit_failures = 50
 circuit_open_seconds = 0.2
 max_in_flight = 8
-response_timeout_seconds = 5
+response_timeout_seconds = {response_timeout_seconds}
 """
 
 

@@ -25,7 +25,8 @@ import psycopg
 
 from gateway.testing import require_program
 from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, run_senders
-from tests.test_delivery_crash import StoreProcess, check_delivered_once_in_order, for_person, wait_until_drained
+from tests.test_delivery_crash import (StoreProcess, check_delivered_once_in_order, config_for, for_person,
+                                      wait_until_drained)
 
 THREADS = 4
 PER_THREAD = 120        # 480 distinct messages through HAProxy
@@ -35,30 +36,13 @@ LEASE_SECONDS = 3.0
 WATCHDOG_SECONDS = 90.0
 
 
-def node_config(store_port: int, node: str) -> str:
-    return f"""
-[store]
-backend = "postgresql"
-dsn_env = "HSSK_FAILOVER_DSN"
-node = "{node}"
-lease_seconds = {LEASE_SECONDS}
-
-[outbox]
-poll_interval_seconds = 0.2
-
-[plugins.viettel_his]
-sending_applications = ["HIS_THU_NGHIEM"]
-
-[destinations.store]
-kind = "http"
-url = "http://127.0.0.1:{store_port}/records"
-backoff_base_seconds = 0.05
-backoff_cap_seconds = 0.3
-circuit_failures = 50
-circuit_open_seconds = 0.2
-max_in_flight = 8
-response_timeout_seconds = 2
-"""
+def node_config(store_port: int, node: str, store: str = "") -> str:
+    """The crash test's config on the shared PostgreSQL journal (or the ``[store]`` body given): a
+    lease short enough for the test to wait out, a response timeout shorter than the lease, and a
+    fast poll for the other node's rows."""
+    store = store or (f'backend = "postgresql"\ndsn_env = "HSSK_FAILOVER_DSN"\nnode = "{node}"\n'
+                      f'lease_seconds = {LEASE_SECONDS}')
+    return config_for(store_port, store, response_timeout_seconds=2) + "\n[outbox]\npoll_interval_seconds = 0.2\n"
 
 
 def free_port() -> int:
