@@ -8,16 +8,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pluggy
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig
+from gateway.core.audit import AuditLog
+from gateway.core.audit_syslog import SyslogSink
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry
 from gateway.core.datadir_lock import DataDirLock
 from gateway.core.delivery import DeliveryService
+from gateway.core.feed_health import FacilityClock, silence_thresholds
 from gateway.core.identity_updates import IdentityUpdates
 from gateway.core.intake import Intake
 from gateway.core.journal_identity import check_journal, record_journal
@@ -25,8 +29,9 @@ from gateway.core.lookups import LookupRunner
 from gateway.core.metrics import LabelValues, Metrics
 from gateway.core.pipeline import Pipeline
 from gateway.core.pipeline_process import ProcessPool
+from gateway.core.plugin_gauges import PluginGauges
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
-from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, migration_sets
+from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, http_routes, migration_sets
 from gateway.core.replay import Replayer
 from gateway.core.store import JournalWriter, open_store
 from gateway.formats.charsets import codec_for
@@ -75,9 +80,22 @@ class Gateway:
         self.identity_updates = IdentityUpdates(self.plugins.hook, self.store, self.writer, reactor, self.clock,
                                                 self.metrics, config.outbox.poll_interval_seconds)
         self.writer.on_linked = self.identity_updates.links_committed
+        self.plugin_gauges = PluginGauges(self.plugins.hook, self.metrics, reactor, self.clock,
+                                          config.plugins.gauges_seconds)
         self.writer.unordered_destinations = self.delivery.batched
         self.intake.admission = self.delivery.refusal_reason
         self.clients = ClientRegistry.from_config(config.clients, config.auth)
+        self.audit = AuditLog(self.writer, self.store, reactor, self.clock, self.metrics,
+                              config.audit.success_window_seconds,
+                              SyslogSink(config.audit.syslog, config.audit.syslog_app_name) if config.audit.syslog
+                              else None)
+        self.intake.audit = self.audit
+        self.facility_clock = FacilityClock(self.store, reactor, self.metrics, *silence_thresholds(config.feeds))
+        #: What the metrics learn from the journal rather than from this process's own work: the
+        #: CLI's audit entries, each facility's newest message.
+        self._journal_watch = LoopingCall(
+            lambda: gatherResults([self.audit.count_cli_entries(), self.facility_clock.refresh()]))
+        self._journal_watch.clock = self.clock
         auth_limiter = AuthFailureLimiter.from_config(config.auth, self.clock)
         self.mllp_factory = MLLPFactory(config.mllp, self.intake, self.metrics, self.clock, clients=self.clients)
         self.site = build_site(
@@ -90,7 +108,8 @@ class Gateway:
                                              self.metrics, Replayer(self.intake, self.pipeline, self.store,
                                                                     self.clients, config, reactor),
                                              self.intake, _admin_token(config)), self.clock, reactor),
-            clients=self.clients, limiter=auth_limiter)
+            clients=self.clients, limiter=auth_limiter,
+            routes=http_routes(self.plugins, config, self.pipeline.sources))
         self.ports: dict[str, object] = {}
 
     def _process_pool(self, plugins: pluggy.PluginManager | None,
@@ -121,11 +140,13 @@ class Gateway:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
         yield self.delivery.start()
-        self.plugins.hook.hssk_journal(journal=GatewayJournal(
-            self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake, self.reactor,
-            self.clock))
+        journal = GatewayJournal(self.store, Ownership(s.name for s in self.migration_sets), self.writer, self.intake,
+                                 self.reactor, self.clock)
+        self.plugins.hook.hssk_journal(journal=journal)
         self.intake.start()
         self.identity_updates.start()
+        self._journal_watch.start(self.config.outbox.poll_interval_seconds)
+        self.plugin_gauges.start(journal)
         for name, listener, factory in (("mllp", self.config.mllp, self.mllp_factory),
                                         ("http", self.config.http, self.site)):
             endpoint = listening_endpoint(self.reactor, listener.listen, listener.tls_certificate,
@@ -173,10 +194,14 @@ class Gateway:
         for port in self.ports.values():
             yield port.stopListening()
         yield self.identity_updates.stop()
+        yield self.plugin_gauges.stop()
         yield self.intake.stop()
         for protocol in list(self.mllp_factory.connections | self.mllp_factory.refusing):
             protocol.transport.loseConnection()
         yield self.delivery.stop()
+        if self._journal_watch.running:
+            self._journal_watch.stop()
+        yield self.audit.flush()
         yield self.writer.stop()
         self.datadir_lock.release()
 

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway import __version__
+from gateway.cli_audit import actor, add_audit_commands, audited, record
 from gateway.cli_persons import add_person_commands
+from gateway.cli_reports import add_report_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core import audit
 from gateway.core.commands import CommandError
 from gateway.core.outbox import STATES
 from gateway.core.plugin_journal import MigrationError
@@ -177,6 +180,21 @@ def _require_journal(config: GatewayConfig) -> None:
         raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
 
 
+def connection_with(args: argparse.Namespace, table: str, what: str) -> sqlite3.Connection:
+    """A connection to the journal, which must have ``table`` (``what`` it holds, for the
+    refusal): a journal no gateway of this version has started on yet lacks it."""
+    from gateway.core.store import open_store
+
+    config = _config_from(args)
+    _require_journal(config)
+    conn = open_store(config).connect()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
+        conn.close()
+        raise OperatorError(f"the journal {config.database_path} has no {what} yet: start this version's gateway on "
+                            f"it once")
+    return conn
+
+
 def _journal(args: argparse.Namespace):
     from gateway.core.store import Journal, open_store
 
@@ -227,6 +245,7 @@ def _write_message(data: bytes) -> None:
     sys.stdout.buffer.write(data)
 
 
+@audited(audit.MESSAGES_READ, lambda a: f"message {a.id}" + (" raw bytes" if a.raw else " masked view"))
 def cmd_messages_show(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
@@ -247,6 +266,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.MESSAGES_REPLAY, lambda a: f"message {a.id}" if a.id else f"status={a.status} since={_iso(a.since)} until={_iso(a.until)} limit={a.limit}" + (" dry run" if a.dry_run else ""))
 def cmd_messages_replay(args: argparse.Namespace) -> int:
     """Decide journaled messages again (see :mod:`gateway.core.replay`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -291,7 +311,7 @@ def _replay_here(config: GatewayConfig, selection, dry_run: bool) -> dict:
     return answer
 
 
-def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
+def _plugin_journal(config: GatewayConfig, plugins, plugin: str = "") -> CommandJournal:
     """The journal of ``config``'s data dir for this process: brought to today's schema (the
     core's steps, then the plugins'), written in short transactions of its own."""
     from gateway.core.destination_kinds import batched_names
@@ -306,7 +326,7 @@ def _plugin_journal(config: GatewayConfig, plugins) -> CommandJournal:
     sets = migration_sets(plugins)
     apply_migration_sets(store, sets)
     unordered = batched_names(destination_kinds(plugins).configure(config.destinations))
-    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered)
+    return CommandJournal(store, Ownership(s.name for s in sets), Pipeline(plugins.hook, config), unordered, plugin)
 
 
 def _replay_by_admin_api(config: GatewayConfig, args: argparse.Namespace, selection) -> dict:
@@ -348,6 +368,7 @@ def _admin_post(config: GatewayConfig, url: str, path: str, body: bytes) -> dict
         raise OperatorError(f"cannot reach the gateway's admin API at {url}: {e}") from None
 
 
+@audited(audit.FEED, lambda a: f"source={a.source} file={os.path.basename(a.file)}")
 def cmd_feed(args: argparse.Namespace) -> int:
     """Feed a file's records to a source (see :mod:`gateway.core.feed`). With ``--url`` the running
     gateway does it through its admin API (its workers, its single journal writer); without, this
@@ -577,6 +598,8 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
         raise OperatorError(f"no outbox row with id {args.id}")
     payload = row.pop("payload") or b""
     if args.payload:
+        record(_config_from(args), audit.AuditEntry(audit.CLI, actor(args), audit.OUTBOX_PAYLOAD_READ,
+                                                    target=f"outbox row {args.id}"))
         _write_message(payload)
         return 0
     row["payload_bytes"] = len(payload)
@@ -584,6 +607,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_RETRY, lambda a: f"row {a.id}" if a.id else f"dest={a.dest} dead rows")
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     from gateway.core.outbox import retry_dead, retry_dead_row
 
@@ -629,14 +653,17 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PAUSE, lambda a: f"dest={a.dest}")
 def cmd_outbox_pause(args: argparse.Namespace) -> int:
     return _set_paused(args, True)
 
 
+@audited(audit.OUTBOX_RESUME, lambda a: f"dest={a.dest}")
 def cmd_outbox_resume(args: argparse.Namespace) -> int:
     return _set_paused(args, False)
 
 
+@audited(audit.OUTBOX_FLUSH, lambda a: f"dest={a.dest}")
 def cmd_outbox_flush(args: argparse.Namespace) -> int:
     from gateway.core.outbox import request_flush
 
@@ -657,6 +684,7 @@ def cmd_outbox_flush(args: argparse.Namespace) -> int:
     return 0
 
 
+@audited(audit.OUTBOX_PURGE, lambda a: f"delivered_before={_iso(a.delivered_before)}")
 def cmd_outbox_purge(args: argparse.Namespace) -> int:
     from gateway.core.outbox import purge_delivered
 
@@ -673,6 +701,23 @@ def cmd_outbox_purge(args: argparse.Namespace) -> int:
         conn.close()
     print(f"purged {purged} delivered rows delivered before {_iso(args.delivered_before)}; journal bodies of "
           f"their messages were blanked where nothing is left to deliver")
+    return 0
+
+
+@audited(audit.JOURNAL_BACKUP, lambda a: f"into {a.dest}")
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the journal into a new directory while the gateway runs (see :mod:`gateway.core.backup`)."""
+    from gateway.core.backup import BackupError, backup_journal
+
+    config = _config_from(args)
+    _require_journal(config)
+    try:
+        report = backup_journal(config.database_path, Path(args.dest))
+    except BackupError as e:
+        raise OperatorError(str(e)) from None
+    print(f"backed up {config.database_path} into {report.path} ({report.size_bytes} bytes, {report.messages} "
+          f"messages, {report.outbox_rows} outbox rows); restore: stop the gateway, put {report.path.name} and "
+          f"{report.path.name}.id into an empty data dir (mode 0700), start it there")
     return 0
 
 
@@ -749,6 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_messages_replay)
 
     add_person_commands(sub, common)
+    add_audit_commands(sub, common, _parse_time)
+    add_report_commands(sub, common)
+    backup = sub.add_parser("backup", parents=[common], help="copy the journal into a new directory while the gateway "
+                                                             "runs (SQLite's online backup)")
+    backup.add_argument("dest", metavar="DEST", help="a new or empty directory: it becomes a data dir to restore")
+    backup.set_defaults(func=cmd_backup)
 
     feed = sub.add_parser("feed", parents=[common], help="journal and queue each record of a file (a population "
                                                            "list, an immunization export) as an input of SOURCE")
@@ -828,7 +879,7 @@ def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespa
         if plugin in config.plugins.disabled:
             raise ConfigError("plugins.disabled", f"names {plugin!r}, whose command {command.name!r} was asked for")
         plugins = build_plugin_manager(config)
-        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins),
+        status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins, plugin),
                                                   lambda source, path, **options: _feed_here(config, source, path,
                                                                                              **options)))
         return 0 if status is None else status

@@ -10,12 +10,12 @@ who made it the same way.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sqlite3
 import time
 
+from gateway.cli_audit import actor, audited_write, os_user, record
+from gateway.core.audit import CLI, PERSONS_REVEAL, REFUSED, REVIEW_ACCEPT, REVIEW_REJECT, AuditEntry
 from gateway.model.masking import mask_identifier, mask_name
 from gateway.rules import person_index
 from gateway.rules.person_index import ReviewError, find_persons, person_status, person_view, record_reveal
@@ -66,35 +66,9 @@ def add_person_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _connection(args: argparse.Namespace) -> sqlite3.Connection:
-    from gateway.cli import OperatorError, _config_from, _require_journal
-    from gateway.core.store import open_store
+    from gateway.cli import connection_with
 
-    config = _config_from(args)
-    _require_journal(config)
-    conn = open_store(config).connect()
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'persons'").fetchone() is None:
-        conn.close()
-        raise OperatorError(f"the journal {config.database_path} has no person index yet: start this version's "
-                            f"gateway on it once")
-    return conn
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return f"uid {os.getuid()}"
-
-
-def _who(args: argparse.Namespace) -> str:
-    user = _os_user()
-    return f"{args.operator} (OS user {user})" if args.operator else user
-
-
-def _transaction(conn: sqlite3.Connection, task):
-    from gateway.cli import _write
-
-    return _write(conn, task)
+    return connection_with(args, "persons", "person index")
 
 
 def cmd_persons_show(args: argparse.Namespace) -> int:
@@ -146,8 +120,13 @@ def cmd_persons_find(args: argparse.Namespace) -> int:
 
 
 def _reveal(conn: sqlite3.Connection, args: argparse.Namespace, command: str, persons: list[str]) -> None:
+    """``person_reveals`` and the audit log, in one transaction, before anything is shown."""
+    from gateway.cli import _config_from
+
     if args.reveal and persons:
-        _transaction(conn, lambda c, now: record_reveal(c, now, args.operator or "", _os_user(), command, persons))
+        entry = AuditEntry(CLI, actor(args), PERSONS_REVEAL, target=f"{command}: {', '.join(persons)}")
+        audited_write(_config_from(args), conn, entry,
+                      lambda c, now: record_reveal(c, now, args.operator or "", os_user(), command, persons))
 
 
 def _masked(view: dict) -> dict:
@@ -216,13 +195,19 @@ def cmd_review_list(args: argparse.Namespace) -> int:
 
 
 def cmd_review_decide(args: argparse.Namespace) -> int:
-    from gateway.cli import OperatorError
+    from gateway.cli import OperatorError, _config_from
 
+    config = _config_from(args)
     conn = _connection(args)
+    action = REVIEW_ACCEPT if args.accept else REVIEW_REJECT
+    candidate = getattr(args, "candidate", None)
+    target = f"review {args.review}" + (f" candidate {candidate}" if candidate else "")
     try:
-        result = _transaction(conn, lambda c, now: person_index.decide_review(
-            c, now, args.review, args.accept, getattr(args, "candidate", None), _who(args), args.note))
+        result = audited_write(config, conn, AuditEntry(CLI, actor(args), action, target=target),
+                               lambda c, now: person_index.decide_review(c, now, args.review, args.accept, candidate,
+                                                                         actor(args), args.note))
     except ReviewError as e:
+        record(config, AuditEntry(CLI, actor(args), action, target=target, outcome=REFUSED, reason=str(e)))
         raise OperatorError(str(e)) from None
     finally:
         conn.close()

@@ -222,6 +222,36 @@ class AuthConfig:
     max_tracked_peers: int = field(default=10_000, metadata=_check("must be a positive integer", _positive))
 
 
+def _syslog_address(value: str) -> bool:
+    found = re.fullmatch(r"(udp|tcp):(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", value)
+    return value == "" or (found is not None and 0 < int(found[3]) < 65536)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The audit log (``gateway.core.audit``): one entry per intake client success per surface,
+    client and address per ``success_window_seconds``; ``syslog`` copies every entry to a
+    collector, ``udp:HOST:PORT`` or ``tcp:HOST:PORT`` (empty: no copy)."""
+
+    success_window_seconds: float = field(default=3600.0, metadata=_check("must be a positive number", _positive))
+    syslog: str = field(default="", metadata=_check("must be udp:HOST:PORT or tcp:HOST:PORT, e.g. udp:10.0.0.5:514",
+                                                    _syslog_address))
+    syslog_app_name: str = "hssk-gateway"
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    """Feed health (``gateway.core.feed_health``): a facility that sent nothing for
+    ``silent_after_hours`` is silent; ``silent_after_hours_by_facility`` sets a facility's own
+    (``{"79001" = 2}`` for a hospital that sends all day, ``{"79925" = 72}`` for a clinic closed
+    at weekends)."""
+
+    silent_after_hours: float = field(default=24.0, metadata=_check("must be a positive number", _positive))
+    silent_after_hours_by_facility: Mapping[str, float] = field(default_factory=dict, metadata=_check(
+        "must map facility codes to positive numbers of hours, e.g. {\"79001\" = 2}",
+        lambda v: all(isinstance(h, float) and h > 0 for h in v.values())))
+
+
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -292,6 +322,8 @@ class DestinationConfig:
 @dataclass(frozen=True)
 class PluginsConfig:
     disabled: tuple[str, ...] = ()
+    #: How often the running gateway asks the plugins for their gauges' values (hssk_gauges).
+    gauges_seconds: float = field(default=60.0, metadata=_check("must be a positive number of seconds", _positive))
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -310,6 +342,8 @@ class GatewayConfig:
     validation: ValidationConfig = ValidationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     auth: AuthConfig = AuthConfig()
+    audit: AuditConfig = AuditConfig()
+    feeds: FeedsConfig = FeedsConfig()
     destinations: tuple[DestinationConfig, ...] = ()
     clients: tuple[ClientConfig, ...] = ()
 
@@ -558,6 +592,11 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
                                                           for v in value):
             raise ConfigError(key, f"must be a list of integers, got {value!r}")
         return tuple(value)
+    if kind == "Mapping[str, float]":
+        if not isinstance(value, Mapping) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+            raise ConfigError(key, f"must be a table of numbers, got {value!r}")
+        return {str(k): float(v) for k, v in value.items()}
     if kind.startswith("tuple"):
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, f"must be a list of strings, got {value!r}")

@@ -34,10 +34,16 @@ from gateway.core.destination_kinds import DestinationContext, DestinationKind
 from gateway.core.documents import DocumentRequest, DocumentSource
 from gateway.core.events import Event, QueuedEvent
 from gateway.core.feed import csv_records
+from gateway.core.outbox import idempotency_key
 from gateway.core.hookspecs import Adapter, DocumentAdapter, Payload
+from gateway.core.http_routes import HttpAnswer, HttpCall, HttpRoute
 from gateway.core.lookups import Lookup, LookupAnswer
+from gateway.core.plugin_gauges import GaugeValue
 from gateway.core.plugin_journal import MigrationSet, PluginJournal
-from gateway.core.sources import Reading, Source, Verdict
+from gateway.core.population import ImportedPersons, ListedPersons
+from gateway.core.sources import XML_130, Reading, Source, Verdict
+from gateway.formats.bhxh_portal import (BHXH_CODES, VIETNAM_TIME, decode_file_field, form_problem, portal_body, portal_code,
+                                         portal_message, reception_time, wrong_parameter)
 from gateway.formats.hl7_model import (
     encounter_from_pv1,
     immunizations_from_rxa,
@@ -47,11 +53,11 @@ from gateway.formats.hl7_model import (
 )
 from gateway.formats.hl7v2 import Hl7Message, escape, unescape
 from gateway.formats.profile import ProfileDefaults, VendorPlugin
-from gateway.formats.xml130 import ClaimFile
+from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT, ClaimFile
 from gateway.model.envelope import Envelope
 from gateway.model.hooks import PluginDescription, hookimpl
 from gateway.model.masking import mask_identifier, mask_name, mask_text
-from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Unavailable
+from gateway.model.outcome import ACCEPT, ERROR, REJECT, ContentError, Issue, NotRenderable, Outcome, Unavailable
 from gateway.model.records import (
     Address,
     Appointment,
@@ -94,4 +100,12 @@ __all__ = [
     # Hl7Message.all_segments, the one split every reader shares (issue 20); DeliveryResult.detail,
     # what the remote answered, kept on the row: BHXH's maGiaoDich (issue 18)
     "DischargeLetter",
+    # contract 1.2, issue 18: a national system's own API on the intake listener (hssk_http_routes), plugin
+    # gauges (hssk_gauges), the BHXH portal's answers and form, the XML 130 source and its kinds of file, an
+    # outbox row's idempotency key
+    "BHXH_CODES", "CHECK_IN_DOCUMENT", "CLAIM_DOCUMENT", "GaugeValue", "HttpAnswer", "HttpCall", "HttpRoute",
+    "Outcome", "VIETNAM_TIME", "XML_130", "decode_file_field", "form_problem", "idempotency_key", "portal_body",
+    "portal_code", "portal_message", "reception_time", "wrong_parameter",
+    # contract 1.2, issue 18: population lists imported in bulk (PluginJournal.import_persons)
+    "ImportedPersons", "ListedPersons",
 ]

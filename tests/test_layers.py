@@ -19,7 +19,7 @@ LAYERS = (
     ("rules", ("gateway.rules",)),
     ("machinery", ("gateway.core", "gateway.sources", "gateway.destinations")),
     ("transports", ("gateway.transports",)),
-    ("top", ("gateway.app", "gateway.cli", "gateway.cli_persons", "gateway.plugin", "gateway.testing", "gateway.scaffold")),
+    ("top", ("gateway.app", "gateway.cli", "gateway.cli_persons", "gateway.cli_audit", "gateway.cli_reports", "gateway.plugin", "gateway.testing", "gateway.scaffold")),
 )
 PLUGIN_SURFACE = ("gateway.plugin",)
 PLUGIN_KIT = ("gateway.testing",)

@@ -92,8 +92,10 @@ class ClientRegistry:
         self._by_digest: dict[str, Client] = {}
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Client]] = []
         self._by_certificate: dict[str, Client] = {}
+        self._by_name: dict[str, Client] = {}
         for config in clients:
             client = Client(config.name, frozenset(config.facilities))
+            self._by_name[config.name] = client
             for digest in config.token_sha256:
                 self._by_digest[digest.lower()] = client
             for entry in config.certificates:
@@ -114,10 +116,10 @@ class ClientRegistry:
 
     def named(self, name: str) -> Client:
         """The client configured as ``name`` today; one no longer configured may send for no
-        facility (a replay of what it sent is refused as its messages now would be)."""
-        found = next((c for c in self._by_digest.values() if c.name == name), None) or next(
-            (c for _, c in self._networks if c.name == name), None)
-        return found or Client(name, frozenset())
+        facility (a replay of what it sent is refused as its messages now would be). A client
+        known by neither token nor address (one a plugin authenticates, as the BHXH portal's
+        accounts) is named too."""
+        return self._by_name.get(name) or Client(name, frozenset())
 
     def by_token(self, token: str) -> Client | None:
         return self._by_digest.get(token_digest(token))

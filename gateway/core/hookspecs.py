@@ -62,6 +62,10 @@ message caused).
 Contract 1.1 (issue 17) added :func:`hssk_identity_linked`: the person index
 (:mod:`gateway.rules.person_index`) tells the plugins of each identity link it made, so they can
 send identity updates; and ``Event.destinations``.
+
+Contract 1.2 (issue 18) added :func:`hssk_http_routes`: endpoints of a national system's own API
+(the BHXH portal's) on the intake listener, so a HIS re-points to the gateway unchanged; and
+:func:`hssk_gauges`, values of the gauges a plugin computes from the journal.
 """
 from __future__ import annotations
 
@@ -81,7 +85,9 @@ if TYPE_CHECKING:
     from gateway.core.commands import Command
     from gateway.core.destination_kinds import DestinationKind
     from gateway.core.documents import DocumentSource
+    from gateway.core.http_routes import HttpRoute
     from gateway.core.lookups import Lookup, LookupAnswer
+    from gateway.core.plugin_gauges import GaugeValue
     from gateway.core.plugin_journal import MigrationSet, PluginJournal
     from gateway.core.sources import Source
     from gateway.formats.hl7v2 import Hl7Message
@@ -554,4 +560,61 @@ def hssk_identity_linked(link: PersonLink) -> Deferred | None:
                                              destinations=link.destinations))
 
     Version note: added in contract 1.1 (issue 17).
+    """
+
+
+@hookspec
+def hssk_http_routes(config: GatewayConfig) -> Iterable[HttpRoute] | None:
+    """Add endpoints to the HTTP intake listener: a national system's own API that a HIS already
+    calls (the BHXH portal's ``/api/token/take`` and ``/api/qd130/...``), so the HIS sends to the
+    gateway by changing only the address. Return :class:`~gateway.plugin.HttpRoute` objects, or None.
+
+    :param config: the validated configuration (the plugin's accounts, token lifetime).
+    :returns: routes, each a path and ``handle(call)``, which gets an
+        :class:`~gateway.plugin.HttpCall` and returns an :class:`~gateway.plugin.HttpAnswer` (or a
+        Deferred of one). ``call.submit(raw, source=..., client=..., request=...)`` hands a file
+        to the normal intake as a configured ``[clients.NAME]`` (journal, duplicate answers, the
+        client's facilities, routing) and fires with the Outcome after the commit;
+        ``call.form()`` reads a form body on a thread; ``call.credentials_failed()`` counts a
+        wrong password against the peer, as the gateway's own endpoints count wrong tokens.
+
+    Called once at start-up in the gateway's process, after :func:`hssk_configure`; ``handle``
+    runs on the reactor, so it must not block (parse big bodies with ``call.form`` or on a
+    thread). Not firstresult. A route may sit under ``/api`` and then takes the place of the
+    gateway's built-in portal pair at the same path; a path another plugin or a source's route
+    takes, or one under ``/healthz``, ``/readyz``, ``/metrics`` or ``/admin``, stops start-up. An
+    exception in ``handle`` is logged and answered 500, and costs nothing else::
+
+        def take_token(call):
+            return HttpAnswer.json({"maKetQua": "200", "APIKey": {...}})
+
+        @hookimpl
+        def hssk_http_routes(config):
+            return [HttpRoute("api/token/take", take_token)]
+
+    Version note: added in contract 1.2 (issue 18).
+    """
+
+
+@hookspec
+def hssk_gauges(journal: PluginJournal) -> Iterable[GaugeValue] | None:
+    """Report the current values of gauges the gateway defines for plugins
+    (``Metrics.plugin_gauges``: ``hssk_bhxh_reconcile_episodes`` …), computed from the journal.
+
+    :param journal: the plugins' :class:`~gateway.plugin.PluginJournal`; read with ``journal.read``.
+    :returns: :class:`~gateway.plugin.GaugeValue` objects (gauge name, value, labels), or None. Each
+        refresh replaces every series of the gauges reported, so report all of a gauge's series
+        each time.
+
+    Called every ``plugins.gauges_seconds`` (and at start-up) in the gateway's process, on a thread
+    of the reactor's pool, never on the reactor: a read may take a while, but not longer than the
+    interval. Not firstresult. An exception, an unknown gauge name or wrong labels are logged and
+    skip the round (the gauges keep their last values)::
+
+        @hookimpl
+        def hssk_gauges(journal):
+            waiting = journal.read(lambda conn: conn.execute("SELECT count(*) FROM my_reviews").fetchone()[0])
+            return [GaugeValue("hssk_my_reviews_waiting", waiting)]
+
+    Version note: added in contract 1.2 (issue 18).
     """

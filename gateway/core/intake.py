@@ -35,6 +35,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.core.audit import AuditLog
 from gateway.core.ack import acknowledgements
 from gateway.core.documents import DocumentRequest
 from gateway.core.lookups import MAX_ROUNDS, LookupRunner, not_performed
@@ -158,6 +159,10 @@ class Intake:
         self._ack_children: dict[tuple[str, str, str], Any] = {}
         #: Returns why new work must be refused right now (outbox too deep, disk too full), or None.
         self.admission: Callable[[], str | None] = lambda: None
+        #: The gateway's audit log: the transports and the admin API record who got in (or was
+        #: refused) and what operators did there; None in a process that audits nothing (a feed
+        #: or replay run by the CLI records its own entry).
+        self.audit: AuditLog | None = None
 
     @property
     def in_flight(self) -> int:

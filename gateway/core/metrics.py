@@ -212,5 +212,40 @@ class Metrics:
             "hssk_identity_reviews_waiting", "Ambiguous identity cases (twins without a birth order, two "
             "candidates, a mother known by other identifiers) waiting for an operator's review.", registry=r)
 
+        self.audit_entries = Counter(
+            "hssk_audit_entries_total", "Entries chained into the audit log, by action (auth, outbox.retry, "
+            "messages.read …) and outcome (ok, refused, failed); CLI entries are counted by the running gateway "
+            "at its next outbox refresh.", ["action", "outcome"], registry=r)
+        self.auth_failures = Counter(
+            "hssk_auth_failures_total", "Authentications refused, by surface (http, mllp, admin): wrong or unknown "
+            "credentials, an unknown sender while auth.required, the admin API without its token.", ["surface"],
+            registry=r)
+        self.audit_dropped = Counter(
+            "hssk_audit_entries_dropped_total", "Audit entries dropped because the journal could not be written "
+            "for so long that more than 10 000 waited.", registry=r)
+        self.facility_last_message = Gauge(
+            "hssk_facility_last_message_timestamp_seconds", "When the newest message of each configured facility "
+            "was received (Unix time; from the journal at start, then as messages are answered).", ["facility"],
+            registry=r)
+        self.facility_silence_threshold = Gauge(
+            "hssk_facility_silence_threshold_seconds", "How long each configured facility may send nothing before "
+            "it counts as silent (feeds.silent_after_hours, or its own in feeds.silent_after_hours_by_facility).",
+            ["facility"], registry=r)
+        # Plugin gauges: values a plugin's hssk_gauges reports (gateway.core.plugin_gauges), by name.
+        self.bhxh_reconcile_episodes = Gauge(
+            "hssk_bhxh_reconcile_episodes", "XML 130 episodes (MA_LK) of the reconciliation window, by facility and "
+            "side: received, store (delivered to the record store), bhxh_submitted, bhxh_accepted, bhxh_refused, "
+            "missing_at_bhxh, missing_at_store (the BHXH plugin, refreshed every plugins.gauges_seconds).",
+            ["facility", "side"], registry=r)
+        self.bhxh_reconcile_gap = Gauge(
+            "hssk_bhxh_reconcile_gap_episodes", "Settled episodes of the window on one side only, by facility and "
+            "side: missing_at_bhxh (at the record store, not accepted by BHXH) and missing_at_store.",
+            ["facility", "side"], registry=r)
+        self.bhxh_reconcile_gap_threshold = Gauge(
+            "hssk_bhxh_reconcile_gap_threshold_episodes", "The gap above which the reconciliation alert fires "
+            "(plugins.bhxh.reconcile.gap_alert_threshold).", registry=r)
+        self.plugin_gauges = {g._name: g for g in (self.bhxh_reconcile_episodes, self.bhxh_reconcile_gap,
+                                                    self.bhxh_reconcile_gap_threshold)}
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -282,8 +283,22 @@ class Pipeline:
         return Issue(207, f"plugin {name} failed in {stage} ({type(error).__name__}); the {what} is journaled and "
                           f"can be replayed once the plugin is fixed", location)
 
+    def route(self, origin: DocumentSource, record_sets: Iterable[tuple[RecordSet, str]], plugin: str) -> Routed:
+        """Step 4 alone, for record sets that need no deciding: a population list's persons, which
+        the plugin that read the list vouches for (as for an event, ``hssk_check`` does not see
+        them) and the caller has resolved in the person index already (``Routed.persons`` stays
+        empty). Each ``(records, identity)`` is routed, privacy-filtered and rendered as a
+        message's would be; a renderer that raises anything but :class:`NotRenderable` raises
+        here."""
+        routed = Routed()
+        if not any(d.matches(origin.message_type, plugin) for d in self._destinations):
+            return routed  # no destination takes this kind: nothing to render, key or order
+        for records, identity in record_sets:
+            self._route(origin, records, plugin, identity, routed, index=False)
+        return routed
+
     def _route(self, source: Hl7Message | DocumentSource, records: RecordSet, plugin: str, identity: str,
-               routed: Routed, only: frozenset[str] | None = None) -> None:
+               routed: Routed, only: frozenset[str] | None = None, index: bool = True) -> None:
         """One outbox item per destination whose routes take this record set, rendered now so
         that a plugin's rendering bug is answered (AE 207) and journaled for a replay, not found
         as a dead letter days later. ``identity`` tells the record sets of one input apart in the
@@ -298,7 +313,7 @@ class Pipeline:
         ``privacy = "filtered"`` is rendered from the record set the policy left. ``only`` (an
         event's ``destinations``) replaces the routes: exactly those destinations take it."""
         person = ordering_key(records, source)
-        facts = person_facts(records, person, source.sending_facility, plugin)
+        facts = person_facts(records, person, source.sending_facility, plugin) if index else None
         if facts is not None:
             routed.persons.append(facts)
         filtered = None

@@ -36,11 +36,15 @@ from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
 from gateway.core.events import EVENT_TRANSPORT, Event, QueuedEvent, event_bytes
+from gateway.core.population import ImportedPersons, ListedPersons, import_listed
 from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, errors_of, schema_steps
 from gateway.core.store import Store, journal_decisions
 from gateway.model.envelope import Envelope
 
 T = TypeVar("T")
+
+#: The page cache of a bulk import's connection (KiB): the person index's B-trees stay in memory.
+BULK_CACHE_KIB = 32768
 
 _SET_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -246,6 +250,17 @@ class PluginJournal:
         transaction; fires with a :class:`~gateway.core.events.QueuedEvent`."""
         raise NotImplementedError
 
+    def import_persons(self, batch: ListedPersons,
+                       task: Callable[[sqlite3.Connection, float], T] | None = None) -> Deferred:
+        """A population list's batch of changed persons into the person index, their residence
+        recorded and their record sets routed and journaled (:mod:`gateway.core.population`),
+        with ``task`` (the plugin's own tables: its row digests, its checkpoint) in the same
+        transaction; fires with ``(ImportedPersons, task's result)``. A command's journal does
+        it (``CommandContext.journal()``); the running gateway's does not take a bulk import
+        into its group commits. Version note: added in contract 1.2 (issue 18)."""
+        return fail(RuntimeError("import_persons is a command's: run the import as a command "
+                                 "(CommandContext.journal())"))
+
     def wait(self, call: Callable[..., Deferred], *args: Any) -> Any:
         """``call(*args)`` (``journal.write``, ``journal.queue_event``) from a thread that is not
         the reactor's, such as a hook's: its result, once the Deferred fires."""
@@ -285,8 +300,12 @@ class CommandJournal(PluginJournal):
     gateway's writer; the Deferreds have fired when they are returned. A running gateway
     delivers the rows at its next outbox refresh."""
 
-    def __init__(self, store: Store, ownership: Ownership, pipeline, unordered: frozenset[str]) -> None:
+    def __init__(self, store: Store, ownership: Ownership, pipeline, unordered: frozenset[str],
+                 plugin: str = "") -> None:
         super().__init__(store, ownership)
+        #: The plugin whose command this journal serves: a list it imports is journaled as its.
+        self.plugin = plugin
+        self._bulk: sqlite3.Connection | None = None
         #: The pipeline that decides events, and the batched destinations (no per-person order):
         #: the CLI's replay works with the same.
         self.pipeline = pipeline
@@ -309,23 +328,42 @@ class CommandJournal(PluginJournal):
 
         return maybeDeferred(self._transaction, journal)
 
+    def import_persons(self, batch: ListedPersons,
+                       task: Callable[[sqlite3.Connection, float], T] | None = None) -> Deferred:
+        guarded = self._ownership.guard(task) if task is not None else None
+
+        def run(conn: sqlite3.Connection, now: float) -> tuple[ImportedPersons, Any]:
+            imported = import_listed(conn, now, self.pipeline, self.unordered, self.plugin, batch)
+            return imported, guarded(conn, now) if guarded is not None else None
+
+        if self._bulk is None:
+            # One connection for the whole import, its page cache kept from batch to batch: the
+            # index's B-trees are what a batch reads and writes.
+            self._bulk = self._store.connect()
+            self._bulk.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        return maybeDeferred(_in_transaction, self._bulk, run)
+
     def _transaction(self, task: Callable[[sqlite3.Connection, float], T]) -> T:
         conn = self._store.connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = task(conn, time.time())
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return _in_transaction(conn, task)
         finally:
             conn.close()
 
     def wait(self, call: Callable[..., Deferred], *args: Any) -> Any:
         return _fired(call(*args))
+
+
+def _in_transaction(conn: sqlite3.Connection, task: Callable[[sqlite3.Connection, float], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = task(conn, time.time())
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 class ReadOnlyJournal(PluginJournal):

@@ -13,6 +13,7 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core import hookspecs, render
 from gateway.core.contract import contract_problem
 from gateway.rules import built_in_rules
+from gateway.core.http_routes import HttpRoutes, RouteError
 from gateway.core.sources import SourceError, SourceRegistry
 from gateway.sources import hl7v2, xml130
 from gateway.core.plugin_journal import MigrationSet
@@ -71,10 +72,19 @@ def build_plugin_manager(
     destination_kinds(pm).configure(config.destinations)
     pm.hook.hssk_configure(config=config)
     try:
-        SourceRegistry.from_hook(pm.hook, config)
+        sources = SourceRegistry.from_hook(pm.hook, config)
     except SourceError as e:
         raise PluginLoadError(str(e)) from e
+    http_routes(pm, config, sources)
     return pm
+
+
+def http_routes(pm: pluggy.PluginManager, config: GatewayConfig, sources: SourceRegistry) -> HttpRoutes:
+    """The plugins' HTTP endpoints (``hssk_http_routes``); a bad or clashing path stops start-up."""
+    try:
+        return HttpRoutes.from_hook(pm.hook, config, frozenset(s.route for s in sources if s.route is not None))
+    except RouteError as e:
+        raise PluginLoadError(str(e)) from e
 
 
 def _register_rules(pm: GatewayPluginManager) -> None:

@@ -69,8 +69,7 @@ def errors_of(conn: Any) -> tuple[type[Exception], ...]:
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|(?<!:):([A-Za-z_]\w*)|%|X''")
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
 _PRAGMA_TABLE_INFO = re.compile(r"^\s*PRAGMA\s+table_info\((\w+)\)\s*$", re.IGNORECASE)
-_SQLITE_MASTER_TABLE = re.compile(
-    r"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '(\w+)'", re.IGNORECASE)
+_SQLITE_MASTER_TABLE = re.compile(r"FROM sqlite_master WHERE type = 'table' AND name =", re.IGNORECASE)
 
 
 def translate(sql: str) -> str:
@@ -80,7 +79,7 @@ def translate(sql: str) -> str:
         return ("SELECT ordinal_position - 1, column_name::text FROM information_schema.columns "
                 f"WHERE table_schema = current_schema() AND table_name = '{found.group(1)}' ORDER BY ordinal_position")
     sql = _SQLITE_MASTER_TABLE.sub(
-        r"SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '\1'", sql)
+        "FROM information_schema.tables WHERE table_schema = current_schema() AND table_name =", sql)
     sql = re.sub(r"^\s*BEGIN\s+IMMEDIATE\s*$", "BEGIN", sql, flags=re.IGNORECASE)
     sql = re.sub(r"^\s*PRAGMA\s+query_only\s*=\s*ON\s*$", "SET default_transaction_read_only = on", sql,
                  flags=re.IGNORECASE)

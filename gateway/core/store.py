@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from gateway.config import GatewayConfig
 from gateway.core.ack import ack_codes
+from gateway.core.audit import create_audit_log
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
@@ -34,7 +35,8 @@ from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, re
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
-from gateway.rules.person_index import Resolved, create_person_index, find_persons, resolve_persons
+from gateway.rules.person_index import (Resolved, create_person_index, create_person_residence, find_persons,
+                                        resolve_persons)
 
 log = Logger(namespace="hssk.store")
 
@@ -224,6 +226,8 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
     ("0011_messages_source", _add_message_source),
     ("0012_person_index", create_person_index),
     ("0013_outbox_detail", _add_outbox_detail),
+    ("0014_audit_log", create_audit_log),
+    ("0015_person_residence", create_person_residence),
 )
 
 

@@ -56,6 +56,8 @@ _RANK = {system: n for n, system in enumerate(DURABILITY)}
 #: another person, whatever card it shares.
 _FOR_LIFE = ("CCCD", "BHXH")
 _BHYT_CARD = re.compile(r"[A-Z]{2}\d{13}")
+#: The combining diacritical marks (U+0300–U+036F): every mark a Vietnamese letter decomposes into.
+_VIETNAMESE_MARKS = re.compile("[\u0300-\u036f]+")
 
 PROVISIONAL_REVIEW_REASONS = ("twins_without_birth_order", "two_candidates", "mother_identifiers_changed")
 
@@ -74,7 +76,9 @@ def fold_name(name: str) -> str:
     """A name as searched and compared: lower case, diacritics and đ taken off, single spaces
     (``Nguyễn Thị  Ánh`` → ``nguyen thi anh``), so an ASCII-only sender finds the same person."""
     decomposed = unicodedata.normalize("NFD", name.replace("đ", "d").replace("Đ", "D"))
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    plain = _VIETNAMESE_MARKS.sub("", decomposed)
+    if not plain.isascii():  # marks outside the block Vietnamese uses, or letters of another script
+        plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.lower().split())
 
 
@@ -185,6 +189,16 @@ def create_person_index(db: sqlite_utils.Database) -> None:
     }, pk="id", not_null={"revealed_at", "os_user", "command"})
 
 
+def create_person_residence(db: sqlite_utils.Database) -> None:
+    """Where each person lives, as a population list says (province, district and commune codes,
+    QĐ 124/2004): one row per person, the latest list's, so coverage by district can be counted
+    (``hssk-gateway report coverage``). ``source`` names the list's plugin."""
+    db["person_residence"].create({
+        "person_id": str, "province": str, "district": str, "commune": str, "source": str, "updated_at": float,
+    }, pk="person_id", not_null={"updated_at"})
+    db["person_residence"].create_index(["province", "district"], index_name="person_residence_by_district")
+
+
 # --- resolution, in the journal writer's transaction --------------------------------------------
 
 @dataclass(frozen=True)
@@ -206,6 +220,153 @@ def resolve_persons(conn: sqlite3.Connection, facts: Sequence[PersonFacts], now:
         if person is not None and person != f.key:
             keys[f.key] = person
     return Resolved(keys, index.links)
+
+
+#: Bound values per ``IN`` list of the bulk path (SQLite allows 32,766 since 3.32).
+_IN_CHUNK = 2000
+
+
+def index_list(conn: sqlite3.Connection, facts: Sequence[PersonFacts], now: float) -> list[str | None]:
+    """The persons of a population list's rows, in order: found by their identifiers, or created,
+    in bulk. A list names a million persons, and :func:`resolve_persons` costs one lookup (and a
+    few writes) per record set; here a batch costs a few ``IN`` queries and one ``executemany``
+    per table, with the same rules as one by one: a row whose identifiers are all unknown is a new
+    person (its id made from its most durable identifier, as :func:`resolve_persons` makes it); a
+    row whose known identifiers all name one person, identified and holding no other CCCD or
+    BHXH number than the row's, is that person, its new identifiers (a new card, a CCCD) added to
+    its history and its name, birth date and sex updated. Any other row (identifiers naming two
+    persons, a provisional person, another for-life number) is resolved by :func:`resolve_persons`
+    itself. Rows without an identifier are None. Runs inside the caller's transaction."""
+    batch = _ListBatch(conn, now)
+    batch.load([k for f in facts for k, _, _ in f.identifiers], [f.key for f in facts if f.key])
+    found = [batch.resolve(f) for f in facts]
+    batch.flush()
+    return found
+
+
+class _ListBatch:
+    """What :func:`index_list` knows and has yet to write within one batch."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+        self.owner: dict[str, str] = {}  # identifier key -> person id
+        self.persons: dict[str, tuple[str | None, str, str, str]] = {}  # id -> provisional, name, birth, sex
+        self.for_life: dict[tuple[str, str], set[str]] = {}  # (person, CCCD|BHXH) -> its keys
+        self.new_persons: list[tuple] = []
+        self.new_identifiers: list[tuple] = []
+        self.updates: dict[str, PersonFacts] = {}
+
+    def load(self, keys: Sequence[str], new_ids: Sequence[str] = ()) -> None:
+        """What the index holds of ``keys``: their persons, and the persons ``new_ids`` (the ids
+        rows would give a new person) name already."""
+        keys = list(dict.fromkeys(keys))
+        for chunk in _chunks(keys):
+            self.owner.update(self.conn.execute(
+                f"SELECT key, person_id FROM person_identifiers WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall())
+        people = list(({self.owner[k] for k in keys if k in self.owner} | set(new_ids)) - set(self.persons))
+        for chunk in _chunks(people):
+            marks = ", ".join("?" * len(chunk))
+            for person, provisional, name, birth_date, sex in self.conn.execute(
+                    f"SELECT id, provisional, coalesce(name, ''), coalesce(birth_date, ''), coalesce(sex, '') "
+                    f"FROM persons WHERE id IN ({marks})", chunk):
+                self.persons[person] = (provisional, name, birth_date, sex)
+            for person, system, key in self.conn.execute(
+                    f"SELECT person_id, system, key FROM person_identifiers WHERE person_id IN ({marks}) "
+                    f"AND system IN ('CCCD', 'BHXH')", chunk):
+                self.for_life.setdefault((person, system), set()).add(key)
+
+    def resolve(self, f: PersonFacts) -> str | None:
+        if not f.identifiers:
+            return None
+        named = {self.owner[k] for k, _, _ in f.identifiers if k in self.owner}
+        if not named:
+            person = person_key(f.identifiers[0][0])
+            if person not in self.persons:
+                self.new_persons.append((person, self.now, self.now, f.name, fold_name(f.name), f.birth_date, f.sex,
+                                         f.facility, f.plugin))
+                self.persons[person] = (None, f.name, f.birth_date, f.sex)
+                self.attach(person, f.identifiers)
+                return person
+        elif len(named) == 1:
+            [person] = named
+            known = self.persons.get(person)
+            if known is not None and known[0] is None and not self.names_another(person, f):
+                self.attach(person, [k for k in f.identifiers if k[0] not in self.owner])
+                if any(new and new != old for new, old in zip((f.name, f.birth_date, f.sex), known[1:])):
+                    self.updates[person] = f
+                    self.persons[person] = (None, *(new or old for new, old in
+                                                    zip((f.name, f.birth_date, f.sex), known[1:])))
+                return person
+        return self.one_by_one(f)
+
+    def names_another(self, person: str, f: PersonFacts) -> bool:
+        """As :meth:`_Index.names_another`: the row's CCCD (or BHXH number) is not the person's own,
+        who has one."""
+        for system in _FOR_LIFE:
+            mine = {k for k, s, _ in f.identifiers if s == system}
+            theirs = self.for_life.get((person, system), set())
+            if mine and theirs and not mine & theirs:
+                return True
+        return False
+
+    def attach(self, person: str, keys: Iterable[IdKey]) -> None:
+        for key, system, value in keys:
+            self.owner[key] = person
+            self.new_identifiers.append((key, person, system, value, key.split(":")[1] if system == "MR" else "",
+                                         self.now))
+            if system in _FOR_LIFE:
+                self.for_life.setdefault((person, system), set()).add(key)
+
+    def one_by_one(self, f: PersonFacts) -> str | None:
+        """A row the bulk rules do not settle: what is pending written first, then the index's own
+        resolution, and what it changed read back."""
+        self.flush()
+        person = _Index(self.conn, self.now).resolve(f)
+        for key, _, _ in f.identifiers:
+            self.owner.pop(key, None)
+        self.persons.pop(person, None)
+        self.for_life = {k: v for k, v in self.for_life.items() if k[0] != person}
+        self.load([k for k, _, _ in f.identifiers])
+        return person
+
+    def flush(self) -> None:
+        if self.new_persons:
+            self.conn.executemany(
+                "INSERT INTO persons (id, created_at, updated_at, name, name_folded, birth_date, sex, facility, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.new_persons)
+        if self.new_identifiers:
+            self.conn.executemany("INSERT OR IGNORE INTO person_identifiers (key, person_id, system, value, scope, "
+                                  "first_seen) VALUES (?, ?, ?, ?, ?, ?)", self.new_identifiers)
+        if self.updates:
+            self.conn.executemany(
+                "UPDATE persons SET name = coalesce(nullif(?, ''), name), name_folded = coalesce(nullif(?, ''), "
+                "name_folded), birth_date = coalesce(nullif(?, ''), birth_date), sex = coalesce(nullif(?, ''), sex), "
+                "updated_at = ? WHERE id = ?",
+                [(f.name, fold_name(f.name), f.birth_date, f.sex, self.now, person)
+                 for person, f in self.updates.items()])
+        self.new_persons, self.new_identifiers, self.updates = [], [], {}
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    """``values`` in lists of exactly :data:`_IN_CHUNK`, the last padded with a value no key or id
+    has: every query then has one text, and the connection caches one prepared statement for it
+    rather than one per length (each of thousands of bound values, a megabyte apiece)."""
+    for n in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[n:n + _IN_CHUNK])
+        yield chunk + [""] * (_IN_CHUNK - len(chunk))
+
+
+def record_residences(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str, str]], source: str,
+                      now: float) -> None:
+    """Each ``(person id, province, district, commune)`` as where that person lives now."""
+    conn.executemany(
+        "INSERT INTO person_residence (person_id, province, district, commune, source, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET province = excluded.province, "
+        "district = excluded.district, commune = excluded.commune, source = excluded.source, "
+        "updated_at = excluded.updated_at",
+        [(person, province, district, commune, source, now) for person, province, district, commune in rows])
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ the delivery service refreshes at once, so a pause or a retry takes effect befor
 from __future__ import annotations
 
 import hmac
-import json
 import io
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -67,10 +67,15 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from gateway.core.audit import (
+    ADMIN, FAILED, FEED, MESSAGES_READ, MESSAGES_REPLAY, OK, OUTBOX_FLUSH, OUTBOX_PAUSE, OUTBOX_PURGE, OUTBOX_RESUME,
+    OUTBOX_RETRY, REFUSED, REVIEW_ACCEPT, REVIEW_REJECT, AuditEntry,
+)
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ip_of
 from gateway.model.envelope import peer_of
@@ -150,6 +155,19 @@ _ROUTES: tuple[tuple[str, str, str, frozenset[str]], ...] = (
 )
 
 
+#: The routes that are operator actions or read a message body, and their audit action (reads of
+#: outbox rows, status and searches return no body, and are not recorded one by one).
+_AUDITED = {
+    "retry_row": OUTBOX_RETRY, "retry_dead": OUTBOX_RETRY, "purge": OUTBOX_PURGE, "pause": OUTBOX_PAUSE,
+    "resume": OUTBOX_RESUME, "flush": OUTBOX_FLUSH, "replay_selected": MESSAGES_REPLAY,
+    "replay_one": MESSAGES_REPLAY, "feed": FEED, "body": MESSAGES_READ, "accept_review": REVIEW_ACCEPT,
+    "reject_review": REVIEW_REJECT,
+}
+#: The admin API's actors in the audit log.
+ADMIN_BY_TOKEN = "admin (token)"
+ADMIN_ON_LOOPBACK = "admin (loopback)"
+
+
 def _compile(pattern: str) -> re.Pattern:
     parts = [f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in pattern.split("/")]
     return re.compile("/".join(parts) + "/?")
@@ -215,17 +233,21 @@ class AdminResource(Resource):
             if presented is None or not hmac.compare_digest(presented.encode("utf-8"), self._token):
                 if guessed:
                     self._limiter.failed(peer_host(request))
+                self._audit_refusal(request, "no or wrong admin token")
                 log.warn("refusing admin request {method} {path} from {host}: no or wrong token",
                          method=request.method.decode("ascii", "replace"),
                          path=mask_text(request.path.decode("ascii", "replace")),
                          host=getattr(request.getClientAddress(), "host", "?"))
                 return AdminError(http.UNAUTHORIZED, "the admin API needs 'Authorization: Bearer <token>' with the "
                                                      "token in the variable auth.admin_token_env names")
-            return None
-        if not is_loopback(request.getClientAddress()):
+        elif not is_loopback(request.getClientAddress()):
+            self._audit_refusal(request, "not a loopback peer, and auth.admin_token_env is unset")
             return AdminError(http.FORBIDDEN, "the admin API answers only loopback clients (127.0.0.0/8, ::1) while "
                                               "auth.admin_token_env is unset; run the request on the gateway host, "
                                               "or set a token")
+        audit = self._intake.audit
+        if audit is not None:
+            audit.authenticated(ADMIN, self.actor, peer_of(request.getClientAddress()), peer_host(request))
         return None
 
     def perform(self, request: Request, method: str, path: str, query: dict[str, list[str]]) -> Deferred:
@@ -244,13 +266,46 @@ class AdminResource(Resource):
                 params = _params(query, known)
             except AdminError as e:
                 return fail(e)
-            return Deferred.fromCoroutine(getattr(self, "_" + handler)(request, params, **match.groupdict()))
+            d = Deferred.fromCoroutine(getattr(self, "_" + handler)(request, params, **match.groupdict()))
+            if handler in _AUDITED:
+                d.addBoth(self._audit_action, request, _AUDITED[handler], match.groupdict(), params)
+            return d
         if allowed:
             methods = tuple(sorted(set(allowed)))
             return fail(AdminError(http.NOT_ALLOWED, f"{method} is not allowed on /admin/{path}; use "
                                                      f"{' or '.join(methods)}", allow=methods))
         return fail(AdminError(http.NOT_FOUND, f"no admin endpoint /admin/{path}",
                                endpoints=[f"{m} /admin/{p}" for m, p, _, _ in _ROUTES]))
+
+    @property
+    def actor(self) -> str:
+        """Who operates through this API, as the audit log names it: the holder of the admin
+        token, or whoever is on the gateway host (loopback, no token)."""
+        return ADMIN_BY_TOKEN if self._token else ADMIN_ON_LOOPBACK
+
+    def _audit_refusal(self, request: Request, reason: str) -> None:
+        audit = self._intake.audit
+        if audit is not None:
+            audit.refused(ADMIN, peer_of(request.getClientAddress()), reason)
+
+    def _audit_action(self, result, request: Request, action: str, matched: dict[str, str], params: dict[str, str]):
+        """One entry per operator action or body read, with how it ended; passes ``result`` on
+        unchanged. The target is the route's own parameters, so an action from the console reads
+        the same as one sent to the API."""
+        audit = self._intake.audit
+        if audit is None:
+            return result
+        if isinstance(result, Failure):
+            error = result.value
+            outcome, reason = ((REFUSED, f"{error.code}: {error.message}") if isinstance(error, AdminError)
+                               else (FAILED, f"{type(error).__name__}: {result.getErrorMessage()}"))
+        else:
+            outcome, reason = OK, json.dumps({k: v for k, v in result.items() if isinstance(v, int | float | str)
+                                              and k != "body"}, ensure_ascii=False, sort_keys=True)
+        target = " ".join(f"{k}={v}" for k, v in {**matched, **params}.items())
+        audit.record(AuditEntry(ADMIN, self.actor, action, peer_of(request.getClientAddress()), target, outcome,
+                                reason))
+        return result
 
     def _answer(self, body: dict, request: Request) -> None:
         if not request._disconnected:

@@ -8,8 +8,8 @@ endpoint family that takes a form (the BHXH portal's) hands the body to :func:`p
 thread. The number of fields is bounded too, so a body of a million empty fields is refused
 before it becomes a million-entry dict.
 
-    >>> parse_form(b"maCSKCB=79025&loaiHoSo=130", "application/x-www-form-urlencoded", 10)
-    {'maCSKCB': '79025', 'loaiHoSo': '130'}
+    >>> parse_form(b"maCSKCB=79025&loaiHoSo=130&hoTen=Nguy%E1%BB%85n", "application/x-www-form-urlencoded", 10)
+    {'maCSKCB': '79025', 'loaiHoSo': '130', 'hoTen': 'Nguyễn'}
 """
 from __future__ import annotations
 
@@ -32,10 +32,14 @@ def parse_form(body: bytes, content_type: str, max_fields: int) -> dict[str, str
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type == URLENCODED:
         try:
-            fields = parse_qs(body, keep_blank_values=True, max_num_fields=max_fields)
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            raise FormError("an urlencoded form is ASCII: percent-encode other bytes (UTF-8)") from None
+        try:
+            fields = parse_qs(text, keep_blank_values=True, max_num_fields=max_fields, errors="replace")
         except ValueError:
             raise FormError(f"the form has more than {max_fields} fields") from None
-        return {_text(name): _text(values[0]) for name, values in fields.items()}
+        return {name.strip(): values[0].strip() for name, values in fields.items()}
     if media_type == MULTIPART:
         return _multipart(body, content_type, max_fields)
     raise FormError(f"content type {media_type or '(none)'!r} is not a form; send {URLENCODED} or {MULTIPART}")

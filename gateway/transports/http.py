@@ -30,6 +30,7 @@ from gateway.config import HttpConfig
 from gateway.core.ack import encode_reply
 from gateway.core.auth_limits import AuthFailureLimiter
 from gateway.core.clients import ClientRegistry, Refusal
+from gateway.core.http_routes import HttpRoutes
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.sources import XML_130
@@ -39,6 +40,7 @@ from gateway.model.masking import mask_text
 from gateway.model.outcome import Outcome
 from gateway.transports.http_connections import BoundedSite
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, refusal_status, set_status
+from gateway.transports.plugin_routes import mount_plugin_routes
 from gateway.transports.xml_http import JsonSourceResource, mount_bhxh_portal
 
 #: How long a failed journal commit keeps ``/readyz`` unready when nothing has committed since.
@@ -206,11 +208,12 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
                http_config: HttpConfig, min_free_disk_bytes: int, plugin_names: Callable[[], list[str]],
                probe_timeout: float, stale_destinations: Callable[[], dict[str, float]] = dict,
                listener: str = "http", admin: Resource | None = None, clients: ClientRegistry | None = None,
-               limiter: AuthFailureLimiter | None = None) -> GatewaySite:
+               limiter: AuthFailureLimiter | None = None, routes: HttpRoutes | None = None) -> GatewaySite:
     """``admin``, when given, is mounted at ``/admin/`` (the API, :mod:`gateway.transports.admin`, and its
     console, :mod:`gateway.transports.console`); each of the
     intake's sources with a route at ``/<route>``, and the BHXH portal's pair at ``/api/qd130/`` for
-    the XML 130 source (see :mod:`gateway.transports.xml_http`). ``clients``
+    the XML 130 source (see :mod:`gateway.transports.xml_http`), then the plugins' ``routes`` (see
+    :mod:`gateway.transports.plugin_routes`; one at a path of the pair takes its place). ``clients``
     are who the intake endpoints recognise, ``limiter`` counts their wrong credentials per peer
     (share it with ``admin``, so a peer is one peer to all of them); health and metrics answer
     anyone."""
@@ -227,6 +230,8 @@ def build_site(intake: Intake, writer: JournalWriter, metrics: Metrics, clock: I
     root.putChild(b"metrics", MetricsResource(metrics))
     if XML_130 in intake.sources:
         mount_bhxh_portal(root, intake, clock, metrics, listener, clients, limiter, intake.sources[XML_130])
+    if routes is not None:
+        mount_plugin_routes(root, routes, intake, clock, metrics, listener, clients, limiter)
     if admin is not None:
         root.putChild(b"admin", admin)
     site = GatewaySite(root, http_config, metrics, clock, requestFactory=BoundedRequest,

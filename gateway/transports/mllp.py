@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from gateway.config import MllpConfig
 from gateway.core.ack import encode_reply
+from gateway.core.audit import ANONYMOUS, MLLP
 from gateway.core.clients import Client, ClientRegistry, Refusal, envelope_for
 from gateway.core.intake import ArrivalOrder, Intake
 from gateway.core.metrics import Metrics
@@ -83,11 +84,16 @@ class MLLPProtocol(Protocol, TimeoutMixin):
 
     def _authenticate(self, certificate) -> None:
         found = self.factory.clients.authenticate(self.host, None, certificate)
+        audit = self.factory.intake.audit
         if isinstance(found, Refusal):
             self._refusal = self._refusal or found
+            if audit is not None:
+                audit.refused(MLLP, self.peer, f"{found.reason}: {found.text}")
         else:
             self.client = found
             self._refusal = self._refusal or self.factory.admit(self)
+            if audit is not None:
+                audit.authenticated(MLLP, found.name if found is not None else ANONYMOUS, self.peer, self.host)
         idle = self.factory.config.idle_timeout_seconds
         self.setTimeout(idle if self._refusal is None else min(idle, REFUSAL_GRACE_SECONDS))
 

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from gateway.core.audit import ANONYMOUS, HTTP
 from gateway.core.auth_limits import AUTH_RATE_LIMITED, AuthFailureLimiter
 from gateway.core.clients import BAD_CREDENTIALS, Client, ClientRegistry, Refusal, envelope_for, ip_of
 from gateway.core.intake import Intake
@@ -60,12 +61,18 @@ class IntakeResource(Resource):
         address = request.getClientAddress()
         found = self._clients.authenticate(getattr(address, "host", ""), header(request, "authorization") or None,
                                            peer_certificate(request.channel.transport))
+        audit = self._intake.audit
         if isinstance(found, Refusal):
             self._metrics.connections_refused.labels(transport=TRANSPORT, reason=found.reason).inc()
             log.warn("refusing HTTP {path} from {peer}: {reason}", path=mask_text(request.path.decode("ascii", "replace")),
                      peer=peer_of(address), reason=found.text)
             if found.reason == BAD_CREDENTIALS:
                 self._limiter.failed(peer_host(request))
+            if audit is not None:
+                audit.refused(HTTP, peer_of(address), f"{found.reason}: {found.text}")
+        elif audit is not None:
+            audit.authenticated(HTTP, found.name if found is not None else ANONYMOUS, peer_of(address),
+                                peer_host(request))
         return found
 
     def _envelope(self, request: Request, raw: bytes, received_at: float, content_charset: str = "",

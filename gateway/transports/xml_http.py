@@ -22,10 +22,7 @@ and are the gateway's own choice — see :data:`BHXH_CODES`.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from datetime import datetime, timedelta, timezone
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
@@ -40,42 +37,16 @@ from gateway.core.documents import DocumentRequest
 from gateway.core.intake import Intake
 from gateway.core.metrics import Metrics
 from gateway.core.sources import Source
+from gateway.formats.bhxh_portal import (decode_file_field, form_problem, portal_body, portal_code, portal_message,
+                                         send_again, wrong_parameter)
 from gateway.formats.xml130 import CHECK_IN_DOCUMENT, CLAIM_DOCUMENT
-from gateway.model.outcome import ACCEPT, ERROR, REJECT, Issue, Outcome
+from gateway.model.outcome import ACCEPT, ERROR, Issue, Outcome
 from gateway.transports.forms import FormError, parse_form
 from gateway.transports.web import RETRY_AFTER_SECONDS, IntakeResource, header, json_reply, refusal_status
 
 #: Not in twisted.web.http's constants.
 UNPROCESSABLE_ENTITY = 422
 
-#: Vietnam has kept UTC+7 without daylight saving since 1975, so a fixed offset is exact and
-#: needs no tz database on the host.
-VIETNAM_TIME = timezone(timedelta(hours=7), "ICT")
-#: ``thoiGianTiepNhan`` as the portal writes it (vn-standards §2.3: ``yyyyMMddHHmmss``).
-RECEPTION_TIME_FORMAT = "%Y%m%d%H%M%S"
-
-#: ``maKetQua`` values of the portal-compatible endpoints. "200" is the portal's success code;
-#: the rest are the gateway's choice among codes the portal is known to use (4210 list, §2.6),
-#: because the 4750 error list is not published. "429" is the gateway's own: the portal is known
-#: to have no code for a sender locked out, so it is HTTP's, as 401 and 403 are.
-BHXH_CODES = {
-    "200": "accepted and stored (also a repeat of a file already accepted)",
-    "205": "a form field is missing or wrong: maCSKCB, loaiHoSo or fileHSBase64 (not base64, "
-           "maCSKCB not the file's MACSKCB, the other kind of file)",
-    "123": "the file is refused as it is: not well-formed or unsafe XML, or a rule of QĐ 4750 broken",
-    "401": "the sender is not a known client (no or wrong credentials, an address no client has)",
-    "403": "no plugin of this gateway takes files of this facility, or the client may not send for it "
-           "(the form's maCSKCB, the file's MACSKCB or an episode's MA_CSKCB is not one of its facilities)",
-    "429": "the sender's address presented wrong credentials too often (auth.max_failures) and is refused "
-           "for a while, whatever it sends: the Retry-After header says how many seconds",
-    "1001": "the request is larger than http.max_body_bytes",
-    "124": "not stored now (the gateway is at a bound or timed out): send the same file again later",
-}
-
-#: Form fields of the portal API. ``username`` and ``maTinh`` are accepted and not used: the
-#: gateway has no portal accounts, and the facility code says the province.
-FORM_FIELDS = ("username", "loaiHoSo", "maTinh", "maCSKCB", "fileHSBase64")
-_FORM_LOCATIONS = frozenset(FORM_FIELDS)
 #: The portal's form has five fields; a client may add a few of its own, not thousands.
 _MAX_FORM_FIELDS = 32
 
@@ -138,7 +109,7 @@ class JsonSourceResource(_DocumentResource):
         return self._submit(request, request.content.read(), self._clock.seconds(), None, client)
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
-        if _send_again(outcome):
+        if send_again(outcome):
             body = _errors("unavailable" if not outcome.committed else "rejected", *outcome.issues)
             body["message_id"] = outcome.message_id
             return http.SERVICE_UNAVAILABLE, body, True
@@ -197,98 +168,30 @@ class BhxhPortalResource(_DocumentResource):
     def _form_failed(self, failure: Failure, request: Request, received_at: float) -> None:
         failure.trap(FormError)
         if not request._disconnected:
-            request.write(self._portal_json(request, "205", received_at, _form_problem(failure.getErrorMessage())))
+            request.write(self._portal_json(request, "205", received_at, wrong_parameter(failure.getErrorMessage())))
             request.finish()
 
     def _answer_form(self, request: Request, fields: dict[str, str], raw: bytes | None, received_at: float,
                      client: Client | None):
-        missing = [name for name in ("loaiHoSo", "maCSKCB", "fileHSBase64") if not fields.get(name)]
-        if missing:
-            return self._portal_json(request, "205", received_at, _form_problem(
-                f"missing form field(s) {', '.join(missing)}; send {', '.join(FORM_FIELDS)} as "
-                f"application/x-www-form-urlencoded or multipart/form-data"))
-        if fields["loaiHoSo"] != self._file_type:
-            return self._portal_json(request, "205", received_at, _form_problem(
-                f"loaiHoSo: {fields['loaiHoSo']!r}, this endpoint takes loaiHoSo={self._file_type} "
-                f"({self._document} file)"))
-        if raw is None:
-            return self._portal_json(request, "205", received_at, _form_problem(
-                "fileHSBase64: not valid base64 (RFC 4648 alphabet, '=' padding)"))
+        problem = form_problem(fields, raw, self._file_type, self._document)
+        if problem is not None:
+            return self._portal_json(request, "205", received_at, problem)
         return self._submit(request, raw, received_at, DocumentRequest(self._document, fields["maCSKCB"]), client)
 
     def _portal_json(self, request: Request, code: str, received_at: float, message: str) -> bytes:
-        return json_reply(request, http.OK, _portal_body(code, "", received_at, message))
+        return json_reply(request, http.OK, portal_body(code, "", received_at, message))
 
     def _answer(self, outcome: Outcome, received_at: float) -> tuple[int, dict, bool]:
         code = portal_code(outcome)
         transaction = "" if outcome.message_id is None else str(outcome.message_id)
-        return http.OK, _portal_body(code, transaction, received_at, _portal_message(code, outcome)), code == "124"
-
-
-def portal_code(outcome: Outcome) -> str:
-    """The ``maKetQua`` for a decision (see :data:`BHXH_CODES`)."""
-    if _send_again(outcome):
-        return "124"
-    if outcome.ack_code == ACCEPT:
-        return "200"
-    if outcome.ack_code == ERROR:
-        return "123"
-    if any(i.location in _FORM_LOCATIONS for i in outcome.issues):
-        return "205"
-    return "403"
-
-
-def _send_again(outcome: Outcome) -> bool:
-    """Not stored, or AR 207 (a plugin or the journal too slow): the same file may succeed later."""
-    return not outcome.committed or outcome.ack_code == REJECT and any(i.code == 207 for i in outcome.issues)
-
-
-def _portal_message(code: str, outcome: Outcome) -> str:
-    if code == "200":
-        records = outcome.extra.get("records", 0)
-        repeat = " (đã tiếp nhận trước đó / already received)" if outcome.duplicate else ""
-        return f"Tiếp nhận thành công / accepted: {records} hồ sơ (records){repeat}"
-    summary = {
-        "123": "Hồ sơ không hợp lệ / file refused",
-        "124": "Chưa lưu được hồ sơ, vui lòng gửi lại sau / not stored, send again later",
-        "205": "Sai tham số / wrong parameter",
-        "403": "Cơ sở KCB không được tiếp nhận / facility not served by this gateway or not this client's",
-    }[code]
-    details = "; ".join(f"{i.location}: {i.text}" if i.location else i.text for i in outcome.issues)
-    return f"{summary}: {details}" if details else summary
-
-
-def _portal_body(code: str, transaction: str, received_at: float, message: str) -> dict:
-    return {"maKetQua": code, "maGiaoDich": transaction, "thoiGianTiepNhan": reception_time(received_at),
-            "thongDiep": message}
-
-
-def reception_time(seconds: float) -> str:
-    """``thoiGianTiepNhan``: the reception time, Vietnam local time, ``yyyyMMddHHmmss``."""
-    return datetime.fromtimestamp(seconds, VIETNAM_TIME).strftime(RECEPTION_TIME_FORMAT)
-
-
-def _form_problem(text: str) -> str:
-    return f"Sai tham số / wrong parameter: {text}"
+        return http.OK, portal_body(code, transaction, received_at, portal_message(code, outcome)), code == "124"
 
 
 def _read_form(body: bytes, content_type: str) -> tuple[dict[str, str], bytes | None]:
     """On a thread: the portal form's fields and its decoded file (None when absent or not
     base64). Both can be tens of megabytes of work."""
     fields = parse_form(body, content_type, max_fields=_MAX_FORM_FIELDS)
-    return fields, _decode_file(fields.get("fileHSBase64", ""))
-
-
-def _decode_file(text: str) -> bytes | None:
-    """``fileHSBase64`` as bytes. A space is read as ``+``: a client that form-encodes without
-    escaping ``+`` sends base64's ``+`` as a space, and a space is never base64 itself. Line
-    breaks (MIME-style base64) are dropped."""
-    cleaned = "".join(text.replace(" ", "+").split())
-    try:
-        raw = base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw or None
+    return fields, decode_file_field(fields.get("fileHSBase64", ""))
 
 
 def _errors(status: str, *issues: Issue) -> dict:

@@ -13,7 +13,7 @@ import pytest_twisted
 
 from gateway.core.outbox import set_paused
 from gateway.core.store import Store
-from gateway.rules.person_index import PersonFacts, identifier_keys, resolve_persons
+from gateway.rules.person_index import PersonFacts, identifier_keys, index_list, person_key, resolve_persons
 from gateway.model.records import Identifier
 from tests.support import TestPlugin, connect_mllp, hl7, run_cli, select_rows, send_and_receive, start_gateway
 
@@ -260,3 +260,45 @@ async def test_a_fault_of_the_index_costs_neither_the_commit_nor_the_ordering_of
         await gw.stop()
 
     assert rows["G2"] == (first[0], "waiting")
+
+
+def _listed(bhxh: str, card_value: str = "", cccd_value: str = "", name: str = "Nguyễn Văn Thử") -> PersonFacts:
+    ids = [Identifier("BHXH", bhxh)] + ([Identifier("BHYT", card_value)] if card_value else []) + (
+        [Identifier("CCCD", cccd_value)] if cccd_value else [])
+    keys = identifier_keys(ids)
+    return PersonFacts(key=person_key(keys[0][0]), identifiers=keys, name=name, birth_date="19850412", sex="1",
+                       plugin="bhxh")
+
+
+def _index_state(conn: sqlite3.Connection) -> tuple[list, list]:
+    return (conn.execute("SELECT id, name, birth_date, sex FROM persons ORDER BY id").fetchall(),
+            conn.execute("SELECT key, person_id FROM person_identifiers ORDER BY key").fetchall())
+
+
+def test_a_list_batch_in_bulk_ends_as_the_same_index_as_one_by_one(tmp_path):
+    """Known persons (one with a CCCD of her own), then a batch with a new card, a CCCD attached,
+    a renamed person, a row twice, a new person, and a row whose CCCD names one person and whose
+    BHXH number another (settled one by one): the bulk path and ``resolve_persons`` agree."""
+    known = [_listed("0123456789", CARD), _listed("0123456790", cccd_value=OTHER_CCCD), _listed("0123456791")]
+    batch = [_listed("0123456789", RENEWED), _listed("0123456791", cccd_value=CCCD),
+             _listed("0123456790", name="Trần Thị Bình", cccd_value=OTHER_CCCD), _listed("0123456792"),
+             _listed("0123456792", CARD.replace("0123456789", "0123456792")),
+             _listed("0123456790", cccd_value=REISSUED)]
+    states, found = [], []
+    for bulk in (True, False):
+        store = Store(tmp_path / f"{bulk}.db")
+        store.migrate()
+        conn = store.connect()
+        resolve_persons(conn, known, 1.0)
+        if bulk:
+            found.append(index_list(conn, batch, 2.0))
+        else:
+            found.append([resolve_persons(conn, [f], 2.0).keys.get(f.key, f.key) for f in batch])
+        states.append(_index_state(conn))
+        conn.close()
+
+    assert found[0] == found[1]
+    assert states[0] == states[1]
+    assert found[0][:3] == [person_key(f"BHXH:{n}") for n in ("0123456789", "0123456791")] + [
+        person_key(f"CCCD:{OTHER_CCCD}")]
+    assert found[0][3] == found[0][4] and found[0][5] == person_key(f"CCCD:{REISSUED}")  # another CCCD: another person
