@@ -1,7 +1,7 @@
 """Several nodes on one PostgreSQL journal (issue 21): a claimed outbox row is leased to its node,
 no other node takes it while the lease runs, any node takes it once the lease has run out, a
-start-up gives back only the starting node's own rows, and two nodes' group commits that wait for
-each other both commit."""
+start-up gives back only the starting node's own rows, two nodes' group commits that wait for
+each other both commit, and two nodes' audit entries make one chain."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from gateway.core.outbox import OutboxItem, Settled, claim_due, insert_outbox_rows, record_results, recover_in_flight
+from gateway.core.audit import AuditEntry, append, verify
 from gateway.core.metrics import Metrics
 from gateway.core.postgres import PostgresStore
 from gateway.core.store import JournalWriter
@@ -106,3 +107,18 @@ async def test_two_nodes_group_commits_that_deadlock_are_run_again_and_both_comm
     assert sorted(results) == ["xy", "yx"]
     assert sorted(runs) == ["x", "x", "y"] or sorted(runs) == ["x", "y", "y"]  # one of the two ran again
     assert [metric_value_of(m, "hssk_commit_failures_total") for m in metrics] == [0, 0]
+
+
+def test_two_nodes_appending_to_the_audit_log_at_once_keep_one_chain(nodes):
+    a, b = nodes
+    a.execute("BEGIN")
+    append(a, 10.0, [AuditEntry("admin", "alice", "outbox.retry")])
+    appended = threading.Thread(target=lambda: (b.execute("BEGIN"), append(b, 11.0, [AuditEntry("cli", "bob", "replay")]),
+                                                b.execute("COMMIT")))
+    appended.start()
+    appended.join(0.5)
+    assert appended.is_alive(), "node B chained while node A's entry was not committed"
+    a.execute("COMMIT")
+    appended.join(10)
+
+    assert verify(a) == (2, None)
