@@ -881,10 +881,21 @@ def _plugin_command(plugin: str, command: Command) -> Callable[[argparse.Namespa
         plugins = build_plugin_manager(config)
         status = command.run(args, CommandContext(plugin, config, lambda: _plugin_journal(config, plugins, plugin),
                                                   lambda source, path, **options: _feed_here(config, source, path,
-                                                                                             **options)))
+                                                                                             **options),
+                                                  lambda action, target: _plugin_audit(config, plugin, action,
+                                                                                       target)))
         return 0 if status is None else status
 
     return run
+
+
+def _plugin_audit(config: GatewayConfig, plugin: str, action: str, target: str) -> None:
+    """A plugin command's operator action, as the OS user, in the data dir's audit log."""
+    from gateway.cli_audit import os_user, record
+    from gateway.core.audit import CLI, AuditEntry
+
+    if config.database_path.exists():
+        record(config, AuditEntry(CLI, os_user(), action, "", f"{plugin}: {target}"))
 
 
 def _reader_gone() -> int:

@@ -34,6 +34,7 @@ class CommandContext:
     config: GatewayConfig
     open_journal: Callable[[], PluginJournal] = field(repr=False, compare=False)
     feed_file: Callable[..., dict] | None = field(default=None, repr=False, compare=False)
+    record_audit: Callable[[str, str], None] | None = field(default=None, repr=False, compare=False)
 
     def journal(self) -> PluginJournal:
         """The journal of the data dir, brought to today's schema (the core's steps and every
@@ -53,6 +54,15 @@ class CommandContext:
         if self.feed_file is None:
             raise CommandError("this command line cannot feed files")
         return self.feed_file(source, path, skip=skip, progress=progress)
+
+    def audit(self, action: str, target: str) -> None:
+        """Record in the audit log that the operator (the OS user) did ``action``
+        (``persons.reveal`` …, :data:`gateway.core.audit.ACTIONS`) to ``target``, which holds no
+        identifier in clear (mask it). A reveal of identifiers is an operator action the audit log
+        must hold whichever command made it. Nothing is recorded where the data dir has no journal
+        yet. Version note: added in contract 1.2."""
+        if self.record_audit is not None:
+            self.record_audit(action, target)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 now, as the reception desk would, with the same client, codes and actions as the enrichment.
 
 The card, the holder's name and birth date are masked unless ``--reveal`` (as in ``persons
-show``); a reveal is logged with the OS user. A new card (003/004) is added to the person index of
+show``); a reveal is logged and recorded in the audit log with the OS user. A new card (003/004) is added to the person index of
 the data dir, as the enrichment does. Exit status: 0 the card is usable (000–004), 3 it is not
 (the ERR the enrichment would give), 1 it could not be checked (the portal silent or failing,
 the circuit open, our staff or account refused), 2 a configuration error.
@@ -84,6 +84,7 @@ def card_command(args: argparse.Namespace, context: CommandContext) -> int:
     result: CardResult = outcome
     if args.reveal:
         log.info("card check shown in clear to {os_user}", os_user=getpass.getuser(), command="bhxh card")
+        context.audit("persons.reveal", f"bhxh card {mask_identifier(args.card.strip())}")
     shown = describe(result, args.reveal)
     if args.json:
         print(json.dumps(shown, ensure_ascii=False, indent=2))

@@ -73,7 +73,7 @@ def walk(base: str, chromium: str, chromedriver: str, shots: Path) -> dict[str, 
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.wait import WebDriverWait
 
     options = Options()
@@ -95,10 +95,13 @@ def walk(base: str, chromium: str, chromedriver: str, shots: Path) -> dict[str, 
         driver.save_screenshot(str(shots / f"{name}.png"))
 
     def follow(element) -> None:
-        """Click ``element`` and wait until the page it leads to has replaced this one."""
-        page = driver.find_element(By.TAG_NAME, "html")
+        """Click ``element`` and wait until the page it leads to has replaced this one: the old
+        page carries a mark the new one lacks. While the page changes, Chromium may answer any
+        question with an error about a node that has gone; the wait asks again."""
+        driver.execute_script("window.hsskOldPage = true")
         element.click()
-        WebDriverWait(driver, 60).until(staleness_of(page))
+        WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: d.execute_script("return window.hsskOldPage === undefined && document.readyState === 'complete'"))
 
     def press(xpath: str) -> None:
         follow(driver.find_element(By.XPATH, xpath))

@@ -1,9 +1,11 @@
 """``hssk-gateway bhxh card`` as an operator runs it: a subprocess of the real command line asking
 the portal double on 127.0.0.1. Masked unless ``--reveal``; the exit status says usable (0), not
-usable (3), not checked (1) (``--reveal`` and a bad setting are tested in process,
-``test_card_check.py``); a new card reaches the person index of the data dir."""
+usable (3), not checked (1) (what ``--reveal`` shows and a bad setting are tested in process,
+``test_card_check.py``); a new card reaches the person index of the data dir, and a reveal its
+audit log."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sqlite3
@@ -71,9 +73,9 @@ async def test_a_new_card_found_from_the_command_line_is_added_to_the_person_ind
     url = await double.listen()
     old = next(h for h in HOLDERS if h.result == "004")
     try:
-        out, err, code = await run_card(tmp_path, url, old.card, "--name", NAME, "--birth", BIRTH)
+        out, err, code = await run_card(tmp_path, url, old.card, "--name", NAME, "--birth", BIRTH, "--reveal")
         assert code == 0, err
-        assert f"new card    {mask_identifier(old.new_card)}, valid 20270101–20271231" in out
+        assert f"new card    {old.new_card}, valid 20270101–20271231" in out
         assert "person index: new card queued" in out
     finally:
         await double.stop()
@@ -83,3 +85,9 @@ async def test_a_new_card_found_from_the_command_line_is_added_to_the_person_ind
     finally:
         conn.close()
     assert {value for _, value in rows} == {old.card, old.new_card} and len({p for p, _ in rows}) == 1
+    conn = sqlite3.connect(gateway.config.database_path)
+    try:
+        reveals = conn.execute("SELECT surface, actor, target FROM audit_log WHERE action = 'persons.reveal'").fetchall()
+    finally:
+        conn.close()
+    assert reveals == [("cli", getpass.getuser(), f"bhxh: bhxh card {mask_identifier(old.card)}")]
