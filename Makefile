@@ -26,6 +26,9 @@ TOOLS := promtool:prometheus                       # the alert rules, tests/test
 TOOLS += xmlsec1:xmlsec1                           # BHXH signatures, plugins/bhxh/tests/test_signing.py
 TOOLS += chromium:chromium                         # the console, tests/transports/test_console_browser.py
 TOOLS += chromedriver:chromium-driver              # its WebDriver, same test
+TOOLS += pg_ctlcluster:postgresql                  # the postgresql store backend (Debian keeps initdb and postgres
+                                                   # out of PATH; gateway/testing/postgres.py finds them)
+TOOLS += haproxy:haproxy                           # two nodes behind HAProxy, tests/test_failover.py
 
 tools:
 	@for pair in $(TOOLS); do \

@@ -33,7 +33,7 @@ from gateway.core.plugin_gauges import PluginGauges
 from gateway.core.plugin_journal import GatewayJournal, Ownership, apply_migration_sets
 from gateway.core.plugins import build_plugin_manager, describe_plugins, destination_kinds, http_routes, migration_sets
 from gateway.core.replay import Replayer
-from gateway.core.store import JournalWriter, Store
+from gateway.core.store import JournalWriter, open_store
 from gateway.formats.charsets import codec_for
 from gateway.transports.admin import AdminResource
 from gateway.transports.console.resource import with_console
@@ -66,7 +66,8 @@ class Gateway:
         self.migration_sets = migration_sets(self.plugins)
         self.metrics = Metrics(LabelValues.known(config.clients, self.plugins.hook.hssk_describe(),
                                                  self.pipeline.sources.message_types()))
-        self.store = Store(config.database_path, config.store.synchronous)
+        self.store = open_store(config)
+        self.metrics.node_info.labels(self.store.node, self.store.dialect).set(1)
         self.writer = JournalWriter(self.store, reactor, self.metrics, config.store.max_batch, self.clock)
         self.intake = Intake(self.pipeline, self.writer, self.clock, self.metrics, workers=config.pipeline.workers,
                              timeout=config.pipeline.timeout_seconds, max_in_flight=config.pipeline.max_in_flight,
@@ -128,11 +129,13 @@ class Gateway:
         and no second gateway on the same journal resets or delivers what this one holds
         (:mod:`gateway.core.datadir_lock`, :mod:`gateway.core.journal_identity`)."""
         self.datadir_lock.acquire()
-        check_journal(self.store.path, self.fresh_journal)
+        if self.store.dialect == "sqlite":
+            check_journal(self.store.path, self.fresh_journal)
         self.store.make_private()
         applied = self.store.migrate()
         applied += apply_migration_sets(self.store, self.migration_sets)
-        record_journal(self.store.path)
+        if self.store.dialect == "sqlite":
+            record_journal(self.store.path)
         if applied:
             log.info("journal schema steps applied: {steps}", steps=", ".join(applied))
         self.writer.start()
@@ -247,6 +250,9 @@ def validate_runtime(config: GatewayConfig, reactor) -> None:
     if config.auth.admin_token_env and not os.environ.get(config.auth.admin_token_env):
         raise ConfigError("auth.admin_token_env", f"names {config.auth.admin_token_env}, which is not set or empty; "
                                                   f"set it to the admin API's token, or remove the key")
+    if config.store.backend == "postgresql" and not os.environ.get(config.store.dsn_env):
+        raise ConfigError("store.dsn_env", f"names {config.store.dsn_env}, which is not set or empty; set it to the "
+                                           f"PostgreSQL connection string (host=... dbname=... user=...)")
     data_dir = Path(config.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{config.data_dir!r} exists and is not a directory")

@@ -74,8 +74,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config_from(args)
     validate_runtime(config, reactor)
     plugins = describe_plugins(build_plugin_manager(config))
-    print(f"configuration OK: MLLP {config.mllp.listen}, HTTP {config.http.listen}, journal {config.database_path}, "
-          f"synchronous={config.store.synchronous}, plugins: {', '.join(p.name for p in plugins) or 'none'}")
+    journal = (f"journal PostgreSQL from ${config.store.dsn_env} as node {config.store.node or '(host name)'}"
+               if config.store.backend == "postgresql"
+               else f"journal {config.database_path}, synchronous={config.store.synchronous}")
+    print(f"configuration OK: MLLP {config.mllp.listen}, HTTP {config.http.listen}, {journal}, "
+          f"plugins: {', '.join(p.name for p in plugins) or 'none'}")
     return 0
 
 
@@ -171,20 +174,21 @@ def _parse_time(text: str) -> float:
 
 
 def _require_journal(config: GatewayConfig) -> None:
-    """Inspection never creates a journal: a typo in --data-dir must not look like an empty one."""
-    if not config.database_path.exists():
+    """Inspection never creates a journal: a typo in --data-dir must not look like an empty one.
+    (A PostgreSQL journal is where ``store.dsn_env`` says, or the connection fails saying why.)"""
+    if config.store.backend == "sqlite" and not config.database_path.exists():
         raise ConfigError("data_dir", f"no journal at {config.database_path} (has the gateway run with this data dir?)")
 
 
 def connection_with(args: argparse.Namespace, table: str, what: str) -> sqlite3.Connection:
     """A connection to the journal, which must have ``table`` (``what`` it holds, for the
     refusal): a journal no gateway of this version has started on yet lacks it."""
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
-    conn = Store(config.database_path, config.store.synchronous).connect()
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is None:
+    conn = open_store(config).connect()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
         conn.close()
         raise OperatorError(f"the journal {config.database_path} has no {what} yet: start this version's gateway on "
                             f"it once")
@@ -192,11 +196,11 @@ def connection_with(args: argparse.Namespace, table: str, what: str) -> sqlite3.
 
 
 def _journal(args: argparse.Namespace):
-    from gateway.core.store import Journal, Store
+    from gateway.core.store import Journal, open_store
 
     config = _config_from(args)
     _require_journal(config)
-    return Journal(Store(config.database_path, config.store.synchronous))
+    return Journal(open_store(config))
 
 
 def _when(seconds: float | None) -> str:
@@ -314,10 +318,10 @@ def _plugin_journal(config: GatewayConfig, plugins, plugin: str = "") -> Command
     from gateway.core.pipeline import Pipeline
     from gateway.core.plugin_journal import CommandJournal, Ownership, apply_migration_sets
     from gateway.core.plugins import migration_sets
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     _require_journal(config)
-    store = Store(config.database_path, config.store.synchronous)
+    store = open_store(config)
     store.migrate()
     sets = migration_sets(plugins)
     apply_migration_sets(store, sets)
@@ -450,11 +454,11 @@ def _outbox(args: argparse.Namespace) -> tuple[GatewayConfig, sqlite3.Connection
     """The config (for destination names and kinds) and a connection of this process's own,
     configured like the gateway's (WAL, busy timeout), so writes wait for the gateway's writer
     instead of failing."""
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
-    return config, Store(config.database_path, config.store.synchronous).connect()
+    return config, open_store(config).connect()
 
 
 T = TypeVar("T")

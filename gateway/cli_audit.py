@@ -67,9 +67,9 @@ def audited_write(config: GatewayConfig, conn: sqlite3.Connection, entry: AuditE
 
 def record(config: GatewayConfig, entry: AuditEntry) -> None:
     """One entry in a transaction of its own, on a connection of its own."""
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
-    conn = Store(config.database_path, config.store.synchronous).connect()
+    conn = open_store(config).connect()
     try:
         audited_write(config, conn, entry, lambda c, now: None)
     finally:

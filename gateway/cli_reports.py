@@ -69,7 +69,7 @@ def _start_of(day: dt.date) -> float:
 
 def cmd_report_feeds(args: argparse.Namespace) -> int:
     from gateway.cli import OperatorError, _config_from, _require_journal
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
@@ -78,7 +78,7 @@ def cmd_report_feeds(args: argparse.Namespace) -> int:
     if start > end:
         raise OperatorError(f"--from {start} is after --to {end}")
     default, by_facility = silence_thresholds(config.feeds)
-    conn = Store(config.database_path, config.store.synchronous).connect()
+    conn = open_store(config).connect()
     try:
         feeds = feed_report(conn, _start_of(start), _start_of(end + timedelta(days=1)), time.time(), default,
                             by_facility, (code for client in config.clients for code in client.facilities))
@@ -165,7 +165,7 @@ def _draw(feeds: list[FacilityFeed], start: date, end: date, path: Path) -> None
 
 def cmd_report_coverage(args: argparse.Namespace) -> int:
     from gateway.cli import OperatorError, _config_from, _require_journal
-    from gateway.core.store import Store
+    from gateway.core.store import open_store
 
     config = _config_from(args)
     _require_journal(config)
@@ -173,7 +173,7 @@ def cmd_report_coverage(args: argparse.Namespace) -> int:
     if args.start is not None and args.start > end_day:
         raise OperatorError(f"--from {args.start} is after --to {end_day}")
     start = _start_of(args.start) if args.start else 0.0
-    conn = Store(config.database_path, config.store.synchronous).connect()
+    conn = open_store(config).connect()
     try:
         conn.execute("PRAGMA query_only = ON")
         districts = coverage(conn, start, _start_of(end_day + dt.timedelta(days=1)))

@@ -108,6 +108,19 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """Where the journal lives. ``backend`` "sqlite" (the default: one file in the data dir, one
+    gateway) or "postgresql" (one database several nodes share, ``gateway.core.postgres``): then
+    ``dsn_env`` names the environment variable holding the libpq connection string (it may carry a
+    password, so it is never a config key), ``node`` names this node (unique among the nodes; it
+    owns the outbox rows it has in flight, and a restarted node takes its own back at once), and a
+    row in flight is another node's to take ``lease_seconds`` after it was claimed: longer than
+    any destination's timeout. ``synchronous`` is SQLite's fsync policy."""
+
+    backend: str = field(default="sqlite", metadata=_check(
+        "must be 'sqlite' or 'postgresql'", lambda v: v in ("sqlite", "postgresql")))
+    dsn_env: str = "HSSK_STORE_DSN"
+    node: str = ""
+    lease_seconds: float = field(default=120.0, metadata=_check("must be a positive number", _positive))
     synchronous: str = field(
         default="FULL",
         metadata=_check(f"must be one of {', '.join(SYNCHRONOUS_LEVELS)}", lambda v: v.upper() in SYNCHRONOUS_LEVELS),

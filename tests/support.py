@@ -187,17 +187,17 @@ def sample_value(metrics: Metrics, name: str, **labels: str) -> float:
 
 def select_rows(gateway: Gateway, select: str, where: dict, alias: str = "") -> list[dict]:
     """Rows of ``select`` (no WHERE or ORDER BY of its own) whose columns equal ``where``, oldest
-    first, read through a separate SQLite connection as an operator would. ``alias`` qualifies the
-    filtered columns and the order (``"o."`` for ``FROM outbox o JOIN ...``)."""
-    import sqlite3
-
-    conn = sqlite3.connect(gateway.config.database_path)
-    conn.row_factory = sqlite3.Row
+    first, read through a separate connection to the gateway's journal (either backend) as an
+    operator would. ``alias`` qualifies the filtered columns and the order (``"o."`` for
+    ``FROM outbox o JOIN ...``)."""
+    conn = gateway.store.connect()
     try:
         sql = select
         if where:
             sql += " WHERE " + " AND ".join(f"{alias}{key} = :{key}" for key in where)
-        return [dict(row) for row in conn.execute(f"{sql} ORDER BY {alias}id", where)]
+        cursor = conn.execute(f"{sql} ORDER BY {alias}id", where)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
     finally:
         conn.close()
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.crash_client import REPO, SAMPLE, GatewayProcess, Tally, join_all, message_with_control_id, run_senders
@@ -34,10 +35,11 @@ DRAIN_TIMEOUT = 60.0
 WATCHDOG_SECONDS = 150.0
 
 
-def config_for(store_port: int) -> str:
+def config_for(store_port: int, store: str = 'synchronous = "FULL"', response_timeout_seconds: float = 5) -> str:
+    """The gateway's config: ``store`` is the body of its ``[store]`` table."""
     return f"""
 [store]
-synchronous = "FULL"
+{store}
 
 [plugins.viettel_his]
 sending_applications = ["HIS_THU_NGHIEM"]
@@ -50,7 +52,7 @@ backoff_cap_seconds = 0.5
 circuit_failures = 50
 circuit_open_seconds = 0.2
 max_in_flight = 8
-response_timeout_seconds = 5
+response_timeout_seconds = {response_timeout_seconds}
 """
 
 
@@ -85,14 +87,42 @@ def outbox(data_dir: Path) -> list[tuple]:
         conn.close()
 
 
-def wait_until_drained(data_dir: Path, timeout: float) -> None:
+def wait_until_drained(rows: Callable[[], list[tuple]], timeout: float) -> None:
+    """Until every row ``rows()`` reads (control id, key, person, state) is delivered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(state == "delivered" for *_, state in outbox(data_dir)):
+        if all(state == "delivered" for *_, state in rows()):
             return
         time.sleep(0.2)
-    left = [row for row in outbox(data_dir) if row[3] != "delivered"]
+    left = [row for row in rows() if row[3] != "delivered"]
     raise AssertionError(f"{len(left)} outbox rows not delivered after {timeout}s, e.g. {left[:3]}")
+
+
+def check_delivered_once_in_order(acked: dict[str, str], rows: list[tuple], accepted: list[dict]) -> tuple[dict, dict]:
+    """Every acknowledged message reached the store, no key the gateway did not acknowledge did,
+    one content per key, and each person's keys were first accepted in outbox order. ``rows``:
+    (control id, key, person, state) in outbox order; ``accepted``: the store's journal. Returns
+    the contents per key and the keys per person."""
+    key_of = {control_id: key for control_id, key, _, _ in rows}
+    contents: dict[str, set[str]] = defaultdict(set)
+    first_seen: list[str] = []
+    for entry in accepted:
+        if entry["key"] not in contents:
+            first_seen.append(entry["key"])
+        contents[entry["key"]].add(entry["sha"])
+
+    lost = sorted(cid for cid in acked if key_of.get(cid) not in contents)
+    assert not lost, f"{len(lost)} acknowledged messages never reached the store, e.g. {lost[:5]}"
+    assert set(contents) == {key_of[cid] for cid in acked}, "the store holds keys of messages never acknowledged"
+    assert all(len(shas) == 1 for shas in contents.values()), "one key was sent with different content"
+
+    position = {key: n for n, key in enumerate(first_seen)}
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for _, key, person, _ in rows:
+        by_person[person].append(key)
+    out_of_order = [p for p, keys in by_person.items() if [position[k] for k in keys] != sorted(position[k] for k in keys)]
+    assert not out_of_order, f"{len(out_of_order)} people had records delivered out of order"
+    return contents, by_person
 
 
 def wait_for_progress(tally: Tally, store: StoreProcess, acks: int) -> None:
@@ -128,7 +158,7 @@ def test_sigkill_during_delivery_loses_and_doubles_nothing(tmp_path):
             threads = run_senders(gateway.port, left, tally)
             if kill_at is None:
                 join_all(threads, timeout=60)
-                wait_until_drained(data_dir, DRAIN_TIMEOUT)
+                wait_until_drained(lambda: outbox(data_dir), DRAIN_TIMEOUT)
                 assert gateway.terminate() == 0, f"unclean shutdown; log:\n{gateway.log()}"
             else:
                 wait_for_progress(tally, store, int(kill_at * sum(map(len, left))))
@@ -146,30 +176,11 @@ def test_sigkill_during_delivery_loses_and_doubles_nothing(tmp_path):
             gateway.ensure_dead()
         store.stop()
 
-    rows = outbox(data_dir)
-    key_of = {control_id: key for control_id, key, _, _ in rows}
     accepted = store.accepted()
-    contents: dict[str, set[str]] = defaultdict(set)
-    first_seen: list[str] = []
-    for entry in accepted:
-        if entry["key"] not in contents:
-            first_seen.append(entry["key"])
-        contents[entry["key"]].add(entry["sha"])
-
-    lost = sorted(cid for cid in acked if key_of.get(cid) not in contents)
-    assert not lost, f"{len(lost)} acknowledged messages never reached the store, e.g. {lost[:5]}"
-    assert set(contents) == {key_of[cid] for cid in acked}, "the store holds keys of messages never acknowledged"
-    assert all(len(shas) == 1 for shas in contents.values()), "one key was sent with different content"
-
-    position = {key: n for n, key in enumerate(first_seen)}
-    by_person: dict[str, list[str]] = defaultdict(list)
-    for _, key, person, _ in rows:
-        by_person[person].append(key)
-    out_of_order = [p for p, keys in by_person.items() if [position[k] for k in keys] != sorted(position[k] for k in keys)]
-    assert not out_of_order, f"{len(out_of_order)} people had records delivered out of order"
+    contents, by_person = check_delivered_once_in_order(acked, outbox(data_dir), accepted)
 
     assert len(by_person) == PEOPLE
     print(f"\nacked={len(acked)} distinct_keys={len(contents)} store_requests_accepted={len(accepted)} "
-          f"redelivered={len(accepted) - len(contents)} lost={len(lost)} people={len(by_person)} "
+          f"redelivered={len(accepted) - len(contents)} lost=0 people={len(by_person)} "
           f"elapsed={time.monotonic() - started:.1f}s")
     assert len(contents) == len(acked) == THREADS * PER_THREAD

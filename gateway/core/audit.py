@@ -42,6 +42,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gateway.core.metrics import Metrics
+from gateway.core.postgres import POSTGRESQL, dialect
 from gateway.model.masking import mask_text
 
 log = Logger(namespace="hssk.audit")
@@ -120,7 +121,11 @@ def entry_hash(entry_id: int, content: Sequence, prev_hash: str) -> str:
 
 def append(conn: sqlite3.Connection, now: float, entries: Iterable[AuditEntry]) -> list[dict]:
     """Chain ``entries`` after the newest entry; the caller holds the write lock (inside the
-    journal writer's transaction, or the CLI's ``BEGIN IMMEDIATE``). Returns the rows written."""
+    journal writer's transaction, or the CLI's ``BEGIN IMMEDIATE``). Returns the rows written.
+    On PostgreSQL every node's writer holds its own write lock, so the chain's end is taken as well,
+    until the commit: two nodes never chain onto the same entry."""
+    if dialect(conn) == POSTGRESQL:
+        conn.lock_keys(["audit_log"])
     last = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
     last_id, prev = last if last is not None else (0, GENESIS)
     written = []

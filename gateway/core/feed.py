@@ -229,11 +229,11 @@ async def feed_here(config: GatewayConfig, plugins, source_name: str, path: str,
     from gateway.core.lookups import LookupRunner
     from gateway.core.metrics import Metrics
     from gateway.core.pipeline import Pipeline
-    from gateway.core.store import JournalWriter, Store
+    from gateway.core.store import JournalWriter, open_store
 
     pipeline = Pipeline(plugins.hook, config)
     source = feedable(pipeline.sources, source_name)
-    store = Store(config.database_path, config.store.synchronous)
+    store = open_store(config)
     store.migrate()
     metrics = Metrics()
     writer = JournalWriter(store, reactor, metrics, config.store.max_batch)

@@ -71,6 +71,10 @@ class Metrics:
         self.labels = labels
         self.registry = CollectorRegistry()
         r = self.registry
+        self.node_info = Gauge(
+            "hssk_node_info", "1, naming this gateway node and its journal backend (sqlite, or postgresql where "
+            "several nodes share one journal; outbox gauges then count the shared outbox, the same on every node).",
+            ["node", "backend"], registry=r)
         self.messages_received = Counter(
             "hssk_messages_received_total", "Messages answered, by transport, claiming plugin and message type.",
             ["transport", "plugin", "message_type"], registry=r)

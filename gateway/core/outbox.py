@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.core.destination import DEAD, DELIVERED, Delivery
+from gateway.core.postgres import POSTGRESQL, dialect
 from gateway.model.masking import mask_text, names_in_records
 from gateway.rules.person_index import person_key
 
@@ -102,6 +103,8 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
     An item whose idempotency key is queued already (a replay, another client's copy of the
     message) is the same record: it is skipped, and holds nothing back."""
     items = list(items)
+    if dialect(conn) == POSTGRESQL:
+        lock_persons(conn, {(i.destination, i.ordering_key) for _, i in items if i.destination not in unordered})
     queued = queued_keys(conn, [i.idempotency_key for _, i in items])
     ahead: set[tuple[str, str]] = set()
     rows = []
@@ -119,6 +122,13 @@ def insert_outbox_rows(conn: sqlite3.Connection, items: Iterable[tuple[int, Outb
         rows.append((message_id, i.destination, i.idempotency_key, i.ordering_key, state, now, now, now,
                      i.content_type, i.payload))
     conn.executemany(_INSERT, rows)
+
+
+def lock_persons(conn, persons: Iterable[tuple[str, str]]) -> None:
+    """On PostgreSQL, take these (destination, person) pairs until the commit: whether a person's
+    new row waits is decided from the rows ahead of it, and the node that settles the row ahead
+    must see the new one to let it go, so queuing and settling one person take turns across nodes."""
+    conn.lock_keys(f"person\x1f{destination}\x1f{person}" for destination, person in persons)
 
 
 def queued_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
@@ -163,20 +173,43 @@ LIMIT :limit
 """
 
 
+#: On PostgreSQL, several nodes claim from one outbox: due pending rows, and rows in flight whose
+#: node's lease ran out (it died, or lost the database), locked as they are read and skipping
+#: rows another node is claiming at this moment. A person with a row in flight under a live
+#: lease has nothing claimable.
+_DUE_LEASED = """
+SELECT id, message_id, idempotency_key, ordering_key, content_type, payload, attempts, created_at
+FROM outbox AS o
+WHERE destination = :destination
+  AND ((state = 'pending' AND next_attempt_at <= :now) OR (state = 'in_flight' AND lease_until < :now))
+  AND NOT EXISTS (SELECT 1 FROM outbox AS b WHERE b.destination = o.destination AND b.ordering_key = o.ordering_key
+                  AND b.state = 'in_flight' AND b.lease_until >= :now AND b.id <> o.id)
+ORDER BY next_attempt_at, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+
+
 def claim_due(conn: sqlite3.Connection, now: float, destination: str, limit: int,
               busy_keys: frozenset[str]) -> list[Delivery]:
     """Mark up to ``limit`` due rows in flight and return them (writer thread). At most one row
     per person, and none of a person already in flight (a dead row an operator retried can be
-    pending beside that person's current row)."""
+    pending beside that person's current row). On PostgreSQL a claimed row is leased to this
+    node (``lease_owner``, ``lease_until``) for the connection's ``lease_seconds``."""
     if limit <= 0:
         return []
-    rows = conn.execute(_DUE, {"destination": destination, "now": now, "limit": limit + len(busy_keys)}).fetchall()
+    leased = dialect(conn) == POSTGRESQL
+    rows = conn.execute(_DUE_LEASED if leased else _DUE,
+                        {"destination": destination, "now": now, "limit": limit + len(busy_keys)}).fetchall()
     claimed, seen = [], set(busy_keys)
     for r in rows:
         if r[3] not in seen and len(claimed) < limit:
             claimed.append(r)
             seen.add(r[3])
-    if claimed:
+    if claimed and leased:
+        conn.executemany("UPDATE outbox SET state = 'in_flight', updated_at = ?, lease_owner = ?, lease_until = ? "
+                         "WHERE id = ?", [(now, conn.node, now + conn.lease_seconds, r[0]) for r in claimed])
+    elif claimed:
         conn.executemany("UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE id = ?",
                          [(now, r[0]) for r in claimed])
     return [Delivery(row_id=r[0], message_id=r[1], destination=destination, idempotency_key=r[2], ordering_key=r[3],
@@ -199,29 +232,41 @@ class Settled:
 
 def record_results(conn: sqlite3.Connection, now: float, settled: list[Settled]) -> None:
     """Record how attempts ended; a row that is finished (delivered or dead) lets its person's
-    next waiting row go."""
+    next waiting row go. On PostgreSQL only a row still leased to this node is recorded: one
+    whose lease ran out is another node's now, which delivers it again under the same key."""
+    finished = [s.row_id for s in settled if s.state in (DELIVERED, DEAD)]
+    people = conn.execute(
+        f"SELECT DISTINCT destination, ordering_key FROM outbox WHERE id IN ({', '.join('?' * len(finished))})",
+        finished).fetchall() if finished else []
+    leased = dialect(conn) == POSTGRESQL
+    if leased:
+        lock_persons(conn, people)
     conn.executemany(
         """UPDATE outbox SET state = :state, attempts = attempts + 1, updated_at = :now,
                              next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
                              delivered_at = CASE WHEN :state = 'delivered' THEN :now ELSE delivered_at END,
                              last_error = CASE WHEN :state = 'delivered' THEN NULL ELSE :reason END,
-                             last_result = :label, last_detail = nullif(:detail, '')
-           WHERE id = :row_id AND state = 'in_flight'""",
+                             last_result = :label, last_detail = nullif(:detail, '')""" + (
+            ", lease_owner = NULL, lease_until = NULL" if leased else "")
+        + " WHERE id = :row_id AND state = 'in_flight'" + (" AND lease_owner = :node" if leased else ""),
         [{"state": s.state, "now": now, "next_attempt_at": s.next_attempt_at, "reason": s.reason[:2000],
-          "label": s.label, "detail": s.detail[:2000], "row_id": s.row_id} for s in settled])
-    finished = [s.row_id for s in settled if s.state in (DELIVERED, DEAD)]
-    if finished:
-        people = conn.execute(
-            f"SELECT DISTINCT destination, ordering_key FROM outbox WHERE id IN ({', '.join('?' * len(finished))})",
-            finished).fetchall()
+          "label": s.label, "detail": s.detail[:2000], "row_id": s.row_id} | ({"node": conn.node} if leased else {})
+         for s in settled])
+    if people:
         conn.executemany(_PROMOTE_NEXT, [{"now": now, "destination": d, "person": p} for d, p in people])
 
 
 def recover_in_flight(conn: sqlite3.Connection, now: float) -> int:
     """Rows a crash left in flight go back to pending: delivery is at-least-once, and the
-    idempotency key makes the second delivery harmless."""
-    recovered = conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE state = 'in_flight'",
-                             (now,)).rowcount
+    idempotency key makes the second delivery harmless. On PostgreSQL only this node's own rows:
+    another node's are its work in progress, and become claimable when their lease runs out."""
+    if dialect(conn) == POSTGRESQL:
+        recovered = conn.execute("UPDATE outbox SET state = 'pending', updated_at = ?, lease_owner = NULL, "
+                                 "lease_until = NULL WHERE state = 'in_flight' AND lease_owner = ?",
+                                 (now, conn.node)).rowcount
+    else:
+        recovered = conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE state = 'in_flight'",
+                                 (now,)).rowcount
     conn.execute(_PROMOTE_ORPHANS, {"now": now})
     return recovered
 
@@ -308,9 +353,9 @@ def reset_circuits(conn: sqlite3.Connection, now: float, destinations: Iterable[
     """At start: these destinations' circuits are closed, and any other one recorded by an
     earlier run (a destination since disabled or removed) has no circuit any more."""
     names = list(destinations)
-    conn.execute(f"UPDATE destination_state SET circuit_state = NULL, circuit_since = NULL, updated_at = ? "
-                 f"WHERE circuit_state IS NOT NULL AND destination NOT IN ({', '.join('?' * len(names))})",
-                 [now, *names])
+    others = f" AND destination NOT IN ({', '.join('?' * len(names))})" if names else ""  # () is SQLite's alone
+    conn.execute("UPDATE destination_state SET circuit_state = NULL, circuit_since = NULL, updated_at = ? "
+                 "WHERE circuit_state IS NOT NULL" + others, [now, *names])
     for name in names:
         record_circuit(conn, now, name, "closed")
 

@@ -43,7 +43,7 @@ from gateway.core.ack import acknowledgements
 from gateway.core.metrics import Metrics
 from gateway.core.pipeline import Decision, Pipeline, undecided
 from gateway.core.plugin_journal import ReadOnlyJournal
-from gateway.core.store import Store
+from gateway.core.store import open_store
 from gateway.model.masking import mask_text
 from gateway.model.outcome import ERROR, Issue
 
@@ -402,7 +402,7 @@ def serve(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
             log.error("pipeline.process_cpus {cpus} could not be applied ({error}); this pipeline process runs "
                       "on the gateway's CPUs", cpus=list(config.pipeline.process_cpus), error=str(e))
     plugins = build_plugin_manager(config)
-    plugins.hook.hssk_journal(journal=ReadOnlyJournal(Store(config.database_path, config.store.synchronous)))
+    plugins.hook.hssk_journal(journal=ReadOnlyJournal(open_store(config)))
     pipeline = Pipeline(plugins.hook, config)
     write(frame(_READY))
     progress = _Progress(write)

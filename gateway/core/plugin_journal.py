@@ -37,6 +37,7 @@ from twisted.python.threadable import isInIOThread
 
 from gateway.core.events import EVENT_TRANSPORT, Event, QueuedEvent, event_bytes
 from gateway.core.population import ImportedPersons, ListedPersons, import_listed
+from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, errors_of, schema_steps
 from gateway.core.store import Store, journal_decisions
 from gateway.model.envelope import Envelope
 
@@ -98,15 +99,20 @@ class Ownership:
         refusal, a typo) becomes :class:`PluginTaskError`, so the writer rolls back that task
         alone; one that ended the whole transaction (a full disk) stays what it is."""
         def guarded(conn: sqlite3.Connection, now: float) -> T:
-            conn.set_authorizer(self.authorize)
+            # PostgreSQL has no authorizer: there a task's tables are the plugin's by convention
+            # (and by a database role of its own where a site wants the engine to enforce it).
+            authorized = dialect(conn) == SQLITE
+            if authorized:
+                conn.set_authorizer(self.authorize)
             try:
                 return task(conn, now)
-            except sqlite3.Error as e:
+            except errors_of(conn) as e:
                 if not conn.in_transaction:
                     raise
                 raise PluginTaskError(f"{type(e).__name__}: {e}") from e
             finally:
-                conn.set_authorizer(None)
+                if authorized:
+                    conn.set_authorizer(None)
 
         return guarded
 
@@ -129,6 +135,8 @@ _NEVER = frozenset({sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_ATTACH, sqlite3.S
 def apply_migration_sets(store: Store, sets: Sequence[MigrationSet]) -> list[str]:
     """Run the steps of ``sets`` this journal lacks, in order, each in a transaction with its
     record; returns ``set:step`` of each applied. Call after ``Store.migrate``."""
+    if store.dialect == POSTGRESQL:
+        return _apply_sets_on_postgres(store, sets)
     conn = store.connect()
     try:
         db = sqlite_utils.Database(conn)
@@ -167,6 +175,52 @@ def _apply_step(conn: sqlite3.Connection, db: sqlite_utils.Database, owner: Owne
         raise MigrationError(f"schema step {step!r} of plugin migration set {set_name!r} failed and was rolled "
                              f"back: {type(e).__name__}: {e}{hint}") from e
     conn.execute("COMMIT")
+
+
+def _owned(owner: Ownership, run: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    def step(db: sqlite_utils.Database) -> None:
+        db.conn.set_authorizer(owner.authorize)
+        try:
+            run(db)
+        finally:
+            db.conn.set_authorizer(None)
+
+    return step
+
+
+def _apply_sets_on_postgres(store: PostgresStore, sets: Sequence[MigrationSet]) -> list[str]:
+    """The sets' steps as PostgreSQL DDL (:func:`gateway.core.postgres.schema_steps`: each step
+    runs in memory under its set's authorizer, so ownership is checked as on SQLite), applied in
+    one transaction under the migrations' lock. A step's data (rows it inserts) is not carried."""
+    conn = store.connect()
+    try:
+        conn.execute("BEGIN")
+        conn.lock_keys(["migrations"])
+        conn.execute("CREATE TABLE IF NOT EXISTS _plugin_migrations (set_name TEXT, step TEXT, "
+                     "applied_at DOUBLE PRECISION, PRIMARY KEY (set_name, step))")
+        done = {tuple(row) for row in conn.execute("SELECT set_name, step FROM _plugin_migrations")}
+        applied = []
+        for migration_set in sets:
+            owner = Ownership([migration_set.name])
+            try:
+                ddl = schema_steps([(step, _owned(owner, run)) for step, run in migration_set.steps])
+            except Exception as e:
+                hint = (f"; a plugin's steps may create and change only tables named {migration_set.name}_…"
+                        if "not authorized" in str(e) else "")
+                raise MigrationError(f"a schema step of plugin migration set {migration_set.name!r} failed: "
+                                     f"{type(e).__name__}: {e}{hint}") from e
+            for step, statements in ddl:
+                if (migration_set.name, step) in done:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO _plugin_migrations (set_name, step, applied_at) VALUES (?, ?, ?)",
+                             (migration_set.name, step, time.time()))
+                applied.append(f"{migration_set.name}:{step}")
+        conn.execute("COMMIT")
+        return applied
+    finally:
+        conn.close()
 
 
 class PluginJournal:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -22,14 +23,15 @@ from typing import Any, Protocol
 
 import sqlite_utils
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from gateway.config import GatewayConfig
 from gateway.core.ack import ack_codes
 from gateway.core.audit import create_audit_log
 from gateway.core.checkpoint import Checkpointer
 from gateway.core.metrics import Metrics
 from gateway.core.outbox import insert_outbox_rows, not_routed_of, patient_names
+from gateway.core.postgres import POSTGRESQL, SQLITE, PostgresStore, dialect, read_in_thread
 from gateway.formats.hl7v2 import CharsetError, Hl7Message, MessageFormatError
 from gateway.model.masking import mask_records, mask_text, names_in_records
 from gateway.model.outcome import ACCEPT, ERROR, STATUS_BY_CODE, Issue
@@ -230,7 +232,14 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite_utils.Database], None]]] = (
 
 
 class Store:
-    """Where the database lives and how every connection to it is configured."""
+    """Where the database lives and how every connection to it is configured: the SQLite
+    backend, and the default. :class:`gateway.core.postgres.PostgresStore` answers the same
+    questions for a database several nodes share."""
+
+    dialect = SQLITE
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    #: One gateway per data dir (``gateway.core.datadir_lock``): no node name is needed.
+    node = ""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = Path(path)
@@ -244,6 +253,20 @@ class Store:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def retryable(self, error: Exception) -> bool:
+        """One writer per journal: nothing another writer did makes a commit fail."""
+        return False
+
+    def connect_writer(self) -> sqlite3.Connection:
+        """The journal writer's connection: SQLite's own auto-checkpoint is off, the
+        :class:`Checkpointer` copies the WAL instead."""
+        conn = self.connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
+
+    def checkpointer(self, metrics: Metrics) -> Checkpointer:
+        return Checkpointer(self.connect, metrics)
 
     def make_private(self) -> None:
         """The data dir 0700, the journal and its WAL and shared-memory files 0600: they hold
@@ -260,17 +283,8 @@ class Store:
                 os.chmod(path, 0o600)
 
     def read_in_thread(self, reactor, query: Callable[[sqlite3.Connection], Any]) -> Deferred:
-        """Run ``query`` on a connection of its own in the reactor's thread pool, never on the
-        reactor or the journal writer: an operator's read must not hold up the group commit that
-        ACKs depend on. Fires on the reactor with its result."""
-        def run():
-            conn = self.connect()
-            try:
-                return query(conn)
-            finally:
-                conn.close()
-
-        return deferToThreadPool(reactor, reactor.getThreadPool(), run)
+        """See :func:`gateway.core.postgres.read_in_thread`."""
+        return read_in_thread(self.connect, reactor, query)
 
     def migrate(self) -> list[str]:
         """Apply the schema steps this file lacks; returns their names."""
@@ -291,6 +305,15 @@ class Store:
             return applied
         finally:
             conn.close()
+
+
+def open_store(config: GatewayConfig) -> Store | PostgresStore:
+    """The journal ``store.backend`` names. For PostgreSQL the node is ``store.node``, or this
+    host's name when unset (a restart on the same host then takes back its own rows in flight)."""
+    if config.store.backend == "postgresql":
+        return PostgresStore(os.environ.get(config.store.dsn_env, ""), config.store.node or socket.gethostname(),
+                             config.store.lease_seconds)
+    return Store(config.database_path, config.store.synchronous)
 
 
 @dataclass(frozen=True)
@@ -346,6 +369,8 @@ INSERT INTO not_routed (message_id, destination, reason, text, created_at) VALUE
 """
 
 _STOP = object()
+#: How many times a group is tried when the database aborts it for another node's sake.
+_COMMIT_ATTEMPTS = 3
 
 
 class JournalWriter:
@@ -354,7 +379,7 @@ class JournalWriter:
     def __init__(self, store: Store, reactor, metrics: Metrics, max_batch: int = 512, clock=None,
                  checkpointer: Checkpointer | None = None) -> None:
         self._store = store
-        self._checkpointer = checkpointer or Checkpointer(store.connect, metrics)
+        self._checkpointer = checkpointer or store.checkpointer(metrics)
         self._reactor = reactor
         # Timestamps come from the injected clock (IReactorTime.seconds is a plain read, safe from
         # this thread), so outbox due times and the dispatcher agree when tests drive time.
@@ -374,8 +399,7 @@ class JournalWriter:
         self._last_failure: tuple[float, str] | None = None
 
     def start(self) -> None:
-        self._conn = self._store.connect()
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer copies the WAL instead
+        self._conn = self._store.connect_writer()
         self._checkpointer.start()
         self._thread = threading.Thread(target=self._run, name="hssk-journal-writer", daemon=True)
         self._thread.start()
@@ -441,20 +465,8 @@ class JournalWriter:
             if trace is not None:
                 trace.append(started)
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                now = self._clock.seconds()
-                decisions = [job.decision for job in jobs]
-                results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
-                task_results = [_run_task(task, self._conn, now) for task in tasks]
-                self._conn.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second
-                # ROLLBACK would then raise and hide the error that says what went wrong.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
+            results, task_results = self._transaction(jobs, tasks)
+        except self._store.errors as e:
             self._metrics.commit_failures.inc()
             log.error("journal commit of {count} messages failed: {error}", count=len(jobs), error=str(e))
             if jobs:
@@ -474,6 +486,34 @@ class JournalWriter:
                   for item in job.decision.outbox} if self.on_queued is not None else set()
         linked = self.on_linked if any(isinstance(r, Committed) and r.links for r in results) else None
         self._reactor.callFromThread(_answer_all, jobs, tasks, task_results, queued and self.on_queued, queued, linked)
+
+    def _transaction(self, jobs: list, tasks: list) -> tuple[list, list]:
+        """One transaction for the group. On PostgreSQL, two nodes' groups can wait for each
+        other's locks (one locks person P then Q, the other Q then P); the server aborts one, and
+        that group is run again from the start, as nothing of it was committed."""
+        attempt = 1
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    now = self._clock.seconds()
+                    decisions = [job.decision for job in jobs]
+                    results = journal_decisions(self._conn, decisions, now, self.unordered_destinations) if jobs else []
+                    task_results = [_run_task(task, self._conn, now, self._store.errors) for task in tasks]
+                    self._conn.execute("COMMIT")
+                    return results, task_results
+                except BaseException:
+                    # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second
+                    # ROLLBACK would then raise and hide the error that says what went wrong.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except self._store.errors as e:
+                if attempt >= _COMMIT_ATTEMPTS or not self._store.retryable(e):
+                    raise
+                log.warn("journal commit of {count} messages met another node's ({error}); trying again",
+                         count=len(jobs), error=str(e).splitlines()[0])
+                attempt += 1
 
 
 def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
@@ -541,15 +581,20 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
         if status in ("accepted", "error") and decision.control_id:
             _remember(originals.setdefault(key, {}), decision.digest,
                       ("row", len(rows) - 1, ack_code, tuple(issues)), envelope.replay_of)
-    first_id = 0
+    ids: list[int] = []
     if rows:
-        cursor = conn.execute(
-            f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows)),
-            [value for row in rows for value in row])
-        # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
-        # holds the write lock, and SQLite gives each new row max(rowid) + 1.
-        first_id = cursor.lastrowid - len(rows) + 1
-        accepted = [(first_id + ref, decision) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
+        insert = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * len(rows))
+        values = [value for row in rows for value in row]
+        if dialect(conn) == SQLITE:
+            cursor = conn.execute(insert, values)
+            # Rowids of a multi-row INSERT are consecutive: this thread is the only writer and
+            # holds the write lock, and SQLite gives each new row max(rowid) + 1.
+            ids = list(range(cursor.lastrowid - len(rows) + 1, cursor.lastrowid + 1))
+        else:
+            # Another node may take ids from the same sequence meanwhile, but one statement takes
+            # its own in the order of its rows.
+            ids = sorted(row_id for (row_id,) in conn.execute(insert + " RETURNING id", values))
+        accepted = [(ids[ref], decision) for decision, (where, ref, (code, _, _)) in zip(decisions, plan)
                     if where == "row" and code == ACCEPT]
         resolved = _resolved_persons(conn, accepted, now)
         queued = []
@@ -568,8 +613,8 @@ def journal_decisions(conn: sqlite3.Connection, decisions: list, now: float,
             conn.executemany(_INSERT_NOT_ROUTED, not_routed)
     if repeats:
         conn.executemany(_COUNT_REPEATS, [{"repeats": n, "now": now, "id": i} for i, n in repeats.items()])
-    return [Committed(first_id + ref if where == "row" else ref, code, issues, duplicate,
-                      links.get(first_id + ref, 0) if where == "row" else 0)
+    return [Committed(ids[ref] if where == "row" else ref, code, issues, duplicate,
+                      links.get(ids[ref], 0) if where == "row" else 0)
             for where, ref, (code, issues, duplicate) in plan]
 
 
@@ -605,6 +650,10 @@ def _find_originals(conn: sqlite3.Connection, decisions: list) -> dict[tuple[str
     keys = {_repeat_key(d) for d in decisions if _may_repeat(d)}
     if not keys:
         return {}
+    if dialect(conn) == POSTGRESQL:
+        # Another node may be journaling a copy of the same message right now: each key is taken
+        # until this commit, so of two copies the second is looked up after the first is in.
+        conn.lock_keys("message\x1f" + "\x1f".join(key) for key in keys)
     senders = sorted({k[1] for k in keys})
     control_ids = sorted({k[2] for k in keys})
     sql = _FIND_ORIGINALS.format(senders=", ".join("?" * len(senders)), control_ids=", ".join("?" * len(control_ids)))
@@ -663,11 +712,11 @@ class _TaskFailed:
         self.error = error
 
 
-def _run_task(task: _Task, conn: sqlite3.Connection, now: float):
+def _run_task(task: _Task, conn: sqlite3.Connection, now: float, errors: tuple[type[Exception], ...]):
     conn.execute("SAVEPOINT task")
     try:
         result = task.fn(conn, now)
-    except sqlite3.Error:
+    except errors:
         raise
     except Exception as e:  # a buggy task fails alone; the messages committed with it stay committed
         conn.execute("ROLLBACK TO task")
@@ -678,7 +727,8 @@ def _run_task(task: _Task, conn: sqlite3.Connection, now: float):
 
 
 def _write_probe(conn: sqlite3.Connection, now: float) -> bool:
-    conn.execute("INSERT OR REPLACE INTO readiness (id, checked_at) VALUES (1, ?)", (now,))
+    conn.execute("INSERT INTO readiness (id, checked_at) VALUES (1, ?) "
+                 "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", (now,))
     return True
 
 

@@ -2,11 +2,18 @@
 journaled once (DESIGN.md §4); anything else with a reused control id is not a repeat."""
 import json
 
+import pytest
 import pytest_twisted
 
 from gateway.model.outcome import ContentError, Issue
 from tests.support import connect_mllp, err_segments, hl7, journal_rows, metric_value, msa, replace_msh_field, \
     send_and_receive
+
+
+@pytest.fixture
+def gateway(gateway_on_each_backend):
+    """Every test here runs on each journal backend."""
+    return gateway_on_each_backend
 
 
 def missing_cccd(message):

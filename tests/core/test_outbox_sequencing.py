@@ -1,4 +1,4 @@
-"""Per-person sequencing in the outbox table itself, on a real SQLite journal.
+"""Per-person sequencing in the outbox table itself, on a real journal of each backend.
 
 A person's first undelivered row is pending, the rest wait; each finished row (delivered or
 dead) lets exactly the next one go, so claiming never has to look past pending rows.
@@ -9,14 +9,11 @@ import pytest
 
 from gateway.core.outbox import (OutboxItem, Settled, claim_due, insert_outbox_rows, record_results,
                                  recover_in_flight)
-from gateway.core.store import Store
 
 
 @pytest.fixture
-def conn(tmp_path):
-    store = Store(tmp_path / "gateway.db", "NORMAL")
-    store.migrate()
-    conn = store.connect()
+def conn(any_store):
+    conn = any_store.connect()
     conn.execute("INSERT INTO messages (received_at, committed_at, transport, sender, control_id, status, raw, "
                  "repeat_count) VALUES (0, 0, 'mllp', 'S|F', 'C1', 'accepted', X'', 0)")
     yield conn
