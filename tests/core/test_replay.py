@@ -14,6 +14,7 @@ from gateway.model.outcome import ContentError, Issue
 from tests.support import (REPO, TestPlugin, connect_mllp, err_segments, hl7, http_request, journal_rows, msa,
                            msa_codes, outbox_rows, plugin_sample, run_cli, send_and_receive, standard_records,
                            start_gateway, wait_until)
+from tests.conftest import backend_settings
 from tests.transports.test_xml_intake import FORM, TestDocumentPlugin, noi_tru, portal_form
 
 FILES = {"destinations.files.kind": "file", "destinations.files.directory": "files"}
@@ -41,13 +42,43 @@ async def failed_then_fixed(gateway, control_id: str, behaviour=broken):
     return client, journal_rows(gateway, control_id=control_id)[0]["id"]
 
 
-@pytest_twisted.async_yield_fixture
-async def gw(tmp_path):
+@pytest_twisted.async_yield_fixture(params=["sqlite", "postgresql"])
+async def gw(tmp_path, request, monkeypatch):
+    """A gateway with the test plugin, once on each journal backend: a replay reads and writes the
+    one journal every node shares."""
     plugin = TestPlugin()
-    gateway = await start_gateway(tmp_path / "data", plugins=[plugin], **FILES)
+    gateway = await start_gateway(tmp_path / "data", plugins=[plugin], **FILES,
+                                  **backend_settings(request.param, request, monkeypatch))
     gateway.test_plugin = plugin
     yield gateway
     await gateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_one_node_answered_ae_is_replayed_by_the_other_and_delivered_once(tmp_path, request,
+                                                                                         monkeypatch):
+    """Two nodes on one PostgreSQL journal: node B's admin API replays what node A journaled."""
+    plugins = TestPlugin(), TestPlugin()
+    a = await start_gateway(tmp_path / "a", plugins=[plugins[0]], **FILES,
+                            **backend_settings("postgresql", request, monkeypatch, node="node-a"))
+    b = await start_gateway(tmp_path / "b", plugins=[plugins[1]], **FILES,
+                            **backend_settings("postgresql", request, monkeypatch, node="node-b"))
+    try:
+        a.test_plugin = plugins[0]
+        client, first_id = await failed_then_fixed(a, "ACROSS1")
+
+        response = await replay(b, f"{first_id}/replay")
+
+        assert response.code == 200, response.body
+        [replayed] = response.json()["replayed"]
+        assert (replayed["was"], replayed["ack_code"], replayed["queued"]) == ("AE", "AA", 1)
+        assert [r["replay_of"] for r in journal_rows(a)] == [None, first_id]
+        await wait_until(lambda: [r["state"] for r in outbox_rows(a)] == ["delivered"], what="one delivery")
+        assert (await replay(b, f"{first_id}/replay")).json()["replayed"][0]["queued"] == 0
+        client.transport.loseConnection()
+    finally:
+        await b.stop()
+        await a.stop()
 
 
 @pytest_twisted.ensureDeferred
