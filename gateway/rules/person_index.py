@@ -78,7 +78,7 @@ def fold_name(name: str) -> str:
     (``Nguyễn Thị  Ánh`` → ``nguyen thi anh``), so an ASCII-only sender finds the same person.
     Folded a word at a time: a population list's million names are made of a few thousand
     syllables, each folded once (:func:`_fold_word`)."""
-    return " ".join(map(_fold_word, name.split()))
+    return " ".join(filter(None, map(_fold_word, name.split())))
 
 
 @functools.lru_cache(maxsize=1 << 16)
