@@ -86,21 +86,23 @@ def import_listed(conn: sqlite3.Connection, now: float, pipeline: Pipeline, unor
     """Index, record and route ``batch`` inside the caller's transaction (see the module)."""
     if not batch.persons:
         return ImportedPersons(None, (), 0)
+    facility = batch.facility
     facts = []
     for person in batch.persons:
         keys = identifier_keys(person.identifiers)
-        facts.append(PersonFacts(key=person_key(keys[0][0]) if keys else "", identifiers=keys,
-                                 name=person.full_name, birth_date=person.birth_date, sex=person.sex,
-                                 facility=batch.facility, plugin=plugin))
+        facts.append(PersonFacts(person_key(keys[0][0]) if keys else "", keys, (), person.full_name,
+                                 person.birth_date, person.sex, facility, plugin))
     person_ids = index_list(conn, facts, now)
     record_residences(conn, [(pid, p.address.province, p.address.district, p.address.commune)
                              for pid, p in zip(person_ids, batch.persons) if pid and p.address is not None],
                       plugin, now)
-    record_sets = [RecordSet(batch.kind, person=person) for person in batch.persons]
     raw = "\n".join(batch.rows).encode("utf-8")
     origin = DocumentSource.named_by_content(raw, LIST_SENDER_PREFIX + plugin, batch.kind, batch.facility,
-                                             records=len(record_sets))
-    routed = pipeline.route(origin, zip(record_sets, batch.identities), plugin)
+                                             records=len(batch.persons))
+    # Made as routed: with no destination taking the kind, no record set is made at all.
+    record_sets = ((RecordSet(batch.kind, person=person), identity)
+                   for person, identity in zip(batch.persons, batch.identities))
+    routed = pipeline.route(origin, record_sets, plugin)
     by_key = {f.key: pid for f, pid in zip(facts, person_ids) if pid and f.key != pid}
     outbox = tuple(replace(i, ordering_key=by_key[i.ordering_key]) if i.ordering_key in by_key else i
                    for i in routed.outbox)

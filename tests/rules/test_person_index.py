@@ -13,7 +13,7 @@ import pytest_twisted
 
 from gateway.core.outbox import set_paused
 from gateway.core.store import Store
-from gateway.rules.person_index import PersonFacts, identifier_keys, index_list, person_key, resolve_persons
+from gateway.rules.person_index import PersonFacts, fold_name, identifier_keys, index_list, person_key, resolve_persons
 from gateway.model.records import Identifier
 from tests.support import TestPlugin, connect_mllp, hl7, run_cli, select_rows, send_and_receive, start_gateway
 
@@ -302,3 +302,11 @@ def test_a_list_batch_in_bulk_ends_as_the_same_index_as_one_by_one(tmp_path):
     assert found[0][:3] == [person_key(f"BHXH:{n}") for n in ("0123456789", "0123456791")] + [
         person_key(f"CCCD:{OTHER_CCCD}")]
     assert found[0][3] == found[0][4] and found[0][5] == person_key(f"CCCD:{REISSUED}")  # another CCCD: another person
+
+
+def test_fold_name_folds_each_word_as_the_whole_name_would():
+    assert fold_name("Nguyễn Thị  Ánh") == "nguyen thi anh"
+    assert fold_name("ĐẶNG  đức") == "dang duc"
+    # A mark standing alone between spaces goes, and leaves one space, not two.
+    assert fold_name("Lê \u0301 Văn\u00a0\u0323\tBa") == "le van ba"
+    assert fold_name("Σ\u20d7 x") == "σ x"
