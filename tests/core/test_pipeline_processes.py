@@ -254,8 +254,10 @@ async def test_a_decision_written_just_before_the_child_died_still_counts(tmp_pa
         big_note = "OBX|1|TX|NOTE^Note||" + "x" * 600_000
         ack = await send_and_receive(client, hl7("PID|1||079085000123^^^BCA^NI||Nguyễn^Văn Thử||19850412|M",
                                                  big_note, control_id="LAST1", sending_app="FAULT_HIS"))
+        # The busy reactor reads the 600 kB decision a piece per turn; on a loaded machine that
+        # alone can take seconds, so the wait is long (the point is the answer, not the time).
         await wait_until(lambda: metric_value(gw, "hssk_pipeline_process_restarts_total", reason="idle") == 1,
-                         what="the child's exit to be seen")
+                         timeout=40, what="the child's exit to be seen")
         await deferLater(reactor, 0.2, lambda: None)
 
         assert msa(ack)[1:3] == ["AA", "LAST1"]
